@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole suite: lint (ruff, mypy --strict), unit tests, and the real-stack tests (root, runc,
+# crun, CRIU, conmon). Called by `make test` after the host setup, and by .ci/run.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+py=${VENV:-.venv}/bin/python
+echo "==> ruff"
+$py -m ruff check src tests
+echo "==> mypy --strict"
+$py -m mypy src
+echo "==> pytest"
+exec $py -m pytest -p no:cacheprovider "$@"

@@ -1,0 +1,153 @@
+"""conmon, the container monitor podman and CRI-O use.
+
+conmon holds the container's stdio pipes, writes the k8s-file log, records the exit code in the
+exit directory and daemonizes, so no amber process stays resident per container. It runs
+`<runtime> create` (or `<runtime> restore --detach` with --restore) and reports the container's
+PID, or the runtime's error, on the sync pipe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from amber.adapters.run import find_tool, spawn
+from amber.adapters.runtime import Runtime
+from amber.errors import AmberError
+
+
+@dataclass(frozen=True)
+class MonitorSpec:
+    cid: str
+    name: str
+    bundle: Path
+    log_path: Path
+    exit_dir: Path
+    pidfile: Path  # the container's init PID
+    conmon_pidfile: Path
+    socket_dir: Path
+
+
+class ConmonError(AmberError):
+    pass
+
+
+def _read_sync(fd: int, timeout: float) -> list[dict[str, object]]:
+    """Read the JSON messages conmon writes to the sync pipe until it closes or we have a pid."""
+    deadline = time.monotonic() + timeout
+    buf = b""
+    messages: list[dict[str, object]] = []
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        buf += chunk
+        while b"\n" in buf or buf.strip().endswith(b"}"):
+            line, _, buf = buf.partition(b"\n") if b"\n" in buf else (buf, b"", b"")
+            if line.strip():
+                try:
+                    msg = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(msg, dict):
+                    messages.append(msg)
+                    if "data" in msg:
+                        return messages
+            if not buf:
+                break
+    return messages
+
+
+def start_monitor(
+    runtime: Runtime,
+    spec: MonitorSpec,
+    *,
+    restore_from: Path | None = None,
+    runtime_opts: Sequence[str] = (),
+    timeout: float = 120.0,
+) -> int:
+    """Start conmon for a container; returns the container's PID once created (or restored)."""
+    conmon = find_tool("conmon", "supervise containers")
+    spec.socket_dir.mkdir(parents=True, exist_ok=True)
+    spec.exit_dir.mkdir(parents=True, exist_ok=True)
+    argv: list[str] = [
+        conmon,
+        "--api-version", "1",
+        "-c", spec.cid,
+        "-u", spec.cid,
+        "-n", spec.name,
+        "-r", runtime.info.path,
+        "-b", str(spec.bundle),
+        "-p", str(spec.pidfile),
+        "-P", str(spec.conmon_pidfile),
+        "-l", f"k8s-file:{spec.log_path}",
+        "--exit-dir", str(spec.exit_dir),
+        "--socket-dir-path", str(spec.socket_dir),
+        "--log-level", "error",
+        "--runtime-arg", "--root",
+        "--runtime-arg", str(runtime.state_root),
+        "--runtime-arg", "--log-format=json",
+        "--runtime-arg", f"--log={spec.bundle / 'oci-log'}",
+    ]  # fmt: skip
+    with contextlib.suppress(FileNotFoundError):
+        (spec.bundle / "oci-log").unlink()
+    if restore_from is not None:
+        argv += ["--restore", str(restore_from)]
+        for opt in runtime_opts:
+            argv += ["--runtime-opt", opt]
+    read_fd, write_fd = os.pipe()
+    try:
+        proc = spawn(argv, env={"_OCI_SYNCPIPE": str(write_fd)}, pass_fds=(write_fd,), cwd=spec.bundle)
+    except BaseException:
+        os.close(read_fd)
+        os.close(write_fd)
+        raise
+    # conmon's first process exits at once (it forks); its child keeps the sync pipe.
+    os.close(write_fd)
+    try:
+        messages = _read_sync(read_fd, timeout)
+    finally:
+        os.close(read_fd)
+        try:
+            proc.wait(timeout=5)
+        except Exception:  # noqa: BLE001 - the daemonized child carries on; we only reap the parent
+            pass
+    pid = -1
+    message = ""
+    for msg in messages:
+        data = msg.get("data")
+        if isinstance(data, int):
+            pid = data
+        if isinstance(msg.get("message"), str):
+            message = str(msg["message"])
+    if pid <= 0:
+        verb = "restore" if restore_from is not None else "create"
+        raise ConmonError(
+            f"{runtime.info.kind} could not {verb} container {spec.name}",
+            hint=None,
+            details=_runtime_errors(spec.bundle / "oci-log", message) or ["conmon reported no container PID"],
+        )
+    return pid
+
+
+def _runtime_errors(oci_log: Path, message: str) -> list[str]:
+    """The runtime's own error lines (its JSON log), else conmon's message."""
+    lines: list[str] = []
+    with contextlib.suppress(OSError):
+        for raw in oci_log.read_text(errors="replace").splitlines():
+            with contextlib.suppress(json.JSONDecodeError):
+                entry = json.loads(raw)
+                if isinstance(entry, dict) and entry.get("level") in ("error", "fatal"):
+                    lines.append(str(entry.get("msg", "")).strip())
+    if not lines:
+        lines = [line for line in message.strip().splitlines() if line.strip()]
+    return lines[-12:]

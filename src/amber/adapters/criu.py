@@ -1,0 +1,65 @@
+"""CRIU: version and feature probes, its logs and its statistics images."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+from amber.adapters.run import find_tool, run
+
+MIN_VERSION = (4, 2)
+
+# CRIU statistics fields podman reports (--print-stats), in podman's order.
+DUMP_FIELDS = ("freezing_time", "frozen_time", "memdump_time", "memwrite_time", "pages_scanned",
+               "pages_written")
+RESTORE_FIELDS = ("forking_time", "restore_time", "pages_restored", "pages_compared", "pages_skipped_cow")
+
+
+@functools.cache
+def version() -> tuple[int, ...]:
+    out = run([find_tool("criu", "checkpoint containers"), "--version"], check=False).stdout
+    for line in out.splitlines():
+        if line.startswith("Version:"):
+            return tuple(int(x) for x in line.split()[1].split(".") if x.isdigit())
+    return ()
+
+
+def version_string() -> str:
+    return ".".join(str(x) for x in version()) or "unknown"
+
+
+@functools.cache
+def dirty_tracking() -> bool:
+    """Can this kernel track dirty memory (needed for pre-checkpoints)?"""
+    criu = find_tool("criu", "checkpoint containers")
+    return run([criu, "check", "--feature", "mem_dirty_track"], check=False).returncode == 0
+
+
+def log_errors(log: Path, limit: int = 8) -> list[str]:
+    """The telling lines of a CRIU log: its errors, else its last lines."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    errors = [ln.strip() for ln in lines if "Error" in ln or "err" in ln.split(":")[0].lower()]
+    return (errors or [ln.strip() for ln in lines if ln.strip()])[-limit:]
+
+
+def read_stats(path: Path, kind: str) -> dict[str, int]:
+    """Decode a stats-dump / stats-restore image; `kind` is "dump" or "restore"."""
+    try:
+        import pycriu
+    except ImportError:
+        return {}
+    try:
+        with path.open("rb") as f:
+            img: Any = pycriu.images.load(f)
+    except Exception:  # noqa: BLE001 - pycriu raises assorted errors on bad images
+        return {}
+    entries = img.get("entries") or []
+    if not entries:
+        return {}
+    data = entries[0].get(kind) or {}
+    fields = DUMP_FIELDS if kind == "dump" else RESTORE_FIELDS
+    return {k: int(data[k]) for k in fields if data.get(k)}

@@ -1,0 +1,163 @@
+"""The OCI runtimes (runc, crun): finding them, and their state/kill/delete/exec/checkpoint verbs.
+
+Both share one CLI surface; `Runtime` drives either. Container creation and restore go through
+conmon (adapters/conmon.py), which calls the runtime itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from amber.adapters.run import Result, run, run_streaming
+from amber.errors import CommandError, NotFoundError, PreconditionError
+
+KNOWN_RUNTIMES = ("crun", "runc")
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    """An installed runtime. `kind` is what it is (from its --version), `path` where it is."""
+
+    kind: str  # "crun", "runc", or the binary's own name for others
+    path: str  # canonical absolute path (symlinks resolved)
+    version: str
+    criu: bool  # can it checkpoint?
+
+
+def _version(path: str) -> tuple[str, str, bool]:
+    out = run([path, "--version"], check=False).stdout
+    first = out.strip().splitlines()[0] if out.strip() else ""
+    words = first.split()
+    kind = words[0] if words else Path(path).name
+    version = words[2] if len(words) >= 3 and words[1] == "version" else "unknown"
+    criu = "+CRIU" in out if kind == "crun" else kind == "runc"
+    return kind, version, criu
+
+
+_cache: dict[str, RuntimeInfo] = {}
+
+
+def describe(path: str) -> RuntimeInfo:
+    real = os.path.realpath(path)
+    if real not in _cache:
+        kind, version, criu = _version(real)
+        _cache[real] = RuntimeInfo(kind=kind, path=real, version=version, criu=criu)
+    return _cache[real]
+
+
+def locate(spec: str) -> str | None:
+    """Absolute path of a runtime named `spec` (a name on PATH or a path), or None."""
+    if "/" in spec:
+        return spec if os.path.isfile(spec) and os.access(spec, os.X_OK) else None
+    return shutil.which(spec, path=os.environ.get("PATH", "") + ":/usr/sbin:/usr/bin:/usr/local/bin")
+
+
+def installed() -> list[RuntimeInfo]:
+    found = []
+    for name in KNOWN_RUNTIMES:
+        path = locate(name)
+        if path is not None:
+            found.append(describe(path))
+    return found
+
+
+def resolve(spec: str) -> RuntimeInfo:
+    """The runtime the user means by `spec` (runc, crun, /usr/bin/crun, a symlink...)."""
+    path = locate(spec)
+    if path is None:
+        names = ", ".join(f"{r.kind} ({r.path})" for r in installed()) or "none"
+        raise PreconditionError(
+            f"OCI runtime '{spec}' is not installed on this host (installed: {names})",
+            hint="give one of the installed runtimes with --runtime, or install it (make setup)",
+        )
+    return describe(path)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """One runtime binary with amber's own state root (so tests and hosts never collide)."""
+
+    info: RuntimeInfo
+    state_root: Path
+
+    def global_args(self) -> list[str]:
+        return ["--root", str(self.state_root)]
+
+    def _argv(self, *args: str) -> list[str]:
+        return [self.info.path, *self.global_args(), *args]
+
+    def state(self, cid: str) -> dict[str, object] | None:
+        """The runtime's view of the container, or None if it does not know it."""
+        res = run(self._argv("state", cid), check=False)
+        if res.returncode != 0:
+            return None
+        try:
+            data = json.loads(res.stdout)
+        except json.JSONDecodeError:
+            return None
+        return data if isinstance(data, dict) else None
+
+    def start(self, cid: str, name: str) -> None:
+        run(self._argv("start", cid), what=f"{self.info.kind} could not start container {name}")
+
+    def kill(self, cid: str, signal: str = "TERM", *, all_processes: bool = False) -> Result:
+        args = ["kill", *(["--all"] if all_processes else []), cid, signal]
+        return run(self._argv(*args), check=False)
+
+    def delete(self, cid: str, *, force: bool = False) -> None:
+        res = run(self._argv("delete", *(["--force"] if force else []), cid), check=False)
+        if res.returncode != 0 and self.state(cid) is not None:
+            raise CommandError(res.argv, res.returncode, res.stdout, res.stderr,
+                               what=f"{self.info.kind} could not delete container {cid}")
+
+    def exec(self, cid: str, argv: Sequence[str], *, env: Sequence[str] = (), cwd: str | None = None,
+             tty: bool = False) -> int:
+        args = ["exec", *(["--tty"] if tty else [])]
+        for e in env:
+            args += ["--env", e]
+        if cwd:
+            args += ["--cwd", cwd]
+        return run_streaming(self._argv(*args, cid, *argv))
+
+    def checkpoint(
+        self,
+        cid: str,
+        *,
+        image_path: Path,
+        work_path: Path,
+        leave_running: bool = False,
+        tcp_established: bool = False,
+        file_locks: bool = False,
+        pre_dump: bool = False,
+        parent_path: str | None = None,
+    ) -> Result:
+        work_path.mkdir(parents=True, exist_ok=True)  # crun fails if it does not exist
+        args = [
+            "checkpoint",
+            "--image-path", str(image_path),
+            "--work-path", str(work_path),
+            *(["--leave-running"] if leave_running else []),
+            *(["--tcp-established"] if tcp_established else []),
+            *(["--file-locks"] if file_locks else []),
+            *(["--pre-dump"] if pre_dump else []),
+            *(["--parent-path", parent_path] if parent_path else []),
+            cid,
+        ]  # fmt: skip
+        return run(self._argv(*args), check=False)
+
+
+def require(info: RuntimeInfo, action: str) -> None:
+    if not info.criu:
+        raise PreconditionError(
+            f"runtime {info.kind} ({info.path}) cannot {action}: it is built without CRIU support",
+            hint="install a runtime with checkpoint support (crun with +CRIU, or runc): make setup",
+        )
+
+
+def runtime_not_found(spec: str) -> NotFoundError:
+    return NotFoundError(f"runtime '{spec}' not found")

@@ -1,0 +1,72 @@
+"""amber's command line: parsing and printing only. Every operation lives in amber.engine.
+
+Each command module exposes `register(subparsers)`; a handler takes (args, engine) and returns
+an exit code. Errors reach the user as one `error:` line and one `hint:` line; a traceback only
+with --debug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from amber.cli import archive_cmds, checkpoint_cmds, container_cmds, image_cmds, misc_cmds
+from amber.cli.output import print_error
+from amber.errors import AmberError, ExitCode
+
+MODULES = (container_cmds, image_cmds, checkpoint_cmds, archive_cmds, misc_cmds)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="amber",
+        description="A container engine built for checkpoint and restore (podman-format archives).",
+        epilog="Exit codes: 0 ok, 1 failed, 2 usage, 3 not found, 4 conflict/busy, 5 precondition "
+        "(root, tools, host support), 6 bad archive, 7 runtime mismatch, 130 interrupted.",
+    )
+    parser.add_argument("--root", help="state directory (default /var/lib/amber, or $AMBER_ROOT)")
+    parser.add_argument("--runroot", help="run-time state directory (default /run/amber, or $AMBER_RUNROOT)")
+    parser.add_argument("--config", help="config file (default /etc/amber/amber.toml, or $AMBER_CONFIG)")
+    parser.add_argument("--runtime", dest="global_runtime", metavar="RUNTIME",
+                        help="OCI runtime: runc, crun or a path to a runtime binary")
+    parser.add_argument("--debug", action="store_true", help="log every command run; tracebacks on error")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in MODULES:
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return ExitCode.USAGE
+    try:
+        from amber.engine import Engine
+
+        engine = Engine.from_options(root=args.root, runroot=args.runroot, config_file=args.config,
+                                     runtime=args.global_runtime)
+        return int(handler(args, engine))
+    except AmberError as exc:
+        if args.debug:
+            logging.exception("debug traceback")
+        print_error(exc)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    except BrokenPipeError:
+        return ExitCode.OK
+
+
+def entrypoint() -> None:
+    sys.exit(main())

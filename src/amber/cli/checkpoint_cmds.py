@@ -1,0 +1,115 @@
+"""`amber checkpoint` and `amber restore` (also under `amber container`), with podman's options."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from amber.adapters.checkpoint_archive import Compression
+from amber.cli.output import print_json
+from amber.engine.checkpoint import CheckpointOptions, Report, RestoreOptions
+from amber.errors import ExitCode, UsageError
+
+if TYPE_CHECKING:
+    from amber.engine import Engine
+
+
+def _stats_json(reports: list[Report], key: str, started: float) -> dict[str, Any]:
+    return {
+        f"podman_{key}_duration": int((time.monotonic() - started) * 1e6),
+        "container_statistics": [
+            {"Id": r.id, f"runtime_{key}_duration": r.runtime_duration_us, "criu_statistics": r.criu_statistics}
+            for r in reports
+        ],
+    }
+
+
+def cmd_checkpoint(args: argparse.Namespace, engine: Engine) -> int:
+    started = time.monotonic()
+    if args.compress is not None and args.export is None:
+        raise UsageError("--compress can only be used with --export")
+    if args.ignore_rootfs and args.export is None:
+        raise UsageError("--ignore-rootfs can only be used with --export")
+    if args.all and args.containers:
+        raise UsageError("--all and containers cannot be used together")
+    if not args.all and not args.containers:
+        raise UsageError("you must provide at least one name or id", hint="or use --all")
+    opts = CheckpointOptions(
+        export=Path(args.export) if args.export else None,
+        compression=Compression.parse(args.compress or "zstd"),
+        leave_running=args.leave_running, keep=args.keep, tcp_established=args.tcp_established,
+        file_locks=args.file_locks, ignore_rootfs=args.ignore_rootfs,
+        pre_checkpoint=args.pre_checkpoint, with_previous=args.with_previous,
+    )  # fmt: skip
+    if args.all:
+        reports = engine.checkpoints.checkpoint_all(opts)
+    else:
+        reports = engine.checkpoints.checkpoint(args.containers, opts)
+    if args.print_stats:
+        print_json(_stats_json(reports, "checkpoint", started))
+    else:
+        for r in reports:
+            print(r.name if not r.export else f"{r.name} -> {r.export}")
+    return ExitCode.OK
+
+
+def cmd_restore(args: argparse.Namespace, engine: Engine) -> int:
+    started = time.monotonic()
+    if args.import_path is None and args.container is None:
+        raise UsageError("restore needs a container, or --import FILE")
+    opts = RestoreOptions(
+        import_path=Path(args.import_path) if args.import_path else None,
+        name=args.name, runtime=args.runtime or args.global_runtime, keep=args.keep,
+        tcp_established=args.tcp_established, tcp_close=args.tcp_close,
+        file_locks=args.file_locks, ignore_rootfs=args.ignore_rootfs,
+    )  # fmt: skip
+    if args.tcp_established and args.name:
+        raise UsageError("--tcp-established cannot be used with --name")
+    c, report = engine.checkpoints.restore(args.container, opts)
+    if args.print_stats:
+        print_json(_stats_json([report], "restore", started))
+    else:
+        print(c.name)
+    return ExitCode.OK
+
+
+def _checkpoint_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("containers", nargs="*", help="containers to checkpoint")
+    p.add_argument("-a", "--all", action="store_true", help="checkpoint all running containers")
+    p.add_argument("-e", "--export", metavar="FILE", help="write the checkpoint to a portable archive")
+    p.add_argument("-c", "--compress", metavar="ALGO", help="zstd (default), gzip or none; with --export only")
+    p.add_argument("-R", "--leave-running", action="store_true", help="keep the container running")
+    p.add_argument("-k", "--keep", action="store_true", help="keep the CRIU images and logs")
+    p.add_argument("--tcp-established", action="store_true", help="checkpoint established TCP connections")
+    p.add_argument("--file-locks", action="store_true", help="checkpoint file locks")
+    p.add_argument("--ignore-rootfs", action="store_true", help="leave the filesystem changes out (--export)")
+    p.add_argument("-P", "--pre-checkpoint", action="store_true",
+                   help="dump memory only (needs dirty-memory tracking in the kernel)")
+    p.add_argument("--with-previous", action="store_true", help="use the pre-checkpoint as parent")
+    p.add_argument("--print-stats", action="store_true", help="print statistics as JSON (podman's shape)")
+    p.set_defaults(handler=cmd_checkpoint)
+
+
+def _restore_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("container", nargs="?", help="a checkpointed container (without --import)")
+    p.add_argument("-i", "--import", dest="import_path", metavar="FILE", help="restore from an archive")
+    p.add_argument("-n", "--name", help="name of the new container (with --import)")
+    p.add_argument("-k", "--keep", action="store_true", help="keep the CRIU images and logs")
+    p.add_argument("--runtime", help="runtime to restore with (must be able to restore the archive)")
+    p.add_argument("--tcp-established", action="store_true", help="restore established TCP connections")
+    p.add_argument("--tcp-close", action="store_true", help="restore TCP connections closed")
+    p.add_argument("--file-locks", action="store_true", help="restore file locks")
+    p.add_argument("--ignore-rootfs", action="store_true", help="do not apply the archive's filesystem changes")
+    p.add_argument("--print-stats", action="store_true", help="print statistics as JSON (podman's shape)")
+    p.set_defaults(handler=cmd_restore)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    _checkpoint_parser(sub.add_parser("checkpoint", help="checkpoint running containers"))
+    _restore_parser(sub.add_parser("restore", help="restore a checkpointed container or an archive"))
+    container = sub.add_parser("container", help="container commands (podman spelling)")
+    csub = container.add_subparsers(dest="container_command", metavar="COMMAND")
+    _checkpoint_parser(csub.add_parser("checkpoint", help="checkpoint running containers"))
+    _restore_parser(csub.add_parser("restore", help="restore a checkpointed container or an archive"))

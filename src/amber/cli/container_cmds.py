@@ -1,0 +1,177 @@
+"""Container commands: run, create, start, ps, logs, exec, stop, kill, rm, inspect, wait."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING, Any
+
+from amber.cli.output import print_json, print_table
+from amber.errors import ExitCode
+from amber.models import Container, Status
+
+if TYPE_CHECKING:
+    from amber.engine import Engine
+
+
+def _runtime(args: argparse.Namespace) -> str | None:
+    value = getattr(args, "runtime", None) or args.global_runtime
+    return str(value) if value else None
+
+
+def _create_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--name", help="container name (default: a generated one)")
+    p.add_argument("--runtime", help="OCI runtime: runc, crun or a path (default from the config: crun)")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="K=V", help="set an environment variable")
+    p.add_argument("-w", "--workdir", help="working directory inside the container")
+    p.add_argument("image", help="image name or id")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="command and arguments (default: the image's)")
+
+
+def _create_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {"name": args.name, "runtime_name": _runtime(args), "env": args.env, "workdir": args.workdir}
+
+
+def cmd_run(args: argparse.Namespace, engine: Engine) -> int:
+    c = engine.containers.run(args.image, args.cmd, **_create_kwargs(args))
+    if args.detach:
+        print(c.id)
+        return ExitCode.OK
+    for line in engine.containers.logs(c.id, follow=True):
+        stream = sys.stdout if line.stream == "stdout" else sys.stderr
+        print(line.text, file=stream, flush=True)
+    c = engine.containers.wait(c.id)
+    if args.rm:
+        engine.containers.remove(c.id, force=True)
+    return c.exit_code if c.exit_code is not None and c.exit_code >= 0 else ExitCode.ERROR
+
+
+def cmd_create(args: argparse.Namespace, engine: Engine) -> int:
+    print(engine.containers.create(args.image, args.cmd, **_create_kwargs(args)).id)
+    return ExitCode.OK
+
+
+def cmd_start(args: argparse.Namespace, engine: Engine) -> int:
+    for ref in args.containers:
+        engine.containers.start(ref)
+        print(ref)
+    return ExitCode.OK
+
+
+def _status(c: Container) -> str:
+    if c.status == Status.EXITED:
+        return f"exited ({c.exit_code})" if c.exit_code is not None and c.exit_code >= 0 else "exited (?)"
+    return str(c.status)
+
+
+def cmd_ps(args: argparse.Namespace, engine: Engine) -> int:
+    containers = engine.containers.list(all_containers=args.all)
+    if args.quiet:
+        for c in containers:
+            print(c.id[:12])
+        return ExitCode.OK
+    rows = [[c.id[:12], c.name, c.image_name, c.runtime, _status(c), c.created[:19].replace("T", " ")]
+            for c in containers]
+    print_table(["CONTAINER ID", "NAME", "IMAGE", "RUNTIME", "STATUS", "CREATED"], rows)
+    return ExitCode.OK
+
+
+def cmd_logs(args: argparse.Namespace, engine: Engine) -> int:
+    for line in engine.containers.logs(args.container, follow=args.follow):
+        stream = sys.stdout if line.stream == "stdout" else sys.stderr
+        print(line.text, file=stream, flush=args.follow)
+    return ExitCode.OK
+
+
+def cmd_exec(args: argparse.Namespace, engine: Engine) -> int:
+    return engine.containers.exec(args.container, args.cmd, env=args.env, workdir=args.workdir, tty=args.tty)
+
+
+def cmd_stop(args: argparse.Namespace, engine: Engine) -> int:
+    for ref in args.containers:
+        engine.containers.stop(ref, timeout=args.time)
+        print(ref)
+    return ExitCode.OK
+
+
+def cmd_kill(args: argparse.Namespace, engine: Engine) -> int:
+    for ref in args.containers:
+        engine.containers.kill(ref, args.signal)
+        print(ref)
+    return ExitCode.OK
+
+
+def cmd_rm(args: argparse.Namespace, engine: Engine) -> int:
+    for ref in args.containers:
+        engine.containers.remove(ref, force=args.force)
+        print(ref)
+    return ExitCode.OK
+
+
+def cmd_inspect(args: argparse.Namespace, engine: Engine) -> int:
+    print_json([engine.containers.inspect(ref) for ref in args.containers])
+    return ExitCode.OK
+
+
+def cmd_wait(args: argparse.Namespace, engine: Engine) -> int:
+    for ref in args.containers:
+        c = engine.containers.wait(ref)
+        print(c.exit_code if c.exit_code is not None else -1)
+    return ExitCode.OK
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("run", help="create and start a container")
+    p.add_argument("-d", "--detach", action="store_true", help="run in the background, print the id")
+    p.add_argument("--rm", action="store_true", help="remove the container when it exits (foreground only)")
+    _create_args(p)
+    p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("create", help="create a container without starting it")
+    _create_args(p)
+    p.set_defaults(handler=cmd_create)
+
+    p = sub.add_parser("start", help="start created or exited containers")
+    p.add_argument("containers", nargs="+")
+    p.set_defaults(handler=cmd_start)
+
+    p = sub.add_parser("ps", help="list containers")
+    p.add_argument("-a", "--all", action="store_true", help="also list containers that are not running")
+    p.add_argument("-q", "--quiet", action="store_true", help="print ids only")
+    p.set_defaults(handler=cmd_ps)
+
+    p = sub.add_parser("logs", help="print a container's output")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing until the container stops")
+    p.add_argument("container")
+    p.set_defaults(handler=cmd_logs)
+
+    p = sub.add_parser("exec", help="run a command in a running container")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="K=V")
+    p.add_argument("-w", "--workdir")
+    p.add_argument("-t", "--tty", action="store_true")
+    p.add_argument("container")
+    p.add_argument("cmd", nargs=argparse.REMAINDER)
+    p.set_defaults(handler=cmd_exec)
+
+    p = sub.add_parser("stop", help="stop running containers (TERM, then KILL after -t seconds)")
+    p.add_argument("-t", "--time", type=float, default=10.0, help="seconds to wait before KILL (default 10)")
+    p.add_argument("containers", nargs="+")
+    p.set_defaults(handler=cmd_stop)
+
+    p = sub.add_parser("kill", help="send a signal to running containers")
+    p.add_argument("-s", "--signal", default="KILL", help="signal name or number (default KILL)")
+    p.add_argument("containers", nargs="+")
+    p.set_defaults(handler=cmd_kill)
+
+    p = sub.add_parser("rm", help="remove containers")
+    p.add_argument("-f", "--force", action="store_true", help="kill running containers first")
+    p.add_argument("containers", nargs="+")
+    p.set_defaults(handler=cmd_rm)
+
+    p = sub.add_parser("inspect", help="show containers' records and specs as JSON")
+    p.add_argument("containers", nargs="+")
+    p.set_defaults(handler=cmd_inspect)
+
+    p = sub.add_parser("wait", help="wait for containers to exit, print their exit codes")
+    p.add_argument("containers", nargs="+")
+    p.set_defaults(handler=cmd_wait)

@@ -1,0 +1,440 @@
+"""Checkpoint and restore: `amber checkpoint` and `amber restore`, podman's semantics and format.
+
+Guarantees: a checkpoint that fails leaves the container running (restored from its own images
+if the dump had already stopped it) and no file at the export path; a restore that fails leaves
+no container, mount or process behind and the name free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from amber import __version__
+from amber.adapters import checkpoint_archive as archive
+from amber.adapters import conmon, criu, rootfs_diff
+from amber.adapters.runtime import RuntimeInfo
+from amber.adapters.state import atomic_write_json
+from amber.config import Layout
+from amber.engine import spec as specs
+from amber.engine.containers import ContainerService, now
+from amber.engine.images import ImageService
+from amber.engine.runtime_rule import select_runtime
+from amber.engine.store import validate_name
+from amber.errors import (
+    AmberError,
+    ArchiveError,
+    CommandError,
+    ConflictError,
+    NotFoundError,
+    PreconditionError,
+    UsageError,
+    require_root,
+)
+from amber.models import Container, Status
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointOptions:
+    export: Path | None = None
+    compression: archive.Compression = archive.Compression.ZSTD
+    leave_running: bool = False
+    keep: bool = False
+    tcp_established: bool = False
+    file_locks: bool = False
+    ignore_rootfs: bool = False
+    pre_checkpoint: bool = False
+    with_previous: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class RestoreOptions:
+    import_path: Path | None = None
+    name: str | None = None
+    runtime: str | None = None
+    keep: bool = False
+    tcp_established: bool = False
+    tcp_close: bool = False
+    file_locks: bool = False
+    ignore_rootfs: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+    """One container's checkpoint or restore: what podman's --print-stats reports."""
+
+    id: str
+    name: str
+    runtime_duration_us: int
+    criu_statistics: dict[str, int]
+    export: str | None = None
+
+
+class CheckpointService:
+    def __init__(self, layout: Layout, containers: ContainerService, images: ImageService) -> None:
+        self.layout = layout
+        self.containers = containers
+        self.images = images
+
+    # ================================ checkpoint ==============================================
+    def checkpoint(self, refs: Sequence[str], opts: CheckpointOptions) -> list[Report]:
+        require_root("checkpointing a container")
+        self._validate(opts, len(refs))
+        reports = []
+        for ref in refs:
+            c = self.containers.store.get(ref)
+            export = opts.export
+            if export is not None and len(refs) > 1:
+                export = _numbered(export, c.name)
+            with self.containers.lock(c):
+                c = self.containers.refresh(self.containers.store.get(c.id))
+                reports.append(self._checkpoint_locked(c, dataclasses.replace(opts, export=export)))
+        return reports
+
+    def checkpoint_all(self, opts: CheckpointOptions) -> list[Report]:
+        running = [c.id for c in self.containers.list()]
+        return self.checkpoint(running, opts) if running else []
+
+    def _validate(self, opts: CheckpointOptions, count: int) -> None:
+        if opts.pre_checkpoint and opts.with_previous:
+            raise UsageError("--with-previous can not be used with --pre-checkpoint")
+        if (opts.pre_checkpoint or opts.with_previous) and not criu.dirty_tracking():
+            raise PreconditionError(
+                "this host cannot take pre-checkpoints: the kernel does not track dirty memory "
+                "(CONFIG_MEM_SOFT_DIRTY is not set; `criu check --feature mem_dirty_track` fails)",
+                hint="take a full checkpoint instead (leave out --pre-checkpoint/--with-previous)",
+            )
+        if opts.export is not None:
+            parent = opts.export.resolve().parent
+            if not parent.is_dir():
+                raise NotFoundError(f"cannot export to {opts.export}: directory {parent} does not exist",
+                                    hint="create the directory first, or choose another path")
+            if opts.export.is_dir():
+                raise UsageError(f"cannot export to {opts.export}: it is a directory",
+                                 hint="give a file name, e.g. --export /tmp/ctr.tar.zst")
+
+    def _checkpoint_locked(self, c: Container, opts: CheckpointOptions) -> Report:
+        if c.status != Status.RUNNING:
+            raise ConflictError(f"container {c.name} is {c.status}, not running: cannot checkpoint",
+                                hint=f"start it first (amber start {c.name}), or see amber ps -a")
+        rt = self.containers.runtime_for(c)
+        if not rt.info.criu:
+            raise PreconditionError(f"runtime {rt.info.kind} ({rt.info.path}) cannot checkpoint: "
+                                    "built without CRIU", hint="install crun with +CRIU, or use runc")
+        p = self.containers.paths(c.id)
+        exporting = opts.export is not None
+        work = Path(tempfile.mkdtemp(prefix=f"ckpt-{c.id[:12]}-", dir=self.layout.tmp)) if exporting \
+            else p.bundle
+        images = work / ("pre-checkpoint" if opts.pre_checkpoint else "checkpoint")
+        shutil.rmtree(images, ignore_errors=True)
+        leave_running = opts.leave_running or opts.pre_checkpoint
+        started = time.monotonic()
+        res = rt.checkpoint(
+            c.id, image_path=images, work_path=work, leave_running=leave_running,
+            tcp_established=opts.tcp_established, file_locks=opts.file_locks,
+            pre_dump=opts.pre_checkpoint,
+            parent_path="../pre-checkpoint" if opts.with_previous else None,
+        )  # fmt: skip
+        runtime_us = int((time.monotonic() - started) * 1e6)
+        if res.returncode != 0:
+            self._fail_dump(c, work, exporting, res)
+        stats = criu.read_stats(work / "stats-dump", "dump")
+        stopped = not leave_running
+        try:
+            if exporting:
+                assert opts.export is not None
+                self._export(c, work, opts)
+        except BaseException as exc:
+            if stopped:
+                self._revive(c, work)
+            shutil.rmtree(work, ignore_errors=True)
+            if isinstance(exc, OSError):
+                raise AmberError(f"could not write checkpoint archive {opts.export}: {exc.strerror}",
+                                 hint="check the free space and permissions of the target directory; "
+                                 f"container {c.name} is still running") from exc
+            raise
+        if exporting:
+            shutil.rmtree(work, ignore_errors=True)
+        if stopped:
+            self.containers.cleanup(c)
+            if exporting and not opts.keep:
+                shutil.rmtree(p.bundle / "checkpoint", ignore_errors=True)
+            c = dataclasses.replace(c, status=Status.CHECKPOINTED, pid=0, checkpointed=now())
+        else:
+            c = dataclasses.replace(c, checkpointed=now())
+        self.containers.store.save(c)
+        return Report(c.id, c.name, runtime_us, stats, str(opts.export) if opts.export else None)
+
+    def _fail_dump(self, c: Container, work: Path, exporting: bool, res: Any) -> None:
+        """CRIU refused: keep its log where the user can read it, leave the container as it was."""
+        kept = self.layout.container_dir(c.id) / "dump.log"
+        log = work / "dump.log"
+        if log.is_file() and log != kept:
+            shutil.copyfile(log, kept)
+        lines = criu.log_errors(kept) if kept.is_file() else []
+        if exporting:
+            shutil.rmtree(work, ignore_errors=True)
+        # CRIU resumes the tasks when a dump fails; if the container died anyway, say so.
+        st = self.containers.runtime_for(c).state(c.id)
+        running = st is not None and st.get("status") == "running"
+        raise CommandError(
+            res.argv, res.returncode, res.stdout, "\n".join([*res.stderr.splitlines()[-3:], *lines]),
+            what=f"CRIU could not checkpoint container {c.name}",
+            hint=(f"container {c.name} is still running; " if running else "")
+            + f"the whole CRIU log is in {kept}",
+            log_path=kept,
+        )
+
+    def _revive(self, c: Container, work: Path) -> None:
+        """The dump stopped the container but the export failed: bring it back from its images."""
+        with contextlib.suppress(AmberError):
+            self.containers.cleanup(c)
+            p = self.containers.paths(c.id)
+            target = p.bundle / "checkpoint"
+            if work != p.bundle:
+                shutil.rmtree(target, ignore_errors=True)
+                shutil.move(str(work / "checkpoint"), target)
+            self._restore_in_place(c, self.containers.runtime_for(c).info, RestoreOptions(keep=False))
+
+    def _export(self, c: Container, work: Path, opts: CheckpointOptions) -> None:
+        assert opts.export is not None
+        p = self.containers.paths(c.id)
+        spec = json.loads((p.bundle / "config.json").read_text())
+        members: list[str] = []
+        if p.log.is_file():
+            shutil.copyfile(p.log, work / archive.CTR_LOG)
+            members.append(archive.CTR_LOG)
+        members += [archive.STATS_DUMP, "checkpoint"]
+        diff_size = 0
+        if not opts.ignore_rootfs:
+            diff = rootfs_diff.create_rootfs_diff(p.upper, work / archive.ROOTFS_DIFF)
+            if diff.tar_written:
+                members.append(archive.ROOTFS_DIFF)
+                diff_size = (work / archive.ROOTFS_DIFF).stat().st_size
+            if diff.deleted:
+                (work / archive.DELETED_FILES).write_text(json.dumps(diff.deleted))
+                members.append(archive.DELETED_FILES)
+        image = self.images.get(c.image_id)
+        config = self._config_dump(c, spec, image.id, image.name)
+        manifest = _manifest(work, c, diff_size)
+        head = {
+            archive.AMBER_MANIFEST: json.dumps(manifest, indent=2).encode(),
+            archive.CONFIG_DUMP: json.dumps(config, indent=2).encode(),
+            archive.SPEC_DUMP: json.dumps(spec, indent=2).encode(),
+        }
+        archive.write_archive(opts.export, work, members, opts.compression, head=head)
+
+    def _config_dump(self, c: Container, spec: dict[str, Any], image_id: str, image_name: str) -> dict[str, Any]:
+        """config.dump: the fields podman and checkpointctl read, plus amber's own."""
+        return {
+            "id": c.id,
+            "name": c.name,
+            "rootfsImageID": image_id,
+            "rootfsImageName": image_name,
+            "RawImageName": image_name,
+            "runtime": c.runtime,
+            "createdTime": c.created,
+            "checkpointedTime": now(),
+            "command": c.command,
+            "spec": spec,
+            "pod": "",
+            "namedVolumes": [],
+            "logDriver": "k8s-file",
+            "cgroupManager": "cgroupfs",
+            "amber": {"version": __version__, "runtimePath": c.runtime_path,
+                      "criuVersion": criu.version_string()},
+        }
+
+    # ================================ restore =================================================
+    def restore(self, ref: str | None, opts: RestoreOptions) -> tuple[Container, Report]:
+        require_root("restoring a container")
+        if opts.import_path is not None:
+            if ref:
+                raise UsageError("cannot use --import with a container argument")
+            return self.restore_import(opts.import_path, opts)
+        if ref is None:
+            raise UsageError("restore needs a container, or --import FILE",
+                             hint="amber restore NAME, or amber restore --import ARCHIVE")
+        if opts.name or opts.ignore_rootfs:
+            raise UsageError("--name and --ignore-rootfs can only be used with --import")
+        c = self.containers.store.get(ref)
+        with self.containers.lock(c):
+            c = self.containers.store.get(c.id)
+            if c.status != Status.CHECKPOINTED:
+                raise ConflictError(f"container {c.name} is {c.status}, not checkpointed: nothing to restore",
+                                    hint=f"checkpoint it first: amber checkpoint {c.name}")
+            info = select_runtime(c.runtime, opts.runtime or None, f"of container {c.name}") \
+                if opts.runtime else self.containers.runtime_for(c).info
+            return self._restore_in_place(c, info, opts)
+
+    def _restore_in_place(self, c: Container, info: RuntimeInfo, opts: RestoreOptions) -> tuple[Container, Report]:
+        p = self.containers.paths(c.id)
+        if not (p.bundle / "checkpoint" / "inventory.img").is_file():
+            raise NotFoundError(f"container {c.name} has no complete checkpoint to restore",
+                                hint=f"checkpoint it again: amber checkpoint {c.name}")
+        image = self.images.get(c.image_id)
+        try:
+            self.containers.prepare_root(c, image_layers=self.images.layer_dirs(image))
+            started = time.monotonic()
+            pid = conmon.start_monitor(self.containers.runtime_of(info), self.containers.monitor_spec(c),
+                                       restore_from=p.bundle / "checkpoint",
+                                       runtime_opts=_runtime_opts(opts))
+            runtime_us = int((time.monotonic() - started) * 1e6)
+        except AmberError as exc:
+            self.containers.cleanup(c)
+            _explain_restore_failure(exc, p.bundle / "restore.log")
+            raise
+        stats = criu.read_stats(p.bundle / "stats-restore", "restore")
+        if not opts.keep:
+            shutil.rmtree(p.bundle / "checkpoint", ignore_errors=True)
+        c = dataclasses.replace(c, status=Status.RUNNING, pid=pid, restored=True, started=now(),
+                                exit_code=None, finished="")
+        self.containers.store.save(c)
+        return c, Report(c.id, c.name, runtime_us, stats)
+
+    def restore_import(self, path: Path, opts: RestoreOptions) -> tuple[Container, Report]:
+        """A new container from an archive. Nothing is extracted before every check has passed."""
+        head = archive.read_head(path)
+        config = head.config
+        info = select_runtime(str(config.get("runtime") or ""), opts.runtime, str(path))
+        image = self._archive_image(config, path)
+        name = validate_name(opts.name) if opts.name else str(config.get("name") or "")
+        if not name:
+            raise ArchiveError(f"checkpoint archive {path} records no container name",
+                               hint="give one with --name")
+        self.layout.ensure()
+        with self.containers.lock_names():
+            self.containers.store.check_name_free(name)
+            old_id = str(config.get("id") or "")
+            cid = old_id if (not opts.name and _is_hex_id(old_id)
+                             and self.containers.store.find(old_id) is None) \
+                else self.containers.store.new_id()
+            c = Container(
+                id=cid, name=name, image_id=image.id, image_name=image.name, runtime=info.kind,
+                runtime_path=info.path, command=_command(head.spec), created=str(config.get("createdTime") or now()),
+                status=Status.CREATED, restored_from=str(path),
+            )  # fmt: skip
+            p = self.containers.paths(cid)
+            p.bundle.mkdir(parents=True, exist_ok=True)
+            self.containers.store.save(c)
+        try:
+            with self.containers.lock(c):
+                return self._unpack_and_restore(c, head, info, opts)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.containers.cleanup(c)
+            self.containers.store.delete(c.id)
+            raise
+
+    def _unpack_and_restore(self, c: Container, head: archive.ArchiveHead, info: RuntimeInfo,
+                            opts: RestoreOptions) -> tuple[Container, Report]:
+        p = self.containers.paths(c.id)
+        skip = {archive.CONFIG_DUMP, archive.SPEC_DUMP, archive.AMBER_MANIFEST}
+        archive.extract_archive(head.path, p.bundle, skip=lambda n: n in skip)
+        image = self.images.get(c.image_id)
+        self.containers.prepare_root(c, image_layers=self.images.layer_dirs(image))
+        if not opts.ignore_rootfs:
+            diff = p.bundle / archive.ROOTFS_DIFF
+            if diff.is_file():
+                rootfs_diff.apply_rootfs_diff(diff, p.merged)
+            deleted = p.bundle / archive.DELETED_FILES
+            if deleted.is_file():
+                paths = rootfs_diff.parse_deleted_files(deleted.read_bytes(), str(head.path))
+                rootfs_diff.apply_deleted_files(paths, p.merged)
+        spec = specs.rewrite_for_restore(head.spec, rootfs=p.merged, netns=p.netns,
+                                         cgroups_path=specs.cgroups_path(c.id), bundle=p.bundle, cid=c.id)
+        self._restore_devshm(spec, p.bundle)
+        atomic_write_json(p.bundle / "config.json", spec)
+        for leftover in (archive.ROOTFS_DIFF, archive.DELETED_FILES, archive.DEVSHM):
+            with contextlib.suppress(FileNotFoundError):
+                (p.bundle / leftover).unlink()
+        return self._restore_in_place(c, info, opts)
+
+    def _restore_devshm(self, spec: dict[str, Any], bundle: Path) -> None:
+        tar = bundle / archive.DEVSHM
+        if not tar.is_file():
+            return
+        for mount in spec.get("mounts", []):
+            if mount.get("destination") == "/dev/shm" and mount.get("type") == "bind":
+                from amber.adapters import safe_tar
+
+                with tar.open("rb") as f:
+                    safe_tar.extract(f, Path(mount["source"]), archive_name=f"{archive.DEVSHM}",
+                                     keep_owner=True, allow_special=False)
+
+    def _archive_image(self, config: dict[str, Any], path: Path) -> Any:
+        name = str(config.get("rootfsImageName") or "")
+        image_id = str(config.get("rootfsImageID") or "")
+        for ref in (name, image_id):
+            if ref:
+                with contextlib.suppress(NotFoundError, UsageError):
+                    return self.images.get(ref)
+        shown = name or image_id or "(none recorded)"
+        raise NotFoundError(
+            f"checkpoint archive {path} needs image {shown}, which is not present",
+            hint=f"import it first: amber image import ROOTFS.tar {name or 'NAME'}",
+        )
+
+
+def _runtime_opts(opts: RestoreOptions) -> list[str]:
+    return [
+        *(["--tcp-established"] if opts.tcp_established else []),
+        *(["--tcp-close"] if opts.tcp_close else []),
+        *(["--file-locks"] if opts.file_locks else []),
+    ]
+
+
+def _explain_restore_failure(exc: AmberError, log: Path) -> None:
+    lines = criu.log_errors(log)
+    if lines:
+        exc.details = [*exc.details, *lines, f"restore log: {log}"]
+    if exc.hint is None:
+        exc.hint = "see the CRIU lines above; the archive is unchanged and can be restored again"
+
+
+def _manifest(work: Path, c: Container, diff_size: int) -> dict[str, Any]:
+    images = work / "checkpoint"
+    total = pages = 0
+    for f in images.iterdir():
+        if f.is_file():
+            size = f.stat().st_size
+            total += size
+            if f.name.startswith("pages-"):
+                pages += size
+    return {
+        "schema_version": 1,
+        "amber_version": __version__,
+        "criu_version": criu.version_string(),
+        "container": c.name,
+        "runtime": c.runtime,
+        "sizes": {"checkpoint": total, "memory_pages": pages, "rootfs_diff": diff_size},
+    }
+
+
+def _numbered(export: Path, name: str) -> Path:
+    """-a with --export: one archive per container, never one file overwritten by all."""
+    base = export.name
+    for suffix in (".tar.zst", ".tar.gz", ".tar"):
+        if base.endswith(suffix):
+            return export.with_name(f"{base[: -len(suffix)]}-{name}{suffix}")
+    return export.with_name(f"{base}-{name}")
+
+
+def _is_hex_id(value: str) -> bool:
+    return len(value) == 64 and all(ch in "0123456789abcdef" for ch in value)
+
+
+def _command(spec: dict[str, Any]) -> list[str]:
+    process = spec.get("process")
+    args = process.get("args") if isinstance(process, dict) else None
+    return [str(a) for a in args] if isinstance(args, list) else []
+
+
+__all__ = ["CheckpointOptions", "CheckpointService", "Report", "RestoreOptions"]

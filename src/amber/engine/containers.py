@@ -1,0 +1,324 @@
+"""Container operations: create, start, stop, kill, rm, ps, logs, exec, inspect.
+
+A running container is: an overlay mount over its image's layers, a network namespace of its own,
+an OCI bundle written by amber, and a conmon process supervising the runtime's container.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import signal as signals
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from amber.adapters import conmon, mounts, netns, runtime
+from amber.adapters.state import atomic_write_json, locked
+from amber.config import Layout, Settings
+from amber.engine import spec as specs
+from amber.engine.images import ImageService
+from amber.engine.logs import LogLine, follow_log, read_log
+from amber.engine.store import ContainerStore, validate_name
+from amber.errors import AmberError, ConflictError, UsageError, require_root
+from amber.models import Container, Status
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+@dataclasses.dataclass(frozen=True)
+class Paths:
+    """Where one container's pieces live."""
+
+    dir: Path
+    bundle: Path
+    upper: Path
+    work: Path
+    merged: Path
+    netns: Path
+    exit_file: Path
+    pidfile: Path
+    conmon_pidfile: Path
+    log: Path
+
+
+class ContainerService:
+    def __init__(self, layout: Layout, settings: Settings, images: ImageService,
+                 runtime_choice: str | None) -> None:
+        self.layout = layout
+        self.settings = settings
+        self.images = images
+        self.runtime_choice = runtime_choice
+        self.store = ContainerStore(layout)
+
+    # -- helpers -------------------------------------------------------------------------------
+    def paths(self, cid: str) -> Paths:
+        d = self.layout.container_dir(cid)
+        bundle = self.layout.bundle(cid)
+        return Paths(
+            dir=d, bundle=bundle, upper=d / "diff", work=d / "work", merged=d / "merged",
+            netns=self.layout.netns / cid, exit_file=self.layout.exits / cid,
+            pidfile=bundle / "pidfile", conmon_pidfile=bundle / "conmon.pid", log=bundle / "ctr.log",
+        )  # fmt: skip
+
+    def runtime_for(self, c: Container) -> runtime.Runtime:
+        info = runtime.describe(c.runtime_path) if os.path.exists(c.runtime_path) \
+            else runtime.resolve(c.runtime)
+        return self.runtime_of(info)
+
+    def runtime_of(self, info: runtime.RuntimeInfo) -> runtime.Runtime:
+        return runtime.Runtime(info, self.layout.runroot / "runtime" / info.kind)
+
+    def choose_runtime(self, requested: str | None) -> runtime.RuntimeInfo:
+        return runtime.resolve(requested or self.runtime_choice or self.settings.default_runtime)
+
+    def lock(self, c: Container) -> contextlib.AbstractContextManager[None]:
+        return locked(self.layout.locks, c.id, f"container {c.name}")
+
+    def lock_names(self) -> contextlib.AbstractContextManager[None]:
+        """Held while a name is checked and taken, so two commands can't take the same one."""
+        return locked(self.layout.locks, "names", "the container names", wait=True)
+
+    def users_of_image(self, image_id: str) -> list[str]:
+        return [c.name for c in self.store.all() if c.image_id == image_id]
+
+    # -- create / start ------------------------------------------------------------------------
+    def create(
+        self,
+        image_ref: str,
+        command: Sequence[str] = (),
+        *,
+        name: str | None = None,
+        runtime_name: str | None = None,
+        env: Sequence[str] = (),
+        workdir: str | None = None,
+    ) -> Container:
+        require_root("creating a container")
+        self.layout.ensure()
+        info = self.choose_runtime(runtime_name)
+        image = self.images.get(image_ref)
+        args = list(command) or [*image.config.entrypoint, *image.config.cmd]
+        if not args:
+            raise UsageError(f"no command given, and image {image.name} has none",
+                             hint=f"give one: amber run {image.name} sh")
+        for item in env:
+            if "=" not in item:
+                raise UsageError(f"environment entry '{item}' is not KEY=VALUE")
+        with self.lock_names():
+            cname = validate_name(name) if name else self.store.new_name()
+            self.store.check_name_free(cname)
+            cid = self.store.new_id()
+            c = Container(
+                id=cid, name=cname, image_id=image.id, image_name=image.name, runtime=info.kind,
+                runtime_path=info.path, command=args, created=now(), status=Status.CREATED,
+            )  # fmt: skip
+            p = self.paths(cid)
+            p.bundle.mkdir(parents=True, exist_ok=True)
+            spec = specs.generate(
+                cid=cid, hostname=cid[:12], rootfs=p.merged, args=args,
+                env=specs.merge_env(image.config.env, env), cwd=workdir or image.config.workdir or "/",
+                netns=p.netns, cgroups_path=specs.cgroups_path(cid),
+            )  # fmt: skip
+            atomic_write_json(p.bundle / "config.json", spec)
+            self.store.save(c)
+        return c
+
+    def start(self, ref: str) -> Container:
+        require_root("starting a container")
+        c = self.store.get(ref)
+        with self.lock(c):
+            c = self.refresh(self.store.get(c.id))
+            if c.status == Status.RUNNING:
+                raise ConflictError(f"container {c.name} is already running")
+            if c.status == Status.CHECKPOINTED:
+                raise ConflictError(f"container {c.name} is checkpointed",
+                                    hint=f"bring it back with: amber restore {c.name}")
+            return self._start_locked(c)
+
+    def _start_locked(self, c: Container) -> Container:
+        rt = self.runtime_for(c)
+        self.cleanup(c)  # a previous run's leftovers (exited container restarted)
+        image = self.images.get(c.image_id)
+        try:
+            self.prepare_root(c, image_layers=self.images.layer_dirs(image))
+            pid = conmon.start_monitor(rt, self.monitor_spec(c))
+            rt.start(c.id, c.name)
+        except AmberError as exc:
+            self.cleanup(c)
+            if exc.hint is None and any("executable file not found" in d or "No such file" in d
+                                        for d in exc.details):
+                exc.hint = f"image {c.image_name} has no command '{c.command[0]}'"
+            raise
+        c = dataclasses.replace(c, status=Status.RUNNING, pid=pid, started=now(), exit_code=None,
+                                finished="")
+        self.store.save(c)
+        return c
+
+    def prepare_root(self, c: Container, *, image_layers: Sequence[Path]) -> None:
+        p = self.paths(c.id)
+        with contextlib.suppress(FileNotFoundError):
+            p.exit_file.unlink()
+        mounts.mount_overlay(image_layers, p.upper, p.work, p.merged)
+        netns.create(p.netns)
+
+    def monitor_spec(self, c: Container) -> conmon.MonitorSpec:
+        p = self.paths(c.id)
+        return conmon.MonitorSpec(
+            cid=c.id, name=c.name, bundle=p.bundle, log_path=p.log, exit_dir=self.layout.exits,
+            pidfile=p.pidfile, conmon_pidfile=p.conmon_pidfile, socket_dir=self.layout.runroot / "socket",
+        )  # fmt: skip
+
+    def run(self, image_ref: str, command: Sequence[str] = (), **kwargs: Any) -> Container:
+        c = self.create(image_ref, command, **kwargs)
+        try:
+            return self.start(c.id)
+        except AmberError:
+            self.remove(c.id, force=True)
+            raise
+
+    def wait(self, ref: str, timeout: float | None = None) -> Container:
+        c = self.store.get(ref)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            c = self.inspect_record(c.id)
+            if c.status != Status.RUNNING:
+                return c
+            if deadline is not None and time.monotonic() > deadline:
+                return c
+            time.sleep(0.05)
+
+    # -- state ---------------------------------------------------------------------------------
+    def refresh(self, c: Container) -> Container:
+        """Reconcile the record with reality (the runtime's state and conmon's exit file)."""
+        if c.status != Status.RUNNING:
+            return c
+        st = self.runtime_for(c).state(c.id)
+        if st is not None and st.get("status") in ("running", "paused", "created"):
+            return c
+        p = self.paths(c.id)
+        code: int | None = None
+        finished = now()
+        if p.exit_file.is_file():
+            with contextlib.suppress(ValueError, OSError):
+                code = int(p.exit_file.read_text().strip() or "-1")
+                finished = datetime.fromtimestamp(p.exit_file.stat().st_mtime, UTC).isoformat()
+        c = dataclasses.replace(c, status=Status.EXITED, exit_code=code if code is not None else -1,
+                                finished=finished, pid=0)
+        self.cleanup(c)
+        self.store.save(c)
+        return c
+
+    def inspect_record(self, ref: str) -> Container:
+        c = self.store.get(ref)
+        if c.status != Status.RUNNING:
+            return c
+        try:
+            with self.lock(c):
+                return self.refresh(self.store.get(c.id))
+        except ConflictError:
+            return c  # another command is changing it right now; show what is recorded
+
+    def list(self, *, all_containers: bool = False) -> list[Container]:
+        out = []
+        for c in self.store.all():
+            c = self.inspect_record(c.id) if c.status == Status.RUNNING else c
+            if all_containers or c.status == Status.RUNNING:
+                out.append(c)
+        return out
+
+    def inspect(self, ref: str) -> dict[str, Any]:
+        c = self.inspect_record(ref)
+        p = self.paths(c.id)
+        data = c.to_dict()
+        data["paths"] = {"bundle": str(p.bundle), "rootfs": str(p.merged), "upper": str(p.upper),
+                         "log": str(p.log), "netns": str(p.netns)}
+        with contextlib.suppress(OSError, ValueError):
+            import json
+
+            data["spec"] = json.loads((p.bundle / "config.json").read_text())
+        return data
+
+    # -- stop / kill / rm ----------------------------------------------------------------------
+    def kill(self, ref: str, sig: str = "KILL") -> Container:
+        c = self.inspect_record(ref)
+        if c.status != Status.RUNNING:
+            raise ConflictError(f"container {c.name} is not running", hint="amber ps -a shows its state")
+        name = sig.upper().removeprefix("SIG")
+        if not name.isdigit() and not hasattr(signals, f"SIG{name}"):
+            raise UsageError(f"unknown signal '{sig}'", hint="use a name like TERM, KILL, HUP or a number")
+        res = self.runtime_for(c).kill(c.id, name)
+        if res.returncode != 0:
+            raise AmberError(f"could not signal container {c.name}: {res.stderr.strip()}")
+        return c
+
+    def stop(self, ref: str, timeout: float = 10.0) -> Container:
+        c = self.inspect_record(ref)
+        if c.status != Status.RUNNING:
+            return c
+        rt = self.runtime_for(c)
+        rt.kill(c.id, "TERM", all_processes=True)
+        c = self.wait(c.id, timeout)
+        if c.status == Status.RUNNING:
+            rt.kill(c.id, "KILL", all_processes=True)
+            c = self.wait(c.id, 10)
+        return c
+
+    def cleanup(self, c: Container) -> None:
+        """Release what a container that no longer runs holds: runtime state, mounts, netns."""
+        rt = self.runtime_for(c)
+        if rt.state(c.id) is not None:
+            rt.delete(c.id, force=True)
+        p = self.paths(c.id)
+        mounts.unmount(p.merged)
+        for extra in (p.bundle / "shm",):
+            mounts.unmount(extra)
+        netns.remove(p.netns)
+
+    def remove(self, ref: str, *, force: bool = False) -> Container:
+        c = self.store.get(ref)
+        with self.lock(c):
+            c = self.refresh(self.store.get(c.id))
+            if c.status == Status.RUNNING:
+                if not force:
+                    raise ConflictError(f"container {c.name} is running",
+                                        hint=f"stop it first (amber stop {c.name}) or use rm -f")
+                self.runtime_for(c).kill(c.id, "KILL", all_processes=True)
+                deadline = time.monotonic() + 10
+                while self.runtime_for(c).state(c.id) not in (None,) and time.monotonic() < deadline:
+                    st = self.runtime_for(c).state(c.id)
+                    if st is None or st.get("status") == "stopped":
+                        break
+                    time.sleep(0.05)
+            self.cleanup(c)
+            self.store.delete(c.id)
+            with contextlib.suppress(FileNotFoundError):
+                self.paths(c.id).exit_file.unlink()
+        return c
+
+    # -- logs / exec ---------------------------------------------------------------------------
+    def logs(self, ref: str, *, follow: bool = False) -> Iterator[LogLine]:
+        c = self.store.get(ref)
+        log = self.paths(c.id).log
+        if not follow:
+            yield from read_log(log)
+            return
+
+        def running() -> bool:
+            return self.inspect_record(c.id).status == Status.RUNNING
+
+        yield from follow_log(log, running)
+
+    def exec(self, ref: str, argv: Sequence[str], *, env: Sequence[str] = (), workdir: str | None = None,
+             tty: bool = False) -> int:
+        c = self.inspect_record(ref)
+        if c.status != Status.RUNNING:
+            raise ConflictError(f"container {c.name} is not running",
+                                hint=f"start it first: amber start {c.name}")
+        if not argv:
+            raise UsageError("exec needs a command", hint=f"amber exec {c.name} sh -c 'echo hi'")
+        return self.runtime_for(c).exec(c.id, argv, env=env, cwd=workdir, tty=tty)

@@ -1,0 +1,186 @@
+"""The OCI runtime spec amber generates for a container, and the rewrite of a foreign one.
+
+The spec records everything the checkpoint archive's spec.dump needs; it carries the annotation
+`io.container.manager: libpod` so checkpointctl reads amber's archives as Podman's.
+"""
+
+from __future__ import annotations
+
+import copy
+import resource
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+CAPABILITIES = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_NET_BIND_SERVICE",
+    "CAP_SETFCAP", "CAP_SETGID", "CAP_SETPCAP", "CAP_SETUID", "CAP_SYS_CHROOT",
+]  # fmt: skip
+
+MASKED_PATHS = [
+    "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+    "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/fs/selinux",
+    "/sys/dev/block",
+]  # fmt: skip
+READONLY_PATHS = ["/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+
+
+def _mounts() -> list[dict[str, Any]]:
+    return [
+        {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+         "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+         "options": ["nosuid", "noexec", "nodev", "ro"]},
+    ]  # fmt: skip
+
+
+def generate(
+    *,
+    cid: str,
+    hostname: str,
+    rootfs: Path,
+    args: Sequence[str],
+    env: Sequence[str],
+    cwd: str,
+    netns: Path,
+    cgroups_path: str,
+) -> dict[str, Any]:
+    caps = list(CAPABILITIES)
+    return {
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": False,
+            "user": {"uid": 0, "gid": 0},
+            "args": list(args),
+            "env": list(env),
+            "cwd": cwd or "/",
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+            "rlimits": [_nofile()],
+            "noNewPrivileges": True,
+        },
+        "root": {"path": str(rootfs), "readonly": False},
+        "hostname": hostname,
+        "mounts": _mounts(),
+        "annotations": {"io.container.manager": "libpod", "org.amber.container.id": cid},
+        "linux": {
+            "namespaces": [
+                {"type": "pid"},
+                {"type": "network", "path": str(netns)},
+                {"type": "ipc"},
+                {"type": "uts"},
+                {"type": "mount"},
+            ],
+            "cgroupsPath": cgroups_path,
+            "resources": {"devices": [{"allow": False, "access": "rwm"}]},
+            "maskedPaths": list(MASKED_PATHS),
+            "readonlyPaths": list(READONLY_PATHS),
+        },
+    }
+
+
+def _nofile() -> dict[str, Any]:
+    """As many open files as this host lets us give (the runtime cannot raise the hard limit)."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limit = 1048576 if hard == resource.RLIM_INFINITY else min(hard, 1048576)
+    return {"type": "RLIMIT_NOFILE", "hard": limit, "soft": limit}
+
+
+def cgroups_path(cid: str) -> str:
+    return f"/amber/amber-{cid}"
+
+
+def merge_env(image_env: Sequence[str], extra: Sequence[str]) -> list[str]:
+    """Image env, then the user's -e K=V on top (same key replaced); PATH always present."""
+    out: dict[str, str] = {}
+    for item in [DEFAULT_PATH, *image_env, *extra]:
+        key, _, _value = item.partition("=")
+        out[key] = item
+    return list(out.values())
+
+
+# Mount destinations that an engine sets up from its own per-container files (podman's bundle
+# files): on restore their sources are replaced with amber's own copies.
+ENGINE_FILE_MOUNTS = ("/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/run/.containerenv",
+                      "/var/run/.containerenv")
+
+
+def rewrite_for_restore(
+    spec: dict[str, Any],
+    *,
+    rootfs: Path,
+    netns: Path,
+    cgroups_path: str,
+    bundle: Path,
+    cid: str,
+) -> dict[str, Any]:
+    """Adapt a checkpointed container's spec (amber's or another engine's) to this host.
+
+    Keeps every mount destination (CRIU needs the same mount tree) but points bind-mount sources
+    that belonged to the old host's engine at files amber makes in the new bundle.
+    """
+    new = copy.deepcopy(spec)
+    new.setdefault("root", {})["path"] = str(rootfs)
+    linux = new.setdefault("linux", {})
+    linux["cgroupsPath"] = cgroups_path
+    namespaces = [ns for ns in linux.get("namespaces", []) if isinstance(ns, dict)]
+    for ns in namespaces:
+        if ns.get("type") == "network":
+            ns["path"] = str(netns)
+        elif "path" in ns and ns.get("type") != "network":
+            ns.pop("path")  # the old host's namespace files mean nothing here
+    linux["namespaces"] = namespaces
+    new.pop("hooks", None)  # the old engine's hooks are not installed here
+    process = new.get("process", {})
+    if isinstance(process, dict):
+        process.pop("apparmorProfile", None)
+        process.pop("selinuxLabel", None)
+    linux.pop("mountLabel", None)
+    files = bundle / "restore-mounts"
+    mounts = []
+    for mount in new.get("mounts", []):
+        if not isinstance(mount, dict):
+            continue
+        mounts.append(_rebind(mount, files, cid))
+    new["mounts"] = mounts
+    new.setdefault("annotations", {})["org.amber.container.id"] = cid
+    return new
+
+
+def _rebind(mount: dict[str, Any], files: Path, cid: str) -> dict[str, Any]:
+    if mount.get("type") != "bind" and "bind" not in mount.get("options", []) and \
+            "rbind" not in mount.get("options", []):
+        return mount
+    dest = str(mount.get("destination", ""))
+    source = Path(str(mount.get("source", "")))
+    if source.exists() and not str(source).startswith(("/var/lib/containers", "/run/containers",
+                                                          "/run/libpod", "/var/run/containers")):
+        return mount
+    files.mkdir(parents=True, exist_ok=True)
+    replacement = files / dest.strip("/").replace("/", "_")
+    if dest in ENGINE_FILE_MOUNTS:
+        if not replacement.exists():
+            replacement.write_text(_file_content(dest, cid))
+    else:
+        replacement.mkdir(parents=True, exist_ok=True)
+    return {**mount, "source": str(replacement)}
+
+
+def _file_content(dest: str, cid: str) -> str:
+    if dest == "/etc/hosts":
+        return f"127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t{cid[:12]}\n"
+    if dest == "/etc/hostname":
+        return f"{cid[:12]}\n"
+    if dest == "/etc/resolv.conf":
+        return "nameserver 127.0.0.1\n"
+    if dest.endswith(".containerenv"):
+        return 'engine="amber"\n'
+    return ""
