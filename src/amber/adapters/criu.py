@@ -63,3 +63,33 @@ def read_stats(path: Path, kind: str) -> dict[str, int]:
     data = entries[0].get(kind) or {}
     fields = DUMP_FIELDS if kind == "dump" else RESTORE_FIELDS
     return {k: int(data[k]) for k in fields if data.get(k)}
+
+
+def recorded_dir_modes(images: Path) -> dict[str, int]:
+    """Modes CRIU recorded for the processes' root and working directories.
+
+    CRIU refuses to restore when such a directory's mode differs from the one it dumped (podman's
+    storage makes the root 0555, for instance), so restore gives them back those modes.
+    """
+    try:
+        import pycriu
+    except ImportError:
+        return {}
+    wanted: set[int] = set()
+    modes: dict[str, int] = {}
+    try:
+        for fs_img in sorted(images.glob("fs-*.img")):
+            with fs_img.open("rb") as f:
+                for entry in pycriu.images.load(f).get("entries", []):
+                    wanted.update(int(entry[k]) for k in ("root_id", "cwd_id") if k in entry)
+        files = images / "files.img"
+        if not wanted or not files.is_file():
+            return {}
+        with files.open("rb") as f:
+            for entry in pycriu.images.load(f).get("entries", []):
+                reg = entry.get("reg") or {}
+                if entry.get("id") in wanted and "mode" in reg and "name" in reg:
+                    modes[str(reg["name"])] = int(reg["mode"])
+    except Exception:  # noqa: BLE001 - a damaged image is reported by CRIU itself at restore
+        return {}
+    return modes

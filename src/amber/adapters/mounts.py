@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from amber.adapters.run import run
 
 
+def _unescape(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mount_points() -> set[str]:
+    """Every mount point of our mount namespace (from /proc/self/mountinfo)."""
+    with open("/proc/self/mountinfo") as f:
+        return {_unescape(line.split()[4]) for line in f if len(line.split()) > 4}
+
+
 def is_mountpoint(path: Path) -> bool:
-    try:
-        return os.path.ismount(path)
-    except OSError:
-        return False
+    """True if something is mounted at path, bind mounts of the same filesystem included."""
+    return os.path.abspath(path) in mount_points()
 
 
 def mount_overlay(lower: Sequence[Path], upper: Path, work: Path, target: Path) -> None:

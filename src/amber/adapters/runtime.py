@@ -110,10 +110,16 @@ class Runtime:
         return run(self._argv(*args), check=False)
 
     def delete(self, cid: str, *, force: bool = False) -> None:
+        """Forget the container. A half-created one (a failed restore) is forgotten too."""
         res = run(self._argv("delete", *(["--force"] if force else []), cid), check=False)
-        if res.returncode != 0 and self.state(cid) is not None:
+        if res.returncode == 0:
+            return
+        if self.state(cid) is not None:
             raise CommandError(res.argv, res.returncode, res.stdout, res.stderr,
                                what=f"{self.info.kind} could not delete container {cid}")
+        leftover = self.state_root / cid
+        if force and leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)  # state of a container that never ran
 
     def exec(self, cid: str, argv: Sequence[str], *, env: Sequence[str] = (), cwd: str | None = None,
              tty: bool = False) -> int:

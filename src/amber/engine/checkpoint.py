@@ -311,7 +311,11 @@ class CheckpointService:
                                hint="give one with --name")
         self.layout.ensure()
         with self.containers.lock_names():
-            self.containers.store.check_name_free(name)
+            try:
+                self.containers.store.check_name_free(name)
+            except ConflictError as exc:
+                exc.hint = f"restore it under another name with --name, or remove the container: amber rm -f {name}"
+                raise
             old_id = str(config.get("id") or "")
             cid = old_id if (not opts.name and _is_hex_id(old_id)
                              and self.containers.store.find(old_id) is None) \
@@ -341,13 +345,15 @@ class CheckpointService:
         image = self.images.get(c.image_id)
         self.containers.prepare_root(c, image_layers=self.images.layer_dirs(image))
         if not opts.ignore_rootfs:
-            diff = p.bundle / archive.ROOTFS_DIFF
-            if diff.is_file():
-                rootfs_diff.apply_rootfs_diff(diff, p.merged)
+            # Deletions first: a directory the container deleted and made again is in both lists.
             deleted = p.bundle / archive.DELETED_FILES
             if deleted.is_file():
                 paths = rootfs_diff.parse_deleted_files(deleted.read_bytes(), str(head.path))
                 rootfs_diff.apply_deleted_files(paths, p.merged)
+            diff = p.bundle / archive.ROOTFS_DIFF
+            if diff.is_file():
+                rootfs_diff.apply_rootfs_diff(diff, p.merged)
+        _restore_dir_modes(p.merged, p.bundle / "checkpoint")
         spec = specs.rewrite_for_restore(head.spec, rootfs=p.merged, netns=p.netns,
                                          cgroups_path=specs.cgroups_path(c.id), bundle=p.bundle, cid=c.id)
         self._restore_devshm(spec, p.bundle)
@@ -381,6 +387,20 @@ class CheckpointService:
             f"checkpoint archive {path} needs image {shown}, which is not present",
             hint=f"import it first: amber image import ROOTFS.tar {name or 'NAME'}",
         )
+
+
+def _restore_dir_modes(root: Path, images: Path) -> None:
+    """Give the root and working directories the modes CRIU recorded (it checks them)."""
+    import stat
+
+    for name, mode in criu.recorded_dir_modes(images).items():
+        if not stat.S_ISDIR(mode):
+            continue
+        target = root / name.lstrip("/")
+        with contextlib.suppress(OSError):
+            st = target.lstat()
+            if stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) != stat.S_IMODE(mode):
+                target.chmod(stat.S_IMODE(mode))
 
 
 def _runtime_opts(opts: RestoreOptions) -> list[str]:

@@ -271,7 +271,7 @@ class ContainerService:
     def cleanup(self, c: Container) -> None:
         """Release what a container that no longer runs holds: runtime state, mounts, netns."""
         rt = self.runtime_for(c)
-        if rt.state(c.id) is not None:
+        if rt.state(c.id) is not None or (rt.state_root / c.id).exists():
             rt.delete(c.id, force=True)
         p = self.paths(c.id)
         mounts.unmount(p.merged)

@@ -98,6 +98,21 @@ def cgroups_path(cid: str) -> str:
     return f"/amber/amber-{cid}"
 
 
+def restore_cgroups_path(old: str, cid: str, default: str) -> str:
+    """The restored container's cgroup: a new leaf under the parent the checkpoint was taken in.
+
+    CRIU restores the tasks relative to the dumped cgroup tree; crun fails (`devices.deny`:
+    Invalid argument) when the new cgroup hangs under another parent.
+    """
+    if ":" in old:  # systemd notation, slice:prefix:name -> the slice as a cgroupfs parent
+        parent = "/" + old.split(":", 1)[0]
+    elif old.startswith("/") and old.count("/") >= 2:
+        parent = old.rsplit("/", 1)[0]
+    else:
+        return default
+    return f"{parent}/amber-{cid}"
+
+
 def merge_env(image_env: Sequence[str], extra: Sequence[str]) -> list[str]:
     """Image env, then the user's -e K=V on top (same key replaced); PATH always present."""
     out: dict[str, str] = {}
@@ -130,7 +145,7 @@ def rewrite_for_restore(
     new = copy.deepcopy(spec)
     new.setdefault("root", {})["path"] = str(rootfs)
     linux = new.setdefault("linux", {})
-    linux["cgroupsPath"] = cgroups_path
+    linux["cgroupsPath"] = restore_cgroups_path(str(linux.get("cgroupsPath") or ""), cid, cgroups_path)
     namespaces = [ns for ns in linux.get("namespaces", []) if isinstance(ns, dict)]
     for ns in namespaces:
         if ns.get("type") == "network":

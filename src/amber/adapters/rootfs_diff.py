@@ -1,0 +1,231 @@
+"""The container filesystem diff: what a container changed in its root, read from the overlay
+upper directory, written as podman's rootfs-diff.tar + deleted.files, and applied on restore.
+
+Podman stats changed paths on the host (a bug); amber reads the upper directory itself:
+- a whiteout (character device 0:0) is a deleted path;
+- an opaque directory (xattr trusted.overlay.opaque = "y") replaced a lower directory: its path is
+  listed as deleted AND the directory is added with its contents. Restore must therefore remove
+  the deleted paths *before* extracting the diff tar;
+- everything else (files, directories, symlinks, hard links, devices, FIFOs) is added to an
+  uncompressed tar with relative names (`etc/foo`), owners, modes and xattrs (not trusted.overlay.*).
+
+Deleted paths are removed inside the new root without ever leaving it: symlinks met on the way are
+resolved *within the root*, as the container would see them (chroot semantics: an absolute target
+starts again at the root, `..` stops at the root), like podman's securejoin; the last component
+itself is never followed -- a symlink there is removed, not its target.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from amber.adapters import safe_tar
+from amber.errors import AmberError, ArchiveError
+
+MAX_DELETED_FILES_SIZE = 16 << 20
+MAX_SYMLINKS = 40  # as the kernel's path walk
+OPAQUE_XATTR = "trusted.overlay.opaque"
+_UNSUPPORTED_XATTRS = ("trusted.overlay.metacopy", "trusted.overlay.redirect")
+
+
+@dataclass(frozen=True)
+class RootfsDiff:
+    added_or_changed: int  # entries that are new or changed (directories only holding deletions excluded)
+    deleted: list[str] = field(default_factory=list)  # container-absolute paths, e.g. "/etc/motd"
+    tar_written: bool = False
+
+
+def _is_whiteout(st: os.stat_result) -> bool:
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def _xattr(path: str, name: str) -> bytes | None:
+    try:
+        return os.getxattr(path, name, follow_symlinks=False)
+    except OSError:
+        return None
+
+
+class _Walk:
+    def __init__(self, writer: safe_tar.TarWriter, upper: Path) -> None:
+        self.writer = writer
+        self.upper = upper
+        self.changed = 0
+        self.deleted: list[str] = []
+
+    def tree(self, path: str, rel: str) -> None:
+        """The children of directory `path` (relative name `rel`, "" for the upper root)."""
+        with os.scandir(path) as it:
+            entries = sorted(it, key=lambda e: os.fsencode(e.name))
+        for entry in entries:
+            child = f"{rel}/{entry.name}" if rel else entry.name
+            st = entry.stat(follow_symlinks=False)
+            if _is_whiteout(st):
+                self.deleted.append("/" + child)
+                continue
+            if not stat.S_ISLNK(st.st_mode):
+                for name in _UNSUPPORTED_XATTRS:
+                    if _xattr(entry.path, name) is not None:
+                        raise AmberError(
+                            f"cannot diff the container filesystem: {self.upper}/{child} uses overlay "
+                            f"{name.rsplit('.', 1)[1]}, whose data lives in the image layers",
+                            hint="mount overlay without metacopy/redirect_dir, or checkpoint with "
+                            "--ignore-rootfs")
+            self.writer.add(entry.path, child, st)
+            if stat.S_ISDIR(st.st_mode):
+                opaque = _xattr(entry.path, OPAQUE_XATTR) == b"y"
+                if opaque:
+                    self.deleted.append("/" + child)
+                before = self.changed
+                self.tree(entry.path, child)
+                if opaque or self.changed == before and not _has_children(entry.path):
+                    self.changed += 1  # replaced, new and empty, or a metadata change of its own
+            else:
+                self.changed += 1
+
+
+def _has_children(path: str) -> bool:
+    with os.scandir(path) as it:
+        return any(True for _ in it)
+
+
+def create_rootfs_diff(upper: Path, tar_path: Path) -> RootfsDiff:
+    """Write `tar_path` (only when something was added or changed) and list the deleted paths."""
+    tmp = tar_path.with_name(f".{tar_path.name}.tmp")
+    try:
+        with open(tmp, "wb", buffering=safe_tar.CHUNK) as f:
+            walk = _Walk(safe_tar.TarWriter(f, zero_copy=True), upper)
+            walk.tree(str(upper), "")
+            walk.writer.close()
+        if walk.changed:
+            os.replace(tmp, tar_path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return RootfsDiff(walk.changed, walk.deleted, tar_written=walk.changed > 0)
+
+
+def apply_rootfs_diff(tar_path: Path, root: Path) -> None:
+    """Extract a rootfs-diff.tar onto a container root: owners kept, devices and FIFOs allowed,
+    absolute symlinks taken as container paths, nothing written outside `root`."""
+    with open(tar_path, "rb", buffering=safe_tar.CHUNK) as f:
+        safe_tar.extract(f, root, archive_name=str(tar_path), keep_owner=True, allow_special=True,
+                         rooted_symlinks=True)
+
+
+def parse_deleted_files(data: bytes, archive_name: str) -> list[str]:
+    """The paths of a deleted.files member: a JSON list of strings."""
+    hint = "the archive is damaged or was not made by podman or amber; restore with --ignore-rootfs"
+    if len(data) > MAX_DELETED_FILES_SIZE:
+        raise ArchiveError(f"checkpoint archive {archive_name}: deleted.files is {len(data)} bytes, more "
+                           f"than the {MAX_DELETED_FILES_SIZE} allowed", hint=hint)
+    try:
+        value = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArchiveError(f"checkpoint archive {archive_name}: deleted.files is not JSON ({exc})",
+                           hint=hint) from exc
+    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+        raise ArchiveError(f"checkpoint archive {archive_name}: deleted.files is not a list of paths",
+                           hint=hint)
+    for p in value:
+        if not p or "\0" in p or len(p.encode("utf-8", "surrogateescape")) > safe_tar.MAX_NAME:
+            raise ArchiveError(f"checkpoint archive {archive_name}: deleted.files holds an invalid "
+                               f"path {p[:100]!r}", hint=hint)
+    return value
+
+
+def _components(path: str) -> list[str]:
+    return [c for c in path.split("/") if c not in ("", ".")]
+
+
+def _resolve_parent(root_fd: int, parts: list[str]) -> tuple[int, str] | None:
+    """(fd of the parent directory, last name) of a path inside the root, following symlinks on
+    the way within the root. None when the path cannot exist. The caller closes the fd."""
+    stack = [os.dup(root_fd)]
+    todo = list(reversed(parts))
+    links = 0
+    try:
+        while len(todo) > 1:
+            comp = todo.pop()
+            if comp == "..":
+                if len(stack) > 1:
+                    os.close(stack.pop())
+                continue
+            try:
+                st = os.stat(comp, dir_fd=stack[-1], follow_symlinks=False)
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+            if stat.S_ISLNK(st.st_mode):
+                links += 1
+                if links > MAX_SYMLINKS:
+                    return None
+                target = os.readlink(comp, dir_fd=stack[-1])
+                if target.startswith("/"):
+                    while len(stack) > 1:
+                        os.close(stack.pop())
+                todo.extend(reversed([c for c in target.split("/") if c not in ("", ".")]))
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                return None
+            stack.append(os.open(comp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                 dir_fd=stack[-1]))
+        last = todo.pop() if todo else ""
+        if last in ("", ".."):
+            return None  # the root itself, or a parent of it: never removed
+        fd = stack.pop()
+        return fd, last
+    finally:
+        for fd in stack:
+            os.close(fd)
+
+
+def apply_deleted_files(paths: Sequence[str], root: Path) -> None:
+    """Remove each container path under `root` (directories recursively); missing ones are fine."""
+    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for path in paths:
+            parts = _components(path)
+            if ".." in parts or "\0" in path:
+                raise ArchiveError(f"refusing to delete {path!r} in {root}: the path has a '..' component",
+                                   hint="the archive's deleted.files is hostile or damaged; restore with "
+                                   "--ignore-rootfs")
+            if not parts:
+                raise ArchiveError(f"refusing to delete {path!r}: it is the container's root",
+                                   hint="the archive's deleted.files is hostile or damaged")
+            try:
+                found = _resolve_parent(root_fd, parts)
+                if found is None:
+                    continue
+                fd, name = found
+                try:
+                    _remove(fd, name)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                raise AmberError(f"could not delete {path} in {root}: {exc.strerror or exc}",
+                                 hint=f"check {root}") from exc
+    finally:
+        os.close(root_fd)
+
+
+def _remove(fd: int, name: str) -> None:
+    try:
+        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(name, dir_fd=fd)
+    else:
+        try:
+            os.unlink(name, dir_fd=fd)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                raise

@@ -1,0 +1,132 @@
+"""Image commands: image import / ls / rm, and the short forms images and rmi."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from amber.cli.output import human_size, print_error, print_table
+from amber.errors import AmberError, ConflictError, ExitCode
+
+if TYPE_CHECKING:
+    from amber.engine import Engine
+
+IMPORT_DESCRIPTION = """\
+Import an image from SOURCE and name it NAME.
+
+SOURCE can be:
+  - a rootfs tarball, as for podman import (tar, tar.gz, tar.zst or tar.xz): one layer, with
+    PATH set and no command;
+  - an OCI image layout directory (oci-layout, index.json, blobs/sha256/...);
+  - an oci-archive tarball (a tar of an OCI image layout, e.g. from skopeo or podman save
+    --format oci-archive);
+  - a docker save tarball (docker save / podman save --format docker-archive).
+Pulling from registries is not supported yet.
+
+NAME is normalized as podman does: busybox means localhost/busybox:latest.
+Layers are stored once, by content: importing the same image again only adds the name."""
+
+
+def cmd_import(args: argparse.Namespace, engine: Engine) -> int:
+    image = engine.images.import_image(Path(args.source), args.name)
+    print(image.id)
+    return ExitCode.OK
+
+
+def cmd_ls(args: argparse.Namespace, engine: Engine) -> int:
+    images = engine.images.list()
+    if args.quiet:
+        for image in images:
+            print(image.id if args.no_trunc else image.id[:12])
+        return ExitCode.OK
+    rows = []
+    for image in images:
+        iid = image.id if args.no_trunc else image.id[:12]
+        created = image.created[:19].replace("T", " ")
+        for name in image.names or ["<none>"]:
+            rows.append([name, iid, created, human_size(image.size)])
+    print_table(["IMAGE NAME", "ID", "CREATED", "SIZE"], rows)
+    return ExitCode.OK
+
+
+def _users(engine: Engine, image_id: str) -> list[str]:
+    """Names of the containers using the image (none known if the container service is missing)."""
+    try:
+        return list(engine.containers.users_of_image(image_id))
+    except (ImportError, AttributeError, NotImplementedError):
+        return []
+
+
+def _remove_one(engine: Engine, ref: str, force: bool) -> None:
+    image = engine.images.get(ref)
+    users = _users(engine, image.id)
+    try:
+        removed = engine.images.remove(ref, users=users)
+    except ConflictError:
+        if not force or not users:
+            raise
+        for name in users:
+            engine.containers.remove(name, force=True)
+        removed = engine.images.remove(ref, users=())
+    if engine.images.exists(removed.id):
+        gone = [n for n in image.names if n not in removed.names]
+        for name in gone:
+            print(f"Untagged: {name}")
+        return
+    for name in image.names:
+        print(f"Untagged: {name}")
+    print(f"Deleted: {image.id}")
+
+
+def cmd_rm(args: argparse.Namespace, engine: Engine) -> int:
+    status = ExitCode.OK
+    for ref in args.images:
+        try:
+            _remove_one(engine, ref, args.force)
+        except AmberError as exc:
+            print_error(exc)
+            if status == ExitCode.OK:
+                status = exc.exit_code
+    return status
+
+
+def _ls_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-q", "--quiet", action="store_true", help="print image ids only")
+    p.add_argument("--no-trunc", action="store_true", help="print full image ids")
+    p.set_defaults(handler=cmd_ls)
+
+
+def _rm_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-f", "--force", action="store_true",
+                   help="also remove the containers that use the image (stopping them if running)")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image name, id or id prefix")
+    p.set_defaults(handler=cmd_rm)
+
+
+def _help_of(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace, Engine], int]:
+    def handler(args: argparse.Namespace, engine: Engine) -> int:
+        parser.print_help()
+        return ExitCode.USAGE
+
+    return handler
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    image = sub.add_parser("image", help="manage images: import, ls, rm",
+                           description="Manage images: import, ls, rm.")
+    image.set_defaults(handler=_help_of(image))
+    isub = image.add_subparsers(dest="image_command", metavar="COMMAND")
+
+    p = isub.add_parser("import", help="import a rootfs tarball, OCI layout, oci-archive or docker save",
+                        description=IMPORT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source", metavar="SOURCE",
+                   help="rootfs tarball, OCI layout directory, oci-archive or docker save tarball")
+    p.add_argument("name", metavar="NAME", help="image name, e.g. localhost/busybox:fixture")
+    p.set_defaults(handler=cmd_import)
+
+    _ls_args(isub.add_parser("ls", aliases=["list"], help="list images"))
+    _rm_args(isub.add_parser("rm", aliases=["remove"], help="remove images (by a shared name: untag it)"))
+    _ls_args(sub.add_parser("images", help="list images (= image ls)"))
+    _rm_args(sub.add_parser("rmi", help="remove images (= image rm)"))

@@ -1,0 +1,228 @@
+"""Checkpoint and restore on the real stack, under runc and crun, with amber's and podman's archives."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from amber.adapters import runtime as runtimes
+from amber.adapters.checkpoint_archive import list_members, read_head
+from amber.adapters.run import run
+from amber.errors import ExitCode
+from amber.models import Status
+from tests.conftest import FIXTURES, Amber, mounts_under
+
+pytestmark = pytest.mark.root
+
+COUNTER = "i=0; while :; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.1; done"
+
+
+def counter(amber: Amber, name: str) -> int:
+    c = amber.fresh_engine().containers.store.get(name)
+    text = (amber.engine.containers.paths(c.id).upper / "tmp" / "counter").read_text().strip()
+    return int(text or "0")
+
+
+def wait_counter_above(amber: Amber, name: str, value: int, timeout: float = 10.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            now = counter(amber, name)
+        except (OSError, ValueError):
+            now = -1
+        if now > value:
+            return now
+        time.sleep(0.05)
+    raise AssertionError(f"counter of {name} did not go above {value}")
+
+
+def start_counter(amber: Amber, image: str, runtime: str, name: str = "cnt") -> None:
+    amber.engine.containers.run(image, ["sh", "-c", COUNTER], name=name, runtime_name=runtime)
+    wait_counter_above(amber, name, 3)
+
+
+def pid1_is_shell(amber: Amber, name: str, capfd: pytest.CaptureFixture[str]) -> bool:
+    capfd.readouterr()
+    assert amber("exec", name, "cat", "/proc/1/cmdline") == 0
+    return capfd.readouterr().out.startswith("sh\0-c\0i=0")
+
+
+@pytest.mark.parametrize("compress", ["zstd", "gzip", "none"])
+def test_export_import_counter_goes_on(amber: Amber, demo_image: str, runtime: str, compress: str,
+                                       tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    start_counter(amber, demo_image, runtime)
+    archive = tmp_path / "cnt.tar"
+    assert amber("checkpoint", "--export", str(archive), "--compress", compress, "cnt") == 0
+    assert amber.fresh_engine().containers.store.get("cnt").status == Status.CHECKPOINTED
+    assert archive.stat().st_mode & 0o777 == 0o600
+    at_checkpoint = counter(amber, "cnt")
+    head = read_head(archive)
+    assert head.compression == compress
+    assert head.config["runtime"] == runtime and head.config["name"] == "cnt"
+    names = [m.name for m in list_members(archive)]
+    assert names[:3] == ["amber.manifest", "config.dump", "spec.dump"]
+    assert "checkpoint/" in names or "checkpoint" in names
+    assert "checkpoint/inventory.img" in names and "rootfs-diff.tar" in names and "stats-dump" in names
+    assert amber("rm", "-f", "cnt") == 0
+    assert amber("restore", "--import", str(archive)) == 0
+    c = amber.fresh_engine().containers.store.get("cnt")
+    assert c.status == Status.RUNNING and c.runtime == runtime and c.restored
+    assert pid1_is_shell(amber, "cnt", capfd)
+    restored = counter(amber, "cnt")
+    assert restored >= at_checkpoint
+    wait_counter_above(amber, "cnt", restored)
+    assert restored > 3  # it went on from its value, it did not start again at 1
+
+
+def test_wrong_runtime_refused_before_anything(amber: Amber, demo_image: str, runtime: str, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    start_counter(amber, demo_image, runtime)
+    archive = tmp_path / "cnt.tar.zst"
+    assert amber("checkpoint", "-e", str(archive), "cnt") == 0
+    assert amber("rm", "cnt") == 0
+    other = "crun" if runtime == "runc" else "runc"
+    before = sorted(os.listdir(amber.root / "containers"))
+    capsys.readouterr()
+    started = time.monotonic()
+    assert amber("restore", "--import", str(archive), "--runtime", other) == ExitCode.RUNTIME_MISMATCH
+    elapsed = time.monotonic() - started
+    err = capsys.readouterr().err
+    assert (f"error: checkpoint archive {archive} was created with runtime '{runtime}' "
+            f"and cannot be restored with runtime '{other}'") in err
+    assert f"hint: leave out --runtime, or give {runtime}" in err
+    assert sorted(os.listdir(amber.root / "containers")) == before
+    assert mounts_under(amber.root / "containers") == []
+    print(f"refusal took {elapsed:.3f} s")
+    # The same runtime, spelled as a path or through a symlink, is accepted.
+    link = tmp_path / "my-runtime"
+    link.symlink_to(runtimes.resolve(runtime).path)
+    assert amber("--runtime", str(link), "restore", "--import", str(archive)) == 0
+    assert amber.fresh_engine().containers.store.get("cnt").runtime == runtime
+
+
+def test_leave_running_and_a_second_copy(amber: Amber, demo_image: str, runtime: str, tmp_path: Path) -> None:
+    start_counter(amber, demo_image, runtime)
+    archive = tmp_path / "cnt.tar.zst"
+    assert amber("checkpoint", "-R", "-e", str(archive), "cnt") == 0
+    assert amber.fresh_engine().containers.inspect_record("cnt").status == Status.RUNNING
+    assert amber("restore", "-i", str(archive), "--name", "copy") == 0
+    both = {c.name: c for c in amber.fresh_engine().containers.list()}
+    assert set(both) == {"cnt", "copy"}
+    assert both["copy"].id != both["cnt"].id
+    wait_counter_above(amber, "copy", counter(amber, "copy"))
+    wait_counter_above(amber, "cnt", counter(amber, "cnt"))
+
+
+def test_local_checkpoint_and_restore(amber: Amber, demo_image: str, runtime: str) -> None:
+    start_counter(amber, demo_image, runtime)
+    assert amber("container", "checkpoint", "cnt") == 0
+    assert amber.fresh_engine().containers.store.get("cnt").status == Status.CHECKPOINTED
+    frozen = counter(amber, "cnt")
+    assert amber("container", "restore", "cnt") == 0
+    assert amber.fresh_engine().containers.inspect_record("cnt").status == Status.RUNNING
+    now = counter(amber, "cnt")
+    assert now >= frozen
+    wait_counter_above(amber, "cnt", now)
+
+
+def test_cycles(amber: Amber, demo_image: str, runtime: str, tmp_path: Path) -> None:
+    start_counter(amber, demo_image, runtime)
+    last = counter(amber, "cnt")
+    name = "cnt"
+    for i in range(3):
+        archive = tmp_path / f"cycle-{i}.tar.zst"
+        assert amber("checkpoint", "-e", str(archive), name) == 0
+        assert amber("rm", name) == 0
+        new = name if i % 2 == 0 else f"cnt{i}"
+        args = ["restore", "-i", str(archive)] + (["--name", new] if new != name else [])
+        assert amber(*args) == 0
+        name = new
+        value = counter(amber, name)
+        assert value >= last
+        last = wait_counter_above(amber, name, value)
+
+
+def test_pre_checkpoint_refused_without_dirty_tracking(amber: Amber, demo_image: str,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from amber.adapters import criu
+
+    if criu.dirty_tracking():
+        pytest.skip("this kernel tracks dirty memory")
+    start_counter(amber, demo_image, "crun")
+    capsys.readouterr()
+    assert amber("checkpoint", "--pre-checkpoint", "cnt") == ExitCode.PRECONDITION
+    assert "dirty memory" in capsys.readouterr().err
+    assert amber.fresh_engine().containers.inspect_record("cnt").status == Status.RUNNING
+
+
+def test_failed_dump_leaves_container_running(amber: Amber, demo_image: str, runtime: str, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    # An unlinked open file bigger than CRIU's ghost limit (1 MiB) cannot be dumped.
+    script = "dd if=/dev/zero of=/tmp/big bs=1M count=4 2>/dev/null; exec 3</tmp/big; rm /tmp/big; " + COUNTER
+    amber.engine.containers.run(demo_image, ["sh", "-c", script], name="ghost", runtime_name=runtime)
+    wait_counter_above(amber, "ghost", 3)
+    archive = tmp_path / "ghost.tar.zst"
+    capsys.readouterr()
+    assert amber("checkpoint", "-e", str(archive), "ghost") == ExitCode.ERROR
+    err = capsys.readouterr().err
+    assert "error: CRIU could not checkpoint container ghost" in err
+    assert "dump.log" in err and "hint:" in err
+    assert not archive.exists()
+    assert list(tmp_path.glob("ghost.tar.zst*")) == []
+    assert amber.fresh_engine().containers.inspect_record("ghost").status == Status.RUNNING
+    wait_counter_above(amber, "ghost", counter(amber, "ghost"))
+
+
+def test_restore_errors_change_nothing(amber: Amber, demo_image: str, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "missing.tar"
+    assert amber("restore", "-i", str(missing)) == ExitCode.NOT_FOUND
+    garbage = tmp_path / "garbage.tar"
+    garbage.write_bytes(os.urandom(4096))
+    assert amber("restore", "-i", str(garbage)) == ExitCode.BAD_ARCHIVE
+    start_counter(amber, demo_image, "crun")
+    archive = tmp_path / "cnt.tar.zst"
+    assert amber("checkpoint", "-R", "-e", str(archive), "cnt") == 0
+    capsys.readouterr()
+    assert amber("restore", "-i", str(archive)) == ExitCode.CONFLICT  # the name is in use
+    assert "--name" in capsys.readouterr().err
+    other = Amber(tmp_path / "other-root", tmp_path / "other-run")
+    try:
+        assert other("restore", "-i", str(archive)) == ExitCode.NOT_FOUND  # no image there
+        err = capsys.readouterr().err
+        assert "localhost/demo:latest" in err and "amber image import" in err
+        assert not (other.root / "containers").exists() or os.listdir(other.root / "containers") == []
+    finally:
+        other.cleanup()
+
+
+@pytest.mark.skipif(not FIXTURES.is_dir(), reason="podman fixtures not present")
+@pytest.mark.parametrize("fixture", ["counter-crun.tar.zst", "counter-runc.tar"])
+def test_podman_archives_restore_and_count(amber: Amber, fixture: str) -> None:
+    assert amber("image", "import", str(FIXTURES / "busybox-rootfs.tar"), "localhost/busybox:fixture") == 0
+    assert amber("restore", "--import", str(FIXTURES / fixture)) == 0
+    head = read_head(FIXTURES / fixture)
+    c = amber.fresh_engine().containers.store.get(head.config["name"])
+    assert c.status == Status.RUNNING
+    assert c.runtime == fixture.split("-")[1].split(".")[0]
+    value = counter(amber, c.name)
+    assert value > 1  # it goes on from the value podman checkpointed, not from 1
+    wait_counter_above(amber, c.name, value)
+
+
+@pytest.mark.skipif(shutil.which("checkpointctl") is None, reason="checkpointctl not installed")
+def test_checkpointctl_reads_amber_archives(amber: Amber, demo_image: str, runtime: str, tmp_path: Path) -> None:
+    start_counter(amber, demo_image, runtime)
+    archive = tmp_path / "cnt.tar.zst"
+    assert amber("checkpoint", "-e", str(archive), "cnt") == 0
+    out = run(["checkpointctl", "show", str(archive)]).stdout
+    row = next(line for line in out.splitlines() if line.startswith("| cnt "))
+    assert demo_image in row and runtime in row and "Podman" in row
+    data = json.loads(run(["checkpointctl", "inspect", str(archive), "--all", "--format", "json"]).stdout)
+    entry = data[0] if isinstance(data, list) else data
+    assert entry["container_name"] == "cnt" and entry["runtime"] == runtime
