@@ -66,6 +66,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.INTERRUPTED
     except BrokenPipeError:
         return ExitCode.OK
+    except Exception as exc:  # noqa: BLE001 - a bug: say so in one line, the traceback under --debug
+        if args.debug:
+            raise
+        print(f"error: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print("hint: run again with --debug for the traceback, and report it", file=sys.stderr)
+        return ExitCode.ERROR
 
 
 def entrypoint() -> None:

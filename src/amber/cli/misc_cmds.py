@@ -29,7 +29,7 @@ def _say(text: str) -> None:
 
 def _counter(engine: Engine, name: str) -> int:
     c = engine.containers.store.get(name)
-    text = (engine.containers.paths(c.id).merged / "tmp" / "counter").read_text().strip()
+    text = (engine.containers.paths(c.id).upper / "tmp" / "counter").read_text().strip()
     return int(text or "0")
 
 
