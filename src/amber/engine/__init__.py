@@ -43,7 +43,9 @@ class Engine:
     def containers(self) -> ContainerService:
         from amber.engine.containers import ContainerService
 
-        return ContainerService(self.layout, self.settings, self.images, self.runtime_choice)
+        service = ContainerService(self.layout, self.settings, self.images, self.runtime_choice)
+        service.recover_interrupted = lambda c: self.checkpoints.recover(c)
+        return service
 
     @cached_property
     def checkpoints(self) -> CheckpointService:

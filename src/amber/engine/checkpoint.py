@@ -20,9 +20,10 @@ from typing import Any
 from amber import __version__
 from amber.adapters import checkpoint_archive as archive
 from amber.adapters import conmon, criu, rootfs_diff
-from amber.adapters.runtime import RuntimeInfo
+from amber.adapters.runtime import Runtime, RuntimeInfo
 from amber.adapters.state import atomic_write_json
 from amber.config import Layout
+from amber.engine import faults
 from amber.engine import spec as specs
 from amber.engine.containers import ContainerService, now
 from amber.engine.images import ImageService
@@ -38,7 +39,7 @@ from amber.errors import (
     UsageError,
     require_root,
 )
-from amber.models import Container, Status
+from amber.models import Container, Image, Status
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +76,10 @@ class Report:
     runtime_duration_us: int
     criu_statistics: dict[str, int]
     export: str | None = None
+
+
+PENDING_CHECKPOINT = "checkpoint.pending"
+PENDING_RESTORE = "restore.pending"
 
 
 class CheckpointService:
@@ -135,6 +140,18 @@ class CheckpointService:
         images = work / ("pre-checkpoint" if opts.pre_checkpoint else "checkpoint")
         shutil.rmtree(images, ignore_errors=True)
         leave_running = opts.leave_running or opts.pre_checkpoint
+        marker = self.layout.container_dir(c.id) / PENDING_CHECKPOINT
+        atomic_write_json(marker, {"work": str(work), "export": str(opts.export or ""), "stops": not leave_running})
+        try:
+            return self._dump_and_export(c, rt, work, images, leave_running, opts)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                marker.unlink()
+
+    def _dump_and_export(self, c: Container, rt: Runtime, work: Path, images: Path, leave_running: bool,
+                         opts: CheckpointOptions) -> Report:
+        p = self.containers.paths(c.id)
+        exporting = opts.export is not None
         started = time.monotonic()
         res = rt.checkpoint(
             c.id, image_path=images, work_path=work, leave_running=leave_running,
@@ -145,6 +162,7 @@ class CheckpointService:
         runtime_us = int((time.monotonic() - started) * 1e6)
         if res.returncode != 0:
             self._fail_dump(c, work, exporting, res)
+        faults.point("after-dump")
         stats = criu.read_stats(work / "stats-dump", "dump")
         stopped = not leave_running
         try:
@@ -171,6 +189,38 @@ class CheckpointService:
             c = dataclasses.replace(c, checkpointed=now())
         self.containers.store.save(c)
         return Report(c.id, c.name, runtime_us, stats, str(opts.export) if opts.export else None)
+
+    def recover(self, c: Container) -> Container:
+        """Finish what a killed amber left half done on `c` (the caller holds its lock)."""
+        cdir = self.layout.container_dir(c.id)
+        pending_restore = cdir / PENDING_RESTORE
+        if pending_restore.exists():
+            with contextlib.suppress(AmberError, OSError):
+                self.containers.cleanup(c)
+            self.containers.store.delete(c.id)
+            raise NotFoundError(f"no such container: {c.name} (an interrupted restore was cleaned up)",
+                                hint="restore the archive again")
+        marker = cdir / PENDING_CHECKPOINT
+        if not marker.exists():
+            return c
+        try:
+            info = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            info = {}
+        work = Path(str(info.get("work") or ""))
+        export = str(info.get("export") or "")
+        if export:
+            for leftover in Path(export).parent.glob(f".{Path(export).name}.*.tmp"):
+                leftover.unlink(missing_ok=True)
+        st = self.containers.runtime_for(c).state(c.id)
+        if not (st is not None and st.get("status") == "running") and (work / "checkpoint" / "inventory.img").is_file():
+            # The dump stopped the container, then amber died: bring it back from its images.
+            with contextlib.suppress(AmberError, OSError):
+                self._revive(c, work)
+        if work.is_dir() and work.parent == self.layout.tmp:
+            shutil.rmtree(work, ignore_errors=True)
+        marker.unlink(missing_ok=True)
+        return self.containers.store.get(c.id)
 
     def _fail_dump(self, c: Container, work: Path, exporting: bool, res: Any) -> None:
         """CRIU refused: keep its log where the user can read it, leave the container as it was."""
@@ -310,38 +360,49 @@ class CheckpointService:
             raise ArchiveError(f"checkpoint archive {path} records no container name",
                                hint="give one with --name")
         self.layout.ensure()
-        with self.containers.lock_names():
+        with contextlib.ExitStack() as held:
+            with self.containers.lock_names():
+                c = self._new_restored_record(path, head, info, image, name, opts)
+                # Locked before the record appears: nobody can take it for an interrupted restore.
+                held.enter_context(self.containers.lock(c))
+                marker = self.layout.container_dir(c.id) / PENDING_RESTORE
+                atomic_write_json(marker, {"archive": str(path)})
+                self.containers.store.save(c)
             try:
-                self.containers.store.check_name_free(name)
-            except ConflictError as exc:
-                exc.hint = f"restore it under another name with --name, or remove the container: amber rm -f {name}"
+                restored = self._unpack_and_restore(c, head, info, opts)
+                marker.unlink(missing_ok=True)
+                return restored
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self.containers.cleanup(c)
+                self.containers.store.delete(c.id)
                 raise
-            old_id = str(config.get("id") or "")
-            cid = old_id if (not opts.name and _is_hex_id(old_id)
-                             and self.containers.store.find(old_id) is None) \
-                else self.containers.store.new_id()
-            c = Container(
-                id=cid, name=name, image_id=image.id, image_name=image.name, runtime=info.kind,
-                runtime_path=info.path, command=_command(head.spec), created=str(config.get("createdTime") or now()),
-                status=Status.CREATED, restored_from=str(path),
-            )  # fmt: skip
-            p = self.containers.paths(cid)
-            p.bundle.mkdir(parents=True, exist_ok=True)
-            self.containers.store.save(c)
+
+    def _new_restored_record(self, path: Path, head: archive.ArchiveHead, info: RuntimeInfo, image: Image,
+                             name: str, opts: RestoreOptions) -> Container:
+        """The record of the container an archive becomes (the caller holds the names lock)."""
+        config = head.config
         try:
-            with self.containers.lock(c):
-                return self._unpack_and_restore(c, head, info, opts)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                self.containers.cleanup(c)
-            self.containers.store.delete(c.id)
+            self.containers.store.check_name_free(name)
+        except ConflictError as exc:
+            exc.hint = f"restore it under another name with --name, or remove the container: amber rm -f {name}"
             raise
+        old_id = str(config.get("id") or "")
+        keep_id = not opts.name and _is_hex_id(old_id) and self.containers.store.find(old_id) is None
+        cid = old_id if keep_id else self.containers.store.new_id()
+        self.containers.paths(cid).bundle.mkdir(parents=True, exist_ok=True)
+        return Container(
+            id=cid, name=name, image_id=image.id, image_name=image.name, runtime=info.kind,
+            runtime_path=info.path, command=_command(head.spec), created=str(config.get("createdTime") or now()),
+            status=Status.CREATED, restored_from=str(path),
+        )  # fmt: skip
 
     def _unpack_and_restore(self, c: Container, head: archive.ArchiveHead, info: RuntimeInfo,
                             opts: RestoreOptions) -> tuple[Container, Report]:
         p = self.containers.paths(c.id)
         skip = {archive.CONFIG_DUMP, archive.SPEC_DUMP, archive.AMBER_MANIFEST}
         archive.extract_archive(head.path, p.bundle, skip=lambda n: n in skip)
+        faults.point("after-extract")
         image = self.images.get(c.image_id)
         self.containers.prepare_root(c, image_layers=self.images.layer_dirs(image))
         if not opts.ignore_rootfs:
@@ -375,7 +436,7 @@ class CheckpointService:
                     safe_tar.extract(f, Path(mount["source"]), archive_name=f"{archive.DEVSHM}",
                                      keep_owner=True, allow_special=False)
 
-    def _archive_image(self, config: dict[str, Any], path: Path) -> Any:
+    def _archive_image(self, config: dict[str, Any], path: Path) -> Image:
         name = str(config.get("rootfsImageName") or "")
         image_id = str(config.get("rootfsImageID") or "")
         for ref in (name, image_id):

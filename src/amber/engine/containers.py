@@ -11,7 +11,7 @@ import dataclasses
 import os
 import signal as signals
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from amber.engine import spec as specs
 from amber.engine.images import ImageService
 from amber.engine.logs import LogLine, follow_log, read_log
 from amber.engine.store import ContainerStore, validate_name
-from amber.errors import AmberError, ConflictError, UsageError, require_root
+from amber.errors import AmberError, ConflictError, NotFoundError, UsageError, require_root
 from amber.models import Container, Status
 
 
@@ -55,6 +55,8 @@ class ContainerService:
         self.images = images
         self.runtime_choice = runtime_choice
         self.store = ContainerStore(layout)
+        # Set by the Engine: finishes a checkpoint or restore that a killed amber left half done.
+        self.recover_interrupted: Callable[[Container], Container] | None = None
 
     # -- helpers -------------------------------------------------------------------------------
     def paths(self, cid: str) -> Paths:
@@ -194,7 +196,12 @@ class ContainerService:
 
     # -- state ---------------------------------------------------------------------------------
     def refresh(self, c: Container) -> Container:
-        """Reconcile the record with reality (the runtime's state and conmon's exit file)."""
+        """Reconcile the record with reality (the runtime's state and conmon's exit file).
+
+        The caller holds the container's lock.
+        """
+        if self.recover_interrupted is not None and self.interrupted(c):
+            c = self.recover_interrupted(c)
         if c.status != Status.RUNNING:
             return c
         st = self.runtime_for(c).state(c.id)
@@ -213,9 +220,13 @@ class ContainerService:
         self.store.save(c)
         return c
 
+    def interrupted(self, c: Container) -> bool:
+        d = self.layout.container_dir(c.id)
+        return (d / "checkpoint.pending").exists() or (d / "restore.pending").exists()
+
     def inspect_record(self, ref: str) -> Container:
         c = self.store.get(ref)
-        if c.status != Status.RUNNING:
+        if c.status != Status.RUNNING and not self.interrupted(c):
             return c
         try:
             with self.lock(c):
@@ -226,7 +237,11 @@ class ContainerService:
     def list(self, *, all_containers: bool = False) -> list[Container]:
         out = []
         for c in self.store.all():
-            c = self.inspect_record(c.id) if c.status == Status.RUNNING else c
+            if c.status == Status.RUNNING or self.interrupted(c):
+                try:
+                    c = self.inspect_record(c.id)
+                except NotFoundError:
+                    continue  # an interrupted restore, cleaned up just now
             if all_containers or c.status == Status.RUNNING:
                 out.append(c)
         return out
