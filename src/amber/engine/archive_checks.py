@@ -1,0 +1,170 @@
+"""`amber archive check`: can this host restore a checkpoint archive? (`amber restore` asks too.)
+
+Each check gives ok, warn or fail with a reason and, when something is to be done, a hint:
+runtime, CRIU version, CPU, kernel, image, name.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+from amber.adapters import checkpoint_archive as archive
+from amber.adapters import criu, runtime
+from amber.adapters.criu_images import ImageDir, read_inventory
+from amber.adapters.run import find_tool, run
+from amber.engine.archive_models import CheckResult, CheckStatus
+from amber.engine.runtime_rule import compatible, recorded_kind, select_runtime
+from amber.errors import AmberError
+from amber.models import Container, Image
+
+OK, WARN, FAIL = CheckStatus.OK, CheckStatus.WARN, CheckStatus.FAIL
+IMG_VERSION = 2  # CRIU's images v1.1
+
+
+class Images(Protocol):
+    def get(self, ref: str) -> Image: ...
+
+
+class Store(Protocol):
+    def find(self, ref: str) -> Container | None: ...
+
+
+class Containers(Protocol):
+    @property
+    def store(self) -> Store: ...
+
+
+def run_checks(head: archive.ArchiveHead, extracted: Path | None, images: Images, containers: Containers, *,
+               runtime: str | None, name: str | None, kernel: bool = True) -> list[CheckResult]:
+    """`extracted`: where inventory.img and cpuinfo.img were extracted (None: skip the CPU check)."""
+    results = [check_runtime(head, runtime), check_criu(head, extracted)]
+    if extracted is not None:
+        results.append(check_cpu(extracted))
+    if kernel:
+        results.append(check_kernel())
+    results += [check_image(head, images), check_name(head, containers, name)]
+    return results
+
+
+def check_runtime(head: archive.ArchiveHead, requested: str | None) -> CheckResult:
+    recorded = str(head.config.get("runtime") or "")
+    if recorded and requested:
+        kind = recorded_kind(recorded)
+        try:
+            wanted = requested if requested in runtime.KNOWN_RUNTIMES else runtime.resolve(requested).kind
+        except AmberError as exc:
+            return CheckResult("runtime", FAIL, exc.message, exc.hint or "")
+        if not compatible(kind, wanted):
+            return CheckResult(
+                "runtime", FAIL,
+                f"archive was created with runtime '{recorded}' and cannot be restored with runtime '{requested}'",
+                f"leave out --runtime, or give {kind}",
+            )  # fmt: skip
+    try:
+        info = select_runtime(recorded, requested, str(head.path))
+    except AmberError as exc:
+        return CheckResult("runtime", FAIL, exc.message, exc.hint or "")
+    return CheckResult("runtime", OK, f"archive was created with runtime '{recorded}'; "
+                                      f"{info.kind} {info.version} ({info.path}) will restore it")
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(".") if x.isdigit())
+
+
+def check_criu(head: archive.ArchiveHead, extracted: Path | None) -> CheckResult:
+    try:
+        host = criu.version()
+    except AmberError as exc:
+        return CheckResult("criu-version", FAIL, exc.message, exc.hint or "")
+    host_text = ".".join(map(str, host)) or "unknown"
+    if extracted is not None:
+        try:
+            inv = read_inventory(ImageDir(extracted / archive.CHECKPOINT_DIR, str(head.path)))
+        except AmberError as exc:
+            return CheckResult("criu-version", FAIL, exc.message, exc.hint or "")
+        if inv is None:
+            return CheckResult("criu-version", FAIL, f"checkpoint archive {head.path} has no {archive.INVENTORY}",
+                               "the archive is incomplete or a pre-checkpoint; make a new checkpoint")
+        if int(inv.get("img_version", IMG_VERSION)) != IMG_VERSION:
+            return CheckResult("criu-version", FAIL,
+                               f"the images have format version {inv.get('img_version')}, CRIU {host_text} "
+                               f"reads version {IMG_VERSION}", "restore it with the CRIU that wrote it")
+    manifest = head.manifest or {}
+    amber_cfg = head.config.get("amber") if isinstance(head.config.get("amber"), dict) else {}
+    recorded = str(manifest.get("criu_version") or (amber_cfg or {}).get("criuVersion") or "")
+    if not _version_tuple(recorded):
+        return CheckResult("criu-version", OK, f"the archive does not record which CRIU wrote it; "
+                                               f"this host has CRIU {host_text}")
+    if host < _version_tuple(recorded):
+        return CheckResult("criu-version", FAIL,
+                           f"the archive was written by CRIU {recorded}, this host has the older {host_text}",
+                           f"install CRIU {recorded} or newer")
+    return CheckResult("criu-version", OK, f"written by CRIU {recorded}; this host has CRIU {host_text}")
+
+
+def check_cpu(extracted: Path) -> CheckResult:
+    images = extracted / archive.CHECKPOINT_DIR
+    if not (images / "cpuinfo.img").is_file():
+        return CheckResult("cpu", OK, "the archive records no CPU features (no cpuinfo.img); "
+                                      "CRIU compares the FPU state when restoring")
+    if os.geteuid() != 0:
+        return CheckResult("cpu", WARN, "cannot compare CPU features without root", "run the check as root")
+    try:
+        res = run([find_tool("criu", "check CPU features"), "cpuinfo", "check", "-D", str(images)], check=False)
+    except AmberError as exc:
+        return CheckResult("cpu", FAIL, exc.message, exc.hint or "")
+    if res.returncode != 0:
+        lines = [ln for ln in (res.stderr or res.stdout).splitlines() if ln.strip()]
+        return CheckResult("cpu", FAIL, "this CPU lacks features the checkpointed processes used"
+                           + (f": {lines[-1].strip()}" if lines else ""), "restore it on a host with the same CPU")
+    return CheckResult("cpu", OK, "this CPU has the features the archive records")
+
+
+def check_kernel() -> CheckResult:
+    if os.geteuid() != 0:
+        return CheckResult("kernel", WARN, "cannot run `criu check` without root", "run the check as root")
+    try:
+        res = run([find_tool("criu", "check kernel features"), "check"], check=False)
+    except AmberError as exc:
+        return CheckResult("kernel", FAIL, exc.message, exc.hint or "")
+    out = [ln.strip() for ln in (res.stdout + res.stderr).splitlines() if ln.strip()]
+    if res.returncode != 0:
+        return CheckResult("kernel", FAIL, "`criu check` fails on this kernel" + (f": {out[-1]}" if out else ""),
+                           "restore needs a kernel with CRIU support (see `criu check --all`)")
+    return CheckResult("kernel", OK, f"criu check: {out[-1] if out else 'ok'}")
+
+
+def check_image(head: archive.ArchiveHead, images: Images) -> CheckResult:
+    name = str(head.config.get("rootfsImageName") or "")
+    image_id = str(head.config.get("rootfsImageID") or "")
+    for ref in (name, image_id):
+        if ref:
+            try:
+                image: Any = images.get(ref)
+            except AmberError:
+                continue
+            return CheckResult("image", OK, f"image {image.name} ({image.id[:12]}) is present")
+    shown = name or image_id or "(none recorded)"
+    if image_id and name:
+        shown = f"{name} (ID {image_id[:12]})"
+    return CheckResult("image", FAIL, f"image {shown} is not present",
+                       f"import it first: amber image import ROOTFS.tar {name or 'NAME'}")
+
+
+def check_name(head: archive.ArchiveHead, containers: Containers, name: str | None) -> CheckResult:
+    target = name or str(head.config.get("name") or "")
+    if not target:
+        return CheckResult("name", FAIL, f"checkpoint archive {head.path} records no container name",
+                           "give one with --name")
+    other = containers.store.find(target)
+    if other is None:
+        return CheckResult("name", OK, f"the name '{target}' is free")
+    status = FAIL if name else WARN
+    return CheckResult("name", status, f"the name '{target}' is used by container {other.id[:12]}",
+                       "restore it under another name with --name NEW_NAME")
+
+
+__all__ = ["Containers", "Images", "run_checks"]

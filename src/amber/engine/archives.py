@@ -1,0 +1,409 @@
+"""`amber archive`: show, inspect, memparse, diff and check any checkpoint archive (amber's,
+podman's, CRI-O's or containerd's), as checkpointctl does, reading each archive once.
+
+amber's own archives start with amber.manifest (sizes included) and config.dump/spec.dump, so
+`show` reads only their first kilobytes. For the others, sizes come from the tar headers.
+`inspect` extracts only the images it needs, in one streaming pass, to a temporary directory
+under amber's tmp that is removed afterwards; memory pages are decompressed only when asked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from amber.adapters import checkpoint_archive as archive
+from amber.adapters import criu_memory as mem
+from amber.adapters.criu_images import (
+    FileDescriptor,
+    ImageDir,
+    Process,
+    Socket,
+    read_dump_stats,
+    read_files,
+    read_processes,
+    read_sockets,
+)
+from amber.config import Layout
+from amber.engine import archive_checks
+from amber.engine.archive_models import (
+    ArchiveDiff,
+    ArchiveInspection,
+    ArchiveSummary,
+    CheckResult,
+    MemoryDump,
+    MemoryRegion,
+    Metadata,
+    Mount,
+    NetworkInterface,
+    ProcessChange,
+    ProcessMemory,
+)
+from amber.errors import AmberError, NotFoundError, UsageError
+
+CKPT = archive.CHECKPOINT_DIR + "/"
+_PAGES_RE = re.compile(r"checkpoint/pages-(\d+)\.img")
+_RFC3339_RE = re.compile(r"(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:?\d\d)?$")
+
+
+def rfc3339(value: Any) -> str:
+    """A timestamp as Go's time.RFC3339 prints it (whole seconds, `Z` or an offset)."""
+    text = str(value or "")
+    m = _RFC3339_RE.match(text)
+    if not m:
+        return text
+    zone = m.group(3) or "Z"
+    if zone not in ("Z",) and ":" not in zone:
+        zone = f"{zone[:3]}:{zone[3:]}"
+    return m.group(1).replace(" ", "T") + zone
+
+
+class _Want:
+    """Which archive members an operation needs. Pages files can be limited to the processes in
+    `pages_for`: by the time a pages-N.img comes by, the pagemaps (which sort before it, and name
+    their pages_id) are on disk; when one is not yet, the pages file is taken to be safe."""
+
+    def __init__(self, dest: Path, names: set[str], prefixes: Sequence[str],
+                 pages: bool = False, pages_for: set[int] | None = None) -> None:
+        self.dest, self.names, self.prefixes = dest, names, tuple(prefixes)
+        self.pages, self.pages_for = pages, pages_for
+
+    def __call__(self, name: str) -> bool:
+        if name in self.names or name.startswith(self.prefixes):
+            return True
+        m = _PAGES_RE.fullmatch(name)
+        if m is None or not self.pages:
+            return False
+        if self.pages_for is None:
+            return True
+        d = ImageDir(self.dest / archive.CHECKPOINT_DIR, name)
+        for pid in self.pages_for:
+            try:
+                pagemap = mem.read_pagemap(d, pid) if d.has(f"pagemap-{pid}.img") else None
+            except AmberError:
+                return True
+            if pagemap is None or pagemap.pages_id == int(m.group(1)):
+                return True
+        return False
+
+
+class ArchiveService:
+    def __init__(self, layout: Layout, images: archive_checks.Images, containers: archive_checks.Containers) -> None:
+        self.layout = layout
+        self.images = images
+        self.containers = containers
+
+    # ------------------------------------------------------------------ show
+    def show(self, paths: Sequence[str | Path]) -> list[ArchiveSummary]:
+        return [self._summary(archive.read_head(Path(p))) for p in paths]
+
+    def _summary(self, head: archive.ArchiveHead, sizes: tuple[int, int, int] | None = None) -> ArchiveSummary:
+        config, spec = head.config, head.spec
+        ann = spec.get("annotations") if isinstance(spec.get("annotations"), dict) else {}
+        ann = {str(k): str(v) for k, v in (ann or {}).items()}
+        manager = ann.get("io.container.manager", "")
+        created = rfc3339(config.get("createdTime"))
+        pod = namespace = ""
+        if manager == "libpod":
+            engine, name = "Podman", str(config.get("name") or "")
+        elif manager == "cri-o":
+            engine, created = "CRI-O", ann.get("io.kubernetes.cri-o.Created", "")
+            try:
+                name = str(json.loads(ann.get("io.kubernetes.cri-o.Metadata", "")).get("name", ""))
+            except (ValueError, AttributeError):
+                name = ""
+            pod, namespace = ann.get("io.kubernetes.pod.name", ""), ann.get("io.kubernetes.pod.namespace", "")
+        else:
+            engine, name = "containerd", ann.get("io.kubernetes.cri.container-name", "")
+            pod = ann.get("io.kubernetes.cri.sandbox-name", "")
+            namespace = ann.get("io.kubernetes.cri.sandbox-namespace", "")
+        checkpoint, pages, diff = sizes if sizes is not None else self._sizes(head)
+        return ArchiveSummary(
+            path=str(head.path), container=name, image=str(config.get("rootfsImageName") or ""),
+            id=str(config.get("id") or ""), runtime=str(config.get("runtime") or ""), engine=engine,
+            created=created, checkpointed=rfc3339(config.get("checkpointedTime")) if config.get(
+                "checkpointedTime") else "", checkpoint_size=checkpoint, memory_pages_size=pages,
+            rootfs_diff_size=diff, compression=str(head.compression), pod=pod, namespace=namespace,
+            amber=head.manifest is not None,
+        )  # fmt: skip
+
+    def _sizes(self, head: archive.ArchiveHead) -> tuple[int, int, int]:
+        """(checkpoint/, pages, rootfs diff) sizes: amber's manifest, else the tar headers."""
+        sizes = (head.manifest or {}).get("sizes")
+        if isinstance(sizes, dict) and "checkpoint" in sizes:
+            return (int(sizes.get("checkpoint") or 0), int(sizes.get("memory_pages") or 0),
+                    int(sizes.get("rootfs_diff") or 0))
+        checkpoint = pages = diff = 0
+        for m in archive.list_members(head.path):
+            if m.type is not archive.MemberType.FILE:
+                continue
+            if m.name.startswith(CKPT):
+                checkpoint += m.size
+                if m.name.startswith(CKPT + "pages-"):
+                    pages += m.size
+            elif m.name == archive.ROOTFS_DIFF:
+                diff = m.size
+        return checkpoint, pages, diff
+
+    # ------------------------------------------------------------------ extraction
+    @contextlib.contextmanager
+    def _extracted(self, path: Path, make_want: Callable[[Path], _Want]) -> Iterator[Path]:
+        self.layout.tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = Path(tempfile.mkdtemp(prefix="archive-", dir=self.layout.tmp))
+        try:
+            archive.extract_members(path, tmp, make_want(tmp))
+            yield tmp
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    # ------------------------------------------------------------------ inspect
+    def inspect(self, path: str | Path, *, ps_tree: bool = False, ps_tree_cmd: bool = False,
+                ps_tree_env: bool = False, files: bool = False, sockets: bool = False, mounts: bool = False,
+                stats: bool = False, metadata: bool = False, pid: int | None = None) -> ArchiveInspection:
+        """What checkpointctl inspect shows, from one pass over the archive."""
+        inspection, _memory = self._inspect(Path(path), ps_tree=ps_tree, ps_tree_cmd=ps_tree_cmd,
+                                            ps_tree_env=ps_tree_env, files=files, sockets=sockets, mounts=mounts,
+                                            stats=stats, metadata=metadata, pid=pid, memory=False)
+        return inspection
+
+    def _inspect(self, path: Path, *, ps_tree: bool, ps_tree_cmd: bool, ps_tree_env: bool, files: bool,
+                 sockets: bool, mounts: bool, stats: bool, metadata: bool, pid: int | None,
+                 memory: bool) -> tuple[ArchiveInspection, list[ProcessMemory]]:
+        ps_tree = ps_tree or ps_tree_cmd or ps_tree_env or files or sockets or memory or pid is not None
+        head = archive.read_head(path)
+        sizes = self._sizes(head)
+        names = {archive.NETWORK_STATUS, *([archive.STATS_DUMP] if stats else [])}
+        prefixes: list[str] = []
+        if ps_tree:
+            names.add(CKPT + "pstree.img")
+            prefixes.append(CKPT + "core-")
+        if ps_tree_cmd or ps_tree_env or memory:
+            prefixes += [CKPT + "mm-", CKPT + "pagemap-"]
+        if files or sockets:
+            names.add(CKPT + "files.img")
+            prefixes += [CKPT + "ids-", CKPT + "fdinfo-", *([CKPT + "fs-"] if files else [])]
+        pages = ps_tree_cmd or ps_tree_env
+        with self._extracted(path, lambda tmp: _Want(tmp, names, prefixes, pages=pages)) as tmp:
+            d = ImageDir(tmp / archive.CHECKPOINT_DIR, str(path))
+            procs: list[Process] | None = None
+            memory_table: list[ProcessMemory] = []
+            if ps_tree:
+                procs = read_processes(d)
+                if pid is not None and pid not in {p.pid for p in procs}:
+                    raise _no_pid(pid, path)
+                if pages:
+                    procs = [mem.read_args(d, p, cmdline=ps_tree_cmd, env=ps_tree_env) for p in procs]
+                if memory:
+                    memory_table = _memory_table(d, procs)
+            summary = self._summary(head, sizes)
+            inspection = ArchiveInspection(
+                summary=summary,
+                networks=_networks(tmp / archive.NETWORK_STATUS),
+                statistics=read_dump_stats(tmp / archive.STATS_DUMP, str(path)) if stats else None,
+                metadata=_metadata(head, summary) if metadata else None,
+                processes=procs, root_pid=pid,
+                files=read_files(d, procs or []) if files else None,
+                sockets=read_sockets(d, procs or []) if sockets else None,
+                mounts=_mounts(head.spec) if mounts else None,
+            )  # fmt: skip
+        return inspection, memory_table
+
+    # ------------------------------------------------------------------ memparse
+    def memparse(self, path: str | Path, *, pid: int | None = None, search: str | None = None,
+                 search_regex: str | None = None, context: int = 0,
+                 output: str | Path | None = None) -> list[ProcessMemory] | MemoryDump | list[mem.SearchMatch]:
+        """Memory sizes per process; with `pid`, its pages (hexdump, or raw to `output`); with a
+        search, the matches (in `pid`, or in every process)."""
+        if search is not None and search_regex is not None:
+            raise UsageError("give either --search or --search-regex, not both")
+        if search is not None or search_regex is not None:
+            return self.memory_search(path, pid=pid, search=search, search_regex=search_regex, context=context)
+        if pid is not None:
+            return self.memory_dump(path, pid, output=output)
+        return self.memory_sizes(path)
+
+    def memory_sizes(self, path: str | Path) -> list[ProcessMemory]:
+        p = Path(path)
+        want = {CKPT + "pstree.img"}
+        prefixes = [CKPT + "core-", CKPT + "mm-", CKPT + "pagemap-"]
+        with self._extracted(p, lambda tmp: _Want(tmp, want, prefixes)) as tmp:
+            d = ImageDir(tmp / archive.CHECKPOINT_DIR, str(p))
+            return _memory_table(d, read_processes(d))
+
+    @contextlib.contextmanager
+    def _pages(self, path: Path, pids: set[int] | None) -> Iterator[tuple[ImageDir, list[Process]]]:
+        names = {CKPT + "pstree.img"}
+        prefixes = [CKPT + "core-", CKPT + "mm-", CKPT + "pagemap-"]
+        with self._extracted(path, lambda tmp: _Want(tmp, names, prefixes, pages=True, pages_for=pids)) as tmp:
+            d = ImageDir(tmp / archive.CHECKPOINT_DIR, str(path))
+            procs = read_processes(d)
+            for pid in pids or ():
+                if pid not in {p.pid for p in procs}:
+                    raise _no_pid(pid, path)
+            yield d, procs
+
+    def memory_dump(self, path: str | Path, pid: int, *, output: str | Path | None = None) -> MemoryDump:
+        p = Path(path)
+        with self._pages(p, {pid}) as (d, procs):
+            proc = next(x for x in procs if x.pid == pid)
+            pagemap = mem.read_pagemap(d, pid)
+            if pagemap is None:
+                raise d.error(f"pagemap-{pid}.img", f"is missing: the memory of process {pid} was not dumped")
+            with mem.PageReader(d, pagemap) as reader:
+                if output is None:
+                    return MemoryDump(pid, proc.comm, list(mem.hexdump(reader)))
+                regions, offset = [], 0
+                for vaddr, size, _off in reader.regions():
+                    regions.append(MemoryRegion(vaddr, size, offset))
+                    offset += size
+                try:
+                    with open(output, "wb") as f:
+                        written = reader.copy_to(f)
+                except OSError as exc:
+                    raise AmberError(f"could not write the memory of process {pid} to {output}: "
+                                     f"{exc.strerror or exc}", hint="check the path and free space") from exc
+                return MemoryDump(pid, proc.comm, [], str(output), written, regions)
+
+    def memory_search(self, path: str | Path, *, pid: int | None = None, search: str | None = None,
+                      search_regex: str | None = None, context: int = 0) -> list[mem.SearchMatch]:
+        if context < 0:
+            raise UsageError(f"--context must be 0 or more, not {context}")
+        if search:
+            pattern = re.compile(re.escape(search.encode()))
+        elif search_regex:
+            try:
+                pattern = re.compile(search_regex.encode())
+            except re.error as exc:
+                raise UsageError(f"--search-regex {search_regex!r} is not a valid regular expression: {exc}",
+                                 hint="Python `re` syntax; quote it for the shell") from exc
+        else:
+            raise UsageError("the search pattern is empty", hint="give --search STR or --search-regex RE")
+        p = Path(path)
+        with self._pages(p, {pid} if pid is not None else None) as (d, procs):
+            out: list[mem.SearchMatch] = []
+            for proc in procs:
+                if (pid is not None and proc.pid != pid) or not proc.alive_or_stopped:
+                    continue
+                pagemap = mem.read_pagemap(d, proc.pid)
+                if pagemap is None:
+                    continue
+                with mem.PageReader(d, pagemap) as reader:
+                    out += mem.search(reader, pattern, context=context)
+            return out
+
+    # ------------------------------------------------------------------ diff
+    def diff(self, a: str | Path, b: str | Path) -> ArchiveDiff:
+        flags = {"ps_tree": True, "ps_tree_cmd": True, "ps_tree_env": False, "files": True, "sockets": True,
+                 "mounts": False, "stats": False, "metadata": False, "pid": None, "memory": True}
+        ia, ma = self._inspect(Path(a), **flags)  # type: ignore[arg-type]
+        ib, mb = self._inspect(Path(b), **flags)  # type: ignore[arg-type]
+        pa = {p.pid: p for p in ia.processes or []}
+        pb = {p.pid: p for p in ib.processes or []}
+        mema, memb = {m.pid: m for m in ma}, {m.pid: m for m in mb}
+        changes: list[ProcessChange] = []
+        unchanged: list[int] = []
+        for pid in sorted(pa.keys() & pb.keys()):
+            before = len(changes)
+            for fld in ("comm", "cmdline", "task_state"):
+                va, vb = getattr(pa[pid], fld), getattr(pb[pid], fld)
+                if va != vb:
+                    changes.append(ProcessChange(pid, "command" if fld == "comm" else fld, str(va), str(vb)))
+            sa = mema[pid].memory_size if pid in mema else 0
+            sb = memb[pid].memory_size if pid in memb else 0
+            if sa != sb:
+                changes.append(ProcessChange(pid, "memory_size", str(sa), str(sb)))
+            if len(changes) == before:
+                unchanged.append(pid)
+
+        def fkey(f: FileDescriptor) -> tuple[Any, ...]:
+            return f.pid, f.fd, f.type, f.path
+
+        def skey(s: Socket) -> tuple[Any, ...]:
+            return s.pid, s.kind, s.protocol, s.state, s.src, s.src_port, s.dst, s.dst_port
+
+        fa, fb = {fkey(f): f for f in ia.files or []}, {fkey(f): f for f in ib.files or []}
+        sa_, sb_ = {skey(s): s for s in ia.sockets or []}, {skey(s): s for s in ib.sockets or []}
+        return ArchiveDiff(
+            a=ia.summary, b=ib.summary,
+            processes_added=[pb[p] for p in sorted(pb.keys() - pa.keys())],
+            processes_removed=[pa[p] for p in sorted(pa.keys() - pb.keys())],
+            processes_changed=changes, processes_unchanged=unchanged,
+            files_added=[fb[k] for k in fb if k not in fa], files_removed=[fa[k] for k in fa if k not in fb],
+            sockets_added=[sb_[k] for k in sb_ if k not in sa_],
+            sockets_removed=[sa_[k] for k in sa_ if k not in sb_],
+            memory_a=ma, memory_b=mb,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ check
+    def check(self, path: str | Path, *, runtime: str | None = None, name: str | None = None,
+              cpu: bool = True, kernel: bool = True) -> list[CheckResult]:
+        """Can this host restore the archive? One result per check; nothing is changed."""
+        p = Path(path)
+        head = archive.read_head(p)
+        wanted = {archive.INVENTORY, CKPT + "cpuinfo.img"}
+        if cpu:
+            with self._extracted(p, lambda tmp: _Want(tmp, wanted, ())) as tmp:
+                return archive_checks.run_checks(head, tmp, self.images, self.containers, runtime=runtime,
+                                                 name=name, kernel=kernel)
+        return archive_checks.run_checks(head, None, self.images, self.containers, runtime=runtime, name=name,
+                                         kernel=kernel)
+
+
+# ===================================== helpers ================================================
+def _no_pid(pid: int, path: Path) -> NotFoundError:
+    return NotFoundError(f"no process with PID {pid} in checkpoint archive {path}",
+                         hint=f"amber archive inspect --ps-tree {path} lists its processes")
+
+
+def _memory_table(d: ImageDir, procs: list[Process]) -> list[ProcessMemory]:
+    out = []
+    for p in procs:
+        if not p.alive_or_stopped:
+            continue  # zombies and dead tasks have no memory (checkpointctl skips them too)
+        pagemap = mem.read_pagemap(d, p.pid)
+        out.append(ProcessMemory(p.pid, p.comm, pagemap.memory_size if pagemap else 0,
+                                 mem.shared_memory_size(d, p.pid),
+                                 mem.pages_file(pagemap) if pagemap else ""))
+    return out
+
+
+def _mounts(spec: dict[str, Any]) -> list[Mount]:
+    out = []
+    for m in spec.get("mounts") or []:
+        if isinstance(m, dict):
+            out.append(Mount(str(m.get("destination", "")), str(m.get("type", "")), str(m.get("source", ""))))
+    return out
+
+
+def _metadata(head: archive.ArchiveHead, summary: ArchiveSummary) -> Metadata:
+    ann = head.spec.get("annotations")
+    annotations = {str(k): str(v) for k, v in ann.items()} if isinstance(ann, dict) else {}
+    return Metadata(summary.pod, summary.namespace, annotations)
+
+
+def _networks(path: Path) -> list[NetworkInterface]:
+    """Podman's network.status: {network: {interfaces: {name: {subnets: [...], mac_address}}}}."""
+    try:
+        status = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return []
+    out = []
+    for net, data in (status.items() if isinstance(status, dict) else []):
+        ifaces = data.get("interfaces") if isinstance(data, dict) else None
+        for ifname, info in (ifaces.items() if isinstance(ifaces, dict) else []):
+            if not isinstance(info, dict):
+                continue
+            subnets = [s for s in info.get("subnets") or [] if isinstance(s, dict)] or [{}]
+            for s in subnets:
+                out.append(NetworkInterface(str(net), str(ifname), str(s.get("ipnet", "")),
+                                            str(info.get("mac_address", "")), str(s.get("gateway", ""))))
+    return out
+
+
+__all__ = ["ArchiveService", "rfc3339"]
