@@ -36,6 +36,12 @@ def dirty_tracking() -> bool:
     return run([criu, "check", "--feature", "mem_dirty_track"], check=False).returncode == 0
 
 
+def record_cpuinfo(images: Path) -> bool:
+    """Write cpuinfo.img (this CPU's features) beside a dump, so a restoring host can compare."""
+    res = run([find_tool("criu", "checkpoint containers"), "cpuinfo", "dump", "-D", str(images)], check=False)
+    return res.returncode == 0
+
+
 def log_errors(log: Path, limit: int = 8) -> list[str]:
     """The telling lines of a CRIU log: its errors, else its last lines."""
     try:

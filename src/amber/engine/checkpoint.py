@@ -23,7 +23,7 @@ from amber.adapters import conmon, criu, rootfs_diff
 from amber.adapters.runtime import Runtime, RuntimeInfo
 from amber.adapters.state import atomic_write_json
 from amber.config import Layout
-from amber.engine import faults
+from amber.engine import archive_checks, faults
 from amber.engine import spec as specs
 from amber.engine.containers import ContainerService, now
 from amber.engine.images import ImageService
@@ -163,6 +163,7 @@ class CheckpointService:
         if res.returncode != 0:
             self._fail_dump(c, work, exporting, res)
         faults.point("after-dump")
+        criu.record_cpuinfo(images)  # lets the restoring host check its CPU first (amber archive check)
         stats = criu.read_stats(work / "stats-dump", "dump")
         stopped = not leave_running
         try:
@@ -403,6 +404,10 @@ class CheckpointService:
         skip = {archive.CONFIG_DUMP, archive.SPEC_DUMP, archive.AMBER_MANIFEST}
         archive.extract_archive(head.path, p.bundle, skip=lambda n: n in skip)
         faults.point("after-extract")
+        for result in (archive_checks.check_criu(head, p.bundle), archive_checks.check_cpu(p.bundle)):
+            if result.failed:  # the same checks as `amber archive check`, before CRIU is asked
+                raise PreconditionError(f"checkpoint archive {head.path} cannot be restored here: {result.reason}",
+                                        hint=result.hint or None)
         image = self.images.get(c.image_id)
         self.containers.prepare_root(c, image_layers=self.images.layer_dirs(image))
         if not opts.ignore_rootfs:
