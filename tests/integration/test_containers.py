@@ -140,3 +140,20 @@ def test_corrupt_image_tarball(amber: Amber, tmp_path: Path, capsys: pytest.Capt
     assert amber("image", "import", str(bad), "localhost/bad:1") == ExitCode.BAD_ARCHIVE
     _assert_error(capsys)
     assert amber.engine.images.list() == []
+
+
+def test_not_root_is_told(amber: Amber, tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv not installed")
+    tmp_path.chmod(0o755)
+    cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "amber",
+           "--root", str(tmp_path / "nobody-root"), "--runroot", str(tmp_path / "nobody-run"),
+           "run", "localhost/demo:latest", "true"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={"PYTHONPATH": str(Path(__file__).parents[2] / "src")})
+    assert proc.returncode == ExitCode.PRECONDITION, proc.stderr
+    assert proc.stderr.startswith("error: creating a container needs root")
+    assert "hint: run amber as root" in proc.stderr

@@ -11,7 +11,7 @@ from pathlib import Path
 from amber.errors import PreconditionError
 
 APPLETS = ("sh", "cat", "echo", "sleep", "ls", "ps", "env", "head", "tail", "wc", "grep", "kill",
-           "httpd", "nc", "dd", "cp", "rm", "mkdir", "touch", "true", "false", "seq", "sed", "od", "stat")
+           "httpd", "nc", "wget", "dd", "cp", "rm", "mkdir", "touch", "true", "false", "seq", "sed", "od", "stat")
 STATIC_BUSYBOX = ("/bin/busybox", "/usr/bin/busybox")
 
 
