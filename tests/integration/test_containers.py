@@ -153,7 +153,8 @@ def test_not_root_is_told(amber: Amber, tmp_path: Path) -> None:
     cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "amber",
            "--root", str(tmp_path / "nobody-root"), "--runroot", str(tmp_path / "nobody-run"),
            "run", "localhost/demo:latest", "true"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={"PYTHONPATH": str(Path(__file__).parents[2] / "src")})
+    env = {"PYTHONPATH": str(Path(__file__).parents[2] / "src")}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert proc.returncode == ExitCode.PRECONDITION, proc.stderr
     assert proc.stderr.startswith("error: creating a container needs root")
     assert "hint: run amber as root" in proc.stderr
