@@ -42,14 +42,17 @@ def _env(extra: Mapping[str, str] | None) -> dict[str, str]:
     return env
 
 
+def _not_installed(tool: str) -> PreconditionError:
+    return PreconditionError(f"could not run '{tool}': not installed",
+                             hint="run the host setup: make setup (scripts/setup-host.sh)")
+
+
 def find_tool(name: str, reason: str) -> str:
     """Absolute path of `name`, or a PreconditionError saying what it is needed for."""
     found = shutil.which(name, path=_env(None)["PATH"] + ":/usr/sbin:/sbin")
     if found is None:
-        raise PreconditionError(
-            f"could not find '{name}', which is required to {reason}",
-            hint="run the host setup: make setup (scripts/setup-host.sh)",
-        )
+        raise PreconditionError(f"could not find '{name}', which is required to {reason}",
+                                hint="run the host setup: make setup (scripts/setup-host.sh)")
     return found
 
 
@@ -82,10 +85,7 @@ def run(
             check=False,
         )
     except FileNotFoundError as exc:
-        raise PreconditionError(
-            f"could not run '{args[0]}': not installed",
-            hint="run the host setup: make setup (scripts/setup-host.sh)",
-        ) from exc
+        raise _not_installed(args[0]) from exc
     except subprocess.TimeoutExpired as exc:
         out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else ""
         err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
@@ -125,10 +125,7 @@ def spawn(
             start_new_session=True,
         )
     except FileNotFoundError as exc:
-        raise PreconditionError(
-            f"could not run '{args[0]}': not installed",
-            hint="run the host setup: make setup (scripts/setup-host.sh)",
-        ) from exc
+        raise _not_installed(args[0]) from exc
 
 
 def run_streaming(argv: Sequence[PathArg], *, env: Mapping[str, str] | None = None) -> int:
@@ -138,4 +135,4 @@ def run_streaming(argv: Sequence[PathArg], *, env: Mapping[str, str] | None = No
     try:
         return subprocess.call(args, env=_env(env))  # noqa: S603 - argv list, no shell
     except FileNotFoundError as exc:
-        raise PreconditionError(f"could not run '{args[0]}': not installed") from exc
+        raise _not_installed(args[0]) from exc
