@@ -29,6 +29,7 @@ from amber.engine.containers import ContainerService, now
 from amber.engine.images import ImageService
 from amber.engine.runtime_rule import select_runtime
 from amber.engine.store import validate_name
+from amber.engine.timing import timed
 from amber.errors import (
     AmberError,
     ArchiveError,
@@ -153,12 +154,13 @@ class CheckpointService:
         p = self.containers.paths(c.id)
         exporting = opts.export is not None
         started = time.monotonic()
-        res = rt.checkpoint(
-            c.id, image_path=images, work_path=work, leave_running=leave_running,
-            tcp_established=opts.tcp_established, file_locks=opts.file_locks,
-            pre_dump=opts.pre_checkpoint,
-            parent_path="../pre-checkpoint" if opts.with_previous else None,
-        )  # fmt: skip
+        with timed("runtime checkpoint (CRIU dump)"):
+            res = rt.checkpoint(
+                c.id, image_path=images, work_path=work, leave_running=leave_running,
+                tcp_established=opts.tcp_established, file_locks=opts.file_locks,
+                pre_dump=opts.pre_checkpoint,
+                parent_path="../pre-checkpoint" if opts.with_previous else None,
+            )  # fmt: skip
         runtime_us = int((time.monotonic() - started) * 1e6)
         if res.returncode != 0:
             self._fail_dump(c, work, exporting, res)
@@ -169,7 +171,8 @@ class CheckpointService:
         try:
             if exporting:
                 assert opts.export is not None
-                self._export(c, work, opts)
+                with timed("export"):
+                    self._export(c, work, opts)
         except BaseException as exc:
             if stopped:
                 self._revive(c, work)
@@ -265,7 +268,8 @@ class CheckpointService:
         members += [archive.STATS_DUMP, "checkpoint"]
         diff_size = 0
         if not opts.ignore_rootfs:
-            diff = rootfs_diff.create_rootfs_diff(p.upper, work / archive.ROOTFS_DIFF)
+            with timed("rootfs diff"):
+                diff = rootfs_diff.create_rootfs_diff(p.upper, work / archive.ROOTFS_DIFF)
             if diff.tar_written:
                 members.append(archive.ROOTFS_DIFF)
                 diff_size = (work / archive.ROOTFS_DIFF).stat().st_size
@@ -280,7 +284,8 @@ class CheckpointService:
             archive.CONFIG_DUMP: json.dumps(config, indent=2).encode(),
             archive.SPEC_DUMP: json.dumps(spec, indent=2).encode(),
         }
-        archive.write_archive(opts.export, work, members, opts.compression, head=head)
+        with timed(f"write archive ({opts.compression})"):
+            archive.write_archive(opts.export, work, members, opts.compression, head=head)
 
     def _config_dump(self, c: Container, spec: dict[str, Any], image_id: str, image_name: str) -> dict[str, Any]:
         """config.dump: the fields podman and checkpointctl read, plus amber's own."""
@@ -334,7 +339,8 @@ class CheckpointService:
         try:
             self.containers.prepare_root(c, image_layers=self.images.layer_dirs(image))
             started = time.monotonic()
-            pid = conmon.start_monitor(self.containers.runtime_of(info), self.containers.monitor_spec(c),
+            with timed("runtime restore (CRIU)"):
+                pid = conmon.start_monitor(self.containers.runtime_of(info), self.containers.monitor_spec(c),
                                        restore_from=p.bundle / "checkpoint",
                                        runtime_opts=_runtime_opts(opts))
             runtime_us = int((time.monotonic() - started) * 1e6)
@@ -402,7 +408,8 @@ class CheckpointService:
                             opts: RestoreOptions) -> tuple[Container, Report]:
         p = self.containers.paths(c.id)
         skip = {archive.CONFIG_DUMP, archive.SPEC_DUMP, archive.AMBER_MANIFEST}
-        archive.extract_archive(head.path, p.bundle, skip=lambda n: n in skip)
+        with timed("extract archive"):
+            archive.extract_archive(head.path, p.bundle, skip=lambda n: n in skip)
         faults.point("after-extract")
         for result in (archive_checks.check_criu(head, p.bundle), archive_checks.check_cpu(p.bundle)):
             if result.failed:  # the same checks as `amber archive check`, before CRIU is asked
