@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from amber.adapters import layers
+from amber.adapters import layers, safe_tar
 from amber.errors import ArchiveError, NotFoundError
 from amber.models import ImageConfig
 
@@ -153,7 +153,7 @@ def _classify(path: Path, compression: layers.Compression) -> SourceKind:
             with tarfile.open(path, "r:") as tar:  # seeks over member data
                 return _scan(path, tar)
         with path.open("rb") as raw, layers.open_tar_stream(raw) as plain, \
-                tarfile.open(fileobj=plain, mode="r|") as tar:
+                tarfile.open(fileobj=safe_tar.guarded(plain), mode="r|") as tar:
             return _scan(path, tar)
     except (tarfile.TarError, layers.SourceReadError) as exc:
         raise not_an_image(path, f"not a (readable) tar archive: {exc}") from exc
@@ -282,7 +282,7 @@ def _unpack(path: Path, work: Path) -> dict[str, str]:
     aliases: dict[str, str] = {}
     try:
         with path.open("rb") as raw, layers.open_tar_stream(raw) as plain, \
-                tarfile.open(fileobj=plain, mode="r|") as tar:
+                tarfile.open(fileobj=safe_tar.guarded(plain), mode="r|") as tar:
             for m in tar:
                 _unpack_member(tar, m, work, aliases, path)
     except (tarfile.TarError, layers.SourceReadError) as exc:

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import zstandard
 
+from amber.adapters import safe_tar
 from amber.errors import AmberError, ArchiveError
 
 if TYPE_CHECKING:
@@ -218,7 +219,7 @@ def _extract_tar(plain: io.BufferedReader, dest: Path, label: str) -> int:
     try:
         ex = _Extractor(root_fd, label)
         try:
-            with tarfile.open(fileobj=plain, mode="r|") as tar:
+            with tarfile.open(fileobj=safe_tar.guarded(plain), mode="r|") as tar:
                 for member in tar:
                     ex.add(tar, member)
         except tarfile.TarError as exc:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import logging
 import lzma
 import os
@@ -217,6 +218,30 @@ def _check_size(ex: _Extraction, member: str, size: int) -> None:
                             "bytes to spare", hint="free some space on the destination filesystem")
 
 
+def _copy_in_kernel(ex: _Extraction, tar: tarfile.TarFile, ti: tarfile.TarInfo, out: int, member: str) -> bool:
+    """From a plain, seekable tar: copy the member's data file to file in the kernel."""
+    if ti.sparse is not None or not hasattr(os, "copy_file_range"):
+        return False
+    try:
+        src = int(getattr(tar.fileobj, "fileno")())  # noqa: B009 - a stream-mode tar has no fileno
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return False
+    offset, left = ti.offset_data, ti.size
+    try:
+        while left:
+            n = os.copy_file_range(src, out, min(left, 1 << 30), offset)
+            if n == 0:
+                raise ArchiveError(f"archive {ex.archive} is truncated in member {member!r}",
+                                   hint="copy the archive again; it is incomplete")
+            offset += n
+            left -= n
+    except OSError:
+        if left != ti.size:
+            raise
+        return False  # e.g. across filesystems on an old kernel: copy through user space
+    return True
+
+
 def _write_file(ex: _Extraction, tar: tarfile.TarFile, ti: tarfile.TarInfo, fd: int, name: str,
                 member: str) -> None:
     _check_size(ex, member, ti.size)
@@ -224,6 +249,9 @@ def _write_file(ex: _Extraction, tar: tarfile.TarFile, ti: tarfile.TarInfo, fd: 
     out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
                   dir_fd=fd)
     with os.fdopen(out, "wb", buffering=0) as f:
+        if _copy_in_kernel(ex, tar, ti, f.fileno(), member):
+            _apply_meta(ex, f.fileno(), ti, member)
+            return
         src = tar.extractfile(ti)
         assert src is not None
         buf = bytearray(CHUNK)
@@ -317,6 +345,40 @@ def _finish_dirs(ex: _Extraction) -> None:
         _apply_meta(ex, fd, ti, member)
 
 
+class EofGuard(io.RawIOBase):
+    """Stops tarfile at the real end of a stream.
+
+    In stream mode tarfile skips a member by reading as many bytes as its header claims, and
+    keeps calling read() after the data has ended: a header claiming 1 PiB would spin for ever.
+    After a few empty reads in a row this raises EOFError (the stream is truncated).
+    """
+
+    def __init__(self, inner: IO[bytes], limit: int = 16) -> None:
+        self.inner = inner
+        self.limit = limit
+        self.empty = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        data = self.inner.read(len(b))
+        if not data:
+            self.empty += 1
+            if self.empty > self.limit:
+                raise EOFError("the data ends before the archive's headers say it does")
+            return 0
+        self.empty = 0
+        n = len(data)
+        b[:n] = data
+        return n
+
+
+def guarded(stream: IO[bytes]) -> IO[bytes]:
+    """`stream`, buffered, behind an EofGuard: what every streaming tar reader should read."""
+    return io.BufferedReader(EofGuard(stream), CHUNK)
+
+
 def _next(tar: tarfile.TarFile, archive: str) -> tarfile.TarInfo | None:
     try:
         tar.members.clear()  # type: ignore[attr-defined]  # else tarfile keeps every header it read
@@ -337,7 +399,7 @@ def open_stream(source: IO[bytes] | tarfile.TarFile, archive: str) -> Iterator[t
         yield source
         return
     try:
-        tar = tarfile.open(fileobj=source, mode="r|")
+        tar = tarfile.open(fileobj=source, mode="r|", bufsize=CHUNK)
     except READ_ERRORS as exc:
         raise ArchiveError(f"archive {archive} is not a tar archive ({exc})",
                            hint="give a tar archive, optionally gzip or zstd compressed") from exc
