@@ -20,6 +20,21 @@ def mount_points() -> set[str]:
         return {_unescape(line.split()[4]) for line in f if len(line.split()) > 4}
 
 
+def is_shared(path: Path) -> bool:
+    """Does the mount holding `path` propagate to peers (mountinfo's `shared:` tag)?"""
+    target = os.path.abspath(path)
+    best, shared = "", False
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            point = _unescape(fields[4]) if len(fields) > 4 else ""
+            inside = target == point or target.startswith(point.rstrip("/") + "/")
+            if inside and len(point) >= len(best):
+                optional = fields[6:fields.index("-")] if "-" in fields else []
+                best, shared = point, any(o.startswith("shared:") for o in optional)
+    return shared
+
+
 def is_mountpoint(path: Path) -> bool:
     """True if something is mounted at path, bind mounts of the same filesystem included."""
     return os.path.abspath(path) in mount_points()

@@ -10,7 +10,7 @@ import contextlib
 import os
 from pathlib import Path
 
-from amber.adapters.mounts import is_mountpoint
+from amber.adapters.mounts import is_mountpoint, is_shared
 from amber.adapters.run import find_tool, run
 
 
@@ -38,7 +38,10 @@ def remove(path: Path) -> None:
 
 
 def _make_private_parent(directory: Path) -> None:
-    """Namespace files must live on a private mount (as /run/netns does for ip-netns)."""
+    """Namespace files must not live on a shared mount: bind the directory privately if it is
+    (as ip-netns does for /run/netns). On a host whose mounts are private, nothing is mounted."""
+    if not is_shared(directory):
+        return
     if not is_mountpoint(directory):
         run(["mount", "--bind", str(directory), str(directory)],
             what=f"could not prepare {directory} for network namespaces")
