@@ -41,7 +41,7 @@ def cmd_checkpoint(args: argparse.Namespace, engine: Engine) -> int:
         compression=Compression.parse(args.compress or "zstd"),
         leave_running=args.leave_running, keep=args.keep, tcp_established=args.tcp_established,
         file_locks=args.file_locks, ignore_rootfs=args.ignore_rootfs,
-        pre_checkpoint=args.pre_checkpoint, with_previous=args.with_previous,
+        pre_checkpoint=args.pre_checkpoint, with_previous=args.with_previous, stats=args.print_stats,
     )  # fmt: skip
     if args.all:
         reports = engine.checkpoints.checkpoint_all(opts)
@@ -63,7 +63,7 @@ def cmd_restore(args: argparse.Namespace, engine: Engine) -> int:
         import_path=Path(args.import_path) if args.import_path else None,
         name=args.name, runtime=args.runtime or args.global_runtime, keep=args.keep,
         tcp_established=args.tcp_established, tcp_close=args.tcp_close,
-        file_locks=args.file_locks, ignore_rootfs=args.ignore_rootfs,
+        file_locks=args.file_locks, ignore_rootfs=args.ignore_rootfs, stats=args.print_stats,
     )  # fmt: skip
     if args.tcp_established and args.name:
         raise UsageError("--tcp-established cannot be used with --name")
