@@ -8,8 +8,7 @@
 # lets apt add any dependency it cannot meet otherwise, also from trixie, one by one. It refuses
 # to install anything if apt would remove a package.
 #
-# resolve_set, in_release and has_item are copied from scripts/setup-host.sh (bench/ may not
-# change scripts/); keep the two in step.
+# resolve_set, in_release and has_item come from scripts/apt-lib.sh, shared with the host setup.
 #
 # Safe to run twice: it does nothing when podman >= 5 is installed.
 set -euo pipefail
@@ -33,52 +32,7 @@ fi
 [ -f /etc/apt/sources.list.d/amber-extra.sources ] || die "the trixie sources are missing" \
     "run scripts/setup-host.sh (or make demo) first"
 
-in_release() { # in_release PKG SUITE: does SUITE carry PKG?
-    local policy
-    policy=$(apt-cache policy "$1" 2>/dev/null)
-    grep -qE "[[:space:]]$2/main " <<<"$policy"
-}
-
-has_item() { # has_item X LIST...: is X one of LIST?
-    local x=$1 y; shift
-    for y in "$@"; do [ "$x" = "$y" ] && return 0; done
-    return 1
-}
-
-resolve_set() {
-    # From scripts/setup-host.sh: name from trixie (or sid) every dependency apt cannot meet and
-    # every package it would remove, until apt accepts the set. Prints the final argument list.
-    local -a pkgs=("$@")
-    local i out n added
-    for i in $(seq 1 40); do
-        out=$(apt-get install -s -y --no-install-recommends "${pkgs[@]}" 2>&1 || true)
-        added=0
-        local -a want=()
-        if grep -q '^E:' <<<"$out"; then
-            mapfile -t want < <(grep -oE '(Depends|Breaks|PreDepends): [a-z0-9.+-]+' <<<"$out" | awk '{print $2}' | sort -u)
-        else
-            mapfile -t want < <(awk '$1=="Remv"{print $2}' <<<"$out" | sort -u)
-        fi
-        for n in "${want[@]}"; do
-            if has_item "$n/trixie" "${pkgs[@]}"; then
-                if grep -q '^E:' <<<"$out" && in_release "$n" sid; then
-                    pkgs=("${pkgs[@]/#$n\/trixie/$n/sid}"); added=1
-                fi
-                continue
-            fi
-            if has_item "$n" "${pkgs[@]}" || has_item "$n/trixie" "${pkgs[@]}" || has_item "$n/sid" "${pkgs[@]}"; then
-                continue
-            fi
-            if in_release "$n" trixie; then pkgs+=("$n/trixie"); added=1; fi
-        done
-        if [ "$added" = 0 ]; then
-            grep -q '^E:' <<<"$out" && { printf '%s\n' "$out" | grep -A30 'unmet' >&2; return 1; }
-            printf '%s\n' "${pkgs[@]}"
-            return 0
-        fi
-    done
-    return 1
-}
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/apt-lib.sh"
 
 # podman 5 with bookworm's containers-common 0.50 / netavark 1.4 would install, but run with
 # configuration and network tools two major versions older: name them from trixie too.
