@@ -162,9 +162,16 @@ setup_venv() {
         say "virtual environment $venv is up to date"
         return 0
     fi
-    /usr/bin/python3 -m venv --system-site-packages "$venv"
-    "$venv/bin/pip" install -q --upgrade pip >/dev/null
-    "$venv/bin/pip" install -q -e "$here[dev]"
+    local log=/tmp/amber-pip.log
+    if ! "$venv/bin/python" -c 'import pycriu' 2>/dev/null; then
+        /usr/bin/python3 -m venv --system-site-packages "$venv"
+        "$venv/bin/pip" install -q --upgrade pip >"$log" 2>&1 || true  # an old pip still works
+    fi
+    if ! "$venv/bin/pip" install -q -e "$here[dev]" >"$log" 2>&1; then
+        grep -v '^WARNING: Location' "$log" | tail -20 >&2
+        die "pip could not install amber's Python dependencies (full log: $log)" \
+            "check that PyPI is reachable, then run this again"
+    fi
     "$venv/bin/python" -c 'import amber, pycriu' || die "amber or pycriu does not import in $venv" \
         "remove $venv and run this again"
     echo "$sum" > "$stamp"
