@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import json
 import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +22,7 @@ from amber.adapters import conmon, criu, rootfs_diff
 from amber.adapters.runtime import Runtime, RuntimeInfo
 from amber.adapters.state import atomic_write_json
 from amber.config import Layout
-from amber.engine import archive_checks, faults
+from amber.engine import archive_checks, faults, scratch
 from amber.engine import spec as specs
 from amber.engine.containers import ContainerService, now
 from amber.engine.images import ImageService
@@ -138,7 +137,7 @@ class CheckpointService:
                                     "built without CRIU", hint="install crun with +CRIU, or use runc")
         p = self.containers.paths(c.id)
         exporting = opts.export is not None
-        work = Path(tempfile.mkdtemp(prefix=f"ckpt-{c.id[:12]}-", dir=self.layout.tmp)) if exporting \
+        work = scratch.work_dir(self.layout, f"ckpt-{c.id[:12]}-", self._memory_of(c)) if exporting \
             else p.bundle
         images = work / ("pre-checkpoint" if opts.pre_checkpoint else "checkpoint")
         shutil.rmtree(images, ignore_errors=True)
@@ -178,14 +177,15 @@ class CheckpointService:
         except BaseException as exc:
             if stopped:
                 self._revive(c, work)
-            shutil.rmtree(work, ignore_errors=True)
+            if exporting:
+                scratch.discard(work)
             if isinstance(exc, OSError):
                 raise AmberError(f"could not write checkpoint archive {opts.export}: {exc.strerror}",
                                  hint="check the free space and permissions of the target directory; "
                                  f"container {c.name} is still running") from exc
             raise
         if exporting:
-            shutil.rmtree(work, ignore_errors=True)
+            scratch.discard(work)
         if stopped:
             self.containers.cleanup(c)
             if exporting and not opts.keep:
@@ -196,11 +196,22 @@ class CheckpointService:
         self.containers.store.save(c)
         return Report(c.id, c.name, runtime_us, stats, str(opts.export) if opts.export else None)
 
+    def _memory_of(self, c: Container) -> int:
+        try:
+            spec = json.loads((self.containers.paths(c.id).bundle / "config.json").read_text())
+            return scratch.container_memory(str(spec["linux"]["cgroupsPath"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0
+
     def recover(self, c: Container) -> Container:
         """Finish what a killed amber left half done on `c` (the caller holds its lock)."""
         cdir = self.layout.container_dir(c.id)
         pending_restore = cdir / PENDING_RESTORE
         if pending_restore.exists():
+            with contextlib.suppress(OSError, ValueError):
+                unpack = Path(str(json.loads(pending_restore.read_text()).get("work") or ""))
+                if scratch.is_scratch(self.layout, unpack):
+                    scratch.discard(unpack)
             with contextlib.suppress(AmberError, OSError):
                 self.containers.cleanup(c)
             self.containers.store.delete(c.id)
@@ -223,8 +234,8 @@ class CheckpointService:
             # The dump stopped the container, then amber died: bring it back from its images.
             with contextlib.suppress(AmberError, OSError):
                 self._revive(c, work)
-        if work.is_dir() and work.parent == self.layout.tmp:
-            shutil.rmtree(work, ignore_errors=True)
+        if work.is_dir() and scratch.is_scratch(self.layout, work):
+            scratch.discard(work)
         marker.unlink(missing_ok=True)
         return self.containers.store.get(c.id)
 
@@ -236,7 +247,7 @@ class CheckpointService:
             shutil.copyfile(log, kept)
         lines = criu.log_errors(kept) if kept.is_file() else []
         if exporting:
-            shutil.rmtree(work, ignore_errors=True)
+            scratch.discard(work)
         # CRIU resumes the tasks when a dump fails; if the container died anyway, say so.
         st = self.containers.runtime_for(c).state(c.id)
         running = st is not None and st.get("status") == "running"
@@ -332,9 +343,12 @@ class CheckpointService:
                 if opts.runtime else self.containers.runtime_for(c).info
             return self._restore_in_place(c, info, opts)
 
-    def _restore_in_place(self, c: Container, info: RuntimeInfo, opts: RestoreOptions) -> tuple[Container, Report]:
+    def _restore_in_place(self, c: Container, info: RuntimeInfo, opts: RestoreOptions,
+                          images: Path | None = None) -> tuple[Container, Report]:
+        """Restore `c` from its checkpoint images (default: the ones kept in its bundle)."""
         p = self.containers.paths(c.id)
-        if not (p.bundle / "checkpoint" / "inventory.img").is_file():
+        images = images or p.bundle / "checkpoint"
+        if not (images / "inventory.img").is_file():
             raise NotFoundError(f"container {c.name} has no complete checkpoint to restore",
                                 hint=f"checkpoint it again: amber checkpoint {c.name}")
         image = self.images.get(c.image_id)
@@ -343,16 +357,18 @@ class CheckpointService:
             started = time.monotonic()
             with timed("runtime restore (CRIU)"):
                 pid = conmon.start_monitor(self.containers.runtime_of(info), self.containers.monitor_spec(c),
-                                       restore_from=p.bundle / "checkpoint",
-                                       runtime_opts=_runtime_opts(opts))
+                                           restore_from=images, runtime_opts=_runtime_opts(opts))
             runtime_us = int((time.monotonic() - started) * 1e6)
         except AmberError as exc:
             self.containers.cleanup(c)
             _explain_restore_failure(exc, p.bundle / "restore.log")
             raise
         stats = criu.read_stats(p.bundle / "stats-restore", "restore") if opts.stats else {}
-        if not opts.keep:
+        if opts.keep and images != p.bundle / "checkpoint":
             shutil.rmtree(p.bundle / "checkpoint", ignore_errors=True)
+            shutil.move(str(images), p.bundle / "checkpoint")
+        elif not opts.keep:
+            shutil.rmtree(images, ignore_errors=True)
         c = dataclasses.replace(c, status=Status.RUNNING, pid=pid, restored=True, started=now(),
                                 exit_code=None, finished="")
         self.containers.store.save(c)
@@ -374,11 +390,12 @@ class CheckpointService:
                 c = self._new_restored_record(path, head, info, image, name, opts)
                 # Locked before the record appears: nobody can take it for an interrupted restore.
                 held.enter_context(self.containers.lock(c))
+                unpack = scratch.work_dir(self.layout, f"restore-{c.id[:12]}-", _images_size(head))
                 marker = self.layout.container_dir(c.id) / PENDING_RESTORE
-                atomic_write_json(marker, {"archive": str(path)})
+                atomic_write_json(marker, {"archive": str(path), "work": str(unpack)})
                 self.containers.store.save(c)
             try:
-                restored = self._unpack_and_restore(c, head, info, opts)
+                restored = self._unpack_and_restore(c, head, info, opts, unpack)
                 marker.unlink(missing_ok=True)
                 return restored
             except BaseException:
@@ -386,6 +403,8 @@ class CheckpointService:
                     self.containers.cleanup(c)
                 self.containers.store.delete(c.id)
                 raise
+            finally:
+                scratch.discard(unpack)
 
     def _new_restored_record(self, path: Path, head: archive.ArchiveHead, info: RuntimeInfo, image: Image,
                              name: str, opts: RestoreOptions) -> Container:
@@ -407,13 +426,14 @@ class CheckpointService:
         )  # fmt: skip
 
     def _unpack_and_restore(self, c: Container, head: archive.ArchiveHead, info: RuntimeInfo,
-                            opts: RestoreOptions) -> tuple[Container, Report]:
+                            opts: RestoreOptions, unpack: Path) -> tuple[Container, Report]:
+        """Unpack into `unpack` (a scratch dir: tmpfs when the images fit), then restore from it."""
         p = self.containers.paths(c.id)
         skip = {archive.CONFIG_DUMP, archive.SPEC_DUMP, archive.AMBER_MANIFEST}
         with timed("extract archive"):
-            archive.extract_archive(head.path, p.bundle, skip=lambda n: n in skip)
+            archive.extract_archive(head.path, unpack, skip=lambda n: n in skip)
         faults.point("after-extract")
-        for result in (archive_checks.check_criu(head, p.bundle), archive_checks.check_cpu(p.bundle)):
+        for result in (archive_checks.check_criu(head, unpack), archive_checks.check_cpu(unpack)):
             if result.failed:  # the same checks as `amber archive check`, before CRIU is asked
                 raise PreconditionError(f"checkpoint archive {head.path} cannot be restored here: {result.reason}",
                                         hint=result.hint or None)
@@ -421,22 +441,22 @@ class CheckpointService:
         self.containers.prepare_root(c, image_layers=self.images.layer_dirs(image))
         if not opts.ignore_rootfs:
             # Deletions first: a directory the container deleted and made again is in both lists.
-            deleted = p.bundle / archive.DELETED_FILES
+            deleted = unpack / archive.DELETED_FILES
             if deleted.is_file():
                 paths = rootfs_diff.parse_deleted_files(deleted.read_bytes(), str(head.path))
                 rootfs_diff.apply_deleted_files(paths, p.merged)
-            diff = p.bundle / archive.ROOTFS_DIFF
+            diff = unpack / archive.ROOTFS_DIFF
             if diff.is_file():
                 rootfs_diff.apply_rootfs_diff(diff, p.merged)
-        _restore_dir_modes(p.merged, p.bundle / "checkpoint")
+        _restore_dir_modes(p.merged, unpack / "checkpoint")
         spec = specs.rewrite_for_restore(head.spec, rootfs=p.merged, netns=p.netns,
                                          cgroups_path=specs.cgroups_path(c.id), bundle=p.bundle, cid=c.id)
-        self._restore_devshm(spec, p.bundle)
+        self._restore_devshm(spec, unpack)
         atomic_write_json(p.bundle / "config.json", spec)
-        for leftover in (archive.ROOTFS_DIFF, archive.DELETED_FILES, archive.DEVSHM):
-            with contextlib.suppress(FileNotFoundError):
-                (p.bundle / leftover).unlink()
-        return self._restore_in_place(c, info, opts)
+        for kept in (archive.CTR_LOG, archive.STATS_DUMP, archive.NETWORK_STATUS):
+            if (unpack / kept).is_file():
+                shutil.move(str(unpack / kept), p.bundle / kept)
+        return self._restore_in_place(c, info, opts, images=unpack / "checkpoint")
 
     def _restore_devshm(self, spec: dict[str, Any], bundle: Path) -> None:
         tar = bundle / archive.DEVSHM
@@ -492,6 +512,13 @@ def _explain_restore_failure(exc: AmberError, log: Path) -> None:
         exc.details = [*exc.details, *lines, f"restore log: {log}"]
     if exc.hint is None:
         exc.hint = "see the CRIU lines above; the archive is unchanged and can be restored again"
+
+
+def _images_size(head: archive.ArchiveHead) -> int:
+    """Bytes the checkpoint images will take once unpacked, when the archive says (amber's do)."""
+    sizes = (head.manifest or {}).get("sizes")
+    value = sizes.get("checkpoint") if isinstance(sizes, dict) else None
+    return value if isinstance(value, int) and value >= 0 else 0
 
 
 def _manifest(work: Path, c: Container, diff_size: int) -> dict[str, Any]:
