@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ import pytest
 from amber.adapters import mounts
 from amber.cli import main
 from amber.config import Settings
-from amber.engine import Engine
+from amber.engine import Engine, scratch
 from amber.engine.demo_image import build_rootfs_tar
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,6 +57,8 @@ class Amber:
                 engine.containers.remove(c.id, force=True)
         if mounts.is_mountpoint(engine.layout.netns):
             mounts.unmount(engine.layout.netns)
+        shm = scratch.SHM / f"amber-{hashlib.sha256(str(self.root).encode()).hexdigest()[:12]}"
+        shutil.rmtree(shm, ignore_errors=True)
         for line in Path("/proc/mounts").read_text().splitlines():
             target = line.split()[1]
             if target.startswith(str(self.root)) or target.startswith(str(self.runroot)):
