@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -57,8 +56,7 @@ class Amber:
                 engine.containers.remove(c.id, force=True)
         if mounts.is_mountpoint(engine.layout.netns):
             mounts.unmount(engine.layout.netns)
-        shm = scratch.SHM / f"amber-{hashlib.sha256(str(self.root).encode()).hexdigest()[:12]}"
-        shutil.rmtree(shm, ignore_errors=True)
+        shutil.rmtree(scratch.shm_base(engine.layout), ignore_errors=True)
         for line in Path("/proc/mounts").read_text().splitlines():
             target = line.split()[1]
             if target.startswith(str(self.root)) or target.startswith(str(self.runroot)):

@@ -38,6 +38,11 @@ def _shm_free() -> int:
     return st.f_bavail * st.f_frsize
 
 
+def shm_base(layout: Layout) -> Path:
+    """This amber root's own directory on the tmpfs."""
+    return SHM / f"amber-{hashlib.sha256(str(layout.root).encode()).hexdigest()[:12]}"
+
+
 def fits_in_memory(need: int) -> bool:
     return need > 0 and need * 5 // 4 + KEEP_FREE < min(_shm_free(), _available_memory())
 
@@ -45,7 +50,7 @@ def fits_in_memory(need: int) -> bool:
 def work_dir(layout: Layout, prefix: str, need: int) -> Path:
     """A fresh private directory for `need` bytes of images: on tmpfs if they fit, else on disk."""
     if fits_in_memory(need):
-        base = SHM / f"amber-{hashlib.sha256(str(layout.root).encode()).hexdigest()[:12]}"
+        base = shm_base(layout)
         base.mkdir(mode=0o700, exist_ok=True)
         if base.is_dir() and not base.is_symlink() and base.stat().st_uid == 0:
             return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
@@ -55,8 +60,7 @@ def work_dir(layout: Layout, prefix: str, need: int) -> Path:
 
 def is_scratch(layout: Layout, path: Path) -> bool:
     """Is `path` a work directory made by work_dir (and so safe to remove)?"""
-    base = SHM / f"amber-{hashlib.sha256(str(layout.root).encode()).hexdigest()[:12]}"
-    return path.parent in (layout.tmp, base)
+    return path.parent in (layout.tmp, shm_base(layout))
 
 
 def container_memory(cgroups_path: str) -> int:
