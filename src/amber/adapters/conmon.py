@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import select
+import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -151,3 +152,40 @@ def _runtime_errors(oci_log: Path, message: str) -> list[str]:
     if not lines:
         lines = [line for line in message.strip().splitlines() if line.strip()]
     return lines[-12:]
+
+
+def stop_monitor(spec: MonitorSpec) -> None:
+    """Kill conmon and everything it started (runtime, CRIU) if it is still there.
+
+    A restore that failed or timed out can leave `runtime restore` and CRIU running under conmon.
+    """
+    try:
+        pid = int(spec.conmon_pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return
+    for victim in [*_descendants(pid), pid]:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(victim, signal.SIGKILL)
+
+
+def _descendants(root: int) -> list[int]:
+    """PIDs below `root`, deepest first (read from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out: list[int] = []
+
+    def walk(pid: int) -> None:
+        for child in children.get(pid, []):
+            walk(child)
+            out.append(child)
+
+    walk(root)
+    return out

@@ -18,7 +18,7 @@ from typing import Any
 
 from amber import __version__
 from amber.adapters import checkpoint_archive as archive
-from amber.adapters import conmon, criu, rootfs_diff
+from amber.adapters import conmon, criu, criu_images, rootfs_diff
 from amber.adapters.runtime import Runtime, RuntimeInfo
 from amber.adapters.state import atomic_write_json
 from amber.config import Layout
@@ -360,6 +360,7 @@ class CheckpointService:
                                            restore_from=images, runtime_opts=_runtime_opts(opts))
             runtime_us = int((time.monotonic() - started) * 1e6)
         except AmberError as exc:
+            conmon.stop_monitor(self.containers.monitor_spec(c))
             self.containers.cleanup(c)
             _explain_restore_failure(exc, p.bundle / "restore.log")
             raise
@@ -433,6 +434,8 @@ class CheckpointService:
         with timed("extract archive"):
             archive.extract_archive(head.path, unpack, skip=lambda n: n in skip)
         faults.point("after-extract")
+        # CRIU can spin for ever on images it cannot parse: decode the process tree first.
+        criu_images.read_processes(criu_images.ImageDir(unpack / "checkpoint", str(head.path)))
         for result in (archive_checks.check_criu(head, unpack), archive_checks.check_cpu(unpack)):
             if result.failed:  # the same checks as `amber archive check`, before CRIU is asked
                 raise PreconditionError(f"checkpoint archive {head.path} cannot be restored here: {result.reason}",

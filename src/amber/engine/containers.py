@@ -151,6 +151,7 @@ class ContainerService:
             pid = conmon.start_monitor(rt, self.monitor_spec(c))
             rt.start(c.id, c.name)
         except AmberError as exc:
+            conmon.stop_monitor(self.monitor_spec(c))
             self.cleanup(c)
             if exc.hint is None and any("executable file not found" in d or "No such file" in d
                                         for d in exc.details):
