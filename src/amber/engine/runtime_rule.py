@@ -27,12 +27,12 @@ ALIASES = {"io.containerd.runc.v2": "runc", "io.containerd.runc.v1": "runc"}
 
 
 def recorded_kind(recorded: str) -> str:
-    """The kind of runtime an archive's `runtime` field names (a name, a path, an alias)."""
+    """The kind of runtime an archive's `runtime` field names (a name, a path, an alias).
+
+    Only the name counts: a path read from an archive is never run (it could name any program).
+    """
     if recorded in ALIASES:
         return ALIASES[recorded]
-    path = runtime.locate(recorded)
-    if path is not None:
-        return runtime.describe(path).kind
     return os.path.basename(recorded.rstrip("/"))
 
 
@@ -57,9 +57,9 @@ def select_runtime(recorded: str, requested: str | None, archive: str) -> Runtim
                 hint=f"leave out --runtime, or give {kind}",
             )
         return info
-    candidates = [recorded] if "/" in recorded else []
-    candidates += sorted(k for k in RESTORABLE_BY.get(kind, frozenset({kind})) if k == kind)
-    candidates += sorted(RESTORABLE_BY.get(kind, frozenset({kind})) - {kind})
+    allowed = RESTORABLE_BY.get(kind, frozenset({kind})) & set(runtime.KNOWN_RUNTIMES)
+    candidates = [kind] if kind in allowed else []
+    candidates += sorted(allowed - {kind})
     for name in candidates:
         path = runtime.locate(name)
         if path is not None and compatible(kind, runtime.describe(path).kind):
