@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import shutil
 import time
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from typing import Any
 
 from amber import __version__
 from amber.adapters import checkpoint_archive as archive
-from amber.adapters import conmon, criu, criu_images, rootfs_diff
+from amber.adapters import conmon, criu, criu_images, rootfs_diff, safe_tar
 from amber.adapters.runtime import Runtime, RuntimeInfo
 from amber.adapters.state import atomic_write_json
 from amber.config import Layout
@@ -197,11 +198,8 @@ class CheckpointService:
         return Report(c.id, c.name, runtime_us, stats, str(opts.export) if opts.export else None)
 
     def _memory_of(self, c: Container) -> int:
-        try:
-            spec = json.loads((self.containers.paths(c.id).bundle / "config.json").read_text())
-            return scratch.container_memory(str(spec["linux"]["cgroupsPath"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            return 0
+        path = self.containers.cgroups_path(c)
+        return scratch.container_memory(path) if path else 0
 
     def recover(self, c: Container) -> Container:
         """Finish what a killed amber left half done on `c` (the caller holds its lock)."""
@@ -381,10 +379,8 @@ class CheckpointService:
         config = head.config
         info = select_runtime(str(config.get("runtime") or ""), opts.runtime, str(path))
         image = self._archive_image(config, path)
-        name = validate_name(opts.name) if opts.name else str(config.get("name") or "")
-        if not name:
-            raise ArchiveError(f"checkpoint archive {path} records no container name",
-                               hint="give one with --name")
+        name = validate_name(opts.name) if opts.name else _archive_name(config, path)
+        _check_spec_shape(head.spec, path)
         self.layout.ensure()
         with contextlib.ExitStack() as held:
             with self.containers.lock_names():
@@ -454,23 +450,23 @@ class CheckpointService:
         _restore_dir_modes(p.merged, unpack / "checkpoint")
         spec = specs.rewrite_for_restore(head.spec, rootfs=p.merged, netns=p.netns,
                                          cgroups_path=specs.cgroups_path(c.id), bundle=p.bundle, cid=c.id)
-        self._restore_devshm(spec, unpack)
+        self._restore_devshm(spec, unpack, p.bundle)
         atomic_write_json(p.bundle / "config.json", spec)
         for kept in (archive.CTR_LOG, archive.STATS_DUMP, archive.NETWORK_STATUS):
             if (unpack / kept).is_file():
                 shutil.move(str(unpack / kept), p.bundle / kept)
         return self._restore_in_place(c, info, opts, images=unpack / "checkpoint")
 
-    def _restore_devshm(self, spec: dict[str, Any], bundle: Path) -> None:
-        tar = bundle / archive.DEVSHM
+    def _restore_devshm(self, spec: dict[str, Any], unpack: Path, bundle: Path) -> None:
+        """Unpack devshm-checkpoint.tar into the /dev/shm source amber made in the bundle."""
+        tar = unpack / archive.DEVSHM
         if not tar.is_file():
             return
         for mount in spec.get("mounts", []):
-            if mount.get("destination") == "/dev/shm" and mount.get("type") == "bind":
-                from amber.adapters import safe_tar
-
+            source = Path(str(mount.get("source", "")))
+            if mount.get("destination") == "/dev/shm" and source.parent == bundle / "restore-mounts":
                 with tar.open("rb") as f:
-                    safe_tar.extract(f, Path(mount["source"]), archive_name=f"{archive.DEVSHM}",
+                    safe_tar.extract(f, source, archive_name=f"{archive.DEVSHM} in {unpack}",
                                      keep_owner=True, allow_special=False)
 
     def _archive_image(self, config: dict[str, Any], path: Path) -> Image:
@@ -488,17 +484,29 @@ class CheckpointService:
 
 
 def _restore_dir_modes(root: Path, images: Path) -> None:
-    """Give the root and working directories the modes CRIU recorded (it checks them)."""
+    """Give the root and working directories the modes CRIU recorded (it checks them).
+
+    The names come from the archive: each is walked inside `root` without following symlinks or
+    `..`, and changed through its own file descriptor, so nothing outside the root is touched.
+    """
     import stat
 
     for name, mode in criu.recorded_dir_modes(images).items():
-        if not stat.S_ISDIR(mode):
+        parts = [part for part in name.split("/") if part not in ("", ".")]
+        if not stat.S_ISDIR(mode) or ".." in parts:
             continue
-        target = root / name.lstrip("/")
-        with contextlib.suppress(OSError):
-            st = target.lstat()
-            if stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) != stat.S_IMODE(mode):
-                target.chmod(stat.S_IMODE(mode))
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for part in parts:
+                nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+                os.close(fd)
+                fd = nxt
+            if stat.S_IMODE(os.fstat(fd).st_mode) != stat.S_IMODE(mode):
+                os.fchmod(fd, stat.S_IMODE(mode))
+        except OSError:
+            continue  # missing, or a symlink on the way: CRIU will say what it misses
+        finally:
+            os.close(fd)
 
 
 def _runtime_opts(opts: RestoreOptions) -> list[str]:
@@ -515,6 +523,49 @@ def _explain_restore_failure(exc: AmberError, log: Path) -> None:
         exc.details = [*exc.details, *lines, f"restore log: {log}"]
     if exc.hint is None:
         exc.hint = "see the CRIU lines above; the archive is unchanged and can be restored again"
+
+
+def _archive_name(config: dict[str, Any], path: Path) -> str:
+    name = config.get("name")
+    if not isinstance(name, str) or not name:
+        raise ArchiveError(f"checkpoint archive {path} records no usable container name",
+                           hint="give one with --name")
+    try:
+        return validate_name(name)
+    except UsageError as exc:
+        raise ArchiveError(f"checkpoint archive {path} records an invalid container name {name!r}",
+                           hint="give another with --name") from exc
+
+
+def _check_spec_shape(spec: dict[str, Any], path: Path) -> None:
+    """spec.dump must be an OCI spec in shape before anything is built from it."""
+    def bad(what: str) -> ArchiveError:
+        return ArchiveError(f"checkpoint archive {path} has a malformed spec.dump: {what}",
+                            hint="the archive is damaged or was not written by a container engine")
+
+    for key in ("root", "linux", "process"):
+        if key in spec and not isinstance(spec[key], dict):
+            raise bad(f"'{key}' is not an object")
+    if not isinstance(spec.get("process", {}).get("args", []), list):
+        raise bad("process.args is not a list")
+    mounts = spec.get("mounts", [])
+    if not isinstance(mounts, list) or not all(isinstance(m, dict) for m in mounts):
+        raise bad("'mounts' is not a list of objects")
+    for m in mounts:
+        if not isinstance(m.get("destination"), str) or not m["destination"].startswith("/"):
+            raise bad("a mount has no absolute destination")
+        for key in ("source", "type"):
+            if key in m and not isinstance(m[key], str):
+                raise bad(f"a mount's {key} is not a string")
+        if "options" in m and not (isinstance(m["options"], list) and all(isinstance(o, str) for o in m["options"])):
+            raise bad("a mount's options are not a list of strings")
+    linux = spec.get("linux", {})
+    if not isinstance(linux.get("namespaces", []), list) or not all(
+            isinstance(ns, dict) for ns in linux.get("namespaces", [])):
+        raise bad("linux.namespaces is not a list of objects")
+    for key in ("cgroupsPath",):
+        if key in linux and not isinstance(linux[key], str):
+            raise bad(f"linux.{key} is not a string")
 
 
 def _images_size(head: archive.ArchiveHead) -> int:

@@ -171,16 +171,18 @@ def rewrite_for_restore(
 
 
 def _rebind(mount: dict[str, Any], files: Path, cid: str) -> dict[str, Any]:
-    if mount.get("type") != "bind" and "bind" not in mount.get("options", []) and \
-            "rbind" not in mount.get("options", []):
+    """Point a bind mount at a file or directory amber makes in the new bundle.
+
+    A bind mount's source is a path on the host that wrote the archive: it means nothing here,
+    and taken from an untrusted archive it could expose any host path to the container. CRIU
+    needs only the mount point, so every bind gets a fresh, empty (or engine-made) source.
+    """
+    options = mount.get("options") or []
+    if mount.get("type") != "bind" and "bind" not in options and "rbind" not in options:
         return mount
     dest = str(mount.get("destination", ""))
-    source = Path(str(mount.get("source", "")))
-    if source.exists() and not str(source).startswith(("/var/lib/containers", "/run/containers",
-                                                          "/run/libpod", "/var/run/containers")):
-        return mount
     files.mkdir(parents=True, exist_ok=True)
-    replacement = files / dest.strip("/").replace("/", "_")
+    replacement = files / (dest.strip("/").replace("/", "_") or "root")
     if dest in ENGINE_FILE_MOUNTS:
         if not replacement.exists():
             replacement.write_text(_file_content(dest, cid))
