@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import signal as signals
 import time
@@ -16,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from amber.adapters import conmon, mounts, netns, runtime
+from amber.adapters import cgroups, conmon, mounts, netns, runtime
 from amber.adapters.state import atomic_write_json, locked
 from amber.config import Layout, Settings
 from amber.engine import spec as specs
@@ -291,9 +292,17 @@ class ContainerService:
             rt.delete(c.id, force=True)
         p = self.paths(c.id)
         mounts.unmount(p.merged)
-        for extra in (p.bundle / "shm",):
-            mounts.unmount(extra)
         netns.remove(p.netns)
+        cgroups.remove(self.cgroups_path(c))
+
+    def cgroups_path(self, c: Container) -> str:
+        """The cgroup the container runs in, as its OCI spec says."""
+        try:
+            spec = json.loads((self.paths(c.id).bundle / "config.json").read_text())
+            value = spec["linux"]["cgroupsPath"]
+            return value if isinstance(value, str) else ""
+        except (OSError, ValueError, KeyError, TypeError):
+            return ""
 
     def remove(self, ref: str, *, force: bool = False) -> Container:
         c = self.store.get(ref)

@@ -1,0 +1,41 @@
+"""The container's cgroups: removed, with any child a runtime or CRIU made, when it is gone.
+
+crun leaves a `.proxy-crun` child behind after a restore on cgroup v1, and a restore that fails
+inside CRIU leaves the whole tree; the next container of that id could not use it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def hierarchies() -> list[Path]:
+    """Every mounted cgroup hierarchy: the v1 controllers, the unified one, or the v2 root."""
+    found = [CGROUP_ROOT] if (CGROUP_ROOT / "cgroup.controllers").exists() else []
+    if CGROUP_ROOT.is_dir():
+        found += [d for d in sorted(CGROUP_ROOT.iterdir()) if d.is_dir() and not d.is_symlink()]
+    return found
+
+
+def remove(cgroups_path: str) -> list[str]:
+    """Remove the cgroup at `cgroups_path` (cgroupfs notation) in every hierarchy, deepest first.
+
+    Returns the directories that could not be removed (a process still in them).
+    """
+    rel = cgroups_path.strip("/")
+    if not rel or ".." in rel.split("/"):
+        return []
+    left: list[str] = []
+    for hierarchy in hierarchies():
+        top = hierarchy / rel
+        if not top.is_dir():
+            continue
+        for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda entry: -entry[0].count("/")):
+            try:
+                os.rmdir(dirpath)
+            except OSError:
+                left.append(dirpath)
+    return left
