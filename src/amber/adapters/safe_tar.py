@@ -136,6 +136,9 @@ def normalize_name(name: str) -> tuple[str, ...] | str:
     parts = tuple(p for p in name.split("/") if p not in ("", "."))
     if ".." in parts:
         return "its name has a '..' component"
+    longest = max((len(os.fsencode(p)) for p in parts), default=0)
+    if longest > 255:
+        return f"a component of its name is {longest} bytes long (the limit is 255)"
     return parts
 
 

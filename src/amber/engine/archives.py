@@ -136,7 +136,9 @@ class ArchiveService:
     def _sizes(self, head: archive.ArchiveHead) -> tuple[int, int, int]:
         """(checkpoint/, pages, rootfs diff) sizes: amber's manifest, else the tar headers."""
         sizes = (head.manifest or {}).get("sizes")
-        if isinstance(sizes, dict) and "checkpoint" in sizes:
+        keys = ("checkpoint", "memory_pages", "rootfs_diff")
+        if isinstance(sizes, dict) and all(isinstance(sizes.get(k, 0), int) and sizes.get(k, 0) >= 0 for k in keys) \
+                and "checkpoint" in sizes:
             return (int(sizes.get("checkpoint") or 0), int(sizes.get("memory_pages") or 0),
                     int(sizes.get("rootfs_diff") or 0))
         checkpoint = pages = diff = 0
@@ -375,7 +377,8 @@ def _memory_table(d: ImageDir, procs: list[Process]) -> list[ProcessMemory]:
 
 def _mounts(spec: dict[str, Any]) -> list[Mount]:
     out = []
-    for m in spec.get("mounts") or []:
+    mounts = spec.get("mounts")
+    for m in mounts if isinstance(mounts, list) else []:
         if isinstance(m, dict):
             out.append(Mount(str(m.get("destination", "")), str(m.get("type", "")), str(m.get("source", ""))))
     return out
