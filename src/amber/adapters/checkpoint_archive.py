@@ -231,7 +231,7 @@ def read_head(path: Path) -> ArchiveHead:
 
 
 def _extract(path: Path, dest: Path, want: Callable[[str], bool] | None, *, keep_owner: bool,
-             max_total_size: int | None) -> list[str]:
+             max_total_size: int | None, observe: Callable[[MemberInfo], None] | None = None) -> list[str]:
     started = [False]
     with (_open(path, buffered=True) as (comp, raw, stream), _reading(path, started),
           contextlib.ExitStack() as stack):
@@ -239,8 +239,9 @@ def _extract(path: Path, dest: Path, want: Callable[[str], bool] | None, *, keep
         if comp is Compression.NONE:  # seekable: tarfile reads file data straight, without its stream buffer
             source = stack.enter_context(tarfile.open(fileobj=raw.f, mode="r:"))
         started[0] = True
+        seen = None if observe is None else (lambda name, ti: observe(_info(name, ti)))
         return safe_tar.extract(source, dest, archive_name=str(path), keep_owner=keep_owner,
-                                allow_special=False, want=want, max_total_size=max_total_size)
+                                allow_special=False, want=want, max_total_size=max_total_size, observe=seen)
 
 
 def extract_archive(path: Path, dest: Path, *, skip: Callable[[str], bool] | None = None,
@@ -257,9 +258,13 @@ def extract_archive(path: Path, dest: Path, *, skip: Callable[[str], bool] | Non
     return written
 
 
-def extract_members(path: Path, dest: Path, want: Callable[[str], bool]) -> list[str]:
-    """Extract only the members `want` accepts (names like `checkpoint/pstree.img`), in one pass."""
-    return _extract(path, dest, want, keep_owner=False, max_total_size=None)
+def extract_members(path: Path, dest: Path, want: Callable[[str], bool],
+                    observe: Callable[[MemberInfo], None] | None = None) -> list[str]:
+    """Extract only the members `want` accepts (names like `checkpoint/pstree.img`), in one pass.
+
+    `observe` sees every member's header on the way (what list_members would give, without a
+    second pass)."""
+    return _extract(path, dest, want, keep_owner=False, max_total_size=None, observe=observe)
 
 
 _TYPES = {tarfile.REGTYPE: MemberType.FILE, tarfile.AREGTYPE: MemberType.FILE,
@@ -267,6 +272,10 @@ _TYPES = {tarfile.REGTYPE: MemberType.FILE, tarfile.AREGTYPE: MemberType.FILE,
           tarfile.DIRTYPE: MemberType.DIR, tarfile.SYMTYPE: MemberType.SYMLINK,
           tarfile.LNKTYPE: MemberType.HARDLINK, tarfile.CHRTYPE: MemberType.CHAR,
           tarfile.BLKTYPE: MemberType.BLOCK, tarfile.FIFOTYPE: MemberType.FIFO}
+
+
+def _info(name: str, ti: tarfile.TarInfo) -> MemberInfo:
+    return MemberInfo(name, ti.size, _TYPES.get(ti.type, MemberType.OTHER), ti.mode, ti.linkname)
 
 
 def list_members(path: Path) -> list[MemberInfo]:

@@ -463,6 +463,7 @@ def extract(
     max_total_size: int | None = None,
     reserve: int | None = None,
     rooted_symlinks: bool = False,
+    observe: Callable[[str, tarfile.TarInfo], None] | None = None,
 ) -> list[str]:
     """Extract a tar stream into `dest` (made if missing). Returns the member names written.
 
@@ -485,6 +486,8 @@ def extract(
                 if member in ex.seen:
                     raise ex.refuse(member, "it appears twice in the archive")
                 ex.seen.add(member)
+                if observe is not None:
+                    observe(member, ti)
                 if want is not None and not want(member):
                     continue
                 try:

@@ -135,31 +135,17 @@ class ArchiveService:
 
     def _sizes(self, head: archive.ArchiveHead) -> tuple[int, int, int]:
         """(checkpoint/, pages, rootfs diff) sizes: amber's manifest, else the tar headers."""
-        sizes = (head.manifest or {}).get("sizes")
-        keys = ("checkpoint", "memory_pages", "rootfs_diff")
-        if isinstance(sizes, dict) and all(isinstance(sizes.get(k, 0), int) and sizes.get(k, 0) >= 0 for k in keys) \
-                and "checkpoint" in sizes:
-            return (int(sizes.get("checkpoint") or 0), int(sizes.get("memory_pages") or 0),
-                    int(sizes.get("rootfs_diff") or 0))
-        checkpoint = pages = diff = 0
-        for m in archive.list_members(head.path):
-            if m.type is not archive.MemberType.FILE:
-                continue
-            if m.name.startswith(CKPT):
-                checkpoint += m.size
-                if m.name.startswith(CKPT + "pages-"):
-                    pages += m.size
-            elif m.name == archive.ROOTFS_DIFF:
-                diff = m.size
-        return checkpoint, pages, diff
+        recorded = _manifest_sizes(head)
+        return recorded if recorded is not None else _member_sizes(archive.list_members(head.path))
 
     # ------------------------------------------------------------------ extraction
     @contextlib.contextmanager
-    def _extracted(self, path: Path, make_want: Callable[[Path], _Want]) -> Iterator[Path]:
+    def _extracted(self, path: Path, make_want: Callable[[Path], _Want],
+                   observe: Callable[[archive.MemberInfo], None] | None = None) -> Iterator[Path]:
         self.layout.tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = Path(tempfile.mkdtemp(prefix="archive-", dir=self.layout.tmp))
         try:
-            archive.extract_members(path, tmp, make_want(tmp))
+            archive.extract_members(path, tmp, make_want(tmp), observe)
             yield tmp
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -179,7 +165,8 @@ class ArchiveService:
                  memory: bool) -> tuple[ArchiveInspection, list[ProcessMemory]]:
         ps_tree = ps_tree or ps_tree_cmd or ps_tree_env or files or sockets or memory or pid is not None
         head = archive.read_head(path)
-        sizes = self._sizes(head)
+        recorded = _manifest_sizes(head)
+        members: list[archive.MemberInfo] = []  # headers seen on the one pass, when sizes are not recorded
         names = {archive.NETWORK_STATUS, *([archive.STATS_DUMP] if stats else [])}
         prefixes: list[str] = []
         if ps_tree:
@@ -191,7 +178,9 @@ class ArchiveService:
             names.add(CKPT + "files.img")
             prefixes += [CKPT + "ids-", CKPT + "fdinfo-", *([CKPT + "fs-"] if files else [])]
         pages = ps_tree_cmd or ps_tree_env
-        with self._extracted(path, lambda tmp: _Want(tmp, names, prefixes, pages=pages)) as tmp:
+        with self._extracted(path, lambda tmp: _Want(tmp, names, prefixes, pages=pages),
+                             None if recorded is not None else members.append) as tmp:
+            sizes = recorded if recorded is not None else _member_sizes(members)
             d = ImageDir(tmp / archive.CHECKPOINT_DIR, str(path))
             procs: list[Process] | None = None
             memory_table: list[ProcessMemory] = []
@@ -373,6 +362,32 @@ def _memory_table(d: ImageDir, procs: list[Process]) -> list[ProcessMemory]:
                                  mem.shared_memory_size(d, p.pid),
                                  mem.pages_file(pagemap) if pagemap else ""))
     return out
+
+
+def _manifest_sizes(head: archive.ArchiveHead) -> tuple[int, int, int] | None:
+    """The sizes amber recorded in amber.manifest, if they are there and sound."""
+    sizes = (head.manifest or {}).get("sizes")
+    keys = ("checkpoint", "memory_pages", "rootfs_diff")
+    if not isinstance(sizes, dict) or "checkpoint" not in sizes:
+        return None
+    values = [sizes.get(k, 0) for k in keys]
+    if not all(isinstance(v, int) and v >= 0 for v in values):
+        return None
+    return values[0], values[1], values[2]
+
+
+def _member_sizes(members: Sequence[archive.MemberInfo]) -> tuple[int, int, int]:
+    checkpoint = pages = diff = 0
+    for m in members:
+        if m.type is not archive.MemberType.FILE:
+            continue
+        if m.name.startswith(CKPT):
+            checkpoint += m.size
+            if m.name.startswith(CKPT + "pages-"):
+                pages += m.size
+        elif m.name == archive.ROOTFS_DIFF:
+            diff = m.size
+    return checkpoint, pages, diff
 
 
 def _mounts(spec: dict[str, Any]) -> list[Mount]:
