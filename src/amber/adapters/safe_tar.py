@@ -222,26 +222,36 @@ def _check_size(ex: _Extraction, member: str, size: int) -> None:
 
 
 def _copy_in_kernel(ex: _Extraction, tar: tarfile.TarFile, ti: tarfile.TarInfo, out: int, member: str) -> bool:
-    """From a plain, seekable tar: copy the member's data file to file in the kernel."""
-    if ti.sparse is not None or not hasattr(os, "copy_file_range"):
+    """From a plain, seekable tar: copy the member's data file to file in the kernel.
+
+    copy_file_range within a filesystem, sendfile across them (disk to tmpfs).
+    """
+    if ti.sparse is not None:
         return False
     try:
         src = int(getattr(tar.fileobj, "fileno")())  # noqa: B009 - a stream-mode tar has no fileno
     except (AttributeError, OSError, io.UnsupportedOperation):
         return False
     offset, left = ti.offset_data, ti.size
-    try:
-        while left:
-            n = os.copy_file_range(src, out, min(left, 1 << 30), offset)
-            if n == 0:
-                raise ArchiveError(f"archive {ex.archive} is truncated in member {member!r}",
-                                   hint="copy the archive again; it is incomplete")
-            offset += n
-            left -= n
-    except OSError:
-        if left != ti.size:
+    use_range = hasattr(os, "copy_file_range")
+    while left:
+        try:
+            if use_range:
+                n = os.copy_file_range(src, out, min(left, 1 << 30), offset)
+            else:
+                n = os.sendfile(out, src, offset, min(left, 1 << 30))
+        except OSError:
+            if use_range and left == ti.size:
+                use_range = False  # e.g. EXDEV: another filesystem
+                continue
+            if left == ti.size:
+                return False  # copy through user space
             raise
-        return False  # e.g. across filesystems on an old kernel: copy through user space
+        if n == 0:
+            raise ArchiveError(f"archive {ex.archive} is truncated in member {member!r}",
+                               hint="copy the archive again; it is incomplete")
+        offset += n
+        left -= n
     return True
 
 
