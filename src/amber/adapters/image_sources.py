@@ -210,10 +210,7 @@ class _DirTree:
         self.aliases = aliases or {}
 
     def open(self, name: str) -> IO[bytes]:
-        try:
-            key = _key(name)
-        except ValueError as exc:
-            raise bad_image(self.source, f"refers to {name!r}, but {exc}") from None
+        key = _checked_key(self.source, name)
         for _ in range(MAX_LINK_HOPS):
             if key not in self.aliases:
                 break
@@ -224,6 +221,14 @@ class _DirTree:
             raise bad_image(self.source, f"{name} is missing") from None
         except OSError as exc:
             raise bad_image(self.source, f"cannot read {name}: {exc.strerror}") from exc
+
+
+def _checked_key(source: Path, name: str) -> str:
+    """The normalized key of a name an image's metadata refers to, or the error naming it."""
+    try:
+        return _key(name)
+    except ValueError as exc:
+        raise bad_image(source, f"refers to {name!r}, but {exc}") from None
 
 
 class _TarTree:
@@ -241,10 +246,7 @@ class _TarTree:
             raise bad_image(source, f"the tar archive is damaged: {exc}") from exc
 
     def open(self, name: str) -> IO[bytes]:
-        try:
-            key = _key(name)
-        except ValueError as exc:
-            raise bad_image(self.source, f"refers to {name!r}, but {exc}") from None
+        key = _checked_key(self.source, name)
         for _ in range(MAX_LINK_HOPS):
             m = self.members.get(key)
             if m is None:
