@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from amber.adapters.checkpoint_archive import read_head
 from amber.adapters.run import run
 from amber.errors import ExitCode
 from amber.models import Status
@@ -103,3 +104,31 @@ def test_restore_racing_rm(amber: Amber, demo_image: str, tmp_path: Path) -> Non
     names = {c.name: c.status for c in amber.fresh_engine().containers.list(all_containers=True)}
     assert names.get("cnt") == Status.RUNNING
     assert names.get("twin") in (None, Status.RUNNING)
+
+
+def test_restore_failing_inside_criu_leaves_nothing(amber: Amber, demo_image: str, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.conftest import FIXTURES
+
+    if not (FIXTURES / "busybox-rootfs.tar").is_file():
+        pytest.skip("podman fixtures not present")
+    start_counter(amber, demo_image, "crun")
+    archive = tmp_path / "cnt.tar.zst"
+    assert amber("checkpoint", "-e", str(archive), "cnt") == 0
+    # Another host whose "localhost/demo:latest" is a different busybox: CRIU finds the binary
+    # the process had mapped changed, and refuses, late, inside its restore.
+    other = Amber(tmp_path / "r2", tmp_path / "rr2")
+    try:
+        assert other("image", "import", str(FIXTURES / "busybox-rootfs.tar"), "localhost/demo:latest") == 0
+        capsys.readouterr()
+        assert other("restore", "-i", str(archive)) == ExitCode.ERROR
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and "hint: " in err and "Traceback" not in err
+        assert "could not restore container cnt" in err, err
+        assert other.fresh_engine().containers.list(all_containers=True) == []
+        assert mounts_under(other.root) == [] and mounts_under(other.runroot) == []
+        cid = str(read_head(archive).config["id"])
+        assert list(Path("/sys/fs/cgroup").glob(f"*/amber/amber-{cid}")) == []
+        assert run(["pgrep", "-f", f"conmon.*{cid}"], check=False).returncode != 0  # nothing left running
+    finally:
+        other.cleanup()
