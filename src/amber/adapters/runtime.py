@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amber.adapters.run import Result, run, run_streaming
-from amber.errors import CommandError, NotFoundError, PreconditionError
+from amber.errors import CommandError, PreconditionError
 
 KNOWN_RUNTIMES = ("crun", "runc")
 
@@ -164,6 +164,3 @@ def require(info: RuntimeInfo, action: str) -> None:
             hint="install a runtime with checkpoint support (crun with +CRIU, or runc): make setup",
         )
 
-
-def runtime_not_found(spec: str) -> NotFoundError:
-    return NotFoundError(f"runtime '{spec}' not found")

@@ -19,7 +19,7 @@ from typing import Any
 
 from amber import __version__
 from amber.adapters import checkpoint_archive as archive
-from amber.adapters import conmon, criu, criu_images, rootfs_diff, safe_tar
+from amber.adapters import conmon, criu, criu_images, rootfs_diff, runtime, safe_tar
 from amber.adapters.runtime import Runtime, RuntimeInfo
 from amber.adapters.state import atomic_write_json
 from amber.config import Layout
@@ -133,9 +133,7 @@ class CheckpointService:
             raise ConflictError(f"container {c.name} is {c.status}, not running: cannot checkpoint",
                                 hint=f"start it first (amber start {c.name}), or see amber ps -a")
         rt = self.containers.runtime_for(c)
-        if not rt.info.criu:
-            raise PreconditionError(f"runtime {rt.info.kind} ({rt.info.path}) cannot checkpoint: "
-                                    "built without CRIU", hint="install crun with +CRIU, or use runc")
+        runtime.require(rt.info, "checkpoint")
         p = self.containers.paths(c.id)
         exporting = opts.export is not None
         work = scratch.work_dir(self.layout, f"ckpt-{c.id[:12]}-", self._memory_of(c)) if exporting \
