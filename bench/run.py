@@ -91,8 +91,9 @@ class Timed:
 
     def check(self, what: str) -> Timed:
         if self.returncode != 0:
-            raise BenchError(f"{what} failed (exit {self.returncode}): {' '.join(self.argv)}\n"
-                             + self.stderr.strip()[-2000:])
+            raise BenchError(
+                f"{what} failed (exit {self.returncode}): {' '.join(self.argv)}\n" + self.stderr.strip()[-2000:]
+            )
         return self
 
 
@@ -144,13 +145,21 @@ def timed(argv: Sequence[str], env: dict[str, str] | None = None, interval: floa
         sampler.join()
         out.seek(0)
         err.seek(0)
-        return Timed(argv, seconds, proc.returncode, out.read().decode(errors="replace"),
-                     err.read().decode(errors="replace"), peak, int(usage.ru_maxrss))
+        return Timed(
+            argv,
+            seconds,
+            proc.returncode,
+            out.read().decode(errors="replace"),
+            err.read().decode(errors="replace"),
+            peak,
+            int(usage.ru_maxrss),
+        )
 
 
 def quiet(argv: Sequence[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([os.fspath(a) for a in argv], stdin=subprocess.DEVNULL, capture_output=True,
-                          text=True, env=env, check=False)
+    return subprocess.run(
+        [os.fspath(a) for a in argv], stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, check=False
+    )
 
 
 # ===================================== the workload image =======================================
@@ -161,8 +170,10 @@ def build_workload(tmp: Path) -> Path:
     binary = tmp / "workload"
     res = quiet([gcc, "-O2", "-static", "-Wall", "-o", str(binary), str(HERE / "workload.c")])
     if res.returncode != 0:
-        raise BenchError(f"gcc -static could not build bench/workload.c:\n{res.stderr}"
-                         "\n(hint: apt-get install libc6-dev for the static libc)")
+        raise BenchError(
+            f"gcc -static could not build bench/workload.c:\n{res.stderr}"
+            "\n(hint: apt-get install libc6-dev for the static libc)"
+        )
     return binary
 
 
@@ -267,8 +278,9 @@ class Amber:
 
     def start(self, name: str, runtime: str, mib: int, kind: str) -> None:
         self.names.add(name)
-        self.run("run", "-d", "--name", name, "--runtime", runtime, IMAGE,
-                 "/bin/workload", str(mib), kind).check("amber run")
+        self.run("run", "-d", "--name", name, "--runtime", runtime, IMAGE, "/bin/workload", str(mib), kind).check(
+            "amber run"
+        )
 
     def inspect(self, name: str) -> dict[str, Any]:
         res = self.run("inspect", name).check("amber inspect")
@@ -335,22 +347,34 @@ class Podman:
         self.run("import", str(rootfs), IMAGE).check("podman import")
 
     def start(self, name: str, runtime: str, mib: int, kind: str) -> None:
-        self.run("run", "-d", "--name", name, "--runtime", runtime, "--network", "none",
-                 "--log-driver", "k8s-file", IMAGE, "/bin/workload", str(mib), kind).check("podman run")
+        self.run(
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--runtime",
+            runtime,
+            "--network",
+            "none",
+            "--log-driver",
+            "k8s-file",
+            IMAGE,
+            "/bin/workload",
+            str(mib),
+            kind,
+        ).check("podman run")
 
     def upper(self, name: str) -> Path:
         res = self.run("inspect", "--format", "{{.GraphDriver.Data.UpperDir}}", name).check("podman inspect")
         return Path(res.stdout.strip())
 
     def checkpoint(self, name: str, dest: Path, compress: str) -> Timed:
-        return self.run("container", "checkpoint", "--print-stats", "--export", str(dest),
-                        "--compress", compress, name)
+        return self.run("container", "checkpoint", "--print-stats", "--export", str(dest), "--compress", compress, name)
 
     def restore(self, archive: Path, runtime: str | None = None) -> Timed:
         if runtime is None:
             return self.run("container", "restore", "--print-stats", "--import", str(archive))
-        return timed([*self.base, "--runtime", runtime, "container", "restore", "--import", str(archive)],
-                     env=self.env)
+        return timed([*self.base, "--runtime", runtime, "container", "restore", "--import", str(archive)], env=self.env)
 
     def refused(self, res: Timed) -> bool:
         return res.returncode != 0 and "cannot be restored with runtime" in res.stderr
@@ -435,8 +459,10 @@ def verify_restored(engine: Engine, name: str, before: int) -> int:
             if len(seen) == 2:
                 return value
         time.sleep(0.05)
-    raise BenchError(f"{engine.name}: restored {name} does not count on from {before} (saw {seen}, "
-                     f"last value {read_counter(upper)}): the restore is broken")
+    raise BenchError(
+        f"{engine.name}: restored {name} does not count on from {before} (saw {seen}, "
+        f"last value {read_counter(upper)}): the restore is broken"
+    )
 
 
 def runtime_seconds(res: Timed, key: str) -> float | None:
@@ -491,13 +517,17 @@ def run_cell(engine: Engine, cell: Cell, rep: int, work: Path, samples: list[Sam
         engine.remove(name)
 
 
-def _one_archive(engine: Engine, cell: Cell, name: str, compress: str, archive: Path, before: int,
-                 samples: list[Sample]) -> bool:
+def _one_archive(
+    engine: Engine, cell: Cell, name: str, compress: str, archive: Path, before: int, samples: list[Sample]
+) -> bool:
     def add(op: str, res: Timed, **extra: Any) -> None:
-        samples.append(Sample(engine.name, cell, f"{op}_{compress}", res.seconds, res.rss_kib,
-                              res.rss_tree_kib, **extra))
-        log(f"    {engine.name:6} {cell.key:22} {op}_{compress:5} {res.seconds:7.3f} s"
-            f"  rss {res.rss_kib / 1024:6.1f} MiB")
+        samples.append(
+            Sample(engine.name, cell, f"{op}_{compress}", res.seconds, res.rss_kib, res.rss_tree_kib, **extra)
+        )
+        log(
+            f"    {engine.name:6} {cell.key:22} {op}_{compress:5} {res.seconds:7.3f} s"
+            f"  rss {res.rss_kib / 1024:6.1f} MiB"
+        )
 
     res = engine.checkpoint(name, archive, compress).check(f"{engine.name} checkpoint --export")
     size = archive.stat().st_size
@@ -508,8 +538,10 @@ def _one_archive(engine: Engine, cell: Cell, name: str, compress: str, archive: 
     res = engine.restore(archive, runtime=wrong)
     if not engine.refused(res):
         engine.remove(name)
-        raise BenchError(f"{engine.name} did not refuse to restore a {cell.runtime} archive with {wrong} "
-                         f"(exit {res.returncode}): {res.stderr.strip()[-500:]}")
+        raise BenchError(
+            f"{engine.name} did not refuse to restore a {cell.runtime} archive with {wrong} "
+            f"(exit {res.returncode}): {res.stderr.strip()[-500:]}"
+        )
     work_s, head_bytes = archive_work(archive) if engine.name == "amber" else (None, None)
     add("refuse", res, archive_bytes=size, archive_work_seconds=work_s, head_bytes_read=head_bytes)
 
@@ -539,8 +571,9 @@ def summarize(samples: list[Sample]) -> list[dict[str, Any]]:
         groups.setdefault((s.op, s.cell), {}).setdefault(s.engine, []).append(s)
     rows = []
     order = list(OPS)
-    for (op, cell), by_engine in sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1].mib,
-                                                                        kv[0][1].kind, kv[0][1].runtime)):
+    for (op, cell), by_engine in sorted(
+        groups.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1].mib, kv[0][1].kind, kv[0][1].runtime)
+    ):
         amber = by_engine.get("amber", [])
         podman = by_engine.get("podman", [])
         a = _median([s.seconds for s in amber])
@@ -572,8 +605,9 @@ def evaluate(row: dict[str, Any]) -> list[dict[str, Any]]:
 
     def ratio_target(limit: float) -> None:
         r = row["ratio"]
-        out.append({"target": f"<= {limit} x podman", "value": r, "limit": limit,
-                    "met": None if r is None else r <= limit})
+        out.append(
+            {"target": f"<= {limit} x podman", "value": r, "limit": limit, "met": None if r is None else r <= limit}
+        )
 
     if mib >= 1024 and op in ("checkpoint_zstd", "restore_zstd"):
         ratio_target(0.5)
@@ -581,14 +615,21 @@ def evaluate(row: dict[str, Any]) -> list[dict[str, Any]]:
         ratio_target(0.7)
     if mib >= 1024 and op.startswith(("checkpoint_", "restore_")):
         rss = row["amber_rss_mib"]
-        out.append({"target": "amber RSS <= 100 MiB", "value": rss, "limit": 100.0,
-                    "met": None if rss is None else rss <= 100.0})
+        out.append(
+            {
+                "target": "amber RSS <= 100 MiB",
+                "value": rss,
+                "limit": 100.0,
+                "met": None if rss is None else rss <= 100.0,
+            }
+        )
     if op.startswith("refuse_"):
         a = row["amber_s"]
         out.append({"target": "<= 0.3 s", "value": a, "limit": 0.3, "met": None if a is None else a <= 0.3})
         w = row["amber_archive_work_s"]
-        out.append({"target": "archive work <= 50 ms", "value": w, "limit": 0.05,
-                    "met": None if w is None else w <= 0.05})
+        out.append(
+            {"target": "archive work <= 50 ms", "value": w, "limit": 0.05, "met": None if w is None else w <= 0.05}
+        )
     if op.startswith("show_"):
         a = row["amber_s"]
         out.append({"target": "<= 0.3 s", "value": a, "limit": 0.3, "met": None if a is None else a <= 0.3})
@@ -604,9 +645,10 @@ def _met(flag: bool | None) -> str:
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| operation | MiB | data | runtime | amber s | podman s | amber/podman | amber RSS MiB "
-             "| target | met? |",
-             "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | --- | --- |"]
+    lines = [
+        "| operation | MiB | data | runtime | amber s | podman s | amber/podman | amber RSS MiB | target | met? |",
+        "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
     for r in rows:
         targets = r["targets"] or [{"target": "", "met": None, "value": None}]
         target = "; ".join(t["target"] for t in targets) or "-"
@@ -614,9 +656,11 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         extra = ""
         if r["amber_archive_work_s"] is not None:
             extra = f" (read_head {r['amber_archive_work_s'] * 1000:.1f} ms)"
-        lines.append(f"| {OPS.get(r['op'], r['op'])} | {r['mib']} | {r['kind']} | {r['runtime']} "
-                     f"| {_fmt(r['amber_s'])}{extra} | {_fmt(r['podman_s'])} | {_fmt(r['ratio'], digits=2)} "
-                     f"| {_fmt(r['amber_rss_mib'], digits=1)} | {target} | {met} |")
+        lines.append(
+            f"| {OPS.get(r['op'], r['op'])} | {r['mib']} | {r['kind']} | {r['runtime']} "
+            f"| {_fmt(r['amber_s'])}{extra} | {_fmt(r['podman_s'])} | {_fmt(r['ratio'], digits=2)} "
+            f"| {_fmt(r['amber_rss_mib'], digits=1)} | {target} | {met} |"
+        )
     return "\n".join(lines)
 
 
@@ -625,13 +669,15 @@ def target_summary(rows: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]
     specs = [
         ("checkpoint+export 1 GiB zstd <= 0.5 x podman", ("checkpoint_zstd",), "x podman"),
         ("import+restore 1 GiB zstd <= 0.5 x podman", ("restore_zstd",), "x podman"),
-        ("uncompressed export and import (1 GiB) <= 0.7 x podman", ("checkpoint_none", "restore_none"),
-         "x podman"),
+        ("uncompressed export and import (1 GiB) <= 0.7 x podman", ("checkpoint_none", "restore_none"), "x podman"),
         ("wrong-runtime refusal, whole command <= 0.3 s", ("refuse_zstd", "refuse_none"), "<= 0.3 s"),
         ("wrong-runtime refusal, archive work <= 50 ms", ("refuse_zstd", "refuse_none"), "archive work"),
         ("archive show <= 0.3 s", ("show_zstd", "show_none"), "<= 0.3 s"),
-        ("peak RSS of amber, 1 GiB export/import <= 100 MiB",
-         ("checkpoint_zstd", "restore_zstd", "checkpoint_none", "restore_none"), "RSS"),
+        (
+            "peak RSS of amber, 1 GiB export/import <= 100 MiB",
+            ("checkpoint_zstd", "restore_zstd", "checkpoint_none", "restore_none"),
+            "RSS",
+        ),
     ]
     out = []
     lines = ["| target | worst measured | met? |", "| --- | ---: | --- |"]
@@ -687,14 +733,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--kinds", default=",".join(KINDS), help="data kinds: random,compressible")
     p.add_argument("--runtimes", default=",".join(RUNTIMES), help="OCI runtimes: crun,runc")
     p.add_argument("--repeat", type=int, default=3, help="repetitions per measurement (default 3)")
-    p.add_argument("--big-runc-repeat", type=int, default=1,
-                   help="repetitions for runc at >= 1024 MiB (default 1: the whole run stays under 10 minutes)")
+    p.add_argument(
+        "--big-runc-repeat",
+        type=int,
+        default=1,
+        help="repetitions for runc at >= 1024 MiB (default 1: the whole run stays under 10 minutes)",
+    )
     p.add_argument("--quick", action="store_true", help="smoke test: 64 MiB only, one repetition")
     p.add_argument("--no-podman", action="store_true", help="measure amber only")
-    p.add_argument("--budget", type=float, default=DEFAULT_BUDGET,
-                   help=f"seconds; repetitions are dropped to stay within it (default {DEFAULT_BUDGET:.0f})")
-    p.add_argument("--workdir", default="/var/tmp/amber-bench",
-                   help="scratch directory on a disk with room for the archives (default /var/tmp/amber-bench)")
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=DEFAULT_BUDGET,
+        help=f"seconds; repetitions are dropped to stay within it (default {DEFAULT_BUDGET:.0f})",
+    )
+    p.add_argument(
+        "--workdir",
+        default="/var/tmp/amber-bench",
+        help="scratch directory on a disk with room for the archives (default /var/tmp/amber-bench)",
+    )
     p.add_argument("--output", default=str(RESULTS), help=f"JSON result file (default {RESULTS})")
     args = p.parse_args(argv)
     if args.quick:
@@ -725,8 +782,10 @@ def preflight(work: Path, cells: list[Cell]) -> None:
     need = 5 * biggest * MIB + 512 * MIB  # two archives, CRIU images, each engine's work copy
     free = shutil.disk_usage(work).free
     if free < need:
-        raise SystemExit(f"error: {work} has {free / MIB:.0f} MiB free, the benchmark needs about "
-                         f"{need / MIB:.0f} MiB\nhint: give --workdir on a larger disk")
+        raise SystemExit(
+            f"error: {work} has {free / MIB:.0f} MiB free, the benchmark needs about "
+            f"{need / MIB:.0f} MiB\nhint: give --workdir on a larger disk"
+        )
 
 
 def repeats_for(cell: Cell, args: argparse.Namespace) -> int:
@@ -736,8 +795,7 @@ def repeats_for(cell: Cell, args: argparse.Namespace) -> int:
     return max(1, int(args.repeat))
 
 
-def over_budget(elapsed: float, cell: Cell, rest: list[Cell], rep_times: dict[int, list[float]],
-                budget: float) -> bool:
+def over_budget(elapsed: float, cell: Cell, rest: list[Cell], rep_times: dict[int, list[float]], budget: float) -> bool:
     """Would one more repetition of `cell`, then one of every remaining cell, overrun the budget?"""
 
     def estimate(mib: int) -> float:
@@ -805,9 +863,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 wanted = repeats_for(cell, args)
                 done = 0
                 for rep in range(wanted):
-                    if done and over_budget(time.monotonic() - started, cell, cells[i + 1:], rep_times, args.budget):
-                        log(f"  {cell.key}: stopping after {done} repetition(s) to stay within "
-                            f"{args.budget:.0f} s")
+                    if done and over_budget(time.monotonic() - started, cell, cells[i + 1 :], rep_times, args.budget):
+                        log(f"  {cell.key}: stopping after {done} repetition(s) to stay within {args.budget:.0f} s")
                         break
                     log(f"  {cell.key}: repetition {rep + 1}/{wanted}")
                     rep_started = time.monotonic()
@@ -846,9 +903,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "schema_version": 1,
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": [sys.executable, *sys.argv],
-        "config": {"sizes": sorted({c.mib for c in cells}), "kinds": sorted({c.kind for c in cells}),
-                   "runtimes": sorted({c.runtime for c in cells}), "repeat": args.repeat,
-                   "repeats_done": repeats, "budget_s": args.budget, "podman": bool(podman_bin)},
+        "config": {
+            "sizes": sorted({c.mib for c in cells}),
+            "kinds": sorted({c.kind for c in cells}),
+            "runtimes": sorted({c.runtime for c in cells}),
+            "repeat": args.repeat,
+            "repeats_done": repeats,
+            "budget_s": args.budget,
+            "podman": bool(podman_bin),
+        },
         "versions": versions(bool(podman_bin)),
         "total_seconds": total,
         "rows": rows,

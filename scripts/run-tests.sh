@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 py=${VENV:-.venv}/bin/python
 echo "==> ruff"
-$py -m ruff check src tests
+$py -m ruff check src tests bench
+$py -m ruff format --check src tests bench
 echo "==> mypy --strict"
 $py -m mypy src
 echo "==> pytest"

@@ -89,5 +89,8 @@ def runtime(request: pytest.FixtureRequest) -> str:
 
 
 def mounts_under(path: Path) -> list[str]:
-    return [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
-            if line.split()[1].startswith(str(path))]
+    return [
+        line.split()[1]
+        for line in Path("/proc/mounts").read_text().splitlines()
+        if line.split()[1].startswith(str(path))
+    ]

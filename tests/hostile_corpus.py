@@ -48,8 +48,9 @@ class Entry:
     data: bytes = b""
 
 
-def _ti(name: str, kind: bytes = tarfile.REGTYPE, *, size: int = 0, linkname: str = "",
-        mode: int = 0o644) -> tarfile.TarInfo:
+def _ti(
+    name: str, kind: bytes = tarfile.REGTYPE, *, size: int = 0, linkname: str = "", mode: int = 0o644
+) -> tarfile.TarInfo:
     ti = tarfile.TarInfo(name)
     ti.type, ti.size, ti.linkname, ti.mode = kind, size, linkname, mode
     ti.mtime = 1_700_000_000
@@ -244,8 +245,9 @@ def _symlink_write(ctx: Ctx) -> list[Entry]:
 
 
 def _symlink_relative_out(ctx: Ctx) -> list[Entry]:
-    return ctx.after_head(symlink("checkpoint/up", "../../../../../../../../.."),
-                          file(f"checkpoint/up/{ctx.rel}/pwned"))
+    return ctx.after_head(
+        symlink("checkpoint/up", "../../../../../../../../.."), file(f"checkpoint/up/{ctx.rel}/pwned")
+    )
 
 
 def _symlink_dir_then_member(ctx: Ctx) -> list[Entry]:
@@ -351,8 +353,7 @@ def _deleted_through_symlink(ctx: Ctx) -> list[Entry]:
 
 
 def _deleted_through_relative_symlink(ctx: Ctx) -> list[Entry]:
-    return ctx.with_rootfs_diff([symlink("up", "../../../../../../../../..")],
-                                [f"/up/{ctx.rel}/{VICTIM_FILE}"])
+    return ctx.with_rootfs_diff([symlink("up", "../../../../../../../../..")], [f"/up/{ctx.rel}/{VICTIM_FILE}"])
 
 
 def _deleted_root(ctx: Ctx) -> list[Entry]:
@@ -396,8 +397,10 @@ def _bomb_huge_member(ctx: Ctx) -> bytes:
     """A member declaring 1 PiB (more than any free space): refused at its header."""
     ti = _ti("checkpoint/pages-9.img", size=1 << 50)
     head = ctx.base[: ctx.names().index("spec.dump") + 1]
-    return zstd([tar_bytes(head, end=False), ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"),
-                 b"\0" * (4 << 20)], level=1)
+    return zstd(
+        [tar_bytes(head, end=False), ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"), b"\0" * (4 << 20)],
+        level=1,
+    )
 
 
 def _bomb_big_deleted_files(ctx: Ctx) -> list[Entry]:
@@ -547,8 +550,10 @@ def _cwd_climbs(ctx: Ctx) -> list[Entry]:
     return ctx.replaced("checkpoint/files.img", out.getvalue())
 
 
-_BUG_SLOW_PAGES = ("a pages-1.img cut to 100 bytes makes the CRIU restore run ~160 s before conmon reports "
-                   "no PID (seen on this host; not always): restore should fail within seconds")
+_BUG_SLOW_PAGES = (
+    "a pages-1.img cut to 100 bytes makes the CRIU restore run ~160 s before conmon reports "
+    "no PID (seen on this host; not always): restore should fail within seconds"
+)
 
 CONFINED = frozenset({ExitCode.OK, *AMBER_CODES})  # a confined, harmless change may restore fine
 
@@ -586,8 +591,7 @@ CASES: list[Case] = [
     Case("deleted-dotdot", _plain(_deleted_dotdot)),
     Case("deleted-dotdot-dir", _plain(_deleted_dotdot_dir)),
     Case("deleted-through-symlink", _plain(_deleted_through_symlink), CONFINED, may_restore=True),
-    Case("deleted-through-relative-symlink", _plain(_deleted_through_relative_symlink), CONFINED,
-         may_restore=True),
+    Case("deleted-through-relative-symlink", _plain(_deleted_through_relative_symlink), CONFINED, may_restore=True),
     Case("deleted-root", _plain(_deleted_root)),
     Case("deleted-not-a-list", _plain(_deleted_not_a_list)),
     Case("deleted-nul", _plain(_deleted_nul)),
@@ -617,8 +621,11 @@ CASES: list[Case] = [
     Case("config-runtime-list", _plain(_config(lambda c: c.update(runtime=["crun"]))), AMBER_CODES),
     Case("config-name-list", _plain(_config(lambda c: c.update(name=["x"]))), AMBER_CODES),
     Case("config-name-slashes", _plain(_config(lambda c: c.update(name="../../etc"))), AMBER_CODES),
-    Case("config-image-dict", _plain(_config(lambda c: c.update(rootfsImageName={"a": 1}, rootfsImageID=[1]))),
-         AMBER_CODES),
+    Case(
+        "config-image-dict",
+        _plain(_config(lambda c: c.update(rootfsImageName={"a": 1}, rootfsImageID=[1]))),
+        AMBER_CODES,
+    ),
     Case("spec-mounts-int", _plain(_spec(lambda s: s.update(mounts=5))), AMBER_CODES),
     Case("spec-root-string", _plain(_spec(lambda s: s.update(root="/"))), AMBER_CODES),
     Case("spec-linux-list", _plain(_spec(lambda s: s.update(linux=[]))), AMBER_CODES),
@@ -678,6 +685,17 @@ def image_corpus(out_dir: Path, sentinel: Path) -> dict[str, Path]:
     return paths
 
 
-IMAGE_CASES = [f"{n}{s}" for n in ("symlink-then-write", "rooted-symlink-then-write", "relative-symlink-then-write",
-                                   "dotdot", "dotdot-short", "absolute", "hardlink-out", "nul-name")
-               for s in ("", "-zstd")]
+IMAGE_CASES = [
+    f"{n}{s}"
+    for n in (
+        "symlink-then-write",
+        "rooted-symlink-then-write",
+        "relative-symlink-then-write",
+        "dotdot",
+        "dotdot-short",
+        "absolute",
+        "hardlink-out",
+        "nul-name",
+    )
+    for s in ("", "-zstd")
+]

@@ -39,8 +39,7 @@ class Settings:
             try:
                 data = tomllib.loads(path.read_text())
             except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-                raise UsageError(f"config file {path} is not valid TOML: {exc}",
-                                 hint=f"fix or remove {path}") from exc
+                raise UsageError(f"config file {path} is not valid TOML: {exc}", hint=f"fix or remove {path}") from exc
         engine = data.get("engine", {})
         if not isinstance(engine, dict):
             raise UsageError(f"config file {path}: [engine] must be a table")

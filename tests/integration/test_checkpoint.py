@@ -53,8 +53,9 @@ def pid1_is_shell(amber: Amber, name: str, capfd: pytest.CaptureFixture[str]) ->
 
 
 @pytest.mark.parametrize("compress", ["zstd", "gzip", "none"])
-def test_export_import_counter_goes_on(amber: Amber, demo_image: str, runtime: str, compress: str,
-                                       tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+def test_export_import_counter_goes_on(
+    amber: Amber, demo_image: str, runtime: str, compress: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     start_counter(amber, demo_image, runtime)
     archive = tmp_path / "cnt.tar"
     assert amber("checkpoint", "--export", str(archive), "--compress", compress, "cnt") == 0
@@ -79,8 +80,9 @@ def test_export_import_counter_goes_on(amber: Amber, demo_image: str, runtime: s
     assert restored > 3  # it went on from its value, it did not start again at 1
 
 
-def test_wrong_runtime_refused_before_anything(amber: Amber, demo_image: str, runtime: str, tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_wrong_runtime_refused_before_anything(
+    amber: Amber, demo_image: str, runtime: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     start_counter(amber, demo_image, runtime)
     archive = tmp_path / "cnt.tar.zst"
     assert amber("checkpoint", "-e", str(archive), "cnt") == 0
@@ -92,8 +94,10 @@ def test_wrong_runtime_refused_before_anything(amber: Amber, demo_image: str, ru
     assert amber("restore", "--import", str(archive), "--runtime", other) == ExitCode.RUNTIME_MISMATCH
     elapsed = time.monotonic() - started
     err = capsys.readouterr().err
-    assert (f"error: checkpoint archive {archive} was created with runtime '{runtime}' "
-            f"and cannot be restored with runtime '{other}'") in err
+    assert (
+        f"error: checkpoint archive {archive} was created with runtime '{runtime}' "
+        f"and cannot be restored with runtime '{other}'"
+    ) in err
     assert f"hint: leave out --runtime, or give {runtime}" in err
     assert sorted(os.listdir(amber.root / "containers")) == before
     assert mounts_under(amber.root / "containers") == []
@@ -147,8 +151,9 @@ def test_cycles(amber: Amber, demo_image: str, runtime: str, tmp_path: Path) -> 
         last = wait_counter_above(amber, name, value)
 
 
-def test_pre_checkpoint_refused_without_dirty_tracking(amber: Amber, demo_image: str,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_pre_checkpoint_refused_without_dirty_tracking(
+    amber: Amber, demo_image: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     from amber.adapters import criu
 
     if criu.dirty_tracking():
@@ -160,8 +165,9 @@ def test_pre_checkpoint_refused_without_dirty_tracking(amber: Amber, demo_image:
     assert amber.fresh_engine().containers.inspect_record("cnt").status == Status.RUNNING
 
 
-def test_failed_dump_leaves_container_running(amber: Amber, demo_image: str, runtime: str, tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_failed_dump_leaves_container_running(
+    amber: Amber, demo_image: str, runtime: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # An unlinked open file bigger than CRIU's ghost limit (1 MiB) cannot be dumped.
     script = "dd if=/dev/zero of=/tmp/big bs=1M count=4 2>/dev/null; exec 3</tmp/big; rm /tmp/big; " + COUNTER
     amber.engine.containers.run(demo_image, ["sh", "-c", script], name="ghost", runtime_name=runtime)
@@ -178,8 +184,9 @@ def test_failed_dump_leaves_container_running(amber: Amber, demo_image: str, run
     wait_counter_above(amber, "ghost", counter(amber, "ghost"))
 
 
-def test_restore_errors_change_nothing(amber: Amber, demo_image: str, tmp_path: Path,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_restore_errors_change_nothing(
+    amber: Amber, demo_image: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     missing = tmp_path / "missing.tar"
     assert amber("restore", "-i", str(missing)) == ExitCode.NOT_FOUND
     garbage = tmp_path / "garbage.tar"

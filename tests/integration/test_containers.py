@@ -25,8 +25,7 @@ def wait_for(predicate, timeout: float = 10.0) -> bool:  # type: ignore[no-untyp
 
 
 def test_run_logs_ps_rm(amber: Amber, demo_image: str, runtime: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert amber("run", "-d", "--name", "c1", "--runtime", runtime, demo_image,
-                 "sh", "-c", "echo hi; sleep 1000") == 0
+    assert amber("run", "-d", "--name", "c1", "--runtime", runtime, demo_image, "sh", "-c", "echo hi; sleep 1000") == 0
     capsys.readouterr()
     assert wait_for(lambda: [x.text for x in amber.engine.containers.logs("c1")] == ["hi"])
     assert amber("logs", "c1") == 0
@@ -56,8 +55,9 @@ def main_global(amber: Amber, runtime: str, *argv: str) -> int:
     return main(["--root", str(amber.root), "--runroot", str(amber.runroot), "--runtime", runtime, *argv])
 
 
-def test_foreground_run_prints_output_and_exit_code(amber: Amber, demo_image: str,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_foreground_run_prints_output_and_exit_code(
+    amber: Amber, demo_image: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert amber("run", "--name", "fg", demo_image, "sh", "-c", "cat /etc/motd; exit 3") == 3
     assert capsys.readouterr().out == "hello from amber\n"
     c = amber.engine.containers.inspect_record("fg")
@@ -150,9 +150,22 @@ def test_not_root_is_told(amber: Amber, tmp_path: Path) -> None:
     if shutil.which("setpriv") is None:
         pytest.skip("setpriv not installed")
     tmp_path.chmod(0o755)
-    cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "amber",
-           "--root", str(tmp_path / "nobody-root"), "--runroot", str(tmp_path / "nobody-run"),
-           "run", "localhost/demo:latest", "true"]
+    cmd = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        sys.executable,
+        "-m",
+        "amber",
+        "--root",
+        str(tmp_path / "nobody-root"),
+        "--runroot",
+        str(tmp_path / "nobody-run"),
+        "run",
+        "localhost/demo:latest",
+        "true",
+    ]
     env = {"PYTHONPATH": str(Path(__file__).parents[2] / "src")}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert proc.returncode == ExitCode.PRECONDITION, proc.stderr

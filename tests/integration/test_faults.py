@@ -27,8 +27,7 @@ def amber_process(amber: Amber, *argv: str, kill_at: str | None = None) -> subpr
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def test_killed_mid_export_container_runs_again(amber: Amber, demo_image: str, runtime: str,
-                                                tmp_path: Path) -> None:
+def test_killed_mid_export_container_runs_again(amber: Amber, demo_image: str, runtime: str, tmp_path: Path) -> None:
     start_counter(amber, demo_image, runtime)
     archive = tmp_path / "cnt.tar.zst"
     proc = amber_process(amber, "checkpoint", "-e", str(archive), "cnt", kill_at="after-dump")
@@ -43,8 +42,9 @@ def test_killed_mid_export_container_runs_again(amber: Amber, demo_image: str, r
     assert amber("checkpoint", "-e", str(archive), "cnt") == 0  # and it can be checkpointed again
 
 
-def test_killed_mid_restore_leaves_nothing(amber: Amber, demo_image: str, tmp_path: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_killed_mid_restore_leaves_nothing(
+    amber: Amber, demo_image: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     start_counter(amber, demo_image, "crun")
     archive = tmp_path / "cnt.tar.zst"
     assert amber("checkpoint", "-e", str(archive), "cnt") == 0
@@ -62,8 +62,9 @@ def test_killed_mid_restore_leaves_nothing(amber: Amber, demo_image: str, tmp_pa
     assert amber.fresh_engine().containers.inspect_record("cnt").status == Status.RUNNING
 
 
-def test_full_disk_during_export(amber: Amber, demo_image: str, runtime: str, tmp_path: Path,
-                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_full_disk_during_export(
+    amber: Amber, demo_image: str, runtime: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     small = tmp_path / "small"
     small.mkdir()
     run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(small)])
@@ -106,8 +107,9 @@ def test_restore_racing_rm(amber: Amber, demo_image: str, tmp_path: Path) -> Non
     assert names.get("twin") in (None, Status.RUNNING)
 
 
-def test_restore_failing_inside_criu_leaves_nothing(amber: Amber, demo_image: str, tmp_path: Path,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_restore_failing_inside_criu_leaves_nothing(
+    amber: Amber, demo_image: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from tests.conftest import FIXTURES
 
     if not (FIXTURES / "busybox-rootfs.tar").is_file():

@@ -103,8 +103,12 @@ def _params(field: str) -> list[Any]:
         bug = getattr(case, field) or case.slow
         marks = [pytest.mark.xfail(strict=True, reason=bug)] if bug else []
         if case.slow:
-            marks += [pytest.mark.slow, pytest.mark.skipif(os.environ.get("AMBER_TEST_SLOW") != "1",
-                                                           reason="takes minutes; AMBER_TEST_SLOW=1 runs it")]
+            marks += [
+                pytest.mark.slow,
+                pytest.mark.skipif(
+                    os.environ.get("AMBER_TEST_SLOW") != "1", reason="takes minutes; AMBER_TEST_SLOW=1 runs it"
+                ),
+            ]
         out.append(pytest.param(case.name, marks=marks, id=case.name))
     return out
 
@@ -165,9 +169,13 @@ def test_restore_refuses_hostile_archive(w: World, name: str, capfd: pytest.Capt
 @pytest.mark.parametrize("name", _params("inspect_bug"))
 def test_inspect_and_show_hostile_archive(w: World, name: str, capfd: pytest.CaptureFixture[str]) -> None:
     path = w.corpus[name]
-    for argv in (("archive", "inspect", str(path), "--all"), ("archive", "show", str(path)),
-                 ("archive", "inspect", str(path), "--ps-tree-cmd", "--ps-tree-env"),
-                 ("archive", "memparse", str(path)), ("archive", "check", str(path))):
+    for argv in (
+        ("archive", "inspect", str(path), "--all"),
+        ("archive", "show", str(path)),
+        ("archive", "inspect", str(path), "--ps-tree-cmd", "--ps-tree-env"),
+        ("archive", "memparse", str(path)),
+        ("archive", "check", str(path)),
+    ):
         what = " ".join(argv[:2]) + f" of {name}"
         before = w.outside()
         capfd.readouterr()

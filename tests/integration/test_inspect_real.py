@@ -26,10 +26,12 @@ def serving(amber: Amber, name: str, capfd: pytest.CaptureFixture[str]) -> bool:
     return code == 0 and "<h1>amber</h1>" in capfd.readouterr().out
 
 
-def test_tcp_server_survives_and_is_inspected(amber: Amber, demo_image: str, runtime: str, tmp_path: Path,
-                                              capfd: pytest.CaptureFixture[str]) -> None:
-    amber.engine.containers.run(demo_image, ["sh", "-c", HTTPD], name="web", runtime_name=runtime,
-                                env=["SECRET_TOKEN=amber-marker-42"])
+def test_tcp_server_survives_and_is_inspected(
+    amber: Amber, demo_image: str, runtime: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    amber.engine.containers.run(
+        demo_image, ["sh", "-c", HTTPD], name="web", runtime_name=runtime, env=["SECRET_TOKEN=amber-marker-42"]
+    )
     assert wait_for(lambda: serving(amber, "web", capfd))
     archive = tmp_path / "web.tar.zst"
     assert amber("checkpoint", "-e", str(archive), "web") == 0
@@ -62,8 +64,9 @@ def test_tcp_server_survives_and_is_inspected(amber: Amber, demo_image: str, run
     assert wait_for(lambda: serving(amber, "web", capfd))  # the LISTEN socket came back
 
 
-def test_archive_check_reports_runtime_and_missing_image(amber: Amber, demo_image: str, tmp_path: Path,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_archive_check_reports_runtime_and_missing_image(
+    amber: Amber, demo_image: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     start_counter(amber, demo_image, "crun")
     archive = tmp_path / "cnt.tar.zst"
     assert amber("checkpoint", "-e", str(archive), "cnt") == 0
@@ -80,8 +83,7 @@ def test_archive_check_reports_runtime_and_missing_image(amber: Amber, demo_imag
         other.cleanup()
 
 
-def test_print_stats_and_all(amber: Amber, demo_image: str, tmp_path: Path,
-                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_print_stats_and_all(amber: Amber, demo_image: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     start_counter(amber, demo_image, "crun", name="a1")
     start_counter(amber, demo_image, "runc", name="a2")
     capsys.readouterr()
@@ -89,7 +91,8 @@ def test_print_stats_and_all(amber: Amber, demo_image: str, tmp_path: Path,
     stats = json.loads(capsys.readouterr().out)
     assert stats["podman_checkpoint_duration"] > 0
     assert {s["Id"][:12] for s in stats["container_statistics"]} == {
-        amber.engine.containers.store.get(n).id[:12] for n in ("a1", "a2")}
+        amber.engine.containers.store.get(n).id[:12] for n in ("a1", "a2")
+    }
     assert all(s["criu_statistics"].get("pages_written", 0) > 0 for s in stats["container_statistics"])
     archives = sorted(p.name for p in tmp_path.glob("all-*.tar.zst"))
     assert archives == ["all-a1.tar.zst", "all-a2.tar.zst"]  # one per container, none overwritten

@@ -54,10 +54,12 @@ class FakeContainers:
         self.store = FakeStore(containers or [])
 
 
-def service(tmp_path: Path, images: FakeImages | None = None, containers: FakeContainers | None = None
-            ) -> ArchiveService:
-    return ArchiveService(Layout(tmp_path / "root", tmp_path / "run"), images or FakeImages(),
-                          containers or FakeContainers())
+def service(
+    tmp_path: Path, images: FakeImages | None = None, containers: FakeContainers | None = None
+) -> ArchiveService:
+    return ArchiveService(
+        Layout(tmp_path / "root", tmp_path / "run"), images or FakeImages(), containers or FakeContainers()
+    )
 
 
 def leftovers(tmp_path: Path) -> list[Path]:
@@ -101,8 +103,9 @@ def test_inspect_process_tree(tmp_path: Path, path: Path) -> None:
 
 @BOTH
 def test_inspect_all(tmp_path: Path, path: Path) -> None:
-    ins = service(tmp_path).inspect(path, ps_tree=True, files=True, sockets=True, mounts=True, stats=True,
-                                    metadata=True)
+    ins = service(tmp_path).inspect(
+        path, ps_tree=True, files=True, sockets=True, mounts=True, stats=True, metadata=True
+    )
     assert ins.files is not None and ins.sockets == []
     assert {(f.pid, f.label, f.path) for f in ins.files} >= {(1, "REG 0", "/dev/null"), (1, "cwd", "/")}
     assert ins.mounts is not None and any(m.destination == "/proc" and m.type == "proc" for m in ins.mounts)
@@ -130,8 +133,13 @@ def test_inspect_pid_subtree(tmp_path: Path) -> None:
 @BOTH
 @pytest.mark.skipif(shutil.which("checkpointctl") is None, reason="checkpointctl not installed")
 def test_json_agrees_with_checkpointctl(tmp_path: Path, path: Path) -> None:
-    ours = service(tmp_path).inspect(path, ps_tree_cmd=True, ps_tree_env=True, files=True, sockets=True,
-                                     mounts=True, stats=True, metadata=True).to_dict()
+    ours = (
+        service(tmp_path)
+        .inspect(
+            path, ps_tree_cmd=True, ps_tree_env=True, files=True, sockets=True, mounts=True, stats=True, metadata=True
+        )
+        .to_dict()
+    )
     res = run(["checkpointctl", "inspect", str(path), "--all", "--format", "json"])
     theirs = json.loads(res.stdout)[0]
 
@@ -199,17 +207,28 @@ def test_diff(tmp_path: Path) -> None:
 def test_check_runtime_mismatch(tmp_path: Path) -> None:
     results = {r.name: r for r in service(tmp_path).check(CRUN, runtime="runc", kernel=False)}
     assert results["runtime"].status is CheckStatus.FAIL
-    assert ("archive was created with runtime 'crun' and cannot be restored with runtime 'runc'"
-            in results["runtime"].reason)
-    assert results["image"].failed and "amber image import ROOTFS.tar localhost/busybox:fixture" in results[
-        "image"].hint
+    assert (
+        "archive was created with runtime 'crun' and cannot be restored with runtime 'runc'"
+        in results["runtime"].reason
+    )
+    assert (
+        results["image"].failed and "amber image import ROOTFS.tar localhost/busybox:fixture" in results["image"].hint
+    )
     assert results["name"].status is CheckStatus.OK
 
 
 def test_check_image_present_and_name_taken(tmp_path: Path) -> None:
     image = Image(id="29747ca94ec7" + "0" * 52, names=["localhost/busybox:fixture"], layers=[], created="", size=0)
-    other = Container(id="ab" * 32, name="counter-runc", image_id="", image_name="", runtime="runc",
-                      runtime_path="", command=[], created="")
+    other = Container(
+        id="ab" * 32,
+        name="counter-runc",
+        image_id="",
+        image_name="",
+        runtime="runc",
+        runtime_path="",
+        command=[],
+        created="",
+    )
     svc = service(tmp_path, FakeImages({"localhost/busybox:fixture": image}), FakeContainers([other]))
     results = {r.name: r for r in svc.check(RUNC, kernel=False)}
     assert results["image"].status is CheckStatus.OK
@@ -230,16 +249,27 @@ def test_check_runs_criu(tmp_path: Path) -> None:
 # ===================================== amber's own archives ===================================
 def test_amber_archive_reads_only_the_head(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bundle = tmp_path / "bundle"
-    archive.extract_members(RUNC, bundle, lambda n: n.startswith("checkpoint") or n in ("stats-dump",
-                                                                                       "rootfs-diff.tar"))
+    archive.extract_members(
+        RUNC, bundle, lambda n: n.startswith("checkpoint") or n in ("stats-dump", "rootfs-diff.tar")
+    )
     head = archive.read_head(RUNC)
-    manifest = {"schema_version": 1, "criu_version": "4.2.1",
-                "sizes": {"checkpoint": 173791, "memory_pages": 139264, "rootfs_diff": 2048}}
+    manifest = {
+        "schema_version": 1,
+        "criu_version": "4.2.1",
+        "sizes": {"checkpoint": 173791, "memory_pages": 139264, "rootfs_diff": 2048},
+    }
     out = tmp_path / "amber.tar.zst"
-    archive.write_archive(out, bundle, ["stats-dump", "checkpoint", "rootfs-diff.tar"], archive.Compression.ZSTD,
-                          head={archive.AMBER_MANIFEST: json.dumps(manifest).encode(),
-                                archive.CONFIG_DUMP: json.dumps(head.config).encode(),
-                                archive.SPEC_DUMP: json.dumps(head.spec).encode()})
+    archive.write_archive(
+        out,
+        bundle,
+        ["stats-dump", "checkpoint", "rootfs-diff.tar"],
+        archive.Compression.ZSTD,
+        head={
+            archive.AMBER_MANIFEST: json.dumps(manifest).encode(),
+            archive.CONFIG_DUMP: json.dumps(head.config).encode(),
+            archive.SPEC_DUMP: json.dumps(head.spec).encode(),
+        },
+    )
 
     def no_listing(path: Path) -> list[Any]:
         raise AssertionError("list_members must not be needed for an amber archive")
@@ -262,11 +292,16 @@ def test_truncated_archive_is_an_amber_error(tmp_path: Path, path: Path) -> None
     cut = tmp_path / f"cut-{path.name}"
     cut.write_bytes(data[: len(data) // 2])
     svc = service(tmp_path)
-    calls: list[Callable[[], object]] = [lambda: svc.show([cut]),
-             lambda: svc.inspect(cut, ps_tree_cmd=True, ps_tree_env=True, files=True, sockets=True, stats=True,
-                                 mounts=True, metadata=True),
-             lambda: svc.memparse(cut), lambda: svc.memparse(cut, pid=1, search="counter"),
-             lambda: svc.diff(cut, path), lambda: svc.check(cut, kernel=False)]
+    calls: list[Callable[[], object]] = [
+        lambda: svc.show([cut]),
+        lambda: svc.inspect(
+            cut, ps_tree_cmd=True, ps_tree_env=True, files=True, sockets=True, stats=True, mounts=True, metadata=True
+        ),
+        lambda: svc.memparse(cut),
+        lambda: svc.memparse(cut, pid=1, search="counter"),
+        lambda: svc.diff(cut, path),
+        lambda: svc.check(cut, kernel=False),
+    ]
     for call in calls:
         try:
             call()

@@ -22,15 +22,29 @@ from amber.errors import ArchiveError, NotFoundError, UsageError
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "podman-5.4.2"
 PODMAN = {"counter-crun.tar.zst": ("crun", ca.Compression.ZSTD), "counter-runc.tar": ("runc", ca.Compression.NONE)}
 
-CONFIG = {"id": "0123456789ab" * 5 + "0123", "name": "c1", "rootfsImageName": "localhost/busybox:fixture",
-          "rootfsImageID": "ab" * 32, "runtime": "crun", "createdTime": "2025-01-01T00:00:00Z"}
-SPEC = {"ociVersion": "1.0.0", "annotations": {"io.container.manager": "libpod"}, "mounts": [],
-        "process": {"args": ["sh"]}, "root": {"path": "/x"}}
+CONFIG = {
+    "id": "0123456789ab" * 5 + "0123",
+    "name": "c1",
+    "rootfsImageName": "localhost/busybox:fixture",
+    "rootfsImageID": "ab" * 32,
+    "runtime": "crun",
+    "createdTime": "2025-01-01T00:00:00Z",
+}
+SPEC = {
+    "ociVersion": "1.0.0",
+    "annotations": {"io.container.manager": "libpod"},
+    "mounts": [],
+    "process": {"args": ["sh"]},
+    "root": {"path": "/x"},
+}
 
 
 def head(manifest: dict[str, object] | None = None) -> dict[str, bytes]:
-    return {ca.AMBER_MANIFEST: json.dumps(manifest or {"schema_version": 1}).encode(),
-            ca.CONFIG_DUMP: json.dumps(CONFIG).encode(), ca.SPEC_DUMP: json.dumps(SPEC).encode()}
+    return {
+        ca.AMBER_MANIFEST: json.dumps(manifest or {"schema_version": 1}).encode(),
+        ca.CONFIG_DUMP: json.dumps(CONFIG).encode(),
+        ca.SPEC_DUMP: json.dumps(SPEC).encode(),
+    }
 
 
 @pytest.fixture
@@ -95,15 +109,24 @@ def test_round_trip(comp: str, bundle: Path, tmp_path: Path) -> None:
 
     members = ca.list_members(dest)
     assert [m.name for m in members] == [
-        "amber.manifest", "config.dump", "spec.dump", "ctr.log", "stats-dump", "checkpoint",
-        "checkpoint/core-1.img", "checkpoint/inventory.img", "checkpoint/pages-1.img", "checkpoint/sub",
-        "checkpoint/sub/x"]  # socket skipped, directories first then sorted
+        "amber.manifest",
+        "config.dump",
+        "spec.dump",
+        "ctr.log",
+        "stats-dump",
+        "checkpoint",
+        "checkpoint/core-1.img",
+        "checkpoint/inventory.img",
+        "checkpoint/pages-1.img",
+        "checkpoint/sub",
+        "checkpoint/sub/x",
+    ]  # socket skipped, directories first then sorted
     assert members[5].type is ca.MemberType.DIR
     assert all(m.mode == 0o600 for m in members[:3])
     with ca._open(dest, buffered=True) as (_c, _r, stream):
         data = stream.read()
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:  # tarfile strips the "/": read headers
-        raw_names = [data[ti.offset: ti.offset + 100].rstrip(b"\0").decode() for ti in tar]
+        raw_names = [data[ti.offset : ti.offset + 100].rstrip(b"\0").decode() for ti in tar]
     assert raw_names[5] == "checkpoint/" and raw_names[9] == "checkpoint/sub/"
     assert not any(n.startswith(("./", "/")) for n in raw_names)
 
@@ -152,8 +175,9 @@ def test_compression_parse() -> None:
     for bad in ("x", "bzip2", ""):
         with pytest.raises(UsageError) as exc:
             ca.Compression.parse(bad)
-        assert exc.value.message == (f'selected compression algorithm ("{bad}") not supported. '
-                                     "Please select one from: gzip, none, zstd")
+        assert exc.value.message == (
+            f'selected compression algorithm ("{bad}") not supported. Please select one from: gzip, none, zstd'
+        )
 
 
 def _tar_of(tmp_path: Path, name: str, files: dict[str, bytes]) -> Path:
@@ -193,8 +217,9 @@ def test_damaged_archives(tmp_path: Path, bundle: Path) -> None:
     not_obj = _tar_of(tmp_path, "list.tar", {"config.dump": b"[]", "spec.dump": b"{}"})
     with pytest.raises(ArchiveError, match="a JSON list, not an object"):
         ca.read_head(not_obj)
-    no_inventory = _tar_of(tmp_path, "noinv.tar", {"config.dump": b"{}", "spec.dump": b"{}",
-                                                   "checkpoint/core-1.img": b"c"})
+    no_inventory = _tar_of(
+        tmp_path, "noinv.tar", {"config.dump": b"{}", "spec.dump": b"{}", "checkpoint/core-1.img": b"c"}
+    )
     with pytest.raises(ArchiveError, match="has no checkpoint/inventory.img"):
         ca.extract_archive(no_inventory, tmp_path / "x")
 

@@ -112,37 +112,112 @@ def _write(path: Path, img: dict[str, object]) -> None:
 
 
 FOWN = {"uid": 0, "euid": 0, "signum": 0, "pid_type": 0, "pid": 0}
-OPTS = {"so_sndbuf": 212992, "so_rcvbuf": 131072, "so_snd_tmo_sec": 0, "so_snd_tmo_usec": 0,
-        "so_rcv_tmo_sec": 0, "so_rcv_tmo_usec": 0}
+OPTS = {
+    "so_sndbuf": 212992,
+    "so_rcvbuf": 131072,
+    "so_snd_tmo_sec": 0,
+    "so_snd_tmo_usec": 0,
+    "so_rcv_tmo_sec": 0,
+    "so_rcv_tmo_usec": 0,
+}
 
 
 def test_sockets_decoded(tmp_path: Path) -> None:
-    _write(tmp_path / "pstree.img", {"magic": "PSTREE", "entries": [{"pid": 1, "ppid": 0, "pgid": 1, "sid": 1,
-                                                                      "threads": [1]}]})
-    _write(tmp_path / "ids-1.img", {"magic": "IDS", "entries": [{"vm_id": 1, "files_id": 5, "fs_id": 1,
-                                                                  "sighand_id": 1}]})
-    _write(tmp_path / "fdinfo-5.img", {"magic": "FDINFO", "entries": [
-        {"id": 3, "flags": 0, "type": "INETSK", "fd": 3}, {"id": 4, "flags": 0, "type": "UNIXSK", "fd": 4},
-        {"id": 6, "flags": 0, "type": "INETSK", "fd": 5}]})
-    _write(tmp_path / "files.img", {"magic": "FILES", "entries": [
-        {"type": "INETSK", "id": 3, "isk": {"id": 3, "ino": 100, "family": 2, "type": 1, "proto": 6, "state": 10,
-                                            "src_port": 8080, "dst_port": 0, "flags": 2, "backlog": 128,
-                                            "src_addr": [0x0100007F], "dst_addr": [0], "fown": FOWN, "opts": OPTS}},
-        {"type": "UNIXSK", "id": 4, "usk": {"id": 4, "ino": 200, "type": 2, "state": 7, "flags": 0, "uflags": 0,
-                                            "backlog": 0, "peer": 0, "fown": FOWN, "opts": OPTS,
-                                            "name": b"\0abstract=x"}},
-        {"type": "INETSK", "id": 6, "isk": {"id": 6, "ino": 101, "family": 10, "type": 1, "proto": 6, "state": 1,
-                                            "src_port": 443, "dst_port": 51000, "flags": 2, "backlog": 0,
-                                            "src_addr": [0, 0, 0, 0x01000000], "dst_addr": [0xFE, 0, 0, 0x02000000],
-                                            "fown": FOWN, "opts": OPTS}},
-    ]})  # fmt: skip
+    _write(
+        tmp_path / "pstree.img",
+        {"magic": "PSTREE", "entries": [{"pid": 1, "ppid": 0, "pgid": 1, "sid": 1, "threads": [1]}]},
+    )
+    _write(
+        tmp_path / "ids-1.img", {"magic": "IDS", "entries": [{"vm_id": 1, "files_id": 5, "fs_id": 1, "sighand_id": 1}]}
+    )
+    _write(
+        tmp_path / "fdinfo-5.img",
+        {
+            "magic": "FDINFO",
+            "entries": [
+                {"id": 3, "flags": 0, "type": "INETSK", "fd": 3},
+                {"id": 4, "flags": 0, "type": "UNIXSK", "fd": 4},
+                {"id": 6, "flags": 0, "type": "INETSK", "fd": 5},
+            ],
+        },
+    )
+    _write(
+        tmp_path / "files.img",
+        {
+            "magic": "FILES",
+            "entries": [
+                {
+                    "type": "INETSK",
+                    "id": 3,
+                    "isk": {
+                        "id": 3,
+                        "ino": 100,
+                        "family": 2,
+                        "type": 1,
+                        "proto": 6,
+                        "state": 10,
+                        "src_port": 8080,
+                        "dst_port": 0,
+                        "flags": 2,
+                        "backlog": 128,
+                        "src_addr": [0x0100007F],
+                        "dst_addr": [0],
+                        "fown": FOWN,
+                        "opts": OPTS,
+                    },
+                },
+                {
+                    "type": "UNIXSK",
+                    "id": 4,
+                    "usk": {
+                        "id": 4,
+                        "ino": 200,
+                        "type": 2,
+                        "state": 7,
+                        "flags": 0,
+                        "uflags": 0,
+                        "backlog": 0,
+                        "peer": 0,
+                        "fown": FOWN,
+                        "opts": OPTS,
+                        "name": b"\0abstract=x",
+                    },
+                },
+                {
+                    "type": "INETSK",
+                    "id": 6,
+                    "isk": {
+                        "id": 6,
+                        "ino": 101,
+                        "family": 10,
+                        "type": 1,
+                        "proto": 6,
+                        "state": 1,
+                        "src_port": 443,
+                        "dst_port": 51000,
+                        "flags": 2,
+                        "backlog": 0,
+                        "src_addr": [0, 0, 0, 0x01000000],
+                        "dst_addr": [0xFE, 0, 0, 0x02000000],
+                        "fown": FOWN,
+                        "opts": OPTS,
+                    },
+                },
+            ],
+        },
+    )
     d = ci.ImageDir(tmp_path, "synthetic")
     procs = ci.read_processes(d)
     assert procs[0].comm == "" and procs[0].task_state.startswith("Unknown")  # no core image: tolerated
     procs = [ci.Process(1, 0, 1, 1, (1,), "srv", "Alive")]
     inet, unix, inet6 = ci.read_sockets(d, procs)
-    assert (inet.protocol, inet.state, inet.src, inet.src_port, inet.family) == ("TCP", "LISTEN", "127.0.0.1",
-                                                                                  8080, "IPV4")
+    assert (inet.protocol, inet.state, inet.src, inet.src_port, inet.family) == (
+        "TCP",
+        "LISTEN",
+        "127.0.0.1",
+        8080,
+        "IPV4",
+    )
     assert (inet.send_buf, inet.recv_buf) == (212992, 131072)
     assert (unix.kind, unix.type, unix.src) == ("UNIXSK", "DGRAM", "@abstract=x")
     assert (inet6.src, inet6.dst, inet6.state, inet6.dst_port) == ("::1", "fe00::2", "ESTABLISHED", 51000)
@@ -151,9 +226,17 @@ def test_sockets_decoded(tmp_path: Path) -> None:
 
 
 def test_pagemap_nr_pages_and_compat(tmp_path: Path) -> None:
-    _write(tmp_path / "pagemap-1.img", {"magic": "PAGEMAP", "entries": [
-        {"pages_id": 7}, {"vaddr": 4096, "compat_nr_pages": 1, "nr_pages": 3, "flags": 4},
-        {"vaddr": 65536, "compat_nr_pages": 2, "flags": 1}]})
+    _write(
+        tmp_path / "pagemap-1.img",
+        {
+            "magic": "PAGEMAP",
+            "entries": [
+                {"pages_id": 7},
+                {"vaddr": 4096, "compat_nr_pages": 1, "nr_pages": 3, "flags": 4},
+                {"vaddr": 65536, "compat_nr_pages": 2, "flags": 1},
+            ],
+        },
+    )
     pm = cm.read_pagemap(ci.ImageDir(tmp_path, "x"), 1)
     assert pm is not None and pm.pages_id == 7
     assert [(e.nr_pages, e.in_pages_file) for e in pm.entries] == [(3, True), (2, False)]

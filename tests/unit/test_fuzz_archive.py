@@ -28,15 +28,19 @@ from amber.engine.runtime_rule import select_runtime
 from amber.errors import AmberError, ArchiveError
 
 # Random search on developers' machines; in CI (CI=true) the same examples every run.
-SETTINGS = settings(max_examples=200, deadline=None, database=None, derandomize=os.environ.get("CI") == "true",
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=200,
+    deadline=None,
+    database=None,
+    derandomize=os.environ.get("CI") == "true",
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 CONFIG = {"id": "ab" * 32, "name": "c1", "rootfsImageName": "localhost/demo:latest", "runtime": "crun"}
 SPEC = {"ociVersion": "1.0.2", "mounts": [], "process": {"args": ["sh"]}, "root": {"path": "/x"}}
 
 
 # ====================================== helpers ===============================================
-def _archive(tmp: Path, compression: ca.Compression, config: bytes | None = None,
-             spec: bytes | None = None) -> bytes:
+def _archive(tmp: Path, compression: ca.Compression, config: bytes | None = None, spec: bytes | None = None) -> bytes:
     """A small, valid checkpoint archive (config.dump, spec.dump, checkpoint/inventory.img...)."""
     bundle = tmp / "bundle"
     (bundle / "checkpoint").mkdir(parents=True, exist_ok=True)
@@ -47,9 +51,11 @@ def _archive(tmp: Path, compression: ca.Compression, config: bytes | None = None
     (bundle / "stats-dump").write_bytes(b"stats")
     if not (bundle / "checkpoint" / "link").is_symlink():
         (bundle / "checkpoint" / "link").symlink_to("sub/x")
-    head = {ca.AMBER_MANIFEST: json.dumps({"schema_version": 1}).encode(),
-            ca.CONFIG_DUMP: config if config is not None else json.dumps(CONFIG).encode(),
-            ca.SPEC_DUMP: spec if spec is not None else json.dumps(SPEC).encode()}
+    head = {
+        ca.AMBER_MANIFEST: json.dumps({"schema_version": 1}).encode(),
+        ca.CONFIG_DUMP: config if config is not None else json.dumps(CONFIG).encode(),
+        ca.SPEC_DUMP: spec if spec is not None else json.dumps(SPEC).encode(),
+    }
     dest = tmp / f"valid-{compression}.tar"
     ca.write_archive(dest, bundle, ["stats-dump", "checkpoint"], compression, head=head)
     data = dest.read_bytes()
@@ -123,8 +129,10 @@ def read_all(path: Path, dest: Path) -> None:
 
 # ====================================== (a) random bytes, mutations ==========================
 @SETTINGS
-@given(data=st.binary(max_size=2048), magic=st.sampled_from([b"", b"\x28\xb5\x2f\xfd", b"\x1f\x8b\x08", b"BZh",
-                                                             b"\xfd7zXZ\x00"]))
+@given(
+    data=st.binary(max_size=2048),
+    magic=st.sampled_from([b"", b"\x28\xb5\x2f\xfd", b"\x1f\x8b\x08", b"BZh", b"\xfd7zXZ\x00"]),
+)
 def test_random_bytes(box: Path, data: bytes, magic: bytes) -> None:
     archive, dest = fresh(box)
     archive.write_bytes(magic + data)
@@ -134,8 +142,12 @@ def test_random_bytes(box: Path, data: bytes, magic: bytes) -> None:
 
 
 Mutation = tuple[str, int, int, bytes]
-MUTATION = st.tuples(st.sampled_from(["flip", "truncate", "insert", "zero"]), st.integers(0, 1 << 20),
-                     st.integers(0, 7), st.binary(min_size=1, max_size=64))
+MUTATION = st.tuples(
+    st.sampled_from(["flip", "truncate", "insert", "zero"]),
+    st.integers(0, 1 << 20),
+    st.integers(0, 7),
+    st.binary(min_size=1, max_size=64),
+)
 
 
 def mutate(data: bytes, ops: list[Mutation]) -> bytes:
@@ -151,7 +163,7 @@ def mutate(data: bytes, ops: list[Mutation]) -> bytes:
         elif op == "insert":
             buf[i:i] = extra
         else:
-            buf[i:i + len(extra)] = bytes(len(extra[: len(buf) - i]))
+            buf[i : i + len(extra)] = bytes(len(extra[: len(buf) - i]))
     return bytes(buf)
 
 
@@ -177,13 +189,26 @@ def test_the_valid_archive_reads(box: Path, valid: dict[str, bytes]) -> None:
 
 # ====================================== (b) random JSON metadata ==============================
 JSON: st.SearchStrategy[Any] = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=20),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
     max_leaves=20,
 )
-RUNTIMES = st.sampled_from(["crun", "runc", "io.containerd.runc.v2", "/usr/bin/crun", "", "../crun",
-                            "/nonexistent/crun", "crun/", "/", ".", "\0", "x" * 5000])
+RUNTIMES = st.sampled_from(
+    [
+        "crun",
+        "runc",
+        "io.containerd.runc.v2",
+        "/usr/bin/crun",
+        "",
+        "../crun",
+        "/nonexistent/crun",
+        "crun/",
+        "/",
+        ".",
+        "\0",
+        "x" * 5000,
+    ]
+)
 
 
 def _runtime_is_safe(value: Any) -> bool:
@@ -200,8 +225,11 @@ def _runtime_is_safe(value: Any) -> bool:
 CONFIGS = st.one_of(
     JSON,
     st.dictionaries(st.sampled_from(sorted(CONFIG) + ["createdTime", "amber", "spec"]), JSON | RUNTIMES, max_size=6),
-    st.builds(lambda runtime, extra: {**CONFIG, **extra, "runtime": runtime}, JSON | RUNTIMES,
-              st.dictionaries(st.sampled_from(sorted(CONFIG)), JSON, max_size=3)),
+    st.builds(
+        lambda runtime, extra: {**CONFIG, **extra, "runtime": runtime},
+        JSON | RUNTIMES,
+        st.dictionaries(st.sampled_from(sorted(CONFIG)), JSON, max_size=3),
+    ),
 )
 
 
@@ -246,11 +274,15 @@ def test_deleted_files_refuses_what_climbs(tmp_path: Path) -> None:
 
 
 # ====================================== (c) random member names ===============================
-COMPONENT = st.one_of(st.sampled_from(["..", ".", "", "a", "b", "\0", "x" * 300, "é", " ", "..."]),
-                      st.text(alphabet="ab./\0", max_size=6))
+COMPONENT = st.one_of(
+    st.sampled_from(["..", ".", "", "a", "b", "\0", "x" * 300, "é", " ", "..."]), st.text(alphabet="ab./\0", max_size=6)
+)
 NAME = st.one_of(
-    st.builds(lambda absolute, parts: ("/" if absolute else "") + "/".join(parts), st.booleans(),
-              st.lists(COMPONENT, min_size=1, max_size=20)),
+    st.builds(
+        lambda absolute, parts: ("/" if absolute else "") + "/".join(parts),
+        st.booleans(),
+        st.lists(COMPONENT, min_size=1, max_size=20),
+    ),
     st.text(max_size=60),
     st.builds(lambda n: "a/" * n + "f", st.integers(1, 300)),  # deeper would overflow os.walk/rmtree here
 )
@@ -283,17 +315,21 @@ def _tar(members: list[tarfile.TarInfo]) -> bytes:
 
 
 @SETTINGS
-@given(members=st.lists(st.tuples(NAME, st.sampled_from(["file", "dir", "symlink", "hardlink"]), NAME),
-                        min_size=1, max_size=4),
-       rooted=st.booleans())
+@given(
+    members=st.lists(
+        st.tuples(NAME, st.sampled_from(["file", "dir", "symlink", "hardlink"]), NAME), min_size=1, max_size=4
+    ),
+    rooted=st.booleans(),
+)
 def test_random_member_names(box: Path, members: list[tuple[str, str, str]], rooted: bool) -> None:
     archive, dest = fresh(box)
     archive.write_bytes(_tar([_member(n, k, t) for n, k, t in members]))
     before = tree(box, skip=dest)
     with archive.open("rb") as f:
         try:
-            written = safe_tar.extract(f, dest, archive_name="fuzz", keep_owner=False, allow_special=False,
-                                       rooted_symlinks=rooted)
+            written = safe_tar.extract(
+                f, dest, archive_name="fuzz", keep_owner=False, allow_special=False, rooted_symlinks=rooted
+            )
         except ArchiveError:
             written = []
         except AmberError as exc:  # a name the filesystem refuses (see test_overlong_component_...)
@@ -303,7 +339,7 @@ def test_random_member_names(box: Path, members: list[tuple[str, str, str]], roo
     for i, name in enumerate(written):
         assert not name.startswith("/") and ".." not in name.split("/") and "\0" not in name
         # A later member may replace it, or a directory above it (`a/0` then a file `a`).
-        replaced = any(later == name or name.startswith(later + "/") for later in written[i + 1:])
+        replaced = any(later == name or name.startswith(later + "/") for later in written[i + 1 :])
         assert replaced or os.path.lexists(dest / name)
     if not rooted:
         assert_inside(box, dest, before)
@@ -312,8 +348,9 @@ def test_random_member_names(box: Path, members: list[tuple[str, str, str]], roo
 def test_overlong_component_is_an_archive_error(tmp_path: Path) -> None:
     data = _tar([_member("dir/" + "x" * 300, "file", "")])
     with pytest.raises(ArchiveError, match="x" * 50):
-        safe_tar.extract(io.BytesIO(data), tmp_path / "dest", archive_name="fuzz", keep_owner=False,
-                         allow_special=False)
+        safe_tar.extract(
+            io.BytesIO(data), tmp_path / "dest", archive_name="fuzz", keep_owner=False, allow_special=False
+        )
 
 
 @SETTINGS

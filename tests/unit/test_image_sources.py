@@ -21,9 +21,11 @@ from .test_layers import compress, f, tar_bytes
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-LAYER_TYPES = {"gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
-               "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
-               "none": "application/vnd.oci.image.layer.v1.tar"}
+LAYER_TYPES = {
+    "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
+    "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
+    "none": "application/vnd.oci.image.layer.v1.tar",
+}
 HOST_ARCH = src.ARCH.get(platform.machine(), "amd64")
 
 
@@ -45,31 +47,53 @@ class Oci:
         self.blobs[sha(data)] = data
         return {"mediaType": media_type, "digest": f"sha256:{sha(data)}", "size": len(data), **extra}
 
-    def image(self, layer_tars: Sequence[bytes], *, compression: str = "gzip", arch: str = "amd64",
-              config: Mapping[str, Any] | None = None, diff_ids: Sequence[str] | None = None) -> dict[str, Any]:
+    def image(
+        self,
+        layer_tars: Sequence[bytes],
+        *,
+        compression: str = "gzip",
+        arch: str = "amd64",
+        config: Mapping[str, Any] | None = None,
+        diff_ids: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
         """Store an image's blobs; returns its manifest descriptor."""
         layers = [self.desc(LAYER_TYPES[compression], compress(t, compression)) for t in layer_tars]
-        cfg = {"architecture": arch, "os": "linux", "created": "2024-01-02T03:04:05Z",
-               "config": dict(config or {"Env": ["PATH=/bin", "A=1"], "Cmd": ["sh"], "WorkingDir": "/w"}),
-               "rootfs": {"type": "layers",
-                          "diff_ids": list(diff_ids) if diff_ids is not None
-                          else [f"sha256:{sha(t)}" for t in layer_tars]}}
-        manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                    "config": self.desc(OCI_CONFIG, json.dumps(cfg).encode()), "layers": layers}
-        return self.desc(OCI_MANIFEST, json.dumps(manifest).encode(),
-                         platform={"os": "linux", "architecture": arch})
+        cfg = {
+            "architecture": arch,
+            "os": "linux",
+            "created": "2024-01-02T03:04:05Z",
+            "config": dict(config or {"Env": ["PATH=/bin", "A=1"], "Cmd": ["sh"], "WorkingDir": "/w"}),
+            "rootfs": {
+                "type": "layers",
+                "diff_ids": list(diff_ids) if diff_ids is not None else [f"sha256:{sha(t)}" for t in layer_tars],
+            },
+        }
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": self.desc(OCI_CONFIG, json.dumps(cfg).encode()),
+            "layers": layers,
+        }
+        return self.desc(OCI_MANIFEST, json.dumps(manifest).encode(), platform={"os": "linux", "architecture": arch})
 
     def layout(self, manifests: Sequence[dict[str, Any]]) -> dict[str, bytes]:
-        files = {"oci-layout": b'{"imageLayoutVersion": "1.0.0"}',
-                 "index.json": json.dumps({"schemaVersion": 2, "manifests": list(manifests)}).encode()}
+        files = {
+            "oci-layout": b'{"imageLayoutVersion": "1.0.0"}',
+            "index.json": json.dumps({"schemaVersion": 2, "manifests": list(manifests)}).encode(),
+        }
         files.update({f"blobs/sha256/{h}": data for h, data in self.blobs.items()})
         return files
 
 
 def docker_save(layer_tars: Sequence[bytes], *, link_last: bool = False) -> dict[str, bytes]:
     """A legacy `docker save`: <id>/layer.tar, <config digest>.json, manifest.json."""
-    cfg = json.dumps({"os": "linux", "config": {"Entrypoint": ["/bin/sh", "-c"], "Cmd": ["echo hi"]},
-                      "rootfs": {"type": "layers", "diff_ids": [f"sha256:{sha(t)}" for t in layer_tars]}}).encode()
+    cfg = json.dumps(
+        {
+            "os": "linux",
+            "config": {"Entrypoint": ["/bin/sh", "-c"], "Cmd": ["echo hi"]},
+            "rootfs": {"type": "layers", "diff_ids": [f"sha256:{sha(t)}" for t in layer_tars]},
+        }
+    ).encode()
     files = {f"{sha(cfg)}.json": cfg}
     names = []
     for i, t in enumerate(layer_tars):
@@ -119,6 +143,7 @@ L2 = layer({"etc/motd": b"bye\n"})
 
 # -- rootfs tarballs ----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("compression", ["none", "gzip", "zstd", "xz"])
 def test_rootfs_tarball(tmp_path: Path, compression: str) -> None:
     path = write_tar(tmp_path / "rootfs.tar", {"./etc/motd": b"hi", "./bin/busybox": b"x"}, compression)
@@ -130,6 +155,7 @@ def test_rootfs_tarball(tmp_path: Path, compression: str) -> None:
 
 
 # -- OCI layouts and archives -------------------------------------------------------------------
+
 
 def test_oci_layout_directory(tmp_path: Path) -> None:
     oci = Oci()
@@ -181,6 +207,7 @@ def test_docker_save(tmp_path: Path, compression: str) -> None:
 
 # -- refusals ----------------------------------------------------------------------------------
 
+
 def test_a_tampered_manifest_is_refused(tmp_path: Path) -> None:
     oci = Oci()
     man = oci.image([L1])
@@ -220,11 +247,15 @@ def test_hostile_names_in_a_compressed_archive_are_refused(tmp_path: Path) -> No
     assert not (tmp_path / "evil").exists()
 
 
-@pytest.mark.parametrize(("content", "why"), [
-    (b"just text\n" * 100, "not a (readable) tar archive"),
-    (compress(b"just text\n" * 100, "gzip"), "not a (readable) tar archive"),
-    (b"\0" * 10240, "the tar archive is empty"),
-], ids=["text", "gzipped-text", "empty-tar"])
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"just text\n" * 100, "not a (readable) tar archive"),
+        (compress(b"just text\n" * 100, "gzip"), "not a (readable) tar archive"),
+        (b"\0" * 10240, "the tar archive is empty"),
+    ],
+    ids=["text", "gzipped-text", "empty-tar"],
+)
 def test_not_an_image(tmp_path: Path, content: bytes, why: str) -> None:
     path = tmp_path / "thing"
     path.write_bytes(content)

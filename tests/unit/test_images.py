@@ -40,22 +40,28 @@ def stored_layers(layout: Layout) -> list[str]:
 
 # -- names ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("name", "expected"), [
-    ("busybox", "localhost/busybox:latest"),
-    ("busybox:1.36", "localhost/busybox:1.36"),
-    ("localhost/busybox:fixture", "localhost/busybox:fixture"),
-    ("docker.io/library/x:1", "docker.io/library/x:1"),
-    ("library/x", "localhost/library/x:latest"),
-    ("registry:5000/team/app", "registry:5000/team/app:latest"),
-    (f"quay.io/a/b@sha256:{'a' * 64}", f"quay.io/a/b@sha256:{'a' * 64}"),
-    (f"quay.io/a/b:v1@sha256:{'a' * 64}", f"quay.io/a/b:v1@sha256:{'a' * 64}"),
-])
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("busybox", "localhost/busybox:latest"),
+        ("busybox:1.36", "localhost/busybox:1.36"),
+        ("localhost/busybox:fixture", "localhost/busybox:fixture"),
+        ("docker.io/library/x:1", "docker.io/library/x:1"),
+        ("library/x", "localhost/library/x:latest"),
+        ("registry:5000/team/app", "registry:5000/team/app:latest"),
+        (f"quay.io/a/b@sha256:{'a' * 64}", f"quay.io/a/b@sha256:{'a' * 64}"),
+        (f"quay.io/a/b:v1@sha256:{'a' * 64}", f"quay.io/a/b:v1@sha256:{'a' * 64}"),
+    ],
+)
 def test_normalize(name: str, expected: str) -> None:
     assert normalize_name(name) == expected
 
 
-@pytest.mark.parametrize("name", ["", "Busybox", "bad name", "a:b:c", "x@sha256:zz", "a//b", "-x", "x:", "a" * 64,
-                                  "host/-bad", "x:" + "t" * 200])
+@pytest.mark.parametrize(
+    "name",
+    ["", "Busybox", "bad name", "a:b:c", "x@sha256:zz", "a//b", "-x", "x:", "a" * 64, "host/-bad", "x:" + "t" * 200],
+)
 def test_invalid_names(name: str) -> None:
     with pytest.raises(UsageError) as info:
         normalize_name(name)
@@ -63,6 +69,7 @@ def test_invalid_names(name: str) -> None:
 
 
 # -- import --------------------------------------------------------------------------------------
+
 
 @pytest.mark.root
 def test_import_rootfs_then_look_it_up(tmp_path: Path, images: ImageService, layout: Layout) -> None:
@@ -84,8 +91,9 @@ def test_import_rootfs_then_look_it_up(tmp_path: Path, images: ImageService, lay
 @pytest.mark.root
 def test_same_content_twice_is_stored_once(tmp_path: Path, images: ImageService, layout: Layout) -> None:
     first = images.import_image(rootfs(tmp_path, "a.tar"), "one")
-    second = images.import_image(write_tar(tmp_path / "b.tar.gz", {"etc/motd": b"hello\n", "bin/sh": b"#!"},
-                                           "gzip"), "two")
+    second = images.import_image(
+        write_tar(tmp_path / "b.tar.gz", {"etc/motd": b"hello\n", "bin/sh": b"#!"}, "gzip"), "two"
+    )
     again = images.import_image(rootfs(tmp_path, "c.tar"), "one")
     assert first.id == second.id == again.id
     assert again.names == ["localhost/one:latest", "localhost/two:latest"]
@@ -159,6 +167,7 @@ def test_fixture_busybox_rootfs(images: ImageService) -> None:
 
 # -- lookup and removal -----------------------------------------------------------------------
 
+
 def test_get_unknown(images: ImageService) -> None:
     with pytest.raises(NotFoundError) as info:
         images.get("nothing")
@@ -191,6 +200,7 @@ def test_missing_layer_is_reported(tmp_path: Path, images: ImageService, layout:
 
 
 # -- the commands ------------------------------------------------------------------------------
+
 
 @pytest.mark.root
 def test_cli_import_ls_rm(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

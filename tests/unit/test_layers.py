@@ -81,17 +81,20 @@ def work_is_empty(tmp_path: Path) -> bool:
 
 # -- content and metadata ----------------------------------------------------------------------
 
+
 @pytest.mark.root
 def test_files_dirs_links_and_metadata(tmp_path: Path) -> None:
-    data = tar_bytes([
-        d("./"),
-        d("etc", mode=0o555, mtime=MTIME - 100),
-        f("etc/motd", b"hello\n", uid=1234, gid=4321, mode=0o640),
-        f("bin/tool", b"#!/bin/sh\n", mode=0o4755),  # parent created implicitly
-        sym("bin/sh", "/bin/tool"),
-        hard("bin/tool2", "bin/tool"),
-        f("etc/cap", b"x", pax_headers={"SCHILY.xattr.user.note": "hi"}),
-    ])
+    data = tar_bytes(
+        [
+            d("./"),
+            d("etc", mode=0o555, mtime=MTIME - 100),
+            f("etc/motd", b"hello\n", uid=1234, gid=4321, mode=0o640),
+            f("bin/tool", b"#!/bin/sh\n", mode=0o4755),  # parent created implicitly
+            sym("bin/sh", "/bin/tool"),
+            hard("bin/tool2", "bin/tool"),
+            f("etc/cap", b"x", pax_headers={"SCHILY.xattr.user.note": "hi"}),
+        ]
+    )
     layer = extract(tmp_path, data)
     root = layer.path
     assert (root / "etc/motd").read_bytes() == b"hello\n"
@@ -125,10 +128,16 @@ def test_compressed_layers_have_the_digest_of_the_plain_tar(tmp_path: Path, kind
 
 @pytest.mark.root
 def test_whiteouts_and_opaque_dirs(tmp_path: Path) -> None:
-    data = tar_bytes([
-        d("etc"), f("etc/.wh.deleteme", b""), d("var/cache"), f("var/cache/.wh..wh..opq", b""),
-        f("var/cache/new", b"n"), f(".wh..wh.plnk", b""),
-    ])
+    data = tar_bytes(
+        [
+            d("etc"),
+            f("etc/.wh.deleteme", b""),
+            d("var/cache"),
+            f("var/cache/.wh..wh..opq", b""),
+            f("var/cache/new", b"n"),
+            f(".wh..wh.plnk", b""),
+        ]
+    )
     root = extract(tmp_path, data).path
     st = os.lstat(root / "etc/deleteme")
     assert stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(0, 0)
@@ -141,11 +150,13 @@ def test_whiteouts_and_opaque_dirs(tmp_path: Path) -> None:
 
 @pytest.mark.root
 def test_devices_and_fifos_as_root(tmp_path: Path) -> None:
-    data = tar_bytes([
-        special("dev/null", tarfile.CHRTYPE, devmajor=1, devminor=3, mode=0o666),
-        special("dev/loop9", tarfile.BLKTYPE, devmajor=7, devminor=9, mode=0o660),
-        special("run/fifo", tarfile.FIFOTYPE, mode=0o600),
-    ])
+    data = tar_bytes(
+        [
+            special("dev/null", tarfile.CHRTYPE, devmajor=1, devminor=3, mode=0o666),
+            special("dev/loop9", tarfile.BLKTYPE, devmajor=7, devminor=9, mode=0o660),
+            special("run/fifo", tarfile.FIFOTYPE, mode=0o600),
+        ]
+    )
     root = extract(tmp_path, data).path
     st = os.lstat(root / "dev/null")
     assert stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3) and stat.S_IMODE(st.st_mode) == 0o666
@@ -187,10 +198,19 @@ def test_discard_stale_removes_temp_dirs_only(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["abc"]
 
 
-@pytest.mark.parametrize(("name", "ok"), [
-    ("./a//b/", ("a", "b")), ("a/./b", ("a", "b")), (".", ()),
-    ("/etc/passwd", None), ("a/../../b", None), ("..", None), ("a\x00b", None), ("a" * 4097, None),
-])
+@pytest.mark.parametrize(
+    ("name", "ok"),
+    [
+        ("./a//b/", ("a", "b")),
+        ("a/./b", ("a", "b")),
+        (".", ()),
+        ("/etc/passwd", None),
+        ("a/../../b", None),
+        ("..", None),
+        ("a\x00b", None),
+        ("a" * 4097, None),
+    ],
+)
 def test_split_name(name: str, ok: tuple[str, ...] | None) -> None:
     if ok is None:
         with pytest.raises(ValueError):
@@ -200,6 +220,7 @@ def test_split_name(name: str, ok: tuple[str, ...] | None) -> None:
 
 
 # -- hostile members ------------------------------------------------------------------------------
+
 
 def _hostile(outside: Path) -> dict[str, list[Entry]]:
     return {
@@ -242,8 +263,11 @@ NOISE = b"".join(hashlib.sha256(bytes([i])).digest() for i in range(256))
 TRUNCATED_GZIP = gzip.compress(tar_bytes([f("a", NOISE)]))[:4000]
 
 
-@pytest.mark.parametrize("data", [b"not a tar at all" * 100, TRUNCATED_GZIP, b"\x28\xb5\x2f\xfd" + b"garbage" * 20],
-                         ids=["not-tar", "truncated-gzip", "bad-zstd"])
+@pytest.mark.parametrize(
+    "data",
+    [b"not a tar at all" * 100, TRUNCATED_GZIP, b"\x28\xb5\x2f\xfd" + b"garbage" * 20],
+    ids=["not-tar", "truncated-gzip", "bad-zstd"],
+)
 def test_corrupt_input_is_an_archive_error(tmp_path: Path, data: bytes) -> None:
     with pytest.raises(ArchiveError) as info:
         extract(tmp_path, data)

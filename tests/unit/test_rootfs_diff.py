@@ -139,8 +139,9 @@ def test_apply_deleted_files_stays_inside(tmp_path: Path) -> None:
     (root / "d" / "e").mkdir(parents=True)
     (root / "d" / "e" / "f").write_text("f")
 
-    rd.apply_deleted_files(["/abs/precious", "/rel/precious", "/final-link", "/missing", "/missing/x",
-                            "d", "/to-tmp/precious"], root)
+    rd.apply_deleted_files(
+        ["/abs/precious", "/rel/precious", "/final-link", "/missing", "/missing/x", "d", "/to-tmp/precious"], root
+    )
     assert (outside / "precious").read_text() == "x"
     assert not (root / "final-link").is_symlink()  # the link itself was removed, not its target
     assert not (root / "d").exists()

@@ -11,8 +11,9 @@ from amber.adapters import runtime
 from amber.engine import runtime_rule
 from amber.errors import ArchiveError, PreconditionError, RuntimeMismatchError
 
-needs_both = pytest.mark.skipif(not (shutil.which("runc") and shutil.which("crun")),
-                                reason="needs runc and crun installed (make setup)")
+needs_both = pytest.mark.skipif(
+    not (shutil.which("runc") and shutil.which("crun")), reason="needs runc and crun installed (make setup)"
+)
 
 
 @needs_both
@@ -36,8 +37,9 @@ def test_archive_runtime_used_when_none_requested() -> None:
 def test_incompatible_runtime_refused_with_podman_text() -> None:
     with pytest.raises(RuntimeMismatchError) as exc:
         runtime_rule.select_runtime("crun", "runc", "web.tar.zst")
-    assert str(exc.value) == ("checkpoint archive web.tar.zst was created with runtime 'crun' "
-                              "and cannot be restored with runtime 'runc'")
+    assert str(exc.value) == (
+        "checkpoint archive web.tar.zst was created with runtime 'crun' and cannot be restored with runtime 'runc'"
+    )
     assert exc.value.hint == "leave out --runtime, or give crun"
 
 

@@ -123,7 +123,8 @@ def test_hostile_archive_refused(box: tuple[Path, Callable[..., list[str]]], cas
 
 
 def test_symlink_rooted_mode_allows_absolute_but_never_writes_through(
-        box: tuple[Path, Callable[..., list[str]]]) -> None:
+    box: tuple[Path, Callable[..., list[str]]],
+) -> None:
     dest, run = box
     run(sym("etc-link", "/etc"), sym("odd", "etc-link/../etc"), rooted_symlinks=True)
     assert os.readlink(dest / "etc-link") == "/etc"
@@ -134,7 +135,8 @@ def test_symlink_rooted_mode_allows_absolute_but_never_writes_through(
 
 
 def test_existing_symlink_in_destination_is_not_followed(
-        box: tuple[Path, Callable[..., list[str]]], tmp_path: Path) -> None:
+    box: tuple[Path, Callable[..., list[str]]], tmp_path: Path
+) -> None:
     dest, run = box
     (dest / "pre").symlink_to(tmp_path / "sentinel")
     with pytest.raises(ArchiveError, match="symlink"):
@@ -169,9 +171,14 @@ def test_truncated_and_garbage(box: tuple[Path, Callable[..., list[str]]], tmp_p
 def test_good_archive_round_trip(box: tuple[Path, Callable[..., list[str]]]) -> None:
     dest, run = box
     names = run(
-        d("./"), d("dir", mode=0o750, mtime=1_000_000), f("dir/file", b"hello", mode=0o640, mtime=2_000_000),
-        sym("dir/rel", "file"), sym("up", "./dir//file"), hard("dir/hard", "dir/file"),
-        sym("deep/x/l", "../../dir/file"), f("implicit/parent/file"),
+        d("./"),
+        d("dir", mode=0o750, mtime=1_000_000),
+        f("dir/file", b"hello", mode=0o640, mtime=2_000_000),
+        sym("dir/rel", "file"),
+        sym("up", "./dir//file"),
+        hard("dir/hard", "dir/file"),
+        sym("deep/x/l", "../../dir/file"),
+        f("implicit/parent/file"),
     )
     assert names == ["dir", "dir/file", "dir/rel", "up", "dir/hard", "deep/x/l", "implicit/parent/file"]
     assert (dest / "dir/file").read_bytes() == b"hello"
@@ -198,8 +205,13 @@ def test_owner_mode_xattrs_and_specials(box: tuple[Path, Callable[..., list[str]
     dest, run = box
     xattrs = {"SCHILY.xattr.user.test": "v\udcff", "SCHILY.xattr.trusted.overlay.opaque": "y"}
     suid = _ti("suid", size=1, mode=0o4755, uid=1234, gid=5678, pax_headers=xattrs)
-    run((suid, b"x"), dev("null"), (_ti("fifo", tarfile.FIFOTYPE, mode=0o640), None),
-        keep_owner=True, allow_special=True)
+    run(
+        (suid, b"x"),
+        dev("null"),
+        (_ti("fifo", tarfile.FIFOTYPE, mode=0o640), None),
+        keep_owner=True,
+        allow_special=True,
+    )
     st = (dest / "suid").stat()
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (1234, 5678, 0o4755)
     assert os.getxattr(dest / "suid", "user.test") == b"v\xff"
@@ -236,4 +248,4 @@ def test_writer_reads_back(tmp_path: Path) -> None:
         data = tar.extractfile("d/b")
         assert data is not None and data.read() == b"B" * 3000
     raw = out.getvalue()
-    assert raw[512 * 2: 512 * 2 + 2] == b"d/"  # directory entries carry a trailing slash
+    assert raw[512 * 2 : 512 * 2 + 2] == b"d/"  # directory entries carry a trailing slash

@@ -13,8 +13,16 @@ from amber.errors import UsageError
 
 
 def test_generated_spec_is_podman_readable() -> None:
-    spec = specs.generate(cid="a" * 64, hostname="h", rootfs=Path("/r"), args=["sh"], env=["A=1"],
-                          cwd="/", netns=Path("/run/x"), cgroups_path="/amber/x")
+    spec = specs.generate(
+        cid="a" * 64,
+        hostname="h",
+        rootfs=Path("/r"),
+        args=["sh"],
+        env=["A=1"],
+        cwd="/",
+        netns=Path("/run/x"),
+        cgroups_path="/amber/x",
+    )
     assert spec["annotations"]["io.container.manager"] == "libpod"
     assert {"type": "network", "path": "/run/x"} in spec["linux"]["namespaces"]
     assert spec["root"]["path"] == "/r"
@@ -30,17 +38,28 @@ def test_rewrite_for_restore_rebinds_engine_files(tmp_path: Path) -> None:
         "root": {"path": "/var/lib/containers/storage/overlay/x/merged"},
         "mounts": [
             {"destination": "/proc", "type": "proc", "source": "proc"},
-            {"destination": "/etc/hosts", "type": "bind", "source": "/run/containers/storage/x/userdata/hosts",
-             "options": ["bind"]},
-            {"destination": "/dev/shm", "type": "bind", "source": "/var/lib/containers/storage/x/userdata/shm",
-             "options": ["bind"]},
+            {
+                "destination": "/etc/hosts",
+                "type": "bind",
+                "source": "/run/containers/storage/x/userdata/hosts",
+                "options": ["bind"],
+            },
+            {
+                "destination": "/dev/shm",
+                "type": "bind",
+                "source": "/var/lib/containers/storage/x/userdata/shm",
+                "options": ["bind"],
+            },
         ],
-        "linux": {"namespaces": [{"type": "network", "path": "/run/netns/old"}, {"type": "pid"}],
-                  "cgroupsPath": "machine.slice:libpod:x"},
+        "linux": {
+            "namespaces": [{"type": "network", "path": "/run/netns/old"}, {"type": "pid"}],
+            "cgroupsPath": "machine.slice:libpod:x",
+        },
         "hooks": {"prestart": []},
     }
-    new = specs.rewrite_for_restore(old, rootfs=tmp_path / "m", netns=tmp_path / "ns", cgroups_path="/amber/y",
-                                    bundle=tmp_path, cid="b" * 64)
+    new = specs.rewrite_for_restore(
+        old, rootfs=tmp_path / "m", netns=tmp_path / "ns", cgroups_path="/amber/y", bundle=tmp_path, cid="b" * 64
+    )
     assert new["root"]["path"] == str(tmp_path / "m")
     assert new["linux"]["cgroupsPath"] == "/machine.slice/amber-" + "b" * 64  # same parent, new leaf
     assert {"type": "network", "path": str(tmp_path / "ns")} in new["linux"]["namespaces"]

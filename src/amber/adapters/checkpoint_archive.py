@@ -64,8 +64,7 @@ class Compression(enum.StrEnum):
         if low in ("gzip", "none", "zstd"):
             return cls(low)
         raise UsageError(
-            f'selected compression algorithm ("{value}") not supported. '
-            "Please select one from: gzip, none, zstd",
+            f'selected compression algorithm ("{value}") not supported. Please select one from: gzip, none, zstd',
             hint="zstd is the default and the fastest",
         )
 
@@ -103,7 +102,8 @@ class ArchiveHead:
 def _bad(path: Path, what: str, hint: str | None = None) -> ArchiveError:
     return ArchiveError(
         f"checkpoint archive {path} {what}",
-        hint=hint or "use an archive made by `amber checkpoint --export` or `podman container checkpoint "
+        hint=hint
+        or "use an archive made by `amber checkpoint --export` or `podman container checkpoint "
         "--export`; if it was copied, copy it again",
     )
 
@@ -114,8 +114,9 @@ def detect_compression(path: Path) -> Compression:
         with path.open("rb") as f:
             head = f.read(512)
     except FileNotFoundError as exc:
-        raise NotFoundError(f"checkpoint archive {path} does not exist",
-                            hint="check the path given to --import") from exc
+        raise NotFoundError(
+            f"checkpoint archive {path} does not exist", hint="check the path given to --import"
+        ) from exc
     except IsADirectoryError as exc:
         raise _bad(path, "is a directory, not a file", hint="give the archive file itself") from exc
     except OSError as exc:
@@ -155,8 +156,7 @@ def _open(path: Path, *, buffered: bool) -> Iterator[tuple[Compression, _Counter
         src: Any = io.BufferedReader(raw, safe_tar.CHUNK) if buffered else raw
         stream: Any
         if comp is Compression.ZSTD:
-            stream = zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True,
-                                                                closefd=False)
+            stream = zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True, closefd=False)
         elif comp is Compression.GZIP:
             stream = gzip.GzipFile(fileobj=src, mode="rb")
         elif comp is Compression.BZIP2:
@@ -226,26 +226,40 @@ def read_head(path: Path) -> ArchiveHead:
     for name in (CONFIG_DUMP, SPEC_DUMP):
         if name not in found:
             raise _bad(path, f"lacks {name}: it is not a container checkpoint")
-    return ArchiveHead(path, comp, found[CONFIG_DUMP], found[SPEC_DUMP], found.get(AMBER_MANIFEST),
-                       bytes_read)
+    return ArchiveHead(path, comp, found[CONFIG_DUMP], found[SPEC_DUMP], found.get(AMBER_MANIFEST), bytes_read)
 
 
-def _extract(path: Path, dest: Path, want: Callable[[str], bool] | None, *, keep_owner: bool,
-             max_total_size: int | None, observe: Callable[[MemberInfo], None] | None = None) -> list[str]:
+def _extract(
+    path: Path,
+    dest: Path,
+    want: Callable[[str], bool] | None,
+    *,
+    keep_owner: bool,
+    max_total_size: int | None,
+    observe: Callable[[MemberInfo], None] | None = None,
+) -> list[str]:
     started = [False]
-    with (_open(path, buffered=True) as (comp, raw, stream), _reading(path, started),
-          contextlib.ExitStack() as stack):
+    with _open(path, buffered=True) as (comp, raw, stream), _reading(path, started), contextlib.ExitStack() as stack:
         source: IO[bytes] | tarfile.TarFile = stream
         if comp is Compression.NONE:  # seekable: tarfile reads file data straight, without its stream buffer
             source = stack.enter_context(tarfile.open(fileobj=raw.f, mode="r:"))
         started[0] = True
         seen = None if observe is None else (lambda name, ti: observe(_info(name, ti)))
-        return safe_tar.extract(source, dest, archive_name=str(path), keep_owner=keep_owner,
-                                allow_special=False, want=want, max_total_size=max_total_size, observe=seen)
+        return safe_tar.extract(
+            source,
+            dest,
+            archive_name=str(path),
+            keep_owner=keep_owner,
+            allow_special=False,
+            want=want,
+            max_total_size=max_total_size,
+            observe=seen,
+        )
 
 
-def extract_archive(path: Path, dest: Path, *, skip: Callable[[str], bool] | None = None,
-                    max_total_size: int | None = None) -> list[str]:
+def extract_archive(
+    path: Path, dest: Path, *, skip: Callable[[str], bool] | None = None, max_total_size: int | None = None
+) -> list[str]:
     """Extract a whole checkpoint into a bundle directory (owners kept). Returns the names written.
 
     rootfs-diff.tar stays a file here: it is a nested tar, applied later by rootfs_diff.
@@ -253,13 +267,17 @@ def extract_archive(path: Path, dest: Path, *, skip: Callable[[str], bool] | Non
     want = None if skip is None else (lambda name: not skip(name))
     written = _extract(path, dest, want, keep_owner=True, max_total_size=max_total_size)
     if INVENTORY not in written:
-        raise _bad(path, f"has no {INVENTORY}: not a complete checkpoint",
-                   hint="the archive is damaged or is a pre-checkpoint; make a new checkpoint")
+        raise _bad(
+            path,
+            f"has no {INVENTORY}: not a complete checkpoint",
+            hint="the archive is damaged or is a pre-checkpoint; make a new checkpoint",
+        )
     return written
 
 
-def extract_members(path: Path, dest: Path, want: Callable[[str], bool],
-                    observe: Callable[[MemberInfo], None] | None = None) -> list[str]:
+def extract_members(
+    path: Path, dest: Path, want: Callable[[str], bool], observe: Callable[[MemberInfo], None] | None = None
+) -> list[str]:
     """Extract only the members `want` accepts (names like `checkpoint/pstree.img`), in one pass.
 
     `observe` sees every member's header on the way (what list_members would give, without a
@@ -267,11 +285,18 @@ def extract_members(path: Path, dest: Path, want: Callable[[str], bool],
     return _extract(path, dest, want, keep_owner=False, max_total_size=None, observe=observe)
 
 
-_TYPES = {tarfile.REGTYPE: MemberType.FILE, tarfile.AREGTYPE: MemberType.FILE,
-          tarfile.CONTTYPE: MemberType.FILE, tarfile.GNUTYPE_SPARSE: MemberType.FILE,
-          tarfile.DIRTYPE: MemberType.DIR, tarfile.SYMTYPE: MemberType.SYMLINK,
-          tarfile.LNKTYPE: MemberType.HARDLINK, tarfile.CHRTYPE: MemberType.CHAR,
-          tarfile.BLKTYPE: MemberType.BLOCK, tarfile.FIFOTYPE: MemberType.FIFO}
+_TYPES = {
+    tarfile.REGTYPE: MemberType.FILE,
+    tarfile.AREGTYPE: MemberType.FILE,
+    tarfile.CONTTYPE: MemberType.FILE,
+    tarfile.GNUTYPE_SPARSE: MemberType.FILE,
+    tarfile.DIRTYPE: MemberType.DIR,
+    tarfile.SYMTYPE: MemberType.SYMLINK,
+    tarfile.LNKTYPE: MemberType.HARDLINK,
+    tarfile.CHRTYPE: MemberType.CHAR,
+    tarfile.BLKTYPE: MemberType.BLOCK,
+    tarfile.FIFOTYPE: MemberType.FIFO,
+}
 
 
 def _info(name: str, ti: tarfile.TarInfo) -> MemberInfo:
@@ -290,8 +315,7 @@ def list_members(path: Path) -> list[MemberInfo]:
         started[0] = True
         with tar:
             while (ti := tar.next()) is not None:
-                out.append(MemberInfo(_name(ti), ti.size, _TYPES.get(ti.type, MemberType.OTHER),
-                                      ti.mode, ti.linkname))
+                out.append(MemberInfo(_name(ti), ti.size, _TYPES.get(ti.type, MemberType.OTHER), ti.mode, ti.linkname))
                 tar.members.clear()  # type: ignore[attr-defined]  # else tarfile keeps every header
     return out
 
@@ -319,8 +343,15 @@ def _writeback(fd: int, every: float = 0.2) -> Iterator[None]:
         thread.join()
 
 
-def write_archive(dest: Path, bundle: Path, members: Sequence[str], compression: Compression, *,
-                  head: Mapping[str, bytes], tmp_dir: Path | None = None) -> int:
+def write_archive(
+    dest: Path,
+    bundle: Path,
+    members: Sequence[str],
+    compression: Compression,
+    *,
+    head: Mapping[str, bytes],
+    tmp_dir: Path | None = None,
+) -> int:
     """Write a checkpoint archive atomically: `head` entries first (amber.manifest, config.dump,
     spec.dump, then any others; mode 0600), then each of `members` (paths under `bundle`, in order;
     directories walked depth first in byte order; missing ones skipped, sockets too).

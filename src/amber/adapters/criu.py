@@ -11,8 +11,7 @@ from amber.adapters.run import find_tool, run
 MIN_VERSION = (4, 2)
 
 # CRIU statistics fields podman reports (--print-stats), in podman's order.
-DUMP_FIELDS = ("freezing_time", "frozen_time", "memdump_time", "memwrite_time", "pages_scanned",
-               "pages_written")
+DUMP_FIELDS = ("freezing_time", "frozen_time", "memdump_time", "memwrite_time", "pages_scanned", "pages_written")
 RESTORE_FIELDS = ("forking_time", "restore_time", "pages_restored", "pages_compared", "pages_skipped_cow")
 
 

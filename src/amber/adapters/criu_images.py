@@ -22,15 +22,34 @@ from amber.errors import ArchiveError, PreconditionError
 # CRIU's task states (criu/include/pstree.h, compel task-state.h).
 TASK_STATES = {1: "Alive", 2: "Dead", 3: "Stopped", 4: "Helper", 5: "Thread", 6: "Zombie"}
 # Linux TCP states (include/net/tcp_states.h); CRIU records the kernel's numbers.
-TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2",
-              6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING",
-              12: "NEW_SYN_RECV"}
+TCP_STATES = {
+    1: "ESTABLISHED",
+    2: "SYN_SENT",
+    3: "SYN_RECV",
+    4: "FIN_WAIT1",
+    5: "FIN_WAIT2",
+    6: "TIME_WAIT",
+    7: "CLOSE",
+    8: "CLOSE_WAIT",
+    9: "LAST_ACK",
+    10: "LISTEN",
+    11: "CLOSING",
+    12: "NEW_SYN_RECV",
+}
 FAMILIES = {1: "UNIX", 2: "IPV4", 10: "IPV6", 16: "NETLINK", 17: "PACKET"}
 SOCK_TYPES = {1: "STREAM", 2: "DGRAM", 3: "RAW", 4: "RDM", 5: "SEQPACKET", 10: "PACKET"}
 PROTOCOLS = {0: "", 1: "ICMP", 2: "IGMP", 6: "TCP", 17: "UDP", 58: "ICMPV6", 136: "UDPLITE", 255: "RAW"}
 SOCKET_FD_TYPES = ("UNIXSK", "INETSK", "PACKETSK", "NETLINKSK")
-DUMP_STATS_FIELDS = ("freezing_time", "frozen_time", "memdump_time", "memwrite_time", "pages_scanned",
-                     "pages_skipped_parent", "pages_written", "pages_lazy")
+DUMP_STATS_FIELDS = (
+    "freezing_time",
+    "frozen_time",
+    "memdump_time",
+    "memwrite_time",
+    "pages_scanned",
+    "pages_skipped_parent",
+    "pages_written",
+    "pages_lazy",
+)
 
 
 def byte_size(n: int) -> str:
@@ -47,9 +66,10 @@ def _pycriu() -> Any:
     try:
         import pycriu
     except ImportError as exc:
-        raise PreconditionError("reading CRIU images needs the pycriu module, which is not installed",
-                                hint="install python3-pycriu (make setup), and use a Python that sees "
-                                "the system site packages") from exc
+        raise PreconditionError(
+            "reading CRIU images needs the pycriu module, which is not installed",
+            hint="install python3-pycriu (make setup), and use a Python that sees the system site packages",
+        ) from exc
     return pycriu
 
 
@@ -65,7 +85,7 @@ class ImageDir:
         return ArchiveError(
             f"CRIU image checkpoint/{name} in {self.source} {what}",
             hint="the checkpoint is damaged or was written by an incompatible CRIU; "
-                 "make a new checkpoint, or read it with the CRIU version that wrote it",
+            "make a new checkpoint, or read it with the CRIU version that wrote it",
         )
 
     def has(self, name: str) -> bool:
@@ -118,8 +138,7 @@ def _error(path: Path, error: Any, what: str) -> ArchiveError:
     if error is not None:
         result: ArchiveError = error(path.name, what)
         return result
-    return ArchiveError(f"CRIU image {path} {what}",
-                        hint="the image is damaged or was written by an incompatible CRIU")
+    return ArchiveError(f"CRIU image {path} {what}", hint="the image is damaged or was written by an incompatible CRIU")
 
 
 def _int(d: dict[str, Any], key: str, default: int = 0) -> int:
@@ -166,11 +185,17 @@ def read_processes(d: ImageDir) -> list[Process]:
         core = d.first(f"core-{pid}.img", required=False) or {}
         tc = core.get("tc") or {}
         state = _int(tc, "task_state")
-        out.append(Process(
-            pid=pid, ppid=_int(entry, "ppid"), pgid=_int(entry, "pgid"), sid=_int(entry, "sid"),
-            threads=tuple(int(t) for t in entry.get("threads") or [pid]),
-            comm=str(tc.get("comm", "")), task_state=TASK_STATES.get(state, f"Unknown({state})"),
-        ))  # fmt: skip
+        out.append(
+            Process(
+                pid=pid,
+                ppid=_int(entry, "ppid"),
+                pgid=_int(entry, "pgid"),
+                sid=_int(entry, "sid"),
+                threads=tuple(int(t) for t in entry.get("threads") or [pid]),
+                comm=str(tc.get("comm", "")),
+                task_state=TASK_STATES.get(state, f"Unknown({state})"),
+            )
+        )
     if not out:
         raise d.error("pstree.img", "lists no process")
     return out
@@ -308,20 +333,49 @@ def _socket(pid: int, fd: int, kind: str, entry: dict[str, Any]) -> Socket | Non
     if kind == "INETSK":
         family = _int(sk, "family")
         proto = _int(sk, "proto")
-        return Socket(pid, fd, kind, family=FAMILIES.get(family, str(family)),
-                      protocol=PROTOCOLS.get(proto, str(proto)), type=SOCK_TYPES.get(_int(sk, "type"), ""),
-                      state=TCP_STATES.get(_int(sk, "state"), ""), src=_ip(sk.get("src_addr"), family),
-                      src_port=_int(sk, "src_port"), dst=_ip(sk.get("dst_addr"), family),
-                      dst_port=_int(sk, "dst_port"), ino=_int(sk, "ino"), send_buf=send, recv_buf=recv)
+        return Socket(
+            pid,
+            fd,
+            kind,
+            family=FAMILIES.get(family, str(family)),
+            protocol=PROTOCOLS.get(proto, str(proto)),
+            type=SOCK_TYPES.get(_int(sk, "type"), ""),
+            state=TCP_STATES.get(_int(sk, "state"), ""),
+            src=_ip(sk.get("src_addr"), family),
+            src_port=_int(sk, "src_port"),
+            dst=_ip(sk.get("dst_addr"), family),
+            dst_port=_int(sk, "dst_port"),
+            ino=_int(sk, "ino"),
+            send_buf=send,
+            recv_buf=recv,
+        )
     if kind == "UNIXSK":
-        return Socket(pid, fd, kind, family="UNIX", type=SOCK_TYPES.get(_int(sk, "type"), ""),
-                      state=TCP_STATES.get(_int(sk, "state"), ""), src=_unix_name(sk.get("name")),
-                      ino=_int(sk, "ino"), peer=_int(sk, "peer"), send_buf=send, recv_buf=recv)
+        return Socket(
+            pid,
+            fd,
+            kind,
+            family="UNIX",
+            type=SOCK_TYPES.get(_int(sk, "type"), ""),
+            state=TCP_STATES.get(_int(sk, "state"), ""),
+            src=_unix_name(sk.get("name")),
+            ino=_int(sk, "ino"),
+            peer=_int(sk, "peer"),
+            send_buf=send,
+            recv_buf=recv,
+        )
     proto = _int(sk, "protocol")
-    return Socket(pid, fd, kind, family="PACKET" if kind == "PACKETSK" else "NETLINK",
-                  protocol=PROTOCOLS.get(proto, str(proto)),
-                  type=SOCK_TYPES.get(_int(sk, "type"), ""), state=TCP_STATES.get(_int(sk, "state"), ""),
-                  ino=_int(sk, "ino"), send_buf=send, recv_buf=recv)
+    return Socket(
+        pid,
+        fd,
+        kind,
+        family="PACKET" if kind == "PACKETSK" else "NETLINK",
+        protocol=PROTOCOLS.get(proto, str(proto)),
+        type=SOCK_TYPES.get(_int(sk, "type"), ""),
+        state=TCP_STATES.get(_int(sk, "state"), ""),
+        ino=_int(sk, "ino"),
+        send_buf=send,
+        recv_buf=recv,
+    )
 
 
 def read_sockets(d: ImageDir, processes: Iterable[Process]) -> list[Socket]:
@@ -363,8 +417,12 @@ def read_dump_stats(path: Path, source: str) -> DumpStats | None:
     """The stats-dump file (STATS magic) at the archive root; None if it is not there."""
     if not path.is_file():
         return None
-    entries = load_entries(path, lambda name, what: ArchiveError(
-        f"{name} in {source} {what}", hint="the statistics are damaged; the checkpoint itself may be fine"))
+    entries = load_entries(
+        path,
+        lambda name, what: ArchiveError(
+            f"{name} in {source} {what}", hint="the statistics are damaged; the checkpoint itself may be fine"
+        ),
+    )
     dump = (entries[0].get("dump") if entries else None) or {}
     if not isinstance(dump, dict):
         return DumpStats()
@@ -377,6 +435,19 @@ def read_inventory(d: ImageDir) -> dict[str, Any] | None:
     return d.first("inventory.img", required=False)
 
 
-__all__ = ["DumpStats", "FileDescriptor", "ImageDir", "Process", "Socket", "byte_size", "children",
-           "load_entries", "read_dump_stats", "read_files", "read_inventory", "read_processes",
-           "read_sockets", "root_process"]
+__all__ = [
+    "DumpStats",
+    "FileDescriptor",
+    "ImageDir",
+    "Process",
+    "Socket",
+    "byte_size",
+    "children",
+    "load_entries",
+    "read_dump_stats",
+    "read_files",
+    "read_inventory",
+    "read_processes",
+    "read_sockets",
+    "root_process",
+]

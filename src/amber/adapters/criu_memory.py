@@ -81,8 +81,11 @@ def pages_file(pagemap: Pagemap) -> str:
 def shared_memory_size(d: ImageDir, pid: int) -> int:
     """Bytes of the MAP_SHARED mappings of `pid` (as checkpointctl's memparse reports them)."""
     mm = d.first(f"mm-{pid}.img", required=False) or {}
-    return sum(int(v.get("end", 0)) - int(v.get("start", 0))
-               for v in mm.get("vmas") or [] if int(v.get("flags", 0)) & MAP_SHARED)
+    return sum(
+        int(v.get("end", 0)) - int(v.get("start", 0))
+        for v in mm.get("vmas") or []
+        if int(v.get("flags", 0)) & MAP_SHARED
+    )
 
 
 class PageReader:
@@ -107,8 +110,7 @@ class PageReader:
             raise self.d.error(self.name, f"is missing (the memory of process {self.pagemap.pid})")
         size = self.path.stat().st_size
         if size < self.expected_size:
-            raise self.d.error(self.name, f"is truncated: {size} bytes where its pagemap needs "
-                                          f"{self.expected_size}")
+            raise self.d.error(self.name, f"is truncated: {size} bytes where its pagemap needs {self.expected_size}")
         self._f = self.path.open("rb")
         return self
 
@@ -193,8 +195,7 @@ def read_args(d: ImageDir, process: Process, *, cmdline: bool, env: bool) -> Pro
     return replace(
         process,
         cmdline=None if args is None else args.replace(b"\0", b" ").decode(errors="replace"),
-        environment=None if envs is None else tuple(
-            v.decode(errors="replace") for v in envs.split(b"\0") if v),
+        environment=None if envs is None else tuple(v.decode(errors="replace") for v in envs.split(b"\0") if v),
     )
 
 
@@ -227,7 +228,7 @@ def hexdump(reader: PageReader, *, compact: bool = True, width: int = 16) -> Ite
         prev: bytes | None = None
         collapsed = False
         for i in range(0, len(data), width):
-            row = data[i:i + width]
+            row = data[i : i + width]
             if compact and row == prev:
                 if not collapsed:
                     yield HexRow(vaddr + i, "", "", repeated=True)
@@ -249,8 +250,9 @@ class SearchMatch:
         return asdict(self)
 
 
-def search(reader: PageReader, pattern: re.Pattern[bytes], *, context: int = 0, limit: int = 10000,
-           overlap: int = 64 << 10) -> list[SearchMatch]:
+def search(
+    reader: PageReader, pattern: re.Pattern[bytes], *, context: int = 0, limit: int = 10000, overlap: int = 64 << 10
+) -> list[SearchMatch]:
     """Every match of `pattern` in the dumped memory (matches spanning regions are not found)."""
     found: dict[int, SearchMatch] = {}
     pid = reader.pagemap.pid
@@ -261,12 +263,24 @@ def search(reader: PageReader, pattern: re.Pattern[bytes], *, context: int = 0, 
             addr = vaddr + m.start()
             if addr in found or m.end() == m.start():
                 continue
-            around = data[max(0, m.start() - context):m.end() + context]
+            around = data[max(0, m.start() - context) : m.end() + context]
             found[addr] = SearchMatch(pid, addr, _printable(m.group(0), "?"), _printable(around, "?"))
             if len(found) >= limit:
                 return sorted(found.values(), key=lambda s: s.address)
     return sorted(found.values(), key=lambda s: s.address)
 
 
-__all__ = ["HexRow", "PAGE_SIZE", "PageReader", "Pagemap", "PagemapEntry", "SearchMatch", "hexdump",
-           "pages_file", "read_args", "read_pagemap", "search", "shared_memory_size"]
+__all__ = [
+    "HexRow",
+    "PAGE_SIZE",
+    "PageReader",
+    "Pagemap",
+    "PagemapEntry",
+    "SearchMatch",
+    "hexdump",
+    "pages_file",
+    "read_args",
+    "read_pagemap",
+    "search",
+    "shared_memory_size",
+]

@@ -37,8 +37,10 @@ from amber.models import ImageConfig
 
 log = logging.getLogger("amber.image_sources")
 
-SUPPORTED = ("a rootfs tarball (tar, tar.gz, tar.zst, tar.xz; as for podman import), an OCI image layout "
-             "directory, an oci-archive tarball, or a docker save tarball (registries are not supported yet)")
+SUPPORTED = (
+    "a rootfs tarball (tar, tar.gz, tar.zst, tar.xz; as for podman import), an OCI image layout "
+    "directory, an oci-archive tarball, or a docker save tarball (registries are not supported yet)"
+)
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 MAX_JSON = 16 << 20
 MAX_LINK_HOPS = 8
@@ -50,10 +52,8 @@ DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
 ARCHIVE_TOP = {"oci-layout", "index.json", "manifest.json", "repositories", "blobs"}
 ARCHIVE_TOP_RE = re.compile(r"[0-9a-f]{64}(\.json|\.tar)?")
 
-INDEX_TYPES = {"application/vnd.oci.image.index.v1+json",
-               "application/vnd.docker.distribution.manifest.list.v2+json"}
-MANIFEST_TYPES = {"application/vnd.oci.image.manifest.v1+json",
-                  "application/vnd.docker.distribution.manifest.v2+json"}
+INDEX_TYPES = {"application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"}
+MANIFEST_TYPES = {"application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"}
 LAYER_TYPES = {
     "application/vnd.oci.image.layer.v1.tar",
     "application/vnd.oci.image.layer.v1.tar+gzip",
@@ -101,8 +101,9 @@ def not_an_image(path: Path, why: str) -> ArchiveError:
 
 
 def bad_image(path: Path, why: str) -> ArchiveError:
-    return ArchiveError(f"{path}: {why}",
-                        hint="the image is damaged or was written by an unsupported tool; export it again")
+    return ArchiveError(
+        f"{path}: {why}", hint="the image is damaged or was written by an unsupported tool; export it again"
+    )
 
 
 @contextlib.contextmanager
@@ -121,8 +122,9 @@ def open_source(path: Path, tmp_dir: Path) -> Iterator[ImageSource]:
         raise not_an_image(path, f"cannot read it: {exc.strerror}") from exc
     kind = _classify(path, compression)
     if kind is SourceKind.ROOTFS:
-        yield ImageSource(path, kind, (LayerSource(str(path), lambda: path.open("rb")),),
-                          ImageConfig(env=[DEFAULT_PATH]))
+        yield ImageSource(
+            path, kind, (LayerSource(str(path), lambda: path.open("rb")),), ImageConfig(env=[DEFAULT_PATH])
+        )
     elif compression is layers.Compression.NONE:
         with tarfile.open(path, "r:") as tar:
             yield _read_tree(_TarTree(tar, path), kind)
@@ -146,14 +148,18 @@ def _read_dir(path: Path) -> ImageSource:
 
 # -- recognizing a tarball --------------------------------------------------------------------
 
+
 def _classify(path: Path, compression: layers.Compression) -> SourceKind:
     """Look at the top-level names: an image archive holds only oci-layout, index.json, blobs/, ..."""
     try:
         if compression is layers.Compression.NONE:
             with tarfile.open(path, "r:") as tar:  # seeks over member data
                 return _scan(path, tar)
-        with path.open("rb") as raw, layers.open_tar_stream(raw) as plain, \
-                tarfile.open(fileobj=safe_tar.guarded(plain), mode="r|") as tar:
+        with (
+            path.open("rb") as raw,
+            layers.open_tar_stream(raw) as plain,
+            tarfile.open(fileobj=safe_tar.guarded(plain), mode="r|") as tar,
+        ):
             return _scan(path, tar)
     except (tarfile.TarError, layers.SourceReadError) as exc:
         raise not_an_image(path, f"not a (readable) tar archive: {exc}") from exc
@@ -180,8 +186,9 @@ def _scan(path: Path, tar: tarfile.TarFile) -> SourceKind:
 
 def _decide(path: Path, tops: set[str], foreign: int) -> SourceKind:
     if {"config.dump", "spec.dump"} <= tops:
-        raise ArchiveError(f"{path} is a checkpoint archive, not an image",
-                           hint=f"restore it with: amber restore --import {path}")
+        raise ArchiveError(
+            f"{path} is a checkpoint archive, not an image", hint=f"restore it with: amber restore --import {path}"
+        )
     if not tops:
         raise not_an_image(path, "the tar archive is empty")
     if "manifest.json" in tops and not foreign:
@@ -190,6 +197,7 @@ def _decide(path: Path, tops: set[str], foreign: int) -> SourceKind:
 
 
 # -- trees: an OCI layout or docker save as a directory or an uncompressed tar -----------------
+
 
 class _Tree(Protocol):
     source: Path
@@ -283,20 +291,23 @@ def _unpack(path: Path, work: Path) -> dict[str, str]:
     """
     aliases: dict[str, str] = {}
     try:
-        with path.open("rb") as raw, layers.open_tar_stream(raw) as plain, \
-                tarfile.open(fileobj=safe_tar.guarded(plain), mode="r|") as tar:
+        with (
+            path.open("rb") as raw,
+            layers.open_tar_stream(raw) as plain,
+            tarfile.open(fileobj=safe_tar.guarded(plain), mode="r|") as tar,
+        ):
             for m in tar:
                 _unpack_member(tar, m, work, aliases, path)
     except (tarfile.TarError, layers.SourceReadError) as exc:
         raise bad_image(path, f"the archive is damaged: {exc}") from exc
     except OSError as exc:
-        raise ArchiveError(f"could not unpack {path} into {work}: {exc.strerror}",
-                           hint=f"check free space under {work.parent}") from exc
+        raise ArchiveError(
+            f"could not unpack {path} into {work}: {exc.strerror}", hint=f"check free space under {work.parent}"
+        ) from exc
     return aliases
 
 
-def _unpack_member(tar: tarfile.TarFile, m: tarfile.TarInfo, work: Path, aliases: dict[str, str],
-                   path: Path) -> None:
+def _unpack_member(tar: tarfile.TarFile, m: tarfile.TarInfo, work: Path, aliases: dict[str, str], path: Path) -> None:
     try:
         key = _key(m.name)
         if m.issym() or m.islnk():
@@ -316,6 +327,7 @@ def _unpack_member(tar: tarfile.TarFile, m: tarfile.TarInfo, work: Path, aliases
 
 
 # -- reading blobs and JSON --------------------------------------------------------------------
+
 
 def _read_bytes(tree: _Tree, name: str) -> bytes:
     with tree.open(name) as f:
@@ -359,8 +371,13 @@ def _descriptor(tree: _Tree, d: Any, what: str) -> _Descriptor:
     if not isinstance(size, int) or size < 0:
         raise bad_image(tree.source, f"{what} has no valid size")
     plat, ann = d.get("platform"), d.get("annotations")
-    return _Descriptor(str(d.get("mediaType", "")), match.group(1), size,
-                       plat if isinstance(plat, dict) else {}, ann if isinstance(ann, dict) else {})
+    return _Descriptor(
+        str(d.get("mediaType", "")),
+        match.group(1),
+        size,
+        plat if isinstance(plat, dict) else {},
+        ann if isinstance(ann, dict) else {},
+    )
 
 
 def _read_blob_json(tree: _Tree, desc: _Descriptor, what: str) -> Any:
@@ -371,6 +388,7 @@ def _read_blob_json(tree: _Tree, desc: _Descriptor, what: str) -> Any:
 
 
 # -- OCI layout ---------------------------------------------------------------------------------
+
 
 def _read_tree(tree: _Tree, kind: SourceKind) -> ImageSource:
     if kind is SourceKind.DOCKER_SAVE:
@@ -398,16 +416,20 @@ def _choose_manifest(tree: _Tree, index: Any, what: str, depth: int) -> _Descrip
     if not isinstance(index, dict) or not isinstance(index.get("manifests"), list) or not index["manifests"]:
         raise bad_image(tree.source, f"{what} lists no manifests")
     descs = [_descriptor(tree, d, f"a manifest of {what}") for d in index["manifests"]]
-    images = [d for d in descs if d.platform.get("os") != "unknown"
-              and d.annotations.get("vnd.docker.reference.type") != "attestation-manifest"] or descs
+    images = [
+        d
+        for d in descs
+        if d.platform.get("os") != "unknown"
+        and d.annotations.get("vnd.docker.reference.type") != "attestation-manifest"
+    ] or descs
     arch = ARCH.get(platform.machine(), "amd64")
-    chosen = next((d for d in images if d.platform.get("os") == "linux"
-                   and d.platform.get("architecture") == arch), images[0])
+    chosen = next(
+        (d for d in images if d.platform.get("os") == "linux" and d.platform.get("architecture") == arch), images[0]
+    )
     if chosen.media_type in INDEX_TYPES:
         if depth >= MAX_INDEX_DEPTH:
             raise bad_image(tree.source, "image indexes nest too deeply")
-        return _choose_manifest(tree, _read_blob_json(tree, chosen, "index"), f"index {chosen.digest[:12]}",
-                                depth + 1)
+        return _choose_manifest(tree, _read_blob_json(tree, chosen, "index"), f"index {chosen.digest[:12]}", depth + 1)
     if chosen.media_type and chosen.media_type not in MANIFEST_TYPES:
         raise bad_image(tree.source, f"manifest {chosen.digest[:12]} has unsupported media type {chosen.media_type}")
     if len(images) > 1:
@@ -417,10 +439,19 @@ def _choose_manifest(tree: _Tree, index: Any, what: str, depth: int) -> _Descrip
 
 def _oci_layer(tree: _Tree, d: _Descriptor, diff_id: str | None) -> LayerSource:
     if d.media_type and d.media_type not in LAYER_TYPES:
-        raise bad_image(tree.source, f"layer {d.digest[:12]} has unsupported media type {d.media_type} "
-                                     "(encrypted or foreign layers are not supported)")
-    return LayerSource(label=f"layer blob {d.digest[:12]} in {tree.source}", open=_opener(tree, d.path),
-                       media_type=d.media_type, blob_digest=d.digest, blob_size=d.size, diff_id=diff_id)
+        raise bad_image(
+            tree.source,
+            f"layer {d.digest[:12]} has unsupported media type {d.media_type} "
+            "(encrypted or foreign layers are not supported)",
+        )
+    return LayerSource(
+        label=f"layer blob {d.digest[:12]} in {tree.source}",
+        open=_opener(tree, d.path),
+        media_type=d.media_type,
+        blob_digest=d.digest,
+        blob_size=d.size,
+        diff_id=diff_id,
+    )
 
 
 def _opener(tree: _Tree, name: str) -> Callable[[], IO[bytes]]:
@@ -429,14 +460,18 @@ def _opener(tree: _Tree, name: str) -> Callable[[], IO[bytes]]:
 
 # -- config --------------------------------------------------------------------------------------
 
+
 def _diff_ids(tree: _Tree, config: Any, n_layers: int) -> list[str | None]:
     rootfs = config.get("rootfs") if isinstance(config, dict) else None
     raw = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
     if raw is None:
         return [None] * n_layers
     if not isinstance(raw, list) or len(raw) != n_layers:
-        raise bad_image(tree.source, f"the config lists {len(raw) if isinstance(raw, list) else 'no'} layer "
-                                     f"digests (rootfs.diff_ids) for {n_layers} layers")
+        raise bad_image(
+            tree.source,
+            f"the config lists {len(raw) if isinstance(raw, list) else 'no'} layer "
+            f"digests (rootfs.diff_ids) for {n_layers} layers",
+        )
     out: list[str | None] = []
     for value in raw:
         match = DIGEST.fullmatch(str(value))
@@ -464,13 +499,18 @@ def _image(tree: _Tree, kind: SourceKind, sources: tuple[LayerSource, ...], conf
     if not isinstance(cfg, dict):
         raise bad_image(tree.source, "the image config's config is not an object")
     workdir = cfg.get("WorkingDir") or ""
-    image_config = ImageConfig(env=_strings(tree, cfg, "Env"), entrypoint=_strings(tree, cfg, "Entrypoint"),
-                               cmd=_strings(tree, cfg, "Cmd"), workdir=str(workdir))
+    image_config = ImageConfig(
+        env=_strings(tree, cfg, "Env"),
+        entrypoint=_strings(tree, cfg, "Entrypoint"),
+        cmd=_strings(tree, cfg, "Cmd"),
+        workdir=str(workdir),
+    )
     created = config.get("created")
     return ImageSource(tree.source, kind, sources, image_config, created if isinstance(created, str) else "")
 
 
 # -- docker save -----------------------------------------------------------------------------------
+
 
 def _read_docker(tree: _Tree, kind: SourceKind) -> ImageSource:
     manifest = _read_json(tree, "manifest.json")
@@ -480,8 +520,11 @@ def _read_docker(tree: _Tree, kind: SourceKind) -> ImageSource:
         log.info("%s holds %d images; importing the first", tree.source, len(manifest))
     entry = manifest[0]
     config_name, layer_names = entry.get("Config"), entry.get("Layers")
-    if not isinstance(config_name, str) or not isinstance(layer_names, list) \
-            or not all(isinstance(n, str) for n in layer_names):
+    if (
+        not isinstance(config_name, str)
+        or not isinstance(layer_names, list)
+        or not all(isinstance(n, str) for n in layer_names)
+    ):
         raise bad_image(tree.source, "manifest.json has no Config or no Layers list")
     data = _read_bytes(tree, config_name)
     expected = _digest_in_name(config_name)
@@ -490,8 +533,12 @@ def _read_docker(tree: _Tree, kind: SourceKind) -> ImageSource:
     config = _parse_json(tree, config_name, data)
     diff_ids = _diff_ids(tree, config, len(layer_names))
     sources = tuple(
-        LayerSource(label=f"{name} in {tree.source}", open=_opener(tree, name), blob_digest=_digest_in_name(name),
-                    diff_id=diff_id)
+        LayerSource(
+            label=f"{name} in {tree.source}",
+            open=_opener(tree, name),
+            blob_digest=_digest_in_name(name),
+            diff_id=diff_id,
+        )
         for name, diff_id in zip(layer_names, diff_ids, strict=True)
     )
     return _image(tree, kind, sources, config)

@@ -141,7 +141,8 @@ def _decompressor(stream: io.BufferedReader, kind: Compression) -> Readable:
         return gzip.GzipFile(fileobj=stream, mode="rb")
     if kind is Compression.ZSTD:
         reader: Readable = zstandard.ZstdDecompressor().stream_reader(
-            stream, read_size=CHUNK, read_across_frames=True, closefd=False)
+            stream, read_size=CHUNK, read_across_frames=True, closefd=False
+        )
         return reader
     if kind is Compression.XZ:
         return lzma.LZMAFile(stream, "rb")
@@ -203,10 +204,19 @@ def _extract_into(src: Readable, tmp: Path, label: str) -> ExtractedLayer:
                 _drain(plain)
         _drain(blob)
     except SourceReadError as exc:
-        raise ArchiveError(f"{label} is corrupt or truncated: {exc}",
-                           hint="get the tarball again; if it came from an image, re-export it") from exc
-    return ExtractedLayer(path=tmp, diff_id=plain_raw.sha.hexdigest(), blob_digest=blob_raw.sha.hexdigest(),
-                          blob_size=blob_raw.count, tar_size=plain_raw.count, size=size, compression=kind)
+        raise ArchiveError(
+            f"{label} is corrupt or truncated: {exc}",
+            hint="get the tarball again; if it came from an image, re-export it",
+        ) from exc
+    return ExtractedLayer(
+        path=tmp,
+        diff_id=plain_raw.sha.hexdigest(),
+        blob_digest=blob_raw.sha.hexdigest(),
+        blob_size=blob_raw.count,
+        tar_size=plain_raw.count,
+        size=size,
+        compression=kind,
+    )
 
 
 def _drain(stream: Readable) -> None:
@@ -241,8 +251,10 @@ def commit_layer(extracted: ExtractedLayer, dest: Path) -> bool:
         discard(extracted.path)
         if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
             return False
-        raise AmberError(f"could not store layer {dest.name[:12]} in {dest.parent}: {exc.strerror}",
-                         hint=f"check the filesystem under {dest.parent}") from exc
+        raise AmberError(
+            f"could not store layer {dest.name[:12]} in {dest.parent}: {exc.strerror}",
+            hint=f"check the filesystem under {dest.parent}",
+        ) from exc
     return True
 
 
@@ -264,10 +276,11 @@ def discard_stale(work_dir: Path, prefix: str = TEMP_PREFIX) -> None:
 
 def shown(name: str, limit: int = 160) -> str:
     """A member name for a message: quoted, and shortened when absurdly long."""
-    return repr(name if len(name) <= limit else f"{name[:limit - 40]}...{name[-30:]}")
+    return repr(name if len(name) <= limit else f"{name[: limit - 40]}...{name[-30:]}")
 
 
 # -- names ------------------------------------------------------------------------------------
+
 
 def split_name(name: str, *, what: str = "name") -> tuple[str, ...]:
     """Validated components of a tar member name (`./a//b/` -> ("a", "b")). Raises ValueError."""
@@ -285,6 +298,7 @@ def split_name(name: str, *, what: str = "name") -> tuple[str, ...]:
 
 
 # -- extraction -------------------------------------------------------------------------------
+
 
 @dataclass
 class _Extractor:
@@ -310,8 +324,10 @@ class _Extractor:
 
     def _os_error(self, m: tarfile.TarInfo, exc: OSError) -> AmberError:
         if exc.errno in SPACE_ERRNOS:
-            return AmberError(f"could not extract {shown(m.name)} from {self.label}: {exc.strerror}",
-                              hint="check free space and the filesystem under amber's root")
+            return AmberError(
+                f"could not extract {shown(m.name)} from {self.label}: {exc.strerror}",
+                hint="check free space and the filesystem under amber's root",
+            )
         return self.error(m, f"cannot be extracted: {exc.strerror or exc}")
 
     def _add(self, tar: tarfile.TarFile, m: tarfile.TarInfo, parts: tuple[str, ...]) -> None:
@@ -345,8 +361,9 @@ class _Extractor:
         elif m.ischr() or m.isblk() or m.isfifo():
             self._special(m, pfd, parts)
         else:
-            raise self.error(m, f"has member type {m.type!r} (a socket or other special file), which an "
-                                "image layer cannot hold")
+            raise self.error(
+                m, f"has member type {m.type!r} (a socket or other special file), which an image layer cannot hold"
+            )
         self.entries.add(parts)
 
     def open_dir(self, parts: tuple[str, ...], m: tarfile.TarInfo, *, create: bool) -> int:
@@ -366,8 +383,9 @@ class _Extractor:
                     if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
                         raise
                     where = "/".join(parts[: i + 1])
-                    raise self.error(m, f"would be written below {where!r}, which is a symlink or a file, "
-                                        "not a directory") from None
+                    raise self.error(
+                        m, f"would be written below {where!r}, which is a symlink or a file, not a directory"
+                    ) from None
                 os.close(fd)
                 fd = nfd
             return fd
@@ -408,12 +426,13 @@ class _Extractor:
         if base.startswith(WHITEOUT_PREFIX + WHITEOUT_PREFIX):
             log.debug("%s: skipping aufs metadata %s", self.label, m.name)
             return
-        hidden = base[len(WHITEOUT_PREFIX):]
+        hidden = base[len(WHITEOUT_PREFIX) :]
         if hidden in ("", ".", ".."):
             raise self.error(m, "is a whiteout that names no file")
         if not self.is_root:
-            raise self.error(m, "is a whiteout, which needs root to be created (a 0:0 device)",
-                             hint="run amber as root")
+            raise self.error(
+                m, "is a whiteout, which needs root to be created (a 0:0 device)", hint="run amber as root"
+            )
         target = (*parts[:-1], hidden)
         pfd = self.open_dir(parts[:-1], m, create=True)
         try:
@@ -424,8 +443,7 @@ class _Extractor:
 
     def _file(self, tar: tarfile.TarFile, m: tarfile.TarInfo, pfd: int, parts: tuple[str, ...]) -> None:
         self.clear(pfd, parts, keep_dir=False)
-        fd = os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                     dir_fd=pfd)
+        fd = os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd)
         try:
             data = tar.extractfile(m)
             if data is not None:
@@ -462,8 +480,7 @@ class _Extractor:
 
     def _special(self, m: tarfile.TarInfo, pfd: int, parts: tuple[str, ...]) -> None:
         if not self.is_root:
-            raise self.error(m, "is a device node or FIFO, which only root may create",
-                             hint="run amber as root")
+            raise self.error(m, "is a device node or FIFO, which only root may create", hint="run amber as root")
         kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK if m.isblk() else stat.S_IFIFO
         dev = os.makedev(m.devmajor, m.devminor) if kind != stat.S_IFIFO else 0
         self.clear(pfd, parts, keep_dir=False)
@@ -490,13 +507,14 @@ class _Extractor:
         for key, value in m.pax_headers.items():
             if not key.startswith(PAX_XATTR):
                 continue
-            name = key[len(PAX_XATTR):]
+            name = key[len(PAX_XATTR) :]
             if name.startswith("trusted.overlay.") or not name.startswith(XATTR_PREFIXES):
                 log.warning("%s: member %s: dropping xattr %s", self.label, m.name, name)
                 continue
             try:
-                os.setxattr(target, name, value.encode("utf-8", "surrogateescape"),
-                            follow_symlinks=isinstance(target, int))
+                os.setxattr(
+                    target, name, value.encode("utf-8", "surrogateescape"), follow_symlinks=isinstance(target, int)
+                )
             except OSError as exc:
                 if exc.errno not in (errno.ENOTSUP, errno.EPERM, errno.EINVAL):
                     raise

@@ -30,7 +30,7 @@ def is_shared(path: Path) -> bool:
             point = _unescape(fields[4]) if len(fields) > 4 else ""
             inside = target == point or target.startswith(point.rstrip("/") + "/")
             if inside and len(point) >= len(best):
-                optional = fields[6:fields.index("-")] if "-" in fields else []
+                optional = fields[6 : fields.index("-")] if "-" in fields else []
                 best, shared = point, any(o.startswith("shared:") for o in optional)
     return shared
 
@@ -48,8 +48,10 @@ def mount_overlay(lower: Sequence[Path], upper: Path, work: Path, target: Path) 
         return
     lowerdir = ":".join(str(p) for p in reversed(lower))  # overlayfs lists the top layer first
     options = f"lowerdir={lowerdir},upperdir={upper},workdir={work}"
-    run(["mount", "-t", "overlay", "overlay", "-o", options, str(target)],
-        what=f"could not mount the container root filesystem at {target}")
+    run(
+        ["mount", "-t", "overlay", "overlay", "-o", options, str(target)],
+        what=f"could not mount the container root filesystem at {target}",
+    )
 
 
 def unmount(target: Path) -> None:

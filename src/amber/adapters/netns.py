@@ -23,8 +23,9 @@ def create(path: Path) -> Path:
     path.touch(exist_ok=True)
     unshare = find_tool("unshare", "create network namespaces")
     ip = find_tool("ip", "configure network namespaces")
-    run([unshare, f"--net={path}", ip, "link", "set", "lo", "up"],
-        what=f"could not create the network namespace {path}")
+    run(
+        [unshare, f"--net={path}", ip, "link", "set", "lo", "up"], what=f"could not create the network namespace {path}"
+    )
     return path
 
 
@@ -43,6 +44,8 @@ def _make_private_parent(directory: Path) -> None:
     if not is_shared(directory):
         return
     if not is_mountpoint(directory):
-        run(["mount", "--bind", str(directory), str(directory)],
-            what=f"could not prepare {directory} for network namespaces")
+        run(
+            ["mount", "--bind", str(directory), str(directory)],
+            what=f"could not prepare {directory} for network namespaces",
+        )
     run(["mount", "--make-private", str(directory)], check=False)

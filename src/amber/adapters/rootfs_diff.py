@@ -77,8 +77,8 @@ class _Walk:
                         raise AmberError(
                             f"cannot diff the container filesystem: {self.upper}/{child} uses overlay "
                             f"{name.rsplit('.', 1)[1]}, whose data lives in the image layers",
-                            hint="mount overlay without metacopy/redirect_dir, or checkpoint with "
-                            "--ignore-rootfs")
+                            hint="mount overlay without metacopy/redirect_dir, or checkpoint with --ignore-rootfs",
+                        )
             self.writer.add(entry.path, child, st)
             if stat.S_ISDIR(st.st_mode):
                 opaque = _xattr(entry.path, OPAQUE_XATTR) == b"y"
@@ -117,28 +117,29 @@ def apply_rootfs_diff(tar_path: Path, root: Path) -> None:
     """Extract a rootfs-diff.tar onto a container root: owners kept, devices and FIFOs allowed,
     absolute symlinks taken as container paths, nothing written outside `root`."""
     with open(tar_path, "rb", buffering=safe_tar.CHUNK) as f:
-        safe_tar.extract(f, root, archive_name=str(tar_path), keep_owner=True, allow_special=True,
-                         rooted_symlinks=True)
+        safe_tar.extract(f, root, archive_name=str(tar_path), keep_owner=True, allow_special=True, rooted_symlinks=True)
 
 
 def parse_deleted_files(data: bytes, archive_name: str) -> list[str]:
     """The paths of a deleted.files member: a JSON list of strings."""
     hint = "the archive is damaged or was not made by podman or amber; restore with --ignore-rootfs"
     if len(data) > MAX_DELETED_FILES_SIZE:
-        raise ArchiveError(f"checkpoint archive {archive_name}: deleted.files is {len(data)} bytes, more "
-                           f"than the {MAX_DELETED_FILES_SIZE} allowed", hint=hint)
+        raise ArchiveError(
+            f"checkpoint archive {archive_name}: deleted.files is {len(data)} bytes, more "
+            f"than the {MAX_DELETED_FILES_SIZE} allowed",
+            hint=hint,
+        )
     try:
         value = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArchiveError(f"checkpoint archive {archive_name}: deleted.files is not JSON ({exc})",
-                           hint=hint) from exc
+        raise ArchiveError(f"checkpoint archive {archive_name}: deleted.files is not JSON ({exc})", hint=hint) from exc
     if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
-        raise ArchiveError(f"checkpoint archive {archive_name}: deleted.files is not a list of paths",
-                           hint=hint)
+        raise ArchiveError(f"checkpoint archive {archive_name}: deleted.files is not a list of paths", hint=hint)
     for p in value:
         if not p or "\0" in p or len(p.encode("utf-8", "surrogateescape")) > safe_tar.MAX_NAME:
-            raise ArchiveError(f"checkpoint archive {archive_name}: deleted.files holds an invalid "
-                               f"path {p[:100]!r}", hint=hint)
+            raise ArchiveError(
+                f"checkpoint archive {archive_name}: deleted.files holds an invalid path {p[:100]!r}", hint=hint
+            )
     return value
 
 
@@ -175,8 +176,7 @@ def _resolve_parent(root_fd: int, parts: list[str]) -> tuple[int, str] | None:
                 continue
             if not stat.S_ISDIR(st.st_mode):
                 return None
-            stack.append(os.open(comp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                                 dir_fd=stack[-1]))
+            stack.append(os.open(comp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=stack[-1]))
         last = todo.pop() if todo else ""
         if last in ("", ".."):
             return None  # the root itself, or a parent of it: never removed
@@ -194,12 +194,15 @@ def apply_deleted_files(paths: Sequence[str], root: Path) -> None:
         for path in paths:
             parts = _components(path)
             if ".." in parts or "\0" in path:
-                raise ArchiveError(f"refusing to delete {path!r} in {root}: the path has a '..' component",
-                                   hint="the archive's deleted.files is hostile or damaged; restore with "
-                                   "--ignore-rootfs")
+                raise ArchiveError(
+                    f"refusing to delete {path!r} in {root}: the path has a '..' component",
+                    hint="the archive's deleted.files is hostile or damaged; restore with --ignore-rootfs",
+                )
             if not parts:
-                raise ArchiveError(f"refusing to delete {path!r}: it is the container's root",
-                                   hint="the archive's deleted.files is hostile or damaged")
+                raise ArchiveError(
+                    f"refusing to delete {path!r}: it is the container's root",
+                    hint="the archive's deleted.files is hostile or damaged",
+                )
             try:
                 found = _resolve_parent(root_fd, parts)
                 if found is None:
@@ -210,8 +213,9 @@ def apply_deleted_files(paths: Sequence[str], root: Path) -> None:
                 finally:
                     os.close(fd)
             except OSError as exc:
-                raise AmberError(f"could not delete {path} in {root}: {exc.strerror or exc}",
-                                 hint=f"check {root}") from exc
+                raise AmberError(
+                    f"could not delete {path} in {root}: {exc.strerror or exc}", hint=f"check {root}"
+                ) from exc
     finally:
         os.close(root_fd)
 

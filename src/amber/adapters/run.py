@@ -43,16 +43,19 @@ def _env(extra: Mapping[str, str] | None) -> dict[str, str]:
 
 
 def _not_installed(tool: str) -> PreconditionError:
-    return PreconditionError(f"could not run '{tool}': not installed",
-                             hint="run the host setup: make setup (scripts/setup-host.sh)")
+    return PreconditionError(
+        f"could not run '{tool}': not installed", hint="run the host setup: make setup (scripts/setup-host.sh)"
+    )
 
 
 def find_tool(name: str, reason: str) -> str:
     """Absolute path of `name`, or a PreconditionError saying what it is needed for."""
     found = shutil.which(name, path=_env(None)["PATH"] + ":/usr/sbin:/sbin")
     if found is None:
-        raise PreconditionError(f"could not find '{name}', which is required to {reason}",
-                                hint="run the host setup: make setup (scripts/setup-host.sh)")
+        raise PreconditionError(
+            f"could not find '{name}', which is required to {reason}",
+            hint="run the host setup: make setup (scripts/setup-host.sh)",
+        )
     return found
 
 
@@ -89,15 +92,16 @@ def run(
     except subprocess.TimeoutExpired as exc:
         out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else ""
         err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
-        raise CommandError(args, -1, out, err, what=what or f'"{args[0]}" timed out after {timeout} s',
-                           hint=hint, log_path=log_path) from exc
-    result = Result(args, proc.returncode, proc.stdout.decode(errors="replace"),
-                    proc.stderr.decode(errors="replace"))
+        raise CommandError(
+            args, -1, out, err, what=what or f'"{args[0]}" timed out after {timeout} s', hint=hint, log_path=log_path
+        ) from exc
+    result = Result(args, proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace"))
     if result.returncode != 0:
         log.debug("exit %d: %s", result.returncode, result.stderr.strip()[-2000:])
     if check and result.returncode != 0:
-        raise CommandError(args, result.returncode, result.stdout, result.stderr,
-                           what=what, hint=hint, log_path=log_path)
+        raise CommandError(
+            args, result.returncode, result.stdout, result.stderr, what=what, hint=hint, log_path=log_path
+        )
     return result
 
 

@@ -115,14 +115,20 @@ class Runtime:
         if res.returncode == 0:
             return
         if self.state(cid) is not None:
-            raise CommandError(res.argv, res.returncode, res.stdout, res.stderr,
-                               what=f"{self.info.kind} could not delete container {cid}")
+            raise CommandError(
+                res.argv,
+                res.returncode,
+                res.stdout,
+                res.stderr,
+                what=f"{self.info.kind} could not delete container {cid}",
+            )
         leftover = self.state_root / cid
         if force and leftover.is_dir():
             shutil.rmtree(leftover, ignore_errors=True)  # state of a container that never ran
 
-    def exec(self, cid: str, argv: Sequence[str], *, env: Sequence[str] = (), cwd: str | None = None,
-             tty: bool = False) -> int:
+    def exec(
+        self, cid: str, argv: Sequence[str], *, env: Sequence[str] = (), cwd: str | None = None, tty: bool = False
+    ) -> int:
         args = ["exec", *(["--tty"] if tty else [])]
         for e in env:
             args += ["--env", e]
@@ -145,15 +151,17 @@ class Runtime:
         work_path.mkdir(parents=True, exist_ok=True)  # crun fails if it does not exist
         args = [
             "checkpoint",
-            "--image-path", str(image_path),
-            "--work-path", str(work_path),
+            "--image-path",
+            str(image_path),
+            "--work-path",
+            str(work_path),
             *(["--leave-running"] if leave_running else []),
             *(["--tcp-established"] if tcp_established else []),
             *(["--file-locks"] if file_locks else []),
             *(["--pre-dump"] if pre_dump else []),
             *(["--parent-path", parent_path] if parent_path else []),
             cid,
-        ]  # fmt: skip
+        ]
         return run(self._argv(*args), check=False)
 
 
@@ -163,4 +171,3 @@ def require(info: RuntimeInfo, action: str) -> None:
             f"runtime {info.kind} ({info.path}) cannot {action}: it is built without CRIU support",
             hint="install a runtime with checkpoint support (crun with +CRIU, or runc): make setup",
         )
-

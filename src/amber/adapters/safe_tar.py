@@ -50,7 +50,13 @@ XATTR_PAX_PREFIX = "SCHILY.xattr."
 
 # What a broken or truncated compressed tar stream raises while being read.
 READ_ERRORS: tuple[type[BaseException], ...] = (
-    tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError, zstandard.ZstdError)
+    tarfile.TarError,
+    EOFError,
+    OSError,
+    zlib.error,
+    lzma.LZMAError,
+    zstandard.ZstdError,
+)
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _HINT = "the archive is malformed or hostile; do not use it, or recreate it from its source"
@@ -96,8 +102,9 @@ class _Extraction:
                 nxt = _open_dir(fd, part, create=create)
                 if nxt is None:
                     where = "/".join(parts[: i + 1])
-                    raise self.refuse(member, f"{where!r} is a symlink or not a directory; "
-                                      "extraction never writes through a symlink")
+                    raise self.refuse(
+                        member, f"{where!r} is a symlink or not a directory; extraction never writes through a symlink"
+                    )
                 os.close(fd)
                 fd = nxt
         except BaseException:
@@ -184,7 +191,7 @@ def _set_xattrs(target: int | str, ti: tarfile.TarInfo, member: str) -> None:
     for key, value in ti.pax_headers.items():
         if not key.startswith(XATTR_PAX_PREFIX):
             continue
-        attr = key[len(XATTR_PAX_PREFIX):]
+        attr = key[len(XATTR_PAX_PREFIX) :]
         if attr.startswith(OVERLAY_XATTR_PREFIX):
             continue
         try:
@@ -213,12 +220,14 @@ def _check_size(ex: _Extraction, member: str, size: int) -> None:
         raise ex.refuse(member, f"the archive expands to more than the {ex.max_total_size} bytes allowed")
     if size:
         vfs = os.fstatvfs(ex.root_fd)
-        reserve = ex.reserve if ex.reserve is not None else min(DEFAULT_RESERVE,
-                                                                vfs.f_blocks * vfs.f_frsize // 20)
+        reserve = ex.reserve if ex.reserve is not None else min(DEFAULT_RESERVE, vfs.f_blocks * vfs.f_frsize // 20)
         free = vfs.f_bavail * vfs.f_frsize - reserve
         if size > free:
-            raise ex.refuse(member, f"it is {size} bytes and the destination has {max(free, 0)} "
-                            "bytes to spare", hint="free some space on the destination filesystem")
+            raise ex.refuse(
+                member,
+                f"it is {size} bytes and the destination has {max(free, 0)} bytes to spare",
+                hint="free some space on the destination filesystem",
+            )
 
 
 def _copy_in_kernel(ex: _Extraction, tar: tarfile.TarFile, ti: tarfile.TarInfo, out: int, member: str) -> bool:
@@ -248,8 +257,10 @@ def _copy_in_kernel(ex: _Extraction, tar: tarfile.TarFile, ti: tarfile.TarInfo, 
                 return False  # copy through user space
             raise
         if n == 0:
-            raise ArchiveError(f"archive {ex.archive} is truncated in member {member!r}",
-                               hint="copy the archive again; it is incomplete")
+            raise ArchiveError(
+                f"archive {ex.archive} is truncated in member {member!r}",
+                hint="copy the archive again; it is incomplete",
+            )
         offset += n
         left -= n
     return True
@@ -264,9 +275,13 @@ def _copy_from_stream(ex: _Extraction, tar: tarfile.TarFile, ti: tarfile.TarInfo
     stands exactly at the member's data; otherwise the caller falls back to tarfile's reader.
     """
     stream: Any = tar.fileobj
-    if (type(stream).__name__ != "_Stream" or getattr(stream, "comptype", None) != "tar"
-            or getattr(stream, "pos", None) != ti.offset_data or not isinstance(getattr(stream, "buf", None), bytes)
-            or ti.sparse is not None):
+    if (
+        type(stream).__name__ != "_Stream"
+        or getattr(stream, "comptype", None) != "tar"
+        or getattr(stream, "pos", None) != ti.offset_data
+        or not isinstance(getattr(stream, "buf", None), bytes)
+        or ti.sparse is not None
+    ):
         return False
     head: bytes = stream.buf
     take = min(len(head), ti.size)
@@ -280,11 +295,15 @@ def _copy_from_stream(ex: _Extraction, tar: tarfile.TarFile, ti: tarfile.TarInfo
         try:
             n = source.readinto(view[: min(len(buf), left)])
         except READ_ERRORS as exc:
-            raise ArchiveError(f"archive {ex.archive} is truncated or corrupt in member {member!r}: {exc}",
-                               hint="copy the archive again; it is incomplete") from exc
+            raise ArchiveError(
+                f"archive {ex.archive} is truncated or corrupt in member {member!r}: {exc}",
+                hint="copy the archive again; it is incomplete",
+            ) from exc
         if not n:
-            raise ArchiveError(f"archive {ex.archive} is truncated in member {member!r}",
-                               hint="copy the archive again; it is incomplete")
+            raise ArchiveError(
+                f"archive {ex.archive} is truncated in member {member!r}",
+                hint="copy the archive again; it is incomplete",
+            )
         written = 0
         while written < n:
             written += out.write(view[written:n]) or 0
@@ -293,12 +312,10 @@ def _copy_from_stream(ex: _Extraction, tar: tarfile.TarFile, ti: tarfile.TarInfo
     return True
 
 
-def _write_file(ex: _Extraction, tar: tarfile.TarFile, ti: tarfile.TarInfo, fd: int, name: str,
-                member: str) -> None:
+def _write_file(ex: _Extraction, tar: tarfile.TarFile, ti: tarfile.TarInfo, fd: int, name: str, member: str) -> None:
     _check_size(ex, member, ti.size)
     _remove_existing(ex, fd, name, keep_dir=False)
-    out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                  dir_fd=fd)
+    out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=fd)
     with os.fdopen(out, "wb", buffering=0) as f:
         if _copy_in_kernel(ex, tar, ti, f.fileno(), member) or _copy_from_stream(ex, tar, ti, f, member):
             _apply_meta(ex, f.fileno(), ti, member)
@@ -311,8 +328,10 @@ def _write_file(ex: _Extraction, tar: tarfile.TarFile, ti: tarfile.TarInfo, fd: 
             try:
                 n = src.readinto(view)  # type: ignore[attr-defined]
             except READ_ERRORS as exc:
-                raise ArchiveError(f"archive {ex.archive} is truncated or corrupt in member {member!r}: "
-                                   f"{exc}", hint="copy the archive again; it is incomplete") from exc
+                raise ArchiveError(
+                    f"archive {ex.archive} is truncated or corrupt in member {member!r}: {exc}",
+                    hint="copy the archive again; it is incomplete",
+                ) from exc
             if not n:
                 break
             written = 0
@@ -321,8 +340,9 @@ def _write_file(ex: _Extraction, tar: tarfile.TarFile, ti: tarfile.TarInfo, fd: 
         _apply_meta(ex, f.fileno(), ti, member)
 
 
-def _extract_one(ex: _Extraction, tar: tarfile.TarFile, ti: tarfile.TarInfo, parts: tuple[str, ...],
-                 member: str) -> None:
+def _extract_one(
+    ex: _Extraction, tar: tarfile.TarFile, ti: tarfile.TarInfo, parts: tuple[str, ...], member: str
+) -> None:
     fd = ex.parent_fd(member, parts[:-1])
     name = parts[-1]
     if ti.isdir():
@@ -360,8 +380,7 @@ def _extract_one(ex: _Extraction, tar: tarfile.TarFile, ti: tarfile.TarInfo, par
         raise ex.refuse(member, f"its type {ti.type!r} is not supported")
 
 
-def _link(ex: _Extraction, ti: tarfile.TarInfo, parts: tuple[str, ...], fd: int, name: str,
-          member: str) -> None:
+def _link(ex: _Extraction, ti: tarfile.TarInfo, parts: tuple[str, ...], fd: int, name: str, member: str) -> None:
     target = normalize_name(ti.linkname)
     if isinstance(target, str) or not target:
         raise ex.refuse(member, f"it is a hard link to {ti.linkname!r}, outside the destination")
@@ -377,8 +396,7 @@ def _link(ex: _Extraction, ti: tarfile.TarInfo, parts: tuple[str, ...], fd: int,
         try:
             os.link(target[-1], name, src_dir_fd=tfd, dst_dir_fd=fd, follow_symlinks=False)
         except FileNotFoundError as exc:
-            raise ex.refuse(member, f"its hard link target {ti.linkname!r} was not extracted before it"
-                            ) from exc
+            raise ex.refuse(member, f"its hard link target {ti.linkname!r} was not extracted before it") from exc
         except PermissionError as exc:  # link(2) on a directory
             raise ex.refuse(member, f"its hard link target {ti.linkname!r} is a directory") from exc
     finally:
@@ -438,8 +456,10 @@ def _next(tar: tarfile.TarFile, archive: str) -> tarfile.TarInfo | None:
         tar.members.clear()  # type: ignore[attr-defined]  # else tarfile keeps every header it read
         return tar.next()
     except READ_ERRORS as exc:
-        raise ArchiveError(f"archive {archive} is truncated or corrupt: {exc}",
-                           hint="copy the archive again; it is incomplete or damaged") from exc
+        raise ArchiveError(
+            f"archive {archive} is truncated or corrupt: {exc}",
+            hint="copy the archive again; it is incomplete or damaged",
+        ) from exc
 
 
 @contextlib.contextmanager
@@ -455,8 +475,10 @@ def open_stream(source: IO[bytes] | tarfile.TarFile, archive: str) -> Iterator[t
     try:
         tar = tarfile.open(fileobj=source, mode="r|", bufsize=CHUNK)
     except READ_ERRORS as exc:
-        raise ArchiveError(f"archive {archive} is not a tar archive ({exc})",
-                           hint="give a tar archive, optionally gzip or zstd compressed") from exc
+        raise ArchiveError(
+            f"archive {archive} is not a tar archive ({exc})",
+            hint="give a tar archive, optionally gzip or zstd compressed",
+        ) from exc
     with tar:
         yield tar
 
@@ -482,8 +504,9 @@ def extract(
     """
     dest.mkdir(parents=True, exist_ok=True)
     root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    ex = _Extraction(archive_name, root_fd, keep_owner, allow_special, rooted_symlinks,
-                     max_member_size, max_total_size, reserve)
+    ex = _Extraction(
+        archive_name, root_fd, keep_owner, allow_special, rooted_symlinks, max_member_size, max_total_size, reserve
+    )
     try:
         with open_stream(source, archive_name) as tar:
             while (ti := _next(tar, archive_name)) is not None:
@@ -503,9 +526,10 @@ def extract(
                 try:
                     _extract_one(ex, tar, ti, parts, member)
                 except OSError as exc:
-                    raise AmberError(f"could not extract {member!r} from {archive_name} into {dest}: "
-                                     f"{exc.strerror or exc}",
-                                     hint=f"check the free space and permissions of {dest}") from exc
+                    raise AmberError(
+                        f"could not extract {member!r} from {archive_name} into {dest}: {exc.strerror or exc}",
+                        hint=f"check the free space and permissions of {dest}",
+                    ) from exc
                 ex.written.append(member)
             _finish_dirs(ex)
     finally:
@@ -528,8 +552,9 @@ def read_xattrs(path: str | int) -> dict[str, bytes]:
         if name.startswith(OVERLAY_XATTR_PREFIX):
             continue
         with contextlib.suppress(FileNotFoundError, OSError):
-            out[name] = (os.getxattr(path, name, follow_symlinks=False) if isinstance(path, str)
-                         else os.getxattr(path, name))
+            out[name] = (
+                os.getxattr(path, name, follow_symlinks=False) if isinstance(path, str) else os.getxattr(path, name)
+            )
     return out
 
 
@@ -588,8 +613,9 @@ class TarWriter:
             ti.type = tarfile.FIFOTYPE
         if not stat.S_ISDIR(mode) and st.st_nlink > 1:
             self._links.setdefault(key, arcname)
-        ti.pax_headers = {XATTR_PAX_PREFIX + k: v.decode("utf-8", "surrogateescape")
-                          for k, v in read_xattrs(path).items()}
+        ti.pax_headers = {
+            XATTR_PAX_PREFIX + k: v.decode("utf-8", "surrogateescape") for k, v in read_xattrs(path).items()
+        }
         if ti.type != tarfile.REGTYPE:
             self._header(ti)
             return True

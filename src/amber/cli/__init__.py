@@ -29,8 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--root", help="state directory (default /var/lib/amber, or $AMBER_ROOT)")
     parser.add_argument("--runroot", help="run-time state directory (default /run/amber, or $AMBER_RUNROOT)")
     parser.add_argument("--config", help="config file (default /etc/amber/amber.toml, or $AMBER_CONFIG)")
-    parser.add_argument("--runtime", dest="global_runtime", metavar="RUNTIME",
-                        help="OCI runtime: runc, crun or a path to a runtime binary")
+    parser.add_argument(
+        "--runtime",
+        dest="global_runtime",
+        metavar="RUNTIME",
+        help="OCI runtime: runc, crun or a path to a runtime binary",
+    )
     parser.add_argument("--debug", action="store_true", help="log every command run; tracebacks on error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in MODULES:
@@ -53,8 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from amber.engine import Engine
 
-        engine = Engine.from_options(root=args.root, runroot=args.runroot, config_file=args.config,
-                                     runtime=args.global_runtime)
+        engine = Engine.from_options(
+            root=args.root, runroot=args.runroot, config_file=args.config, runtime=args.global_runtime
+        )
         return int(handler(args, engine))
     except AmberError as exc:
         if args.debug:

@@ -50,8 +50,12 @@ def format_time(us: int) -> str:
 
 def _stats(tree: Node, st: DumpStats) -> None:
     node = tree.add("CRIU dump statistics")
-    for label, us in (("Freezing time", st.freezing_time), ("Frozen time", st.frozen_time),
-                      ("Memdump time", st.memdump_time), ("Memwrite time", st.memwrite_time)):
+    for label, us in (
+        ("Freezing time", st.freezing_time),
+        ("Frozen time", st.frozen_time),
+        ("Memdump time", st.memdump_time),
+        ("Memwrite time", st.memwrite_time),
+    ):
         node.add(f"{label}: {format_time(us)}")
     node.add(f"Pages scanned: {st.pages_scanned}")
     node.add(f"Pages written: {st.pages_written}")
@@ -62,8 +66,9 @@ def _socket_line(s: Socket) -> tuple[str, str]:
         return f"UNIX ({s.type})", s.src or "@"
     if s.kind == "INETSK":
         proto = f"{s.protocol} ({s.state})" if s.protocol == "TCP" else s.protocol
-        return proto, (f"{s.src}:{s.src_port} -> {s.dst}:{s.dst_port} "
-                       f"(↑ {human_size(s.send_buf)} ↓ {human_size(s.recv_buf)})")
+        return proto, (
+            f"{s.src}:{s.src_port} -> {s.dst}:{s.dst_port} (↑ {human_size(s.send_buf)} ↓ {human_size(s.recv_buf)})"
+        )
     return s.protocol or s.family, f"↑ {human_size(s.send_buf)} ↓ {human_size(s.recv_buf)}"
 
 
@@ -142,19 +147,44 @@ def cmd_show(args: argparse.Namespace, engine: Engine) -> int:
     summaries = engine.archives.show(args.files)
     if len(summaries) == 1:
         print(f"\nDisplaying container checkpoint data from {summaries[0].path}\n")
-    rows = [[s.container, s.image, s.id[:12], s.runtime, s.created, s.engine, human_size(s.checkpoint_size),
-             human_size(s.rootfs_diff_size), s.compression] for s in summaries]
-    print_table(["CONTAINER", "IMAGE", "ID", "RUNTIME", "CREATED", "ENGINE", "CHKPT SIZE", "ROOT FS DIFF SIZE",
-                 "COMPRESSION"], rows)
+    rows = [
+        [
+            s.container,
+            s.image,
+            s.id[:12],
+            s.runtime,
+            s.created,
+            s.engine,
+            human_size(s.checkpoint_size),
+            human_size(s.rootfs_diff_size),
+            s.compression,
+        ]
+        for s in summaries
+    ]
+    print_table(
+        ["CONTAINER", "IMAGE", "ID", "RUNTIME", "CREATED", "ENGINE", "CHKPT SIZE", "ROOT FS DIFF SIZE", "COMPRESSION"],
+        rows,
+    )
     return ExitCode.OK
 
 
 def cmd_inspect(args: argparse.Namespace, engine: Engine) -> int:
     every = args.all
-    results = [engine.archives.inspect(
-        f, ps_tree=args.ps_tree, ps_tree_cmd=args.ps_tree_cmd or every, ps_tree_env=args.ps_tree_env or every,
-        files=args.files or every, sockets=args.sockets or every, mounts=args.mounts or every,
-        stats=args.stats or every, metadata=args.metadata or every, pid=args.pid) for f in args.files_]
+    results = [
+        engine.archives.inspect(
+            f,
+            ps_tree=args.ps_tree,
+            ps_tree_cmd=args.ps_tree_cmd or every,
+            ps_tree_env=args.ps_tree_env or every,
+            files=args.files or every,
+            sockets=args.sockets or every,
+            mounts=args.mounts or every,
+            stats=args.stats or every,
+            metadata=args.metadata or every,
+            pid=args.pid,
+        )
+        for f in args.files_
+    ]
     if args.format == "json":
         print_json([r.to_dict() for r in results])
         return ExitCode.OK
@@ -172,15 +202,24 @@ def _hex_rows(rows: list[HexRow]) -> None:
 
 
 def cmd_memparse(args: argparse.Namespace, engine: Engine) -> int:
-    result: Any = engine.archives.memparse(args.file, pid=args.pid, search=args.search,
-                                           search_regex=args.search_regex, context=args.context,
-                                           output=args.output)
+    result: Any = engine.archives.memparse(
+        args.file,
+        pid=args.pid,
+        search=args.search,
+        search_regex=args.search_regex,
+        context=args.context,
+        output=args.output,
+    )
     if isinstance(result, MemoryDump):
         if result.output:
-            print(f"wrote {human_size(result.bytes_written)} of memory pages of process {result.pid} "
-                  f"({result.name}) to {result.output}")
-            print_table(["ADDRESS", "SIZE", "OFFSET"], [[f"{r.address:016x}", str(r.size), str(r.offset)]
-                                                       for r in result.regions])
+            print(
+                f"wrote {human_size(result.bytes_written)} of memory pages of process {result.pid} "
+                f"({result.name}) to {result.output}"
+            )
+            print_table(
+                ["ADDRESS", "SIZE", "OFFSET"],
+                [[f"{r.address:016x}", str(r.size), str(r.offset)] for r in result.regions],
+            )
         else:
             print(f"\nDisplaying memory pages content for process ID {result.pid} from checkpoint: {args.file}\n")
             _hex_rows(result.rows)
@@ -188,16 +227,22 @@ def cmd_memparse(args: argparse.Namespace, engine: Engine) -> int:
     if result and isinstance(result[0], SearchMatch) or args.search is not None or args.search_regex is not None:
         matches: list[SearchMatch] = result
         if not matches:
-            print(f'No matches for pattern "{args.search or args.search_regex}"'
-                  + (f" in the memory of PID {args.pid}" if args.pid is not None else ""))
+            print(
+                f'No matches for pattern "{args.search or args.search_regex}"'
+                + (f" in the memory of PID {args.pid}" if args.pid is not None else "")
+            )
             return ExitCode.OK
-        print_table(["PID", "ADDRESS", "MATCH", "INSTANCE"],
-                    [[str(m.pid), f"{m.address:016x}", m.context, str(i)] for i, m in enumerate(matches, 1)])
+        print_table(
+            ["PID", "ADDRESS", "MATCH", "INSTANCE"],
+            [[str(m.pid), f"{m.address:016x}", m.context, str(i)] for i, m in enumerate(matches, 1)],
+        )
         return ExitCode.OK
     table: list[ProcessMemory] = result
     print(f"\nDisplaying processes memory sizes from {args.file}\n")
-    print_table(["PID", "PROCESS NAME", "MEMORY SIZE", "SHARED MEMORY SIZE"],
-                [[str(m.pid), m.name, human_size(m.memory_size), human_size(m.shared_memory_size)] for m in table])
+    print_table(
+        ["PID", "PROCESS NAME", "MEMORY SIZE", "SHARED MEMORY SIZE"],
+        [[str(m.pid), m.name, human_size(m.memory_size), human_size(m.shared_memory_size)] for m in table],
+    )
     return ExitCode.OK
 
 
@@ -230,9 +275,12 @@ def diff_tree(d: ArchiveDiff) -> Node:
         for sk in items:
             meta, text = _socket_line(sk)
             sockets.add(text, meta=f"{sign} {sk.pid} {meta}")
-    tree.add("Summary: " + ("changed" if d.changed else "no changes") +
-             f" ({len(d.processes_added)} added, {len(d.processes_removed)} removed, "
-             f"{len(d.processes_changed)} changes)")
+    tree.add(
+        "Summary: "
+        + ("changed" if d.changed else "no changes")
+        + f" ({len(d.processes_added)} added, {len(d.processes_removed)} removed, "
+        f"{len(d.processes_changed)} changes)"
+    )
     return tree
 
 
@@ -264,10 +312,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     s = asub.add_parser("inspect", help="an archive's details: processes, files, sockets, mounts, stats")
     s.add_argument("files_", nargs="+", metavar="FILE")
-    for flag, text in (("--ps-tree", "the process tree"), ("--ps-tree-cmd", "with full command lines"),
-                       ("--ps-tree-env", "with environments"), ("--files", "open files"),
-                       ("--sockets", "open sockets"), ("--mounts", "mounts"), ("--stats", "CRIU dump statistics"),
-                       ("--metadata", "pod and annotations"), ("--all", "all of the above")):
+    for flag, text in (
+        ("--ps-tree", "the process tree"),
+        ("--ps-tree-cmd", "with full command lines"),
+        ("--ps-tree-env", "with environments"),
+        ("--files", "open files"),
+        ("--sockets", "open sockets"),
+        ("--mounts", "mounts"),
+        ("--stats", "CRIU dump statistics"),
+        ("--metadata", "pod and annotations"),
+        ("--all", "all of the above"),
+    ):
         s.add_argument(flag, action="store_true", help=f"show {text}")
     s.add_argument("--pid", "-p", type=int, help="show the process subtree of this PID")
     s.add_argument("--format", choices=("tree", "json"), default="tree")

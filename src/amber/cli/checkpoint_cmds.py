@@ -39,10 +39,15 @@ def cmd_checkpoint(args: argparse.Namespace, engine: Engine) -> int:
     opts = CheckpointOptions(
         export=Path(args.export) if args.export else None,
         compression=Compression.parse(args.compress or "zstd"),
-        leave_running=args.leave_running, keep=args.keep, tcp_established=args.tcp_established,
-        file_locks=args.file_locks, ignore_rootfs=args.ignore_rootfs,
-        pre_checkpoint=args.pre_checkpoint, with_previous=args.with_previous, stats=args.print_stats,
-    )  # fmt: skip
+        leave_running=args.leave_running,
+        keep=args.keep,
+        tcp_established=args.tcp_established,
+        file_locks=args.file_locks,
+        ignore_rootfs=args.ignore_rootfs,
+        pre_checkpoint=args.pre_checkpoint,
+        with_previous=args.with_previous,
+        stats=args.print_stats,
+    )
     if args.all:
         reports = engine.checkpoints.checkpoint_all(opts)
     else:
@@ -61,10 +66,15 @@ def cmd_restore(args: argparse.Namespace, engine: Engine) -> int:
         raise UsageError("restore needs a container, or --import FILE")
     opts = RestoreOptions(
         import_path=Path(args.import_path) if args.import_path else None,
-        name=args.name, runtime=args.runtime or args.global_runtime, keep=args.keep,
-        tcp_established=args.tcp_established, tcp_close=args.tcp_close,
-        file_locks=args.file_locks, ignore_rootfs=args.ignore_rootfs, stats=args.print_stats,
-    )  # fmt: skip
+        name=args.name,
+        runtime=args.runtime or args.global_runtime,
+        keep=args.keep,
+        tcp_established=args.tcp_established,
+        tcp_close=args.tcp_close,
+        file_locks=args.file_locks,
+        ignore_rootfs=args.ignore_rootfs,
+        stats=args.print_stats,
+    )
     if args.tcp_established and args.name:
         raise UsageError("--tcp-established cannot be used with --name")
     c, report = engine.checkpoints.restore(args.container, opts)
@@ -85,8 +95,12 @@ def _checkpoint_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tcp-established", action="store_true", help="checkpoint established TCP connections")
     p.add_argument("--file-locks", action="store_true", help="checkpoint file locks")
     p.add_argument("--ignore-rootfs", action="store_true", help="leave the filesystem changes out (--export)")
-    p.add_argument("-P", "--pre-checkpoint", action="store_true",
-                   help="dump memory only (needs dirty-memory tracking in the kernel)")
+    p.add_argument(
+        "-P",
+        "--pre-checkpoint",
+        action="store_true",
+        help="dump memory only (needs dirty-memory tracking in the kernel)",
+    )
     p.add_argument("--with-previous", action="store_true", help="use the pre-checkpoint as parent")
     p.add_argument("--print-stats", action="store_true", help="print statistics as JSON (podman's shape)")
     p.set_defaults(handler=cmd_checkpoint)

@@ -70,8 +70,9 @@ def cmd_ps(args: argparse.Namespace, engine: Engine) -> int:
         for c in containers:
             print(c.id[:12])
         return ExitCode.OK
-    rows = [[c.id[:12], c.name, c.image_name, c.runtime, _status(c), c.created[:19].replace("T", " ")]
-            for c in containers]
+    rows = [
+        [c.id[:12], c.name, c.image_name, c.runtime, _status(c), c.created[:19].replace("T", " ")] for c in containers
+    ]
     print_table(["CONTAINER ID", "NAME", "IMAGE", "RUNTIME", "STATUS", "CREATED"], rows)
     return ExitCode.OK
 

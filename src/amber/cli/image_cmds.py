@@ -99,8 +99,12 @@ def _ls_args(p: argparse.ArgumentParser) -> None:
 
 
 def _rm_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-f", "--force", action="store_true",
-                   help="also remove the containers that use the image (stopping them if running)")
+    p.add_argument(
+        "-f",
+        "--force",
+        action="store_true",
+        help="also remove the containers that use the image (stopping them if running)",
+    )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image name, id or id prefix")
     p.set_defaults(handler=cmd_rm)
 
@@ -114,15 +118,19 @@ def _help_of(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace, E
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    image = sub.add_parser("image", help="manage images: import, ls, rm",
-                           description="Manage images: import, ls, rm.")
+    image = sub.add_parser("image", help="manage images: import, ls, rm", description="Manage images: import, ls, rm.")
     image.set_defaults(handler=_help_of(image))
     isub = image.add_subparsers(dest="image_command", metavar="COMMAND")
 
-    p = isub.add_parser("import", help="import a rootfs tarball, OCI layout, oci-archive or docker save",
-                        description=IMPORT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("source", metavar="SOURCE",
-                   help="rootfs tarball, OCI layout directory, oci-archive or docker save tarball")
+    p = isub.add_parser(
+        "import",
+        help="import a rootfs tarball, OCI layout, oci-archive or docker save",
+        description=IMPORT_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "source", metavar="SOURCE", help="rootfs tarball, OCI layout directory, oci-archive or docker save tarball"
+    )
     p.add_argument("name", metavar="NAME", help="image name, e.g. localhost/busybox:fixture")
     p.set_defaults(handler=cmd_import)
 

@@ -55,11 +55,15 @@ def cmd_demo(args: argparse.Namespace, engine: Engine) -> int:
         _say(f"Checkpointing it into one portable archive (counter at {before})")
         engine.checkpoints.checkpoint([DEMO_NAME], CheckpointOptions(export=archive))
         at_checkpoint = _counter(engine, DEMO_NAME)
-        print(f"    {archive.name}: {human_size(archive.stat().st_size)}, container now "
-              f"{engine.containers.store.get(DEMO_NAME).status}, counter froze at {at_checkpoint}")
+        print(
+            f"    {archive.name}: {human_size(archive.stat().st_size)}, container now "
+            f"{engine.containers.store.get(DEMO_NAME).status}, counter froze at {at_checkpoint}"
+        )
         head = read_head(archive)
-        print(f"    archive: container {head.config.get('name')}, image {head.config.get('rootfsImageName')}, "
-              f"runtime {head.config.get('runtime')}, compression {head.compression}")
+        print(
+            f"    archive: container {head.config.get('name')}, image {head.config.get('rootfsImageName')}, "
+            f"runtime {head.config.get('runtime')}, compression {head.compression}"
+        )
         engine.containers.remove(DEMO_NAME, force=True)
         _say("Restoring it from the archive (the runtime comes from the archive)")
         restored, _ = engine.checkpoints.restore(None, RestoreOptions(import_path=archive))
@@ -78,8 +82,7 @@ def cmd_info(args: argparse.Namespace, engine: Engine) -> int:
     print(f"root:     {engine.settings.root}")
     print(f"runroot:  {engine.settings.runroot}")
     print(f"default runtime: {engine.settings.default_runtime}")
-    print(f"criu:     {criu.version_string()} (dirty memory tracking: "
-          f"{'yes' if criu.dirty_tracking() else 'no'})")
+    print(f"criu:     {criu.version_string()} (dirty memory tracking: {'yes' if criu.dirty_tracking() else 'no'})")
     for r in runtime.installed():
         print(f"runtime:  {r.kind} {r.version} at {r.path} (checkpoint: {'yes' if r.criu else 'no'})")
     for conf in ("/etc/criu/default.conf", "/etc/criu/runc.conf", "/etc/criu/crun.conf"):

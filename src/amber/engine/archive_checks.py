@@ -36,8 +36,16 @@ class Containers(Protocol):
     def store(self) -> Store: ...
 
 
-def run_checks(head: archive.ArchiveHead, extracted: Path | None, images: Images, containers: Containers, *,
-               runtime: str | None, name: str | None, kernel: bool = True) -> list[CheckResult]:
+def run_checks(
+    head: archive.ArchiveHead,
+    extracted: Path | None,
+    images: Images,
+    containers: Containers,
+    *,
+    runtime: str | None,
+    name: str | None,
+    kernel: bool = True,
+) -> list[CheckResult]:
     """`extracted`: where inventory.img and cpuinfo.img were extracted (None: skip the CPU check)."""
     results = [check_runtime(head, runtime), check_criu(head, extracted)]
     if extracted is not None:
@@ -58,16 +66,20 @@ def check_runtime(head: archive.ArchiveHead, requested: str | None) -> CheckResu
             return CheckResult("runtime", FAIL, exc.message, exc.hint or "")
         if not compatible(kind, wanted):
             return CheckResult(
-                "runtime", FAIL,
+                "runtime",
+                FAIL,
                 f"archive was created with runtime '{recorded}' and cannot be restored with runtime '{requested}'",
                 f"leave out --runtime, or give {kind}",
-            )  # fmt: skip
+            )
     try:
         info = select_runtime(recorded, requested, str(head.path))
     except AmberError as exc:
         return CheckResult("runtime", FAIL, exc.message, exc.hint or "")
-    return CheckResult("runtime", OK, f"archive was created with runtime '{recorded}'; "
-                                      f"{info.kind} {info.version} ({info.path}) will restore it")
+    return CheckResult(
+        "runtime",
+        OK,
+        f"archive was created with runtime '{recorded}'; {info.kind} {info.version} ({info.path}) will restore it",
+    )
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:
@@ -86,30 +98,45 @@ def check_criu(head: archive.ArchiveHead, extracted: Path | None) -> CheckResult
         except AmberError as exc:
             return CheckResult("criu-version", FAIL, exc.message, exc.hint or "")
         if inv is None:
-            return CheckResult("criu-version", FAIL, f"checkpoint archive {head.path} has no {archive.INVENTORY}",
-                               "the archive is incomplete or a pre-checkpoint; make a new checkpoint")
+            return CheckResult(
+                "criu-version",
+                FAIL,
+                f"checkpoint archive {head.path} has no {archive.INVENTORY}",
+                "the archive is incomplete or a pre-checkpoint; make a new checkpoint",
+            )
         if int(inv.get("img_version", IMG_VERSION)) != IMG_VERSION:
-            return CheckResult("criu-version", FAIL,
-                               f"the images have format version {inv.get('img_version')}, CRIU {host_text} "
-                               f"reads version {IMG_VERSION}", "restore it with the CRIU that wrote it")
+            return CheckResult(
+                "criu-version",
+                FAIL,
+                f"the images have format version {inv.get('img_version')}, CRIU {host_text} "
+                f"reads version {IMG_VERSION}",
+                "restore it with the CRIU that wrote it",
+            )
     manifest = head.manifest or {}
     amber_cfg = head.config.get("amber") if isinstance(head.config.get("amber"), dict) else {}
     recorded = str(manifest.get("criu_version") or (amber_cfg or {}).get("criuVersion") or "")
     if not _version_tuple(recorded):
-        return CheckResult("criu-version", OK, f"the archive does not record which CRIU wrote it; "
-                                               f"this host has CRIU {host_text}")
+        return CheckResult(
+            "criu-version", OK, f"the archive does not record which CRIU wrote it; this host has CRIU {host_text}"
+        )
     if host < _version_tuple(recorded):
-        return CheckResult("criu-version", FAIL,
-                           f"the archive was written by CRIU {recorded}, this host has the older {host_text}",
-                           f"install CRIU {recorded} or newer")
+        return CheckResult(
+            "criu-version",
+            FAIL,
+            f"the archive was written by CRIU {recorded}, this host has the older {host_text}",
+            f"install CRIU {recorded} or newer",
+        )
     return CheckResult("criu-version", OK, f"written by CRIU {recorded}; this host has CRIU {host_text}")
 
 
 def check_cpu(extracted: Path) -> CheckResult:
     images = extracted / archive.CHECKPOINT_DIR
     if not (images / "cpuinfo.img").is_file():
-        return CheckResult("cpu", OK, "the archive records no CPU features (no cpuinfo.img); "
-                                      "CRIU compares the FPU state when restoring")
+        return CheckResult(
+            "cpu",
+            OK,
+            "the archive records no CPU features (no cpuinfo.img); CRIU compares the FPU state when restoring",
+        )
     if os.geteuid() != 0:
         return CheckResult("cpu", WARN, "cannot compare CPU features without root", "run the check as root")
     try:
@@ -118,8 +145,12 @@ def check_cpu(extracted: Path) -> CheckResult:
         return CheckResult("cpu", FAIL, exc.message, exc.hint or "")
     if res.returncode != 0:
         lines = [ln for ln in (res.stderr or res.stdout).splitlines() if ln.strip()]
-        return CheckResult("cpu", FAIL, "this CPU lacks features the checkpointed processes used"
-                           + (f": {lines[-1].strip()}" if lines else ""), "restore it on a host with the same CPU")
+        return CheckResult(
+            "cpu",
+            FAIL,
+            "this CPU lacks features the checkpointed processes used" + (f": {lines[-1].strip()}" if lines else ""),
+            "restore it on a host with the same CPU",
+        )
     return CheckResult("cpu", OK, "this CPU has the features the archive records")
 
 
@@ -132,8 +163,12 @@ def check_kernel() -> CheckResult:
         return CheckResult("kernel", FAIL, exc.message, exc.hint or "")
     out = [ln.strip() for ln in (res.stdout + res.stderr).splitlines() if ln.strip()]
     if res.returncode != 0:
-        return CheckResult("kernel", FAIL, "`criu check` fails on this kernel" + (f": {out[-1]}" if out else ""),
-                           "restore needs a kernel with CRIU support (see `criu check --all`)")
+        return CheckResult(
+            "kernel",
+            FAIL,
+            "`criu check` fails on this kernel" + (f": {out[-1]}" if out else ""),
+            "restore needs a kernel with CRIU support (see `criu check --all`)",
+        )
     return CheckResult("kernel", OK, f"criu check: {out[-1] if out else 'ok'}")
 
 
@@ -150,21 +185,30 @@ def check_image(head: archive.ArchiveHead, images: Images) -> CheckResult:
     shown = name or image_id or "(none recorded)"
     if image_id and name:
         shown = f"{name} (ID {image_id[:12]})"
-    return CheckResult("image", FAIL, f"image {shown} is not present",
-                       f"import it first: amber image import ROOTFS.tar {name or 'NAME'}")
+    return CheckResult(
+        "image",
+        FAIL,
+        f"image {shown} is not present",
+        f"import it first: amber image import ROOTFS.tar {name or 'NAME'}",
+    )
 
 
 def check_name(head: archive.ArchiveHead, containers: Containers, name: str | None) -> CheckResult:
     target = name or str(head.config.get("name") or "")
     if not target:
-        return CheckResult("name", FAIL, f"checkpoint archive {head.path} records no container name",
-                           "give one with --name")
+        return CheckResult(
+            "name", FAIL, f"checkpoint archive {head.path} records no container name", "give one with --name"
+        )
     other = containers.store.find(target)
     if other is None:
         return CheckResult("name", OK, f"the name '{target}' is free")
     status = FAIL if name else WARN
-    return CheckResult("name", status, f"the name '{target}' is used by container {other.id[:12]}",
-                       "restore it under another name with --name NEW_NAME")
+    return CheckResult(
+        "name",
+        status,
+        f"the name '{target}' is used by container {other.id[:12]}",
+        "restore it under another name with --name NEW_NAME",
+    )
 
 
 __all__ = ["Containers", "Images", "run_checks"]

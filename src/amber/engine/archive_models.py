@@ -114,8 +114,13 @@ class ArchiveInspection:
     def to_dict(self) -> dict[str, Any]:
         """The `checkpointctl inspect --format json` object for this archive."""
         s = self.summary
-        d: dict[str, Any] = {"container_name": s.container, "image": s.image, "id": s.id,
-                             "runtime": s.runtime, "created": s.created}
+        d: dict[str, Any] = {
+            "container_name": s.container,
+            "image": s.image,
+            "id": s.id,
+            "runtime": s.runtime,
+            "created": s.created,
+        }
         if s.checkpointed:
             d["checkpointed"] = s.checkpointed
         d["engine"] = s.engine
@@ -125,14 +130,22 @@ class ArchiveInspection:
                 iface = {k: v for k, v in (("ip", n.ip), ("mac", n.mac), ("gateway", n.gateway)) if v}
                 nets.setdefault(n.network, {"name": n.network, "interfaces": {}})["interfaces"][n.interface] = iface
             d["networks"] = list(nets.values())
-        size = {"total_size": s.checkpoint_size, "memory_pages_size": s.memory_pages_size,
-                "root_fs_diff_size": s.rootfs_diff_size}
+        size = {
+            "total_size": s.checkpoint_size,
+            "memory_pages_size": s.memory_pages_size,
+            "root_fs_diff_size": s.rootfs_diff_size,
+        }
         d["checkpoint_size"] = {k: v for k, v in size.items() if v}
         if self.statistics is not None:
             st = self.statistics
-            stats = {"freezing_time": st.freezing_time, "frozen_time": st.frozen_time,
-                     "memdump_time": st.memdump_time, "memwrite_time": st.memwrite_time,
-                     "pages_scanned": st.pages_scanned, "pages_written": st.pages_written}
+            stats = {
+                "freezing_time": st.freezing_time,
+                "frozen_time": st.frozen_time,
+                "memdump_time": st.memdump_time,
+                "memwrite_time": st.memwrite_time,
+                "pages_scanned": st.pages_scanned,
+                "pages_written": st.pages_written,
+            }
             d["statistics"] = {k: v for k, v in stats.items() if v}
         if self.metadata is not None:
             d["metadata"] = self.metadata.to_dict()
@@ -187,9 +200,16 @@ def _socket_json(s: Socket) -> dict[str, Any]:
     if s.kind == "UNIXSK":
         data: dict[str, Any] = {"type": "UNIX", "address": s.src}
     elif s.kind == "INETSK":
-        data = {"type": s.protocol, "state": s.state, "src": s.src, "src_port": s.src_port,
-                "dst": s.dst, "dst_port": s.dst_port, "send_buf": byte_size(s.send_buf),
-                "recv_buf": byte_size(s.recv_buf)}
+        data = {
+            "type": s.protocol,
+            "state": s.state,
+            "src": s.src,
+            "src_port": s.src_port,
+            "dst": s.dst,
+            "dst_port": s.dst_port,
+            "send_buf": byte_size(s.send_buf),
+            "recv_buf": byte_size(s.recv_buf),
+        }
     else:
         data = {"send_buf": byte_size(s.send_buf), "recv_buf": byte_size(s.recv_buf)}
     out: dict[str, Any] = {}
@@ -234,9 +254,14 @@ class MemoryDump:
     regions: list[MemoryRegion] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"pid": self.pid, "name": self.name, "rows": [r.to_dict() for r in self.rows],
-                "output": self.output, "bytes_written": self.bytes_written,
-                "regions": [r.to_dict() for r in self.regions]}
+        return {
+            "pid": self.pid,
+            "name": self.name,
+            "rows": [r.to_dict() for r in self.rows],
+            "output": self.output,
+            "bytes_written": self.bytes_written,
+            "regions": [r.to_dict() for r in self.regions],
+        }
 
 
 # ===================================== diff ===================================================
@@ -268,24 +293,39 @@ class ArchiveDiff:
 
     @property
     def changed(self) -> bool:
-        return bool(self.processes_added or self.processes_removed or self.processes_changed
-                    or self.files_added or self.files_removed or self.sockets_added or self.sockets_removed)
+        return bool(
+            self.processes_added
+            or self.processes_removed
+            or self.processes_changed
+            or self.files_added
+            or self.files_removed
+            or self.sockets_added
+            or self.sockets_removed
+        )
 
     def to_dict(self) -> dict[str, Any]:
         def dicts(items: list[Any]) -> list[dict[str, Any]]:
             return [i.to_dict() for i in items]
 
         return {
-            "checkpoint_a": self.a.to_dict(), "checkpoint_b": self.b.to_dict(),
-            "processes": {"added": dicts(self.processes_added), "removed": dicts(self.processes_removed),
-                          "changed": dicts(self.processes_changed), "unchanged": self.processes_unchanged},
+            "checkpoint_a": self.a.to_dict(),
+            "checkpoint_b": self.b.to_dict(),
+            "processes": {
+                "added": dicts(self.processes_added),
+                "removed": dicts(self.processes_removed),
+                "changed": dicts(self.processes_changed),
+                "unchanged": self.processes_unchanged,
+            },
             "files": {"added": dicts(self.files_added), "removed": dicts(self.files_removed)},
             "sockets": {"added": dicts(self.sockets_added), "removed": dicts(self.sockets_removed)},
-            "memory": {"a": dicts(self.memory_a), "b": dicts(self.memory_b),
-                       "total_a": sum(m.memory_size for m in self.memory_a),
-                       "total_b": sum(m.memory_size for m in self.memory_b)},
+            "memory": {
+                "a": dicts(self.memory_a),
+                "b": dicts(self.memory_b),
+                "total_a": sum(m.memory_size for m in self.memory_a),
+                "total_b": sum(m.memory_size for m in self.memory_b),
+            },
             "changed": self.changed,
-        }  # fmt: skip
+        }
 
 
 # ===================================== check ==================================================
@@ -312,5 +352,17 @@ class CheckResult:
         return d
 
 
-__all__ = ["ArchiveDiff", "ArchiveInspection", "ArchiveSummary", "CheckResult", "CheckStatus", "MemoryDump",
-           "MemoryRegion", "Metadata", "Mount", "NetworkInterface", "ProcessChange", "ProcessMemory"]
+__all__ = [
+    "ArchiveDiff",
+    "ArchiveInspection",
+    "ArchiveSummary",
+    "CheckResult",
+    "CheckStatus",
+    "MemoryDump",
+    "MemoryRegion",
+    "Metadata",
+    "Mount",
+    "NetworkInterface",
+    "ProcessChange",
+    "ProcessMemory",
+]

@@ -69,8 +69,14 @@ class _Want:
     `pages_for`: by the time a pages-N.img comes by, the pagemaps (which sort before it, and name
     their pages_id) are on disk; when one is not yet, the pages file is taken to be safe."""
 
-    def __init__(self, dest: Path, names: set[str], prefixes: Sequence[str],
-                 pages: bool = False, pages_for: set[int] | None = None) -> None:
+    def __init__(
+        self,
+        dest: Path,
+        names: set[str],
+        prefixes: Sequence[str],
+        pages: bool = False,
+        pages_for: set[int] | None = None,
+    ) -> None:
         self.dest, self.names, self.prefixes = dest, names, tuple(prefixes)
         self.pages, self.pages_for = pages, pages_for
 
@@ -125,13 +131,22 @@ class ArchiveService:
             namespace = ann.get("io.kubernetes.cri.sandbox-namespace", "")
         checkpoint, pages, diff = sizes if sizes is not None else self._sizes(head)
         return ArchiveSummary(
-            path=str(head.path), container=name, image=str(config.get("rootfsImageName") or ""),
-            id=str(config.get("id") or ""), runtime=str(config.get("runtime") or ""), engine=engine,
-            created=created, checkpointed=rfc3339(config.get("checkpointedTime")) if config.get(
-                "checkpointedTime") else "", checkpoint_size=checkpoint, memory_pages_size=pages,
-            rootfs_diff_size=diff, compression=str(head.compression), pod=pod, namespace=namespace,
+            path=str(head.path),
+            container=name,
+            image=str(config.get("rootfsImageName") or ""),
+            id=str(config.get("id") or ""),
+            runtime=str(config.get("runtime") or ""),
+            engine=engine,
+            created=created,
+            checkpointed=rfc3339(config.get("checkpointedTime")) if config.get("checkpointedTime") else "",
+            checkpoint_size=checkpoint,
+            memory_pages_size=pages,
+            rootfs_diff_size=diff,
+            compression=str(head.compression),
+            pod=pod,
+            namespace=namespace,
             amber=head.manifest is not None,
-        )  # fmt: skip
+        )
 
     def _sizes(self, head: archive.ArchiveHead) -> tuple[int, int, int]:
         """(checkpoint/, pages, rootfs diff) sizes: amber's manifest, else the tar headers."""
@@ -140,8 +155,12 @@ class ArchiveService:
 
     # ------------------------------------------------------------------ extraction
     @contextlib.contextmanager
-    def _extracted(self, path: Path, make_want: Callable[[Path], _Want],
-                   observe: Callable[[archive.MemberInfo], None] | None = None) -> Iterator[Path]:
+    def _extracted(
+        self,
+        path: Path,
+        make_want: Callable[[Path], _Want],
+        observe: Callable[[archive.MemberInfo], None] | None = None,
+    ) -> Iterator[Path]:
         self.layout.tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = Path(tempfile.mkdtemp(prefix="archive-", dir=self.layout.tmp))
         try:
@@ -151,18 +170,51 @@ class ArchiveService:
             shutil.rmtree(tmp, ignore_errors=True)
 
     # ------------------------------------------------------------------ inspect
-    def inspect(self, path: str | Path, *, ps_tree: bool = False, ps_tree_cmd: bool = False,
-                ps_tree_env: bool = False, files: bool = False, sockets: bool = False, mounts: bool = False,
-                stats: bool = False, metadata: bool = False, pid: int | None = None) -> ArchiveInspection:
+    def inspect(
+        self,
+        path: str | Path,
+        *,
+        ps_tree: bool = False,
+        ps_tree_cmd: bool = False,
+        ps_tree_env: bool = False,
+        files: bool = False,
+        sockets: bool = False,
+        mounts: bool = False,
+        stats: bool = False,
+        metadata: bool = False,
+        pid: int | None = None,
+    ) -> ArchiveInspection:
         """What checkpointctl inspect shows, from one pass over the archive."""
-        inspection, _memory = self._inspect(Path(path), ps_tree=ps_tree, ps_tree_cmd=ps_tree_cmd,
-                                            ps_tree_env=ps_tree_env, files=files, sockets=sockets, mounts=mounts,
-                                            stats=stats, metadata=metadata, pid=pid, memory=False)
+        inspection, _memory = self._inspect(
+            Path(path),
+            ps_tree=ps_tree,
+            ps_tree_cmd=ps_tree_cmd,
+            ps_tree_env=ps_tree_env,
+            files=files,
+            sockets=sockets,
+            mounts=mounts,
+            stats=stats,
+            metadata=metadata,
+            pid=pid,
+            memory=False,
+        )
         return inspection
 
-    def _inspect(self, path: Path, *, ps_tree: bool, ps_tree_cmd: bool, ps_tree_env: bool, files: bool,
-                 sockets: bool, mounts: bool, stats: bool, metadata: bool, pid: int | None,
-                 memory: bool) -> tuple[ArchiveInspection, list[ProcessMemory]]:
+    def _inspect(
+        self,
+        path: Path,
+        *,
+        ps_tree: bool,
+        ps_tree_cmd: bool,
+        ps_tree_env: bool,
+        files: bool,
+        sockets: bool,
+        mounts: bool,
+        stats: bool,
+        metadata: bool,
+        pid: int | None,
+        memory: bool,
+    ) -> tuple[ArchiveInspection, list[ProcessMemory]]:
         ps_tree = ps_tree or ps_tree_cmd or ps_tree_env or files or sockets or memory or pid is not None
         head = archive.read_head(path)
         recorded = _manifest_sizes(head)
@@ -178,8 +230,9 @@ class ArchiveService:
             names.add(CKPT + "files.img")
             prefixes += [CKPT + "ids-", CKPT + "fdinfo-", *([CKPT + "fs-"] if files else [])]
         pages = ps_tree_cmd or ps_tree_env
-        with self._extracted(path, lambda tmp: _Want(tmp, names, prefixes, pages=pages),
-                             None if recorded is not None else members.append) as tmp:
+        with self._extracted(
+            path, lambda tmp: _Want(tmp, names, prefixes, pages=pages), None if recorded is not None else members.append
+        ) as tmp:
             sizes = recorded if recorded is not None else _member_sizes(members)
             d = ImageDir(tmp / archive.CHECKPOINT_DIR, str(path))
             procs: list[Process] | None = None
@@ -198,17 +251,25 @@ class ArchiveService:
                 networks=_networks(tmp / archive.NETWORK_STATUS),
                 statistics=read_dump_stats(tmp / archive.STATS_DUMP, str(path)) if stats else None,
                 metadata=_metadata(head, summary) if metadata else None,
-                processes=procs, root_pid=pid,
+                processes=procs,
+                root_pid=pid,
                 files=read_files(d, procs or []) if files else None,
                 sockets=read_sockets(d, procs or []) if sockets else None,
                 mounts=_mounts(head.spec) if mounts else None,
-            )  # fmt: skip
+            )
         return inspection, memory_table
 
     # ------------------------------------------------------------------ memparse
-    def memparse(self, path: str | Path, *, pid: int | None = None, search: str | None = None,
-                 search_regex: str | None = None, context: int = 0,
-                 output: str | Path | None = None) -> list[ProcessMemory] | MemoryDump | list[mem.SearchMatch]:
+    def memparse(
+        self,
+        path: str | Path,
+        *,
+        pid: int | None = None,
+        search: str | None = None,
+        search_regex: str | None = None,
+        context: int = 0,
+        output: str | Path | None = None,
+    ) -> list[ProcessMemory] | MemoryDump | list[mem.SearchMatch]:
         """Memory sizes per process; with `pid`, its pages (hexdump, or raw to `output`); with a
         search, the matches (in `pid`, or in every process)."""
         if search is not None and search_regex is not None:
@@ -257,12 +318,21 @@ class ArchiveService:
                     with open(output, "wb") as f:
                         written = reader.copy_to(f)
                 except OSError as exc:
-                    raise AmberError(f"could not write the memory of process {pid} to {output}: "
-                                     f"{exc.strerror or exc}", hint="check the path and free space") from exc
+                    raise AmberError(
+                        f"could not write the memory of process {pid} to {output}: {exc.strerror or exc}",
+                        hint="check the path and free space",
+                    ) from exc
                 return MemoryDump(pid, proc.comm, [], str(output), written, regions)
 
-    def memory_search(self, path: str | Path, *, pid: int | None = None, search: str | None = None,
-                      search_regex: str | None = None, context: int = 0) -> list[mem.SearchMatch]:
+    def memory_search(
+        self,
+        path: str | Path,
+        *,
+        pid: int | None = None,
+        search: str | None = None,
+        search_regex: str | None = None,
+        context: int = 0,
+    ) -> list[mem.SearchMatch]:
         if context < 0:
             raise UsageError(f"--context must be 0 or more, not {context}")
         if search:
@@ -271,8 +341,10 @@ class ArchiveService:
             try:
                 pattern = re.compile(search_regex.encode())
             except re.error as exc:
-                raise UsageError(f"--search-regex {search_regex!r} is not a valid regular expression: {exc}",
-                                 hint="Python `re` syntax; quote it for the shell") from exc
+                raise UsageError(
+                    f"--search-regex {search_regex!r} is not a valid regular expression: {exc}",
+                    hint="Python `re` syntax; quote it for the shell",
+                ) from exc
         else:
             raise UsageError("the search pattern is empty", hint="give --search STR or --search-regex RE")
         p = Path(path)
@@ -290,8 +362,18 @@ class ArchiveService:
 
     # ------------------------------------------------------------------ diff
     def diff(self, a: str | Path, b: str | Path) -> ArchiveDiff:
-        flags = {"ps_tree": True, "ps_tree_cmd": True, "ps_tree_env": False, "files": True, "sockets": True,
-                 "mounts": False, "stats": False, "metadata": False, "pid": None, "memory": True}
+        flags = {
+            "ps_tree": True,
+            "ps_tree_cmd": True,
+            "ps_tree_env": False,
+            "files": True,
+            "sockets": True,
+            "mounts": False,
+            "stats": False,
+            "metadata": False,
+            "pid": None,
+            "memory": True,
+        }
         ia, ma = self._inspect(Path(a), **flags)  # type: ignore[arg-type]
         ib, mb = self._inspect(Path(b), **flags)  # type: ignore[arg-type]
         pa = {p.pid: p for p in ia.processes or []}
@@ -321,35 +403,50 @@ class ArchiveService:
         fa, fb = {fkey(f): f for f in ia.files or []}, {fkey(f): f for f in ib.files or []}
         sa_, sb_ = {skey(s): s for s in ia.sockets or []}, {skey(s): s for s in ib.sockets or []}
         return ArchiveDiff(
-            a=ia.summary, b=ib.summary,
+            a=ia.summary,
+            b=ib.summary,
             processes_added=[pb[p] for p in sorted(pb.keys() - pa.keys())],
             processes_removed=[pa[p] for p in sorted(pa.keys() - pb.keys())],
-            processes_changed=changes, processes_unchanged=unchanged,
-            files_added=[fb[k] for k in fb if k not in fa], files_removed=[fa[k] for k in fa if k not in fb],
+            processes_changed=changes,
+            processes_unchanged=unchanged,
+            files_added=[fb[k] for k in fb if k not in fa],
+            files_removed=[fa[k] for k in fa if k not in fb],
             sockets_added=[sb_[k] for k in sb_ if k not in sa_],
             sockets_removed=[sa_[k] for k in sa_ if k not in sb_],
-            memory_a=ma, memory_b=mb,
-        )  # fmt: skip
+            memory_a=ma,
+            memory_b=mb,
+        )
 
     # ------------------------------------------------------------------ check
-    def check(self, path: str | Path, *, runtime: str | None = None, name: str | None = None,
-              cpu: bool = True, kernel: bool = True) -> list[CheckResult]:
+    def check(
+        self,
+        path: str | Path,
+        *,
+        runtime: str | None = None,
+        name: str | None = None,
+        cpu: bool = True,
+        kernel: bool = True,
+    ) -> list[CheckResult]:
         """Can this host restore the archive? One result per check; nothing is changed."""
         p = Path(path)
         head = archive.read_head(p)
         wanted = {archive.INVENTORY, CKPT + "cpuinfo.img"}
         if cpu:
             with self._extracted(p, lambda tmp: _Want(tmp, wanted, ())) as tmp:
-                return archive_checks.run_checks(head, tmp, self.images, self.containers, runtime=runtime,
-                                                 name=name, kernel=kernel)
-        return archive_checks.run_checks(head, None, self.images, self.containers, runtime=runtime, name=name,
-                                         kernel=kernel)
+                return archive_checks.run_checks(
+                    head, tmp, self.images, self.containers, runtime=runtime, name=name, kernel=kernel
+                )
+        return archive_checks.run_checks(
+            head, None, self.images, self.containers, runtime=runtime, name=name, kernel=kernel
+        )
 
 
 # ===================================== helpers ================================================
 def _no_pid(pid: int, path: Path) -> NotFoundError:
-    return NotFoundError(f"no process with PID {pid} in checkpoint archive {path}",
-                         hint=f"amber archive inspect --ps-tree {path} lists its processes")
+    return NotFoundError(
+        f"no process with PID {pid} in checkpoint archive {path}",
+        hint=f"amber archive inspect --ps-tree {path} lists its processes",
+    )
 
 
 def _memory_table(d: ImageDir, procs: list[Process]) -> list[ProcessMemory]:
@@ -358,9 +455,15 @@ def _memory_table(d: ImageDir, procs: list[Process]) -> list[ProcessMemory]:
         if not p.alive_or_stopped:
             continue  # zombies and dead tasks have no memory (checkpointctl skips them too)
         pagemap = mem.read_pagemap(d, p.pid)
-        out.append(ProcessMemory(p.pid, p.comm, pagemap.memory_size if pagemap else 0,
-                                 mem.shared_memory_size(d, p.pid),
-                                 mem.pages_file(pagemap) if pagemap else ""))
+        out.append(
+            ProcessMemory(
+                p.pid,
+                p.comm,
+                pagemap.memory_size if pagemap else 0,
+                mem.shared_memory_size(d, p.pid),
+                mem.pages_file(pagemap) if pagemap else "",
+            )
+        )
     return out
 
 
@@ -412,15 +515,22 @@ def _networks(path: Path) -> list[NetworkInterface]:
     except (OSError, ValueError):
         return []
     out = []
-    for net, data in (status.items() if isinstance(status, dict) else []):
+    for net, data in status.items() if isinstance(status, dict) else []:
         ifaces = data.get("interfaces") if isinstance(data, dict) else None
-        for ifname, info in (ifaces.items() if isinstance(ifaces, dict) else []):
+        for ifname, info in ifaces.items() if isinstance(ifaces, dict) else []:
             if not isinstance(info, dict):
                 continue
             subnets = [s for s in info.get("subnets") or [] if isinstance(s, dict)] or [{}]
             for s in subnets:
-                out.append(NetworkInterface(str(net), str(ifname), str(s.get("ipnet", "")),
-                                            str(info.get("mac_address", "")), str(s.get("gateway", ""))))
+                out.append(
+                    NetworkInterface(
+                        str(net),
+                        str(ifname),
+                        str(s.get("ipnet", "")),
+                        str(info.get("mac_address", "")),
+                        str(s.get("gateway", "")),
+                    )
+                )
     return out
 
 

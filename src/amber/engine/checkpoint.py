@@ -122,22 +122,27 @@ class CheckpointService:
         if opts.export is not None:
             parent = opts.export.resolve().parent
             if not parent.is_dir():
-                raise NotFoundError(f"cannot export to {opts.export}: directory {parent} does not exist",
-                                    hint="create the directory first, or choose another path")
+                raise NotFoundError(
+                    f"cannot export to {opts.export}: directory {parent} does not exist",
+                    hint="create the directory first, or choose another path",
+                )
             if opts.export.is_dir():
-                raise UsageError(f"cannot export to {opts.export}: it is a directory",
-                                 hint="give a file name, e.g. --export /tmp/ctr.tar.zst")
+                raise UsageError(
+                    f"cannot export to {opts.export}: it is a directory",
+                    hint="give a file name, e.g. --export /tmp/ctr.tar.zst",
+                )
 
     def _checkpoint_locked(self, c: Container, opts: CheckpointOptions) -> Report:
         if c.status != Status.RUNNING:
-            raise ConflictError(f"container {c.name} is {c.status}, not running: cannot checkpoint",
-                                hint=f"start it first (amber start {c.name}), or see amber ps -a")
+            raise ConflictError(
+                f"container {c.name} is {c.status}, not running: cannot checkpoint",
+                hint=f"start it first (amber start {c.name}), or see amber ps -a",
+            )
         rt = self.containers.runtime_for(c)
         runtime.require(rt.info, "checkpoint")
         p = self.containers.paths(c.id)
         exporting = opts.export is not None
-        work = scratch.work_dir(self.layout, f"ckpt-{c.id[:12]}-", self._memory_of(c)) if exporting \
-            else p.bundle
+        work = scratch.work_dir(self.layout, f"ckpt-{c.id[:12]}-", self._memory_of(c)) if exporting else p.bundle
         images = work / ("pre-checkpoint" if opts.pre_checkpoint else "checkpoint")
         shutil.rmtree(images, ignore_errors=True)
         leave_running = opts.leave_running or opts.pre_checkpoint
@@ -149,18 +154,23 @@ class CheckpointService:
             with contextlib.suppress(FileNotFoundError):
                 marker.unlink()
 
-    def _dump_and_export(self, c: Container, rt: Runtime, work: Path, images: Path, leave_running: bool,
-                         opts: CheckpointOptions) -> Report:
+    def _dump_and_export(
+        self, c: Container, rt: Runtime, work: Path, images: Path, leave_running: bool, opts: CheckpointOptions
+    ) -> Report:
         p = self.containers.paths(c.id)
         exporting = opts.export is not None
         started = time.monotonic()
         with timed("runtime checkpoint (CRIU dump)"):
             res = rt.checkpoint(
-                c.id, image_path=images, work_path=work, leave_running=leave_running,
-                tcp_established=opts.tcp_established, file_locks=opts.file_locks,
+                c.id,
+                image_path=images,
+                work_path=work,
+                leave_running=leave_running,
+                tcp_established=opts.tcp_established,
+                file_locks=opts.file_locks,
                 pre_dump=opts.pre_checkpoint,
                 parent_path="../pre-checkpoint" if opts.with_previous else None,
-            )  # fmt: skip
+            )
         runtime_us = int((time.monotonic() - started) * 1e6)
         if res.returncode != 0:
             self._fail_dump(c, work, exporting, res)
@@ -179,9 +189,11 @@ class CheckpointService:
             if exporting:
                 scratch.discard(work)
             if isinstance(exc, OSError):
-                raise AmberError(f"could not write checkpoint archive {opts.export}: {exc.strerror}",
-                                 hint="check the free space and permissions of the target directory; "
-                                 f"container {c.name} is still running") from exc
+                raise AmberError(
+                    f"could not write checkpoint archive {opts.export}: {exc.strerror}",
+                    hint="check the free space and permissions of the target directory; "
+                    f"container {c.name} is still running",
+                ) from exc
             raise
         if exporting:
             scratch.discard(work)
@@ -211,8 +223,9 @@ class CheckpointService:
             with contextlib.suppress(AmberError, OSError):
                 self.containers.cleanup(c)
             self.containers.store.delete(c.id)
-            raise NotFoundError(f"no such container: {c.name} (an interrupted restore was cleaned up)",
-                                hint="restore the archive again")
+            raise NotFoundError(
+                f"no such container: {c.name} (an interrupted restore was cleaned up)", hint="restore the archive again"
+            )
         marker = cdir / PENDING_CHECKPOINT
         if not marker.exists():
             return c
@@ -248,10 +261,12 @@ class CheckpointService:
         st = self.containers.runtime_for(c).state(c.id)
         running = st is not None and st.get("status") == "running"
         raise CommandError(
-            res.argv, res.returncode, res.stdout, "\n".join([*res.stderr.splitlines()[-3:], *lines]),
+            res.argv,
+            res.returncode,
+            res.stdout,
+            "\n".join([*res.stderr.splitlines()[-3:], *lines]),
             what=f"CRIU could not checkpoint container {c.name}",
-            hint=(f"container {c.name} is still running; " if running else "")
-            + f"the whole CRIU log is in {kept}",
+            hint=(f"container {c.name} is still running; " if running else "") + f"the whole CRIU log is in {kept}",
             log_path=kept,
         )
 
@@ -313,8 +328,7 @@ class CheckpointService:
             "namedVolumes": [],
             "logDriver": "k8s-file",
             "cgroupManager": "cgroupfs",
-            "amber": {"version": __version__, "runtimePath": c.runtime_path,
-                      "criuVersion": criu.version_string()},
+            "amber": {"version": __version__, "runtimePath": c.runtime_path, "criuVersion": criu.version_string()},
         }
 
     # ================================ restore =================================================
@@ -325,35 +339,49 @@ class CheckpointService:
                 raise UsageError("cannot use --import with a container argument")
             return self.restore_import(opts.import_path, opts)
         if ref is None:
-            raise UsageError("restore needs a container, or --import FILE",
-                             hint="amber restore NAME, or amber restore --import ARCHIVE")
+            raise UsageError(
+                "restore needs a container, or --import FILE",
+                hint="amber restore NAME, or amber restore --import ARCHIVE",
+            )
         if opts.name or opts.ignore_rootfs:
             raise UsageError("--name and --ignore-rootfs can only be used with --import")
         c = self.containers.store.get(ref)
         with self.containers.lock(c):
             c = self.containers.store.get(c.id)
             if c.status != Status.CHECKPOINTED:
-                raise ConflictError(f"container {c.name} is {c.status}, not checkpointed: nothing to restore",
-                                    hint=f"checkpoint it first: amber checkpoint {c.name}")
-            info = select_runtime(c.runtime, opts.runtime or None, f"of container {c.name}") \
-                if opts.runtime else self.containers.runtime_for(c).info
+                raise ConflictError(
+                    f"container {c.name} is {c.status}, not checkpointed: nothing to restore",
+                    hint=f"checkpoint it first: amber checkpoint {c.name}",
+                )
+            info = (
+                select_runtime(c.runtime, opts.runtime or None, f"of container {c.name}")
+                if opts.runtime
+                else self.containers.runtime_for(c).info
+            )
             return self._restore_in_place(c, info, opts)
 
-    def _restore_in_place(self, c: Container, info: RuntimeInfo, opts: RestoreOptions,
-                          images: Path | None = None) -> tuple[Container, Report]:
+    def _restore_in_place(
+        self, c: Container, info: RuntimeInfo, opts: RestoreOptions, images: Path | None = None
+    ) -> tuple[Container, Report]:
         """Restore `c` from its checkpoint images (default: the ones kept in its bundle)."""
         p = self.containers.paths(c.id)
         images = images or p.bundle / "checkpoint"
         if not (images / "inventory.img").is_file():
-            raise NotFoundError(f"container {c.name} has no complete checkpoint to restore",
-                                hint=f"checkpoint it again: amber checkpoint {c.name}")
+            raise NotFoundError(
+                f"container {c.name} has no complete checkpoint to restore",
+                hint=f"checkpoint it again: amber checkpoint {c.name}",
+            )
         image = self.images.get(c.image_id)
         try:
             self.containers.prepare_root(c, image_layers=self.images.layer_dirs(image))
             started = time.monotonic()
             with timed("runtime restore (CRIU)"):
-                pid = conmon.start_monitor(self.containers.runtime_of(info), self.containers.monitor_spec(c),
-                                           restore_from=images, runtime_opts=_runtime_opts(opts))
+                pid = conmon.start_monitor(
+                    self.containers.runtime_of(info),
+                    self.containers.monitor_spec(c),
+                    restore_from=images,
+                    runtime_opts=_runtime_opts(opts),
+                )
             runtime_us = int((time.monotonic() - started) * 1e6)
         except AmberError as exc:
             conmon.stop_monitor(self.containers.monitor_spec(c))
@@ -366,8 +394,9 @@ class CheckpointService:
             shutil.move(str(images), p.bundle / "checkpoint")
         elif not opts.keep:
             shutil.rmtree(images, ignore_errors=True)
-        c = dataclasses.replace(c, status=Status.RUNNING, pid=pid, restored=True, started=now(),
-                                exit_code=None, finished="")
+        c = dataclasses.replace(
+            c, status=Status.RUNNING, pid=pid, restored=True, started=now(), exit_code=None, finished=""
+        )
         self.containers.store.save(c)
         return c, Report(c.id, c.name, runtime_us, stats)
 
@@ -401,8 +430,9 @@ class CheckpointService:
             finally:
                 scratch.discard(unpack)
 
-    def _new_restored_record(self, path: Path, head: archive.ArchiveHead, info: RuntimeInfo, image: Image,
-                             name: str, opts: RestoreOptions) -> Container:
+    def _new_restored_record(
+        self, path: Path, head: archive.ArchiveHead, info: RuntimeInfo, image: Image, name: str, opts: RestoreOptions
+    ) -> Container:
         """The record of the container an archive becomes (the caller holds the names lock)."""
         config = head.config
         try:
@@ -415,13 +445,21 @@ class CheckpointService:
         cid = old_id if keep_id else self.containers.store.new_id()
         self.containers.paths(cid).bundle.mkdir(parents=True, exist_ok=True)
         return Container(
-            id=cid, name=name, image_id=image.id, image_name=image.name, runtime=info.kind,
-            runtime_path=info.path, command=_command(head.spec), created=str(config.get("createdTime") or now()),
-            status=Status.CREATED, restored_from=str(path),
-        )  # fmt: skip
+            id=cid,
+            name=name,
+            image_id=image.id,
+            image_name=image.name,
+            runtime=info.kind,
+            runtime_path=info.path,
+            command=_command(head.spec),
+            created=str(config.get("createdTime") or now()),
+            status=Status.CREATED,
+            restored_from=str(path),
+        )
 
-    def _unpack_and_restore(self, c: Container, head: archive.ArchiveHead, info: RuntimeInfo,
-                            opts: RestoreOptions, unpack: Path) -> tuple[Container, Report]:
+    def _unpack_and_restore(
+        self, c: Container, head: archive.ArchiveHead, info: RuntimeInfo, opts: RestoreOptions, unpack: Path
+    ) -> tuple[Container, Report]:
         """Unpack into `unpack` (a scratch dir: tmpfs when the images fit), then restore from it."""
         p = self.containers.paths(c.id)
         skip = {archive.CONFIG_DUMP, archive.SPEC_DUMP, archive.AMBER_MANIFEST}
@@ -432,8 +470,9 @@ class CheckpointService:
         criu_images.read_processes(criu_images.ImageDir(unpack / "checkpoint", str(head.path)))
         for result in (archive_checks.check_criu(head, unpack), archive_checks.check_cpu(unpack)):
             if result.failed:  # the same checks as `amber archive check`, before CRIU is asked
-                raise PreconditionError(f"checkpoint archive {head.path} cannot be restored here: {result.reason}",
-                                        hint=result.hint or None)
+                raise PreconditionError(
+                    f"checkpoint archive {head.path} cannot be restored here: {result.reason}", hint=result.hint or None
+                )
         image = self.images.get(c.image_id)
         self.containers.prepare_root(c, image_layers=self.images.layer_dirs(image))
         if not opts.ignore_rootfs:
@@ -446,8 +485,9 @@ class CheckpointService:
             if diff.is_file():
                 rootfs_diff.apply_rootfs_diff(diff, p.merged)
         _restore_dir_modes(p.merged, unpack / "checkpoint")
-        spec = specs.rewrite_for_restore(head.spec, rootfs=p.merged, netns=p.netns,
-                                         cgroups_path=specs.cgroups_path(c.id), bundle=p.bundle, cid=c.id)
+        spec = specs.rewrite_for_restore(
+            head.spec, rootfs=p.merged, netns=p.netns, cgroups_path=specs.cgroups_path(c.id), bundle=p.bundle, cid=c.id
+        )
         self._restore_devshm(spec, unpack, p.bundle)
         atomic_write_json(p.bundle / "config.json", spec)
         for kept in (archive.CTR_LOG, archive.STATS_DUMP, archive.NETWORK_STATUS):
@@ -464,8 +504,9 @@ class CheckpointService:
             source = Path(str(mount.get("source", "")))
             if mount.get("destination") == "/dev/shm" and source.parent == bundle / "restore-mounts":
                 with tar.open("rb") as f:
-                    safe_tar.extract(f, source, archive_name=f"{archive.DEVSHM} in {unpack}",
-                                     keep_owner=True, allow_special=False)
+                    safe_tar.extract(
+                        f, source, archive_name=f"{archive.DEVSHM} in {unpack}", keep_owner=True, allow_special=False
+                    )
 
     def _archive_image(self, config: dict[str, Any], path: Path) -> Image:
         name = str(config.get("rootfsImageName") or "")
@@ -526,20 +567,23 @@ def _explain_restore_failure(exc: AmberError, log: Path) -> None:
 def _archive_name(config: dict[str, Any], path: Path) -> str:
     name = config.get("name")
     if not isinstance(name, str) or not name:
-        raise ArchiveError(f"checkpoint archive {path} records no usable container name",
-                           hint="give one with --name")
+        raise ArchiveError(f"checkpoint archive {path} records no usable container name", hint="give one with --name")
     try:
         return validate_name(name)
     except UsageError as exc:
-        raise ArchiveError(f"checkpoint archive {path} records an invalid container name {name!r}",
-                           hint="give another with --name") from exc
+        raise ArchiveError(
+            f"checkpoint archive {path} records an invalid container name {name!r}", hint="give another with --name"
+        ) from exc
 
 
 def _check_spec_shape(spec: dict[str, Any], path: Path) -> None:
     """spec.dump must be an OCI spec in shape before anything is built from it."""
+
     def bad(what: str) -> ArchiveError:
-        return ArchiveError(f"checkpoint archive {path} has a malformed spec.dump: {what}",
-                            hint="the archive is damaged or was not written by a container engine")
+        return ArchiveError(
+            f"checkpoint archive {path} has a malformed spec.dump: {what}",
+            hint="the archive is damaged or was not written by a container engine",
+        )
 
     for key in ("root", "linux", "process"):
         if key in spec and not isinstance(spec[key], dict):
@@ -559,7 +603,8 @@ def _check_spec_shape(spec: dict[str, Any], path: Path) -> None:
             raise bad("a mount's options are not a list of strings")
     linux = spec.get("linux", {})
     if not isinstance(linux.get("namespaces", []), list) or not all(
-            isinstance(ns, dict) for ns in linux.get("namespaces", [])):
+        isinstance(ns, dict) for ns in linux.get("namespaces", [])
+    ):
         raise bad("linux.namespaces is not a list of objects")
     for key in ("cgroupsPath",):
         if key in linux and not isinstance(linux[key], str):

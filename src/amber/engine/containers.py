@@ -49,8 +49,7 @@ class Paths:
 
 
 class ContainerService:
-    def __init__(self, layout: Layout, settings: Settings, images: ImageService,
-                 runtime_choice: str | None) -> None:
+    def __init__(self, layout: Layout, settings: Settings, images: ImageService, runtime_choice: str | None) -> None:
         self.layout = layout
         self.settings = settings
         self.images = images
@@ -64,14 +63,20 @@ class ContainerService:
         d = self.layout.container_dir(cid)
         bundle = self.layout.bundle(cid)
         return Paths(
-            dir=d, bundle=bundle, upper=d / "diff", work=d / "work", merged=d / "merged",
-            netns=self.layout.netns / cid, exit_file=self.layout.exits / cid,
-            pidfile=bundle / "pidfile", conmon_pidfile=bundle / "conmon.pid", log=bundle / "ctr.log",
-        )  # fmt: skip
+            dir=d,
+            bundle=bundle,
+            upper=d / "diff",
+            work=d / "work",
+            merged=d / "merged",
+            netns=self.layout.netns / cid,
+            exit_file=self.layout.exits / cid,
+            pidfile=bundle / "pidfile",
+            conmon_pidfile=bundle / "conmon.pid",
+            log=bundle / "ctr.log",
+        )
 
     def runtime_for(self, c: Container) -> runtime.Runtime:
-        info = runtime.describe(c.runtime_path) if os.path.exists(c.runtime_path) \
-            else runtime.resolve(c.runtime)
+        info = runtime.describe(c.runtime_path) if os.path.exists(c.runtime_path) else runtime.resolve(c.runtime)
         return self.runtime_of(info)
 
     def runtime_of(self, info: runtime.RuntimeInfo) -> runtime.Runtime:
@@ -107,8 +112,9 @@ class ContainerService:
         image = self.images.get(image_ref)
         args = list(command) or [*image.config.entrypoint, *image.config.cmd]
         if not args:
-            raise UsageError(f"no command given, and image {image.name} has none",
-                             hint=f"give one: amber run {image.name} sh")
+            raise UsageError(
+                f"no command given, and image {image.name} has none", hint=f"give one: amber run {image.name} sh"
+            )
         for item in env:
             if "=" not in item:
                 raise UsageError(f"environment entry '{item}' is not KEY=VALUE")
@@ -117,16 +123,28 @@ class ContainerService:
             self.store.check_name_free(cname)
             cid = self.store.new_id()
             c = Container(
-                id=cid, name=cname, image_id=image.id, image_name=image.name, runtime=info.kind,
-                runtime_path=info.path, command=args, created=now(), status=Status.CREATED,
-            )  # fmt: skip
+                id=cid,
+                name=cname,
+                image_id=image.id,
+                image_name=image.name,
+                runtime=info.kind,
+                runtime_path=info.path,
+                command=args,
+                created=now(),
+                status=Status.CREATED,
+            )
             p = self.paths(cid)
             p.bundle.mkdir(parents=True, exist_ok=True)
             spec = specs.generate(
-                cid=cid, hostname=cid[:12], rootfs=p.merged, args=args,
-                env=specs.merge_env(image.config.env, env), cwd=workdir or image.config.workdir or "/",
-                netns=p.netns, cgroups_path=specs.cgroups_path(cid),
-            )  # fmt: skip
+                cid=cid,
+                hostname=cid[:12],
+                rootfs=p.merged,
+                args=args,
+                env=specs.merge_env(image.config.env, env),
+                cwd=workdir or image.config.workdir or "/",
+                netns=p.netns,
+                cgroups_path=specs.cgroups_path(cid),
+            )
             atomic_write_json(p.bundle / "config.json", spec)
             self.store.save(c)
         return c
@@ -139,8 +157,9 @@ class ContainerService:
             if c.status == Status.RUNNING:
                 raise ConflictError(f"container {c.name} is already running")
             if c.status == Status.CHECKPOINTED:
-                raise ConflictError(f"container {c.name} is checkpointed",
-                                    hint=f"bring it back with: amber restore {c.name}")
+                raise ConflictError(
+                    f"container {c.name} is checkpointed", hint=f"bring it back with: amber restore {c.name}"
+                )
             return self._start_locked(c)
 
     def _start_locked(self, c: Container) -> Container:
@@ -154,12 +173,10 @@ class ContainerService:
         except AmberError as exc:
             conmon.stop_monitor(self.monitor_spec(c))
             self.cleanup(c)
-            if exc.hint is None and any("executable file not found" in d or "No such file" in d
-                                        for d in exc.details):
+            if exc.hint is None and any("executable file not found" in d or "No such file" in d for d in exc.details):
                 exc.hint = f"image {c.image_name} has no command '{c.command[0]}'"
             raise
-        c = dataclasses.replace(c, status=Status.RUNNING, pid=pid, started=now(), exit_code=None,
-                                finished="")
+        c = dataclasses.replace(c, status=Status.RUNNING, pid=pid, started=now(), exit_code=None, finished="")
         self.store.save(c)
         return c
 
@@ -173,9 +190,15 @@ class ContainerService:
     def monitor_spec(self, c: Container) -> conmon.MonitorSpec:
         p = self.paths(c.id)
         return conmon.MonitorSpec(
-            cid=c.id, name=c.name, bundle=p.bundle, log_path=p.log, exit_dir=self.layout.exits,
-            pidfile=p.pidfile, conmon_pidfile=p.conmon_pidfile, socket_dir=self.layout.runroot / "socket",
-        )  # fmt: skip
+            cid=c.id,
+            name=c.name,
+            bundle=p.bundle,
+            log_path=p.log,
+            exit_dir=self.layout.exits,
+            pidfile=p.pidfile,
+            conmon_pidfile=p.conmon_pidfile,
+            socket_dir=self.layout.runroot / "socket",
+        )
 
     def run(self, image_ref: str, command: Sequence[str] = (), **kwargs: Any) -> Container:
         c = self.create(image_ref, command, **kwargs)
@@ -216,8 +239,9 @@ class ContainerService:
             with contextlib.suppress(ValueError, OSError):
                 code = int(p.exit_file.read_text().strip() or "-1")
                 finished = datetime.fromtimestamp(p.exit_file.stat().st_mtime, UTC).isoformat()
-        c = dataclasses.replace(c, status=Status.EXITED, exit_code=code if code is not None else -1,
-                                finished=finished, pid=0)
+        c = dataclasses.replace(
+            c, status=Status.EXITED, exit_code=code if code is not None else -1, finished=finished, pid=0
+        )
         self.cleanup(c)
         self.store.save(c)
         return c
@@ -252,8 +276,13 @@ class ContainerService:
         c = self.inspect_record(ref)
         p = self.paths(c.id)
         data = c.to_dict()
-        data["paths"] = {"bundle": str(p.bundle), "rootfs": str(p.merged), "upper": str(p.upper),
-                         "log": str(p.log), "netns": str(p.netns)}
+        data["paths"] = {
+            "bundle": str(p.bundle),
+            "rootfs": str(p.merged),
+            "upper": str(p.upper),
+            "log": str(p.log),
+            "netns": str(p.netns),
+        }
         with contextlib.suppress(OSError, ValueError):
             import json
 
@@ -310,8 +339,9 @@ class ContainerService:
             c = self.refresh(self.store.get(c.id))
             if c.status == Status.RUNNING:
                 if not force:
-                    raise ConflictError(f"container {c.name} is running",
-                                        hint=f"stop it first (amber stop {c.name}) or use rm -f")
+                    raise ConflictError(
+                        f"container {c.name} is running", hint=f"stop it first (amber stop {c.name}) or use rm -f"
+                    )
                 self.runtime_for(c).kill(c.id, "KILL", all_processes=True)
                 deadline = time.monotonic() + 10
                 while self.runtime_for(c).state(c.id) not in (None,) and time.monotonic() < deadline:
@@ -338,12 +368,12 @@ class ContainerService:
 
         yield from follow_log(log, running)
 
-    def exec(self, ref: str, argv: Sequence[str], *, env: Sequence[str] = (), workdir: str | None = None,
-             tty: bool = False) -> int:
+    def exec(
+        self, ref: str, argv: Sequence[str], *, env: Sequence[str] = (), workdir: str | None = None, tty: bool = False
+    ) -> int:
         c = self.inspect_record(ref)
         if c.status != Status.RUNNING:
-            raise ConflictError(f"container {c.name} is not running",
-                                hint=f"start it first: amber start {c.name}")
+            raise ConflictError(f"container {c.name} is not running", hint=f"start it first: amber start {c.name}")
         if not argv:
             raise UsageError("exec needs a command", hint=f"amber exec {c.name} sh -c 'echo hi'")
         return self.runtime_for(c).exec(c.id, argv, env=env, cwd=workdir, tty=tty)

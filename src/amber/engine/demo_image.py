@@ -10,8 +10,34 @@ from pathlib import Path
 
 from amber.errors import PreconditionError
 
-APPLETS = ("sh", "cat", "echo", "sleep", "ls", "ps", "env", "head", "tail", "wc", "grep", "kill",
-           "httpd", "nc", "wget", "dd", "cp", "rm", "mkdir", "touch", "true", "false", "seq", "sed", "od", "stat")
+APPLETS = (
+    "sh",
+    "cat",
+    "echo",
+    "sleep",
+    "ls",
+    "ps",
+    "env",
+    "head",
+    "tail",
+    "wc",
+    "grep",
+    "kill",
+    "httpd",
+    "nc",
+    "wget",
+    "dd",
+    "cp",
+    "rm",
+    "mkdir",
+    "touch",
+    "true",
+    "false",
+    "seq",
+    "sed",
+    "od",
+    "stat",
+)
 STATIC_BUSYBOX = ("/bin/busybox", "/usr/bin/busybox")
 
 
@@ -23,8 +49,10 @@ def find_static_busybox() -> Path:
                 head = f.read(4096 * 4)
             if b"ld-linux" not in head and b"/lib64/ld" not in head:
                 return path
-    raise PreconditionError("no static busybox found on this host (needed to build the demo image)",
-                            hint="install it: apt-get install busybox-static (make setup does)")
+    raise PreconditionError(
+        "no static busybox found on this host (needed to build the demo image)",
+        hint="install it: apt-get install busybox-static (make setup does)",
+    )
 
 
 def _add_file(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:

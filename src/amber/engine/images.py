@@ -58,9 +58,12 @@ class StoredLayer:
 
 # -- names -------------------------------------------------------------------------------------
 
+
 def _invalid(name: str, why: str) -> UsageError:
-    return UsageError(f"invalid image name {name!r}: {why}",
-                      hint="use NAME[:TAG] in lower case, e.g. busybox or localhost/busybox:fixture")
+    return UsageError(
+        f"invalid image name {name!r}: {why}",
+        hint="use NAME[:TAG] in lower case, e.g. busybox or localhost/busybox:fixture",
+    )
 
 
 def normalize_name(name: str) -> str:
@@ -73,7 +76,7 @@ def normalize_name(name: str) -> str:
     tag = ""
     slash, colon = rest.rfind("/"), rest.rfind(":")
     if colon > slash:
-        rest, tag = rest[:colon], rest[colon + 1:]
+        rest, tag = rest[:colon], rest[colon + 1 :]
         if not TAG_RE.fullmatch(tag):
             raise _invalid(name, f"{tag!r} is not a valid tag")
     first, sep, remainder = rest.partition("/")
@@ -107,6 +110,7 @@ def _now() -> str:
 
 # -- the service --------------------------------------------------------------------------------
 
+
 class ImageService:
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
@@ -129,8 +133,10 @@ class ImageService:
             layers.discard_stale(self.layout.tmp, image_sources.UNPACK_PREFIX)
             with image_sources.open_source(Path(source), self.layout.tmp) as src:
                 if not src.layers:
-                    raise ArchiveError(f"{source} holds an image without layers",
-                                       hint="an image needs at least one layer; export it again")
+                    raise ArchiveError(
+                        f"{source} holds an image without layers",
+                        hint="an image needs at least one layer; export it again",
+                    )
                 stored = [self._store_layer(layer) for layer in src.layers]
                 config, created = src.config, src.created
             digests = [s.digest for s in stored]
@@ -141,8 +147,14 @@ class ImageService:
                 names = existing.names if ref in existing.names else [*existing.names, ref]
                 image = dataclasses.replace(existing, names=names)
             else:
-                image = Image(id=iid, names=[ref], layers=digests, created=created or _now(),
-                              size=sum(s.size for s in stored), config=config)
+                image = Image(
+                    id=iid,
+                    names=[ref],
+                    layers=digests,
+                    created=created or _now(),
+                    size=sum(s.size for s in stored),
+                    config=config,
+                )
             self._save(image)
             return image
 
@@ -154,9 +166,14 @@ class ImageService:
         try:
             _verify(layer, extracted)
             dest = self._layer_dir(extracted.diff_id)
-            atomic_write_json(dest.with_name(dest.name + ".json"), {
-                "diff_id": f"sha256:{extracted.diff_id}", "size": extracted.size, "tar_size": extracted.tar_size,
-            })
+            atomic_write_json(
+                dest.with_name(dest.name + ".json"),
+                {
+                    "diff_id": f"sha256:{extracted.diff_id}",
+                    "size": extracted.size,
+                    "tar_size": extracted.tar_size,
+                },
+            )
         except BaseException:
             layers.discard(extracted.path)
             raise
@@ -207,8 +224,10 @@ class ImageService:
             if len(found) == 1:
                 return found[0], None
             if len(found) > 1:
-                raise UsageError(f"image id prefix {ref} is ambiguous: it matches "
-                                 f"{', '.join(i.id[:12] for i in found)}", hint="give more digits of the id")
+                raise UsageError(
+                    f"image id prefix {ref} is ambiguous: it matches {', '.join(i.id[:12] for i in found)}",
+                    hint="give more digits of the id",
+                )
         raise NotFoundError(f"no such image: {ref}", hint=NOT_FOUND_HINT)
 
     def layer_dirs(self, image: Image) -> builtins.list[Path]:
@@ -216,9 +235,10 @@ class ImageService:
         dirs = [self._layer_dir(d) for d in image.layers]
         for d in dirs:
             if not d.is_dir():
-                raise AmberError(f"image {image.name} is damaged: its layer {d.name[:12]} is missing from "
-                                 f"{self.layout.layers}",
-                                 hint=f"remove it (amber rmi {image.name}) and import it again")
+                raise AmberError(
+                    f"image {image.name} is damaged: its layer {d.name[:12]} is missing from {self.layout.layers}",
+                    hint=f"remove it (amber rmi {image.name}) and import it again",
+                )
         return dirs
 
     # -- removal ---------------------------------------------------------------------------------
@@ -238,7 +258,8 @@ class ImageService:
             if users:
                 raise ConflictError(
                     f"image {image.name} is in use by container(s): {', '.join(users)}",
-                    hint="remove those containers first (amber rm NAME), or use amber rmi -f to remove them too")
+                    hint="remove those containers first (amber rm NAME), or use amber rmi -f to remove them too",
+                )
             self._record(image.id).unlink(missing_ok=True)
             in_use = {d for other in self.list() for d in other.layers}
             for digest in dict.fromkeys(image.layers):
@@ -281,13 +302,19 @@ class ImageService:
 
 def _verify(layer: image_sources.LayerSource, extracted: layers.ExtractedLayer) -> None:
     if layer.blob_digest and extracted.blob_digest != layer.blob_digest:
-        raise ArchiveError(f"{layer.label} does not match its digest: got sha256:{extracted.blob_digest[:12]}..., "
-                           f"expected sha256:{layer.blob_digest[:12]}...",
-                           hint="the image is damaged or was tampered with; export it again")
+        raise ArchiveError(
+            f"{layer.label} does not match its digest: got sha256:{extracted.blob_digest[:12]}..., "
+            f"expected sha256:{layer.blob_digest[:12]}...",
+            hint="the image is damaged or was tampered with; export it again",
+        )
     if layer.blob_size is not None and extracted.blob_size != layer.blob_size:
-        raise ArchiveError(f"{layer.label} is {extracted.blob_size} bytes, its manifest says {layer.blob_size}",
-                           hint="the image is damaged or truncated; export it again")
+        raise ArchiveError(
+            f"{layer.label} is {extracted.blob_size} bytes, its manifest says {layer.blob_size}",
+            hint="the image is damaged or truncated; export it again",
+        )
     if layer.diff_id and extracted.diff_id != layer.diff_id:
-        raise ArchiveError(f"{layer.label} does not match the layer digest in the image config (rootfs.diff_ids): "
-                           f"got sha256:{extracted.diff_id[:12]}..., expected sha256:{layer.diff_id[:12]}...",
-                           hint="the image is damaged or was tampered with; export it again")
+        raise ArchiveError(
+            f"{layer.label} does not match the layer digest in the image config (rootfs.diff_ids): "
+            f"got sha256:{extracted.diff_id[:12]}..., expected sha256:{layer.diff_id[:12]}...",
+            hint="the image is damaged or was tampered with; export it again",
+        )

@@ -66,8 +66,10 @@ def is_scratch(layout: Layout, path: Path) -> bool:
 def container_memory(cgroups_path: str) -> int:
     """Bytes of memory a container's cgroup uses now (cgroup v1 or v2), 0 if unknown."""
     rel = cgroups_path.lstrip("/")
-    for candidate in (Path("/sys/fs/cgroup/memory") / rel / "memory.usage_in_bytes",
-                      Path("/sys/fs/cgroup") / rel / "memory.current"):
+    for candidate in (
+        Path("/sys/fs/cgroup/memory") / rel / "memory.usage_in_bytes",
+        Path("/sys/fs/cgroup") / rel / "memory.current",
+    ):
         try:
             return int(candidate.read_text().strip())
         except (OSError, ValueError):

@@ -14,10 +14,42 @@ from amber.models import Container
 
 RECORD = "container.json"
 
-_ADJECTIVES = ("amber", "brave", "calm", "eager", "fond", "gentle", "keen", "lucid", "merry", "quiet",
-               "swift", "tidy", "vivid", "witty", "zesty", "bold")
-_NOUNS = ("otter", "heron", "lynx", "panda", "raven", "tern", "wren", "yak", "koala", "marten",
-          "newt", "orca", "quail", "stoat", "tapir", "vole")
+_ADJECTIVES = (
+    "amber",
+    "brave",
+    "calm",
+    "eager",
+    "fond",
+    "gentle",
+    "keen",
+    "lucid",
+    "merry",
+    "quiet",
+    "swift",
+    "tidy",
+    "vivid",
+    "witty",
+    "zesty",
+    "bold",
+)
+_NOUNS = (
+    "otter",
+    "heron",
+    "lynx",
+    "panda",
+    "raven",
+    "tern",
+    "wren",
+    "yak",
+    "koala",
+    "marten",
+    "newt",
+    "orca",
+    "quail",
+    "stoat",
+    "tapir",
+    "vole",
+)
 
 
 class ContainerStore:
@@ -54,8 +86,9 @@ class ContainerStore:
             if len(matches) == 1:
                 return matches[0]
             if len(matches) > 1:
-                raise UsageError(f"container id prefix '{ref}' is ambiguous",
-                                 hint="give more characters of the id, or the name")
+                raise UsageError(
+                    f"container id prefix '{ref}' is ambiguous", hint="give more characters of the id, or the name"
+                )
         raise NotFoundError(f"no such container: {ref}", hint="amber ps -a lists the containers")
 
     def find(self, ref: str) -> Container | None:
@@ -91,6 +124,8 @@ def validate_name(name: str) -> str:
     import re
 
     if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}", name):
-        raise UsageError(f"invalid container name '{name}'",
-                         hint="use letters, digits, '_', '.' and '-', starting with a letter or digit")
+        raise UsageError(
+            f"invalid container name '{name}'",
+            hint="use letters, digits, '_', '.' and '-', starting with a letter or digit",
+        )
     return name
