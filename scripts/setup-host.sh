@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepare this host for amber: CRIU >= 4.2, runc, crun with CRIU, conmon, iptables, busybox-static,
-# pycriu, checkpointctl; the cgroup fix crun needs on hybrid hosts; amber's virtual environment.
+# pycriu, checkpointctl; netavark, aardvark-dns, nftables and conntrack for container networks; the
+# cgroup fix crun needs on hybrid hosts; amber's virtual environment.
 #
 # Safe to run twice: every step checks first and says what it did or why it did nothing.
 # Facts behind each step: ../shared/notes/host-setup.md (Debian 12 and 13 hosts).
@@ -35,6 +36,17 @@ tools_ok() {
     done
 }
 venv_module_ok() { /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null; }
+netavark=/usr/lib/podman/netavark
+netavark_version() { "$netavark" --version 2>/dev/null | awk '{print $2}'; }
+# netavark 1.14 (trixie) is the version measured here; bookworm's 1.4 has no nftables firewall driver.
+netavark_ok() { [ -x "$netavark" ] && dpkg --compare-versions "$(netavark_version)" ge 1.14; }
+aardvark_ok() { [ -x /usr/lib/podman/aardvark-dns ]; }
+net_ok() { netavark_ok && aardvark_ok && command -v nft >/dev/null && command -v conntrack >/dev/null; }
+# Where the installed version of a package came from ("http://mirror trixie/main").
+origin() { apt-cache policy "$1" | awk '/\*\*\*/{getline; print $2, $3; exit}'; }
+report() { local p; for p in "$@"; do say "$(dpkg-query -W -f '${Package} ${Version}' "$p") from $(origin "$p")"; done; }
+# Other installs may hold the dpkg lock for a while: wait for it rather than fail.
+apt_install() { apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "$@"; }
 
 add_suites() {
     # trixie and sid sources with low pins: nothing moves to them unless named below.
@@ -107,14 +119,37 @@ install_packages() {
     local -a set
     mapfile -t set <<<"$resolved"
     say "installing: ${set[*]}"
-    apt-get install -y -q --no-install-recommends "${set[@]}" >/tmp/amber-apt.log 2>&1 || {
+    apt_install "${set[@]}" >/tmp/amber-apt.log 2>&1 || {
         tail -30 /tmp/amber-apt.log >&2
         die "apt-get install failed (full log: /tmp/amber-apt.log)" "fix the apt problem shown above, then run this again"
     }
-    local p
-    for p in criu crun runc conmon python3-pycriu checkpointctl iptables busybox-static libc6; do
-        say "$(dpkg-query -W -f '${Package} ${Version}' "$p") from $(apt-cache policy "$p" | awk '/\*\*\*/{getline; print $2, $3; exit}')"
-    done
+    report criu crun runc conmon python3-pycriu checkpointctl iptables busybox-static libc6
+}
+
+# netavark makes each network's bridge, veth pairs, addresses and NAT (with nft); aardvark-dns is
+# its DNS server (podman's teardown fails without it); conntrack copies NAT state for TCP moves.
+install_network() {
+    if net_ok; then
+        say "netavark $(netavark_version), aardvark-dns, nft, conntrack: present"
+        return 0
+    fi
+    add_suites
+    apt_update
+    local -a named=(nftables conntrack)
+    if ! netavark_ok; then named+=(netavark/trixie); fi
+    if ! aardvark_ok; then named+=(aardvark-dns/trixie); fi
+    say "resolving the package set (named: ${named[*]})"
+    local resolved
+    resolved=$(resolve_set "${named[@]}") || die "apt cannot install netavark 1.14 and nftables here" \
+        "see the unmet dependencies above; the stable suites may have moved on"
+    local -a set
+    mapfile -t set <<<"$resolved"
+    say "installing: ${set[*]}"
+    apt_install "${set[@]}" >/tmp/amber-apt-net.log 2>&1 || {
+        tail -30 /tmp/amber-apt-net.log >&2
+        die "apt-get install failed (full log: /tmp/amber-apt-net.log)" "fix the apt problem shown above, then run this again"
+    }
+    report netavark aardvark-dns nftables conntrack
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -144,6 +179,12 @@ check_stack() {
     say "criu check: $(tail -1 <<<"$out")"
     crun --version | grep -q '+CRIU' || die "crun is built without CRIU" "install crun from Debian 13 (trixie) or newer"
     runc checkpoint --help >/dev/null 2>&1 || die "runc cannot checkpoint" "install runc >= 1.1"
+    netavark_ok || die "netavark >= 1.14 is missing at $netavark" "install netavark from Debian 13 (trixie) or newer"
+    say "netavark $(netavark_version) at $netavark"
+    out=$(nft list tables 2>&1) || die "nft cannot talk to the kernel: $(tail -1 <<<"$out")" \
+        "load the nf_tables module (modprobe nf_tables) or use a kernel with CONFIG_NF_TABLES"
+    say "nft $(nft --version | awk '{print $2}'): nf_tables works"
+    conntrack --version >/dev/null 2>&1 || die "conntrack does not run" "install the conntrack package"
     if criu check --feature mem_dirty_track >/dev/null 2>&1; then
         say "kernel tracks dirty memory: pre-checkpoints possible"
     else
@@ -180,6 +221,8 @@ setup_venv() {
 
 step "Packages: CRIU >= 4.2, runc, crun (+CRIU), conmon, iptables, busybox-static, pycriu, checkpointctl"
 install_packages
+step "Network: netavark, aardvark-dns, nftables, conntrack"
+install_network
 step "cgroups"
 fix_cgroups
 step "Checking the stack"
