@@ -386,3 +386,31 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _route_line(iface: str, net: str) -> str:
+    n = ipaddress.IPv4Network(net)
+    hexed = [int.from_bytes(a.packed, "little") for a in (n.network_address, n.netmask)]
+    return f"{iface}\t{hexed[0]:08X}\t00000000\t0001\t0\t0\t0\t{hexed[1]:08X}\t0\t0\t0\n"
+
+
+def test_attach_moves_an_unused_auto_subnet_routed_elsewhere(
+    nets: NetworkService, routes: Path, tmp_path: Path
+) -> None:
+    default = nets.get(DEFAULT_NETWORK)
+    mine = nets.create("mine", "10.89.210.0/24")
+    with routes.open("a") as f:  # another amber root's bridge came up with the same subnets
+        f.write(_route_line("other-br", default.subnet) + _route_line("other-br2", mine.subnet))
+        f.write(_route_line(default.bridge, default.subnet))  # our own bridge's route never counts
+    status = nets.attach(CID, "c1", tmp_path / "ns", DEFAULT_NETWORK, interface="eth5")
+    moved = nets.get(DEFAULT_NETWORK)
+    assert moved.subnet == "10.89.101.0/24" and moved.bridge == default.bridge
+    assert status.addresses(DEFAULT_NETWORK) == ["10.89.101.2"]
+    iface = status.interface(DEFAULT_NETWORK)
+    assert iface is not None and iface[0] == "eth5"
+    with pytest.raises(ConflictError, match="is routed to another interface of this host"):
+        nets.attach(CID, "c1", tmp_path / "ns", "mine")  # the user chose this subnet: never moved
+    with routes.open("a") as f:
+        f.write(_route_line("other-br3", moved.subnet))
+    with pytest.raises(ConflictError, match="is routed to another interface"):
+        nets.attach("d" * 64, "c2", tmp_path / "ns2", DEFAULT_NETWORK)  # in use: never moved

@@ -155,3 +155,13 @@ def test_hostile_import_leaves_nothing(vols: VolumeService, stream: io.BytesIO) 
         vols.import_("bad", stream, archive_name="volumes/bad.tar")
     assert not vols.exists("bad")
     assert list(Path(vols.layout.root / "volumes").iterdir()) == []
+
+
+def test_mounts_record_their_container(vols: VolumeService) -> None:
+    mount_specs.oci_mounts(parse(["logs:/logs"]), vols, container_id="c1")
+    assert vols.get("logs").users == ("c1",)
+    with pytest.raises(ConflictError):
+        vols.remove("logs")
+    vols.release("logs", "c1")
+    vols.remove("logs")
+    assert vols.release("logs", "c1") is None  # gone already: nothing to do

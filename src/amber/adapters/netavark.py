@@ -13,6 +13,7 @@ kept raw, so it goes back into an archive exactly as netavark wrote it.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -116,8 +117,6 @@ def _port(text: str, spec: str, which: str) -> int:
 
 
 def _check_ip(text: str, spec: str) -> None:
-    import ipaddress
-
     try:
         ipaddress.ip_address(text)
     except ValueError as exc:
@@ -249,6 +248,13 @@ class NetworkStatus:
     def merged(self, other: NetworkStatus) -> NetworkStatus:
         """Both statuses in one (the whole container's network.status)."""
         return NetworkStatus({**self.networks, **other.networks}, {**self.raw, **other.raw})
+
+    def interface(self, network: str) -> tuple[str, NetInterface] | None:
+        """The first interface on `network` (what podman restores the IP and MAC from)."""
+        block = self.networks.get(network)
+        if block is None or not block.interfaces:
+            return None
+        return next(iter(block.interfaces.items()))
 
     def addresses(self, network: str) -> list[str]:
         block = self.networks.get(network)

@@ -113,8 +113,11 @@ def parse(volumes: Iterable[str] = (), tmpfs: Iterable[str] = ()) -> list[MountS
     return specs
 
 
-def oci_mounts(specs: Sequence[MountSpec], volumes: VolumeService) -> list[dict[str, Any]]:
-    """OCI `mounts` entries for `specs`. Named volumes are made if missing.
+def oci_mounts(
+    specs: Sequence[MountSpec], volumes: VolumeService, *, container_id: str | None = None
+) -> list[dict[str, Any]]:
+    """OCI `mounts` entries for `specs`. Named volumes are made if missing, and recorded as used
+    by `container_id` when given (release them with VolumeService.release when it goes).
 
     Raises NotFoundError for a host path that does not exist."""
     out = []
@@ -126,6 +129,8 @@ def oci_mounts(specs: Sequence[MountSpec], volumes: VolumeService) -> list[dict[
             continue
         if isinstance(spec, VolumeMount):
             volumes.create(spec.name, exist_ok=True)
+            if container_id is not None:
+                volumes.use(spec.name, container_id)
             source = netvol_paths.volume_data(volumes.layout, spec.name)
             options = ["rbind", "rprivate", "nosuid", "nodev"]
         else:

@@ -52,8 +52,11 @@ def parse_ip(text: str, what: str = "IP address") -> ipaddress.IPv4Address:
         ) from exc
 
 
-def host_routes(route_file: Path = Path("/proc/net/route")) -> list[ipaddress.IPv4Network]:
-    """The IPv4 networks the host already routes (default route left out)."""
+def host_routes(
+    route_file: Path = Path("/proc/net/route"), *, except_iface: str | None = None
+) -> list[ipaddress.IPv4Network]:
+    """The IPv4 networks the host already routes (default route left out, and routes through
+    `except_iface`, a network's own bridge)."""
     nets = []
     try:
         lines = route_file.read_text().splitlines()[1:]
@@ -61,7 +64,7 @@ def host_routes(route_file: Path = Path("/proc/net/route")) -> list[ipaddress.IP
         return []
     for line in lines:
         fields = line.split()
-        if len(fields) < 8:
+        if len(fields) < 8 or fields[0] == except_iface:
             continue
         dest = socket.inet_ntoa(int(fields[1], 16).to_bytes(4, "little"))
         mask = socket.inet_ntoa(int(fields[7], 16).to_bytes(4, "little"))

@@ -44,6 +44,7 @@ class Network:
     gateway: str
     created: str
     internal: bool = False
+    auto_subnet: bool = False  # amber chose the subnet: it may choose again while nothing is attached
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,6 +59,7 @@ class Network:
             gateway=str(d["gateway"]),
             created=str(d.get("created", "")),
             internal=bool(d.get("internal", False)),
+            auto_subnet=bool(d.get("auto_subnet", False)),
         )
 
     def info(self) -> netavark.NetworkInfo:
@@ -195,6 +197,7 @@ class NetworkService:
             gateway=str(gw),
             created=datetime.now(UTC).isoformat(timespec="seconds"),
             internal=internal,
+            auto_subnet=subnet is None,
         )
         state.atomic_write_json(self._file(name), network.to_dict())
         return network
@@ -285,26 +288,30 @@ class NetworkService:
         ip: str | None = None,
         mac: str | None = None,
         ports: Sequence[PortMapping] = (),
+        interface: str | None = None,
     ) -> NetworkStatus:
-        """Join the container's namespace to `network`, publishing `ports` on the host.
+        """Join the container's namespace to `network`, publishing `ports` on the host. The
+        interface is `interface` (a restore passes the archived one), else the next free ethN.
 
         Returns netavark's status for that network. Raises NotFoundError (network), UsageError
         (an IP outside the subnet, a bad MAC or host IP), ConflictError (already attached, IP,
-        MAC or host port taken), CommandError (netavark failed; nothing is left behind)."""
-        net = self.get(network)
+        MAC or host port taken, the subnet routed elsewhere on the host), CommandError (netavark
+        failed; nothing is left behind)."""
+        self.get(network)
         with self._locked():
             leases = self.leases(network)
             if any(lease.container_id == container_id for lease in leases):
                 raise ConflictError(
                     f"container {name} is already attached to network {network}", hint="detach it first"
                 )
+            net = self._routable(Network.from_dict(state.read_json(self._file(network))), bool(leases))
             subnet, gateway = net_alloc.parse_subnet(net.subnet, net.gateway)
             lease = Lease(
                 container_id=container_id,
                 container_name=name,
                 ip=net_alloc.allocate_ip(subnet, gateway, {x.ip: x.container_name for x in leases}, ip, network),
                 mac=net_alloc.allocate_mac({x.mac: x.container_name for x in leases}, mac, network),
-                interface=self._next_interface(container_id),
+                interface=interface or self._next_interface(container_id),
                 netns=str(netns_path),
                 ports=tuple(ports),
             )
@@ -343,6 +350,26 @@ class NetworkService:
         return found
 
     # ------------------------------------------------------------ helpers
+    def _routable(self, net: Network, in_use: bool) -> Network:
+        """`net`, unless another interface of the host (another amber root's bridge, podman's)
+        routes its subnet now: then an unused network whose subnet amber chose gets a free one;
+        otherwise ConflictError."""
+        routed = net_alloc.host_routes(self.route_file, except_iface=net.bridge)
+        subnet = ipaddress.IPv4Network(net.subnet)
+        clash = next((r for r in routed if subnet.overlaps(r)), None)
+        if clash is None:
+            return net
+        if in_use or not net.auto_subnet:
+            raise ConflictError(
+                f"subnet {net.subnet} of network {net.name} is routed to another interface of this host ({clash})",
+                hint="detach what uses that subnet, or make a network with another --subnet",
+            )
+        ours = {n.name: ipaddress.IPv4Network(n.subnet) for n in self._all() if n.name != net.name}
+        fresh = net_alloc.pick_subnet(ours, routed)
+        moved = Network(**{**net.to_dict(), "subnet": str(fresh), "gateway": str(fresh.network_address + 1)})
+        state.atomic_write_json(self._file(net.name), moved.to_dict())
+        return moved
+
     def _config(self) -> Path:
         return netvol_paths.netavark_config(self.layout)
 

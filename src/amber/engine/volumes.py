@@ -148,8 +148,10 @@ class VolumeService:
         """Record that a container uses the volume. Raises NotFoundError."""
         return self._set_users(name, lambda users: users | {container_id})
 
-    def release(self, name: str, container_id: str) -> Volume:
-        """Forget that a container uses the volume. Raises NotFoundError."""
+    def release(self, name: str, container_id: str) -> Volume | None:
+        """Forget that a container uses the volume (None when the volume is gone already)."""
+        if not self.exists(name):
+            return None
         return self._set_users(name, lambda users: users - {container_id})
 
     def _set_users(self, name: str, change: Callable[[set[str]], set[str]]) -> Volume:
