@@ -110,8 +110,10 @@ def test_published_port_reaches_a_server_in_the_namespace(layout: Layout) -> Non
     assert name not in [n.name for n in nets.list()]
 
 
-def test_detach_after_the_namespace_is_gone(layout: Layout) -> None:
-    """A container removed before its network: detach still removes every trace."""
+@pytest.mark.parametrize("leave_file", [False, True], ids=["file-gone", "file-unmounted"])
+def test_detach_after_the_namespace_is_gone(layout: Layout, leave_file: bool) -> None:
+    """A container removed before its network (or half removed, its namespace file left behind
+    unmounted): detach still removes every trace."""
     nets = NetworkService.from_layout(layout)
     name, subnet, port = f"g{os.getpid()}{random.randint(0, 9999)}", _free_subnet(), _free_port()
     network = nets.create(name, subnet)
@@ -119,6 +121,8 @@ def test_detach_after_the_namespace_is_gone(layout: Layout) -> None:
     cid = os.urandom(32).hex()
     nets.attach(cid, "gone", ns, name, ip=str(ipaddress.IPv4Network(subnet)[77]), ports=[PortMapping(port, 80)])
     netns.remove(ns)
+    if leave_file:
+        ns.touch()
     try:
         nets.detach(cid)
     finally:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from amber.adapters import netns
+from amber.adapters import mounts, netns
 from amber.adapters.run import find_tool, run
 from amber.errors import AmberError, CommandError, PreconditionError, UsageError
 
@@ -332,7 +332,7 @@ def teardown(
     Raises CommandError when netavark fails."""
     names = ", ".join(options.networks)
     what = f"could not detach container {options.container_name} from network {names}"
-    if netns_path is not None and netns_path.exists():
+    if netns_path is not None and _is_netns(netns_path):
         _teardown(netns_path, options, config_dir, timeout, what)
         return
     standin = standin_dir / f"standin-{options.container_id[:32]}"
@@ -350,6 +350,13 @@ def teardown(
         _teardown(standin, options, config_dir, timeout, what)
     finally:
         netns.remove(standin)
+
+
+def _is_netns(path: Path) -> bool:
+    """A live namespace: a pinned (bind-mounted) namespace file, or a process's /proc entry."""
+    if str(path).startswith("/proc/"):
+        return path.exists()
+    return mounts.is_mountpoint(path)
 
 
 def _teardown(netns_path: Path, options: NetworkOptions, config_dir: Path, timeout: float, what: str) -> None:

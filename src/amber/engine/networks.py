@@ -263,6 +263,8 @@ class NetworkService:
             )
         network = self.get(name)
         with self._locked():
+            if not self._file(name).exists():
+                raise NotFoundError(f"no such network: {name}", hint="amber network ls lists them")
             leases = self.leases(name)
             if is_live is not None:
                 for lease in [x for x in leases if not is_live(x.container_id)]:
