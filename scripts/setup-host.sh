@@ -185,6 +185,7 @@ check_stack() {
         "load the nf_tables module (modprobe nf_tables) or use a kernel with CONFIG_NF_TABLES"
     say "nft $(nft --version | awk '{print $2}'): nf_tables works"
     conntrack --version >/dev/null 2>&1 || die "conntrack does not run" "install the conntrack package"
+    say "conntrack $(conntrack --version 2>&1 | awk '{print $2; exit}'): present (NAT state for TCP across moves)"
     if criu check --feature mem_dirty_track >/dev/null 2>&1; then
         say "kernel tracks dirty memory: pre-checkpoints possible"
     else
