@@ -237,6 +237,8 @@ def test_attach_leases_and_detach(nets: NetworkService, fake: FakeNetavark, tmp_
     with pytest.raises(ConflictError, match="already attached"):
         nets.attach(CID, "c1", ns, "web")
     # the same container on a second network gets eth1
+    with pytest.raises(UsageError, match="interface name 'eth0' is taken"):
+        nets.attach(CID, "c1", ns, DEFAULT_NETWORK, interface="eth0")
     nets.attach(CID, "c1", ns, DEFAULT_NETWORK)
     assert nets.attachments(CID)[DEFAULT_NETWORK].interface == "eth1"
     assert set(nets.inspect("web")["containers"]) == {CID, "d" * 64}

@@ -15,6 +15,7 @@ import errno
 import hashlib
 import ipaddress
 import os
+import re
 import secrets
 import socket
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -213,14 +214,17 @@ class NetworkService:
     def get(self, name: str) -> Network:
         """Network `name` (the default one is made on first use). Raises NotFoundError."""
         path = self._file(name)
-        if not path.exists():
-            if name == DEFAULT_NETWORK:
-                with self._locked():
-                    if not path.exists():
-                        return self._create(name, None, None, False)
-            else:
-                raise NotFoundError(f"no such network: {name}", hint="amber network ls lists them")
-        return Network.from_dict(state.read_json(path))
+        if not path.exists() and name == DEFAULT_NETWORK:
+            with self._locked():
+                if not path.exists():
+                    return self._create(name, None, None, False)
+        return self._load(name)
+
+    def _load(self, name: str) -> Network:
+        try:
+            return Network.from_dict(state.read_json(self._file(name)))
+        except FileNotFoundError:
+            raise NotFoundError(f"no such network: {name}", hint="amber network ls lists them") from None
 
     def list(self) -> list[Network]:
         """Every network, the default one included, by name."""
@@ -263,8 +267,7 @@ class NetworkService:
             )
         network = self.get(name)
         with self._locked():
-            if not self._file(name).exists():
-                raise NotFoundError(f"no such network: {name}", hint="amber network ls lists them")
+            self._load(name)
             leases = self.leases(name)
             if is_live is not None:
                 for lease in [x for x in leases if not is_live(x.container_id)]:
@@ -306,14 +309,14 @@ class NetworkService:
                 raise ConflictError(
                     f"container {name} is already attached to network {network}", hint="detach it first"
                 )
-            net = self._routable(Network.from_dict(state.read_json(self._file(network))), bool(leases))
+            net = self._routable(self._load(network), bool(leases))
             subnet, gateway = net_alloc.parse_subnet(net.subnet, net.gateway)
             lease = Lease(
                 container_id=container_id,
                 container_name=name,
                 ip=net_alloc.allocate_ip(subnet, gateway, {x.ip: x.container_name for x in leases}, ip, network),
                 mac=net_alloc.allocate_mac({x.mac: x.container_name for x in leases}, mac, network),
-                interface=interface or self._next_interface(container_id),
+                interface=self._interface(container_id, interface),
                 netns=str(netns_path),
                 ports=tuple(ports),
             )
@@ -390,8 +393,17 @@ class NetworkService:
             netns_path, self._options(net, lease), config_dir=self._config(), standin_dir=self.layout.netns
         )
 
-    def _next_interface(self, container_id: str) -> str:
+    def _interface(self, container_id: str, want: str | None) -> str:
+        """`want`, or the next ethN the container has no interface by. Raises UsageError when
+        `want` is taken or not an interface name."""
         used = {lease.interface for lease in self.attachments(container_id).values()}
+        if want is not None:
+            if want in used or not re.fullmatch(r"[a-zA-Z0-9_.-]{1,15}", want):
+                raise UsageError(
+                    f"interface name {want!r} is taken or invalid for this container",
+                    hint="give another name (up to 15 letters, digits, '_', '.', '-'), or none",
+                )
+            return want
         n = 0
         while f"eth{n}" in used:
             n += 1
