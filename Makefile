@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test lint bench
+.PHONY: setup demo test unit lint bench
 setup:
 	bash scripts/setup-host.sh
 
@@ -12,9 +12,14 @@ demo: setup
 test: setup
 	bash scripts/run-tests.sh
 
+# Fast and unprivileged: the unit tests that need neither root nor the real stack (no setup run).
+unit:
+	$(PY) -m pytest -p no:cacheprovider -q -m "not root and not stack" tests/unit
+
 lint:
 	$(PY) -m ruff check src tests bench
-	$(PY) -m mypy src
+	$(PY) -m ruff format --check src tests bench
+	$(PY) -m mypy src tests bench
 
 bench: setup
 	$(PY) bench/run.py

@@ -8,6 +8,6 @@ echo "==> ruff"
 $py -m ruff check src tests bench
 $py -m ruff format --check src tests bench
 echo "==> mypy --strict"
-$py -m mypy src
+$py -m mypy src tests bench
 echo "==> pytest"
 exec $py -m pytest -p no:cacheprovider "$@"

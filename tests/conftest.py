@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,17 +22,46 @@ FIXTURES = SHARED / "fixtures" / "podman-5.4.2"
 RUNTIMES = ("runc", "crun")
 
 
+STACK_TOOLS = ("criu", "conmon", "runc", "crun")
+# In CI (CI=true) a test that skips is a failure: a missing component or fixture must not pass
+# quietly. Only a skip whose reason starts with this prefix is allowed there: the test does not
+# apply to this host at all (for example a check for kernels that lack a feature).
+NOT_APPLICABLE = "not applicable here:"
+IN_CI = os.environ.get("CI") == "true"
+
+
+def have_root() -> bool:
+    return os.geteuid() == 0
+
+
 def have_stack() -> bool:
-    return os.geteuid() == 0 and all(shutil.which(t) for t in ("criu", "conmon", "runc", "crun"))
+    return have_root() and all(shutil.which(t) for t in STACK_TOOLS)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if have_stack():
-        return
-    skip = pytest.mark.skip(reason="needs root and runc, crun, CRIU, conmon (run make setup)")
+    no_root = pytest.mark.skip(reason="needs root (run the tests as root: make test)")
+    no_stack = pytest.mark.skip(reason="needs root and runc, crun, CRIU, conmon (run make setup)")
     for item in items:
-        if "root" in item.keywords:
-            item.add_marker(skip)
+        if "integration" in item.path.parts:
+            item.add_marker(pytest.mark.stack)
+        if "stack" in item.keywords and not have_stack():
+            item.add_marker(no_stack)
+        elif "root" in item.keywords and not have_root():
+            item.add_marker(no_root)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if not (IN_CI and report.skipped) or hasattr(report, "wasxfail"):
+        return report
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    if NOT_APPLICABLE not in reason:
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI, which counts as a failure: {reason}"
+    return report
 
 
 class Amber:

@@ -157,7 +157,7 @@ def test_pre_checkpoint_refused_without_dirty_tracking(
     from amber.adapters import criu
 
     if criu.dirty_tracking():
-        pytest.skip("this kernel tracks dirty memory")
+        pytest.skip("not applicable here: this kernel tracks dirty memory")
     start_counter(amber, demo_image, "crun")
     capsys.readouterr()
     assert amber("checkpoint", "--pre-checkpoint", "cnt") == ExitCode.PRECONDITION

@@ -314,6 +314,7 @@ def test_recorded_status_parses_and_round_trips() -> None:
     assert status.to_dict() == raw
     other = NetworkStatus.from_dict({"b": {"interfaces": {}}})
     assert set(status.merged(other).to_dict()) == {"smoke", "b"}
+    bad: object
     for bad in ([], {"n": {"interfaces": {"eth0": {"subnets": [{"gateway": "x"}]}}}}, {"n": "text"}):
         with pytest.raises(AmberError, match="not a network status"):
             NetworkStatus.from_dict(bad)

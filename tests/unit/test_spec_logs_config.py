@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,7 +35,7 @@ def test_merge_env_user_wins_and_path_present() -> None:
 
 
 def test_rewrite_for_restore_rebinds_engine_files(tmp_path: Path) -> None:
-    old = {
+    old: dict[str, Any] = {
         "root": {"path": "/var/lib/containers/storage/overlay/x/merged"},
         "mounts": [
             {"destination": "/proc", "type": "proc", "source": "proc"},
