@@ -30,7 +30,7 @@ from amber.adapters.criu_images import (
     read_processes,
     read_sockets,
 )
-from amber.adapters.podman_format import spec_annotations
+from amber.adapters.podman_format import CPUINFO_IMG, spec_annotations
 from amber.config import Layout
 from amber.engine import archive_checks
 from amber.engine.archive_models import (
@@ -430,7 +430,7 @@ class ArchiveService:
         """Can this host restore the archive? One result per check; nothing is changed."""
         p = Path(path)
         head = archive.read_head(p)
-        wanted = {archive.INVENTORY, CKPT + "cpuinfo.img"}
+        wanted = {archive.INVENTORY, CKPT + CPUINFO_IMG}
         if cpu:
             with self._extracted(p, lambda tmp: _Want(tmp, wanted, ())) as tmp:
                 return archive_checks.run_checks(

@@ -212,16 +212,8 @@ class ContainerService:
         st = self.runtime_state(c)
         if st is not None and st.alive:
             return c
-        p = self.paths(c.id)
-        code: int | None = None
-        finished = now()
-        if p.exit_file.is_file():
-            with contextlib.suppress(ValueError, OSError):
-                code = int(p.exit_file.read_text().strip() or "-1")
-                finished = datetime.fromtimestamp(p.exit_file.stat().st_mtime, UTC).isoformat()
-        c = dataclasses.replace(
-            c, status=Status.EXITED, exit_code=code if code is not None else -1, finished=finished, pid=0
-        )
+        code, finished = _exit_status(self.paths(c.id))
+        c = dataclasses.replace(c, status=Status.EXITED, exit_code=code, finished=finished, pid=0)
         self.cleanup(c)
         self.store.save(c)
         return c
@@ -355,3 +347,29 @@ class ContainerService:
         if not argv:
             raise UsageError("exec needs a command", hint=f"amber exec {c.name} sh -c 'echo hi'")
         return self.runtime_for(c).exec(c.id, argv, env=env, cwd=workdir, tty=tty)
+
+
+def _exit_status(p: ContainerLayout, grace: float = 2.0) -> tuple[int, str]:
+    """(exit code, when) that conmon recorded for a container the runtime no longer runs; -1
+    and now when it recorded none.
+
+    conmon writes the exit file just after it reaps the container, so the runtime can report
+    the container stopped a moment before the file is there: while conmon lives, wait for it.
+    """
+    deadline = time.monotonic() + grace
+    while True:
+        with contextlib.suppress(ValueError, OSError):
+            text = p.exit_file.read_text().strip()
+            if text:
+                return int(text), datetime.fromtimestamp(p.exit_file.stat().st_mtime, UTC).isoformat()
+        if time.monotonic() > deadline or not _alive(p.conmon_pidfile):
+            return -1, now()
+        time.sleep(0.02)
+
+
+def _alive(pidfile: Path) -> bool:
+    try:
+        os.kill(int(pidfile.read_text().strip()), 0)
+    except (OSError, ValueError):
+        return False
+    return True
