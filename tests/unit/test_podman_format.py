@@ -1,5 +1,5 @@
 """podman_format's typed records: podman's real config.dump, amber.manifest's schema check,
-pending markers, runtime state; the one Layout; the checkpoint/restore option rules."""
+pending markers, runtime state; and the one Layout."""
 
 from __future__ import annotations
 
@@ -11,13 +11,8 @@ import pytest
 
 from amber.adapters import checkpoint_archive as ca
 from amber.adapters import podman_format as fmt
-from amber.config import Layout, Settings
-from amber.engine.checkpoint import CheckpointOptions
-from amber.engine.containers import ContainerService
-from amber.engine.images import ImageService
-from amber.engine.restore import RestoreOptions
-from amber.errors import ArchiveError, NotFoundError, PreconditionError, UsageError
-from amber.models import Container, Status
+from amber.config import Layout
+from amber.errors import ArchiveError, PreconditionError
 from tests.conftest import FIXTURES
 
 PODMAN = {"counter-crun.tar.zst": "crun", "counter-runc.tar": "runc"}
@@ -163,62 +158,3 @@ def test_layout_owns_every_container_path(tmp_path: Path) -> None:
     assert p.pending_markers == (p.dir / "checkpoint.pending", p.dir / "restore.pending")
     assert layout.runtime_state("crun") == tmp_path / "run" / "runtime" / "crun"
     assert layout.shm.parent == Path("/dev/shm") and layout.shm != Layout(tmp_path, tmp_path).shm
-
-
-# ===================================== options ================================================
-@pytest.mark.parametrize(
-    ("opts", "count", "message"),
-    [
-        (CheckpointOptions(compression=ca.Compression.GZIP), 1, "--compress can only be used with --export"),
-        (CheckpointOptions(ignore_rootfs=True), 1, "--ignore-rootfs can only be used with --export"),
-        (CheckpointOptions(), 0, "at least one name or id"),
-        (CheckpointOptions(pre_checkpoint=True, with_previous=True), 1, "--with-previous"),
-    ],
-)
-def test_checkpoint_options_validate(opts: CheckpointOptions, count: int, message: str) -> None:
-    with pytest.raises(UsageError, match=message):
-        opts.validate(count)
-
-
-def test_checkpoint_options_valid() -> None:
-    CheckpointOptions(export=Path("/x.tar"), compression=ca.Compression.NONE, ignore_rootfs=True).validate(2)
-    CheckpointOptions().validate()
-    assert CheckpointOptions().archive_compression is ca.Compression.ZSTD
-
-
-def test_restore_options_validate() -> None:
-    with pytest.raises(UsageError, match="--tcp-established cannot be used with --name"):
-        RestoreOptions(tcp_established=True, name="x").validate(archive=True)
-    for opts in (RestoreOptions(name="x"), RestoreOptions(ignore_rootfs=True)):
-        with pytest.raises(UsageError, match="only be used with --import"):
-            opts.validate(archive=False)
-        opts.validate(archive=True)
-    RestoreOptions(tcp_established=True, keep=True).validate(archive=False)
-
-
-# ===================================== recovery without the Engine ============================
-def test_container_service_alone_recovers_an_interrupted_restore(tmp_path: Path) -> None:
-    layout = Layout(tmp_path / "root", tmp_path / "run")
-    settings = Settings(root=layout.root, runroot=layout.runroot, default_runtime="crun")
-    containers = ContainerService(layout, settings, ImageService(layout), None)
-    c = Container("ab" * 32, "half", "img", "img", "no-such-runtime", "/nonexistent", ["sh"], "2026-01-01T00:00:00Z")
-    containers.store.save(c)
-    work = tmp_path / "root" / "tmp" / "restore-x"
-    work.mkdir(parents=True)
-    layout.container(c.id).pending_restore.write_text(json.dumps(fmt.PendingRestore(Path("/a"), work).to_dict()))
-    assert containers.interrupted(c)
-    with pytest.raises(NotFoundError, match="interrupted restore was cleaned up"):
-        containers.inspect_record("half")
-    assert containers.store.find("half") is None and not work.exists()
-    assert containers.list(all_containers=True) == []
-
-
-def test_container_service_alone_finishes_a_cut_checkpoint_marker(tmp_path: Path) -> None:
-    layout = Layout(tmp_path / "root", tmp_path / "run")
-    settings = Settings(root=layout.root, runroot=layout.runroot, default_runtime="crun")
-    containers = ContainerService(layout, settings, ImageService(layout), None)
-    c = Container("cd" * 32, "cut", "img", "img", "crun", "/nonexistent", ["sh"], "t", status=Status.EXITED)
-    containers.store.save(c)
-    layout.container(c.id).pending_checkpoint.write_text('{"work": ')  # cut by a crash
-    assert containers.inspect_record("cut").status == Status.EXITED
-    assert not layout.container(c.id).pending_checkpoint.exists()
