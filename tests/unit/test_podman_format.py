@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from amber.adapters import checkpoint_archive as ca
 from amber.adapters import podman_format as fmt
@@ -158,3 +160,33 @@ def test_layout_owns_every_container_path(tmp_path: Path) -> None:
     assert p.pending_markers == (p.dir / "checkpoint.pending", p.dir / "restore.pending")
     assert layout.runtime_state("crun") == tmp_path / "run" / "runtime" / "crun"
     assert layout.shm.parent == Path("/dev/shm") and layout.shm != Layout(tmp_path, tmp_path).shm
+
+
+# ===================================== any JSON: a record that round-trips, or ArchiveError ====
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
+_KEYS = ["id", "name", "runtime", "command", "restored", "amber", "createdTime", "schema_version", "sizes", "x"]
+_SIZES = st.dictionaries(st.sampled_from(["checkpoint", "memory_pages", "rootfs_diff", "y"]), _JSON, max_size=3)
+_OBJECTS = st.dictionaries(st.sampled_from(_KEYS), _JSON | _SIZES, max_size=6)
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(data=_OBJECTS | _JSON)
+def test_any_json_round_trips_or_is_refused(data: Any) -> None:
+    records: list[Any] = [fmt.ConfigDump, fmt.AmberManifest, fmt.RuntimeState, fmt.PendingRestore]
+    for record in records:
+        try:
+            parsed = record.from_dict(data, "a.tar")
+        except ArchiveError as exc:
+            assert "a.tar" in exc.message and exc.hint
+            continue
+        except PreconditionError:
+            assert record is fmt.AmberManifest
+            continue
+        again = record.from_dict(parsed.to_dict(), "a.tar")
+        assert again == parsed
+        if record is not fmt.PendingRestore:  # a marker's paths are normalised
+            assert parsed.to_dict() == data
