@@ -65,13 +65,20 @@ class CheckpointOptions:
     def validate(self, count: int | None = None) -> None:
         """Raises UsageError for options that do not go together, or (`count`) no container."""
         if self.compression is not None and self.export is None:
-            raise UsageError("--compress can only be used with --export")
+            raise UsageError(
+                "--compress can only be used with --export", hint="add --export FILE, or leave out --compress"
+            )
         if self.ignore_rootfs and self.export is None:
-            raise UsageError("--ignore-rootfs can only be used with --export")
+            raise UsageError(
+                "--ignore-rootfs can only be used with --export", hint="add --export FILE, or leave out --ignore-rootfs"
+            )
         if count == 0:
             raise UsageError("you must provide at least one name or id", hint="or use --all")
         if self.pre_checkpoint and self.with_previous:
-            raise UsageError("--with-previous can not be used with --pre-checkpoint")
+            raise UsageError(
+                "--with-previous can not be used with --pre-checkpoint",
+                hint="take the pre-checkpoint first (--pre-checkpoint), then checkpoint --with-previous",
+            )
 
 
 class CheckpointService:

@@ -59,11 +59,14 @@ class RestoreOptions:
     def validate(self, *, archive: bool) -> None:
         """Raises UsageError for options that do not go together (`archive`: restoring one)."""
         if self.tcp_established and self.name:
-            raise UsageError("--tcp-established cannot be used with --name")
+            raise UsageError(
+                "--tcp-established cannot be used with --name",
+                hint="a copy under a new name cannot take over the connections: leave out --tcp-established",
+            )
         if not archive and (self.name or self.ignore_rootfs):
             raise UsageError(
                 "--name and --ignore-rootfs can only be used with --import",
-                hint="amber restore --import ARCHIVE --name NEW_NAME",
+                hint="they apply to a restore from an archive (amber restore --import ARCHIVE); leave them out here",
             )
 
     def runtime_opts(self) -> list[str]:
