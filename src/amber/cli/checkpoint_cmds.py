@@ -59,7 +59,10 @@ def cmd_restore(args: argparse.Namespace, engine: Engine) -> int:
     if args.import_path is None and args.container is None:
         raise UsageError("restore needs a container, or --import FILE")
     if args.import_path is not None and args.container:
-        raise UsageError("cannot use --import with a container argument")
+        raise UsageError(
+            "cannot use --import with a container argument",
+            hint="amber restore NAME, or amber restore --import ARCHIVE [--name NEW_NAME]",
+        )
     opts = RestoreOptions(
         name=args.name,
         runtime=args.runtime or args.global_runtime,
