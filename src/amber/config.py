@@ -1,4 +1,4 @@
-"""Settings: where amber keeps its state, which runtime it uses by default.
+"""Settings: where amber keeps its state, which runtime it uses by default (paths: amber.layout).
 
 Precedence: command-line option > environment (AMBER_ROOT, AMBER_RUNROOT, AMBER_CONFIG) >
 config file (TOML, default /etc/amber/amber.toml) > built-in defaults.
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amber.errors import UsageError
+from amber.layout import Layout  # the on-disk layout lives in amber.layout
 
 DEFAULT_ROOT = Path("/var/lib/amber")
 DEFAULT_RUNROOT = Path("/run/amber")
@@ -56,48 +57,4 @@ class Settings:
         )
 
 
-@dataclass(frozen=True)
-class Layout:
-    """Every path amber uses, derived from the two roots."""
-
-    root: Path
-    runroot: Path
-
-    @property
-    def images(self) -> Path:
-        return self.root / "images"
-
-    @property
-    def layers(self) -> Path:
-        return self.root / "layers"
-
-    @property
-    def containers(self) -> Path:
-        return self.root / "containers"
-
-    @property
-    def tmp(self) -> Path:
-        return self.root / "tmp"
-
-    @property
-    def locks(self) -> Path:
-        return self.runroot / "locks"
-
-    @property
-    def exits(self) -> Path:
-        return self.runroot / "exits"
-
-    @property
-    def netns(self) -> Path:
-        return self.runroot / "netns"
-
-    def container_dir(self, cid: str) -> Path:
-        return self.containers / cid
-
-    def bundle(self, cid: str) -> Path:
-        """The OCI bundle: config.json, ctr.log, checkpoint/ (podman calls it userdata)."""
-        return self.containers / cid / "userdata"
-
-    def ensure(self) -> None:
-        for d in (self.images, self.layers, self.containers, self.tmp, self.locks, self.exits, self.netns):
-            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+__all__ = ["DEFAULT_CONFIG", "DEFAULT_ROOT", "DEFAULT_RUNTIME", "DEFAULT_RUNROOT", "Layout", "Settings"]

@@ -103,3 +103,13 @@ def require_root(action: str) -> None:
             f"{action} needs root (CRIU, namespaces and overlay mounts are root-only)",
             hint="run amber as root, e.g. with sudo",
         )
+
+
+def amended(exc: AmberError, *, hint: str | None = None, details: Sequence[str] = ()) -> AmberError:
+    """A new error saying what `exc` says, with more context: `hint` (when given) replaces its
+    hint, `details` follow its own. Same exit code. Raise it `from exc`: a raised error is never
+    changed afterwards."""
+    cls = type(exc) if type(exc).__init__ is AmberError.__init__ else AmberError
+    new = cls(exc.message, hint if hint is not None else exc.hint, [*exc.details, *details])
+    new.exit_code = exc.exit_code
+    return new

@@ -1,4 +1,4 @@
-"""Typed records that cross layers: images, containers, their states."""
+"""Typed records that cross layers: images, containers, their states, checkpoint reports."""
 
 from __future__ import annotations
 
@@ -106,3 +106,14 @@ class Container:
             restored=bool(d.get("restored", False)),
             restored_from=str(d.get("restored_from", "")),
         )
+
+
+@dataclass(frozen=True)
+class Report:
+    """One container's checkpoint or restore: what podman's --print-stats reports."""
+
+    id: str
+    name: str
+    runtime_duration_us: int
+    criu_statistics: dict[str, int]
+    export: str | None = None

@@ -29,19 +29,22 @@ from typing import IO, Any
 import zstandard
 
 from amber.adapters import safe_tar
+from amber.adapters.podman_format import (
+    AMBER_MANIFEST,
+    CHECKPOINT_DIR,
+    CONFIG_DUMP,
+    CTR_LOG,
+    DELETED_FILES,
+    DEVSHM,
+    INVENTORY,
+    NETWORK_STATUS,
+    ROOTFS_DIFF,
+    SPEC_DUMP,
+    STATS_DUMP,
+    AmberManifest,
+    ConfigDump,
+)
 from amber.errors import ArchiveError, NotFoundError, UsageError
-
-CONFIG_DUMP = "config.dump"
-SPEC_DUMP = "spec.dump"
-NETWORK_STATUS = "network.status"
-STATS_DUMP = "stats-dump"
-CTR_LOG = "ctr.log"
-CHECKPOINT_DIR = "checkpoint"
-INVENTORY = "checkpoint/inventory.img"
-ROOTFS_DIFF = "rootfs-diff.tar"
-DELETED_FILES = "deleted.files"
-DEVSHM = "devshm-checkpoint.tar"
-AMBER_MANIFEST = "amber.manifest"
 
 MAX_DUMP_SIZE = 16 << 20  # config.dump, spec.dump
 MAX_MANIFEST_SIZE = 1 << 20
@@ -91,12 +94,24 @@ class MemberInfo:
 
 @dataclass(frozen=True)
 class ArchiveHead:
+    """The metadata at the front of an archive, typed: config.dump, spec.dump, amber.manifest."""
+
     path: Path
     compression: Compression
-    config: dict[str, Any]
+    config_dump: ConfigDump
     spec: dict[str, Any]
-    manifest: dict[str, Any] | None
+    amber_manifest: AmberManifest | None  # None: not written by amber
     bytes_read: int  # compressed bytes consumed from the file
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """config.dump as the JSON object it was (unknown keys included)."""
+        return self.config_dump.to_dict()
+
+    @property
+    def manifest(self) -> dict[str, Any] | None:
+        """amber.manifest as the JSON object it was, None when absent."""
+        return None if self.amber_manifest is None else self.amber_manifest.to_dict()
 
 
 def _bad(path: Path, what: str, hint: str | None = None) -> ArchiveError:
@@ -209,7 +224,10 @@ def _name(ti: tarfile.TarInfo) -> str:
 
 
 def read_head(path: Path) -> ArchiveHead:
-    """config.dump, spec.dump and amber.manifest (when it comes first), reading no further."""
+    """config.dump, spec.dump and amber.manifest (when it comes first), reading no further.
+
+    Raises ArchiveError for a damaged archive or metadata of the wrong shape (naming the field),
+    PreconditionError for an amber.manifest of a newer schema than this amber reads."""
     found: dict[str, dict[str, Any]] = {}
     started = [False]
     with _open(path, buffered=False) as (comp, raw, stream), _reading(path, started):
@@ -226,7 +244,10 @@ def read_head(path: Path) -> ArchiveHead:
     for name in (CONFIG_DUMP, SPEC_DUMP):
         if name not in found:
             raise _bad(path, f"lacks {name}: it is not a container checkpoint")
-    return ArchiveHead(path, comp, found[CONFIG_DUMP], found[SPEC_DUMP], found.get(AMBER_MANIFEST), bytes_read)
+    config = ConfigDump.from_dict(found[CONFIG_DUMP], path)
+    raw_manifest = found.get(AMBER_MANIFEST)
+    manifest = None if raw_manifest is None else AmberManifest.from_dict(raw_manifest, path)
+    return ArchiveHead(path, comp, config, found[SPEC_DUMP], manifest, bytes_read)
 
 
 def _extract(
@@ -400,3 +421,28 @@ def write_archive(
         finally:
             os.close(dfd)
     return dest.stat().st_size
+
+
+__all__ = [  # the member names come from podman_format; readers find them here too
+    "AMBER_MANIFEST",
+    "CHECKPOINT_DIR",
+    "CONFIG_DUMP",
+    "CTR_LOG",
+    "DELETED_FILES",
+    "DEVSHM",
+    "INVENTORY",
+    "NETWORK_STATUS",
+    "ROOTFS_DIFF",
+    "SPEC_DUMP",
+    "STATS_DUMP",
+    "ArchiveHead",
+    "Compression",
+    "MemberInfo",
+    "MemberType",
+    "detect_compression",
+    "extract_archive",
+    "extract_members",
+    "list_members",
+    "read_head",
+    "write_archive",
+]

@@ -28,17 +28,11 @@ def _stats_json(reports: list[Report], key: str, started: float) -> dict[str, An
 
 def cmd_checkpoint(args: argparse.Namespace, engine: Engine) -> int:
     started = time.monotonic()
-    if args.compress is not None and args.export is None:
-        raise UsageError("--compress can only be used with --export")
-    if args.ignore_rootfs and args.export is None:
-        raise UsageError("--ignore-rootfs can only be used with --export")
     if args.all and args.containers:
         raise UsageError("--all and containers cannot be used together")
-    if not args.all and not args.containers:
-        raise UsageError("you must provide at least one name or id", hint="or use --all")
     opts = CheckpointOptions(
         export=Path(args.export) if args.export else None,
-        compression=Compression.parse(args.compress or "zstd"),
+        compression=Compression.parse(args.compress or "zstd") if args.compress is not None else None,
         leave_running=args.leave_running,
         keep=args.keep,
         tcp_established=args.tcp_established,
@@ -64,8 +58,12 @@ def cmd_restore(args: argparse.Namespace, engine: Engine) -> int:
     started = time.monotonic()
     if args.import_path is None and args.container is None:
         raise UsageError("restore needs a container, or --import FILE")
+    if args.import_path is not None and args.container:
+        raise UsageError(
+            "cannot use --import with a container argument",
+            hint="amber restore NAME, or amber restore --import ARCHIVE [--name NEW_NAME]",
+        )
     opts = RestoreOptions(
-        import_path=Path(args.import_path) if args.import_path else None,
         name=args.name,
         runtime=args.runtime or args.global_runtime,
         keep=args.keep,
@@ -75,9 +73,10 @@ def cmd_restore(args: argparse.Namespace, engine: Engine) -> int:
         ignore_rootfs=args.ignore_rootfs,
         stats=args.print_stats,
     )
-    if args.tcp_established and args.name:
-        raise UsageError("--tcp-established cannot be used with --name")
-    c, report = engine.checkpoints.restore(args.container, opts)
+    if args.import_path is not None:
+        c, report = engine.checkpoints.restore_archive(Path(args.import_path), opts)
+    else:
+        c, report = engine.checkpoints.restore(args.container, opts)
     if args.print_stats:
         print_json(_stats_json([report], "restore", started))
     else:

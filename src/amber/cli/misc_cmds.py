@@ -66,7 +66,7 @@ def cmd_demo(args: argparse.Namespace, engine: Engine) -> int:
         )
         engine.containers.remove(DEMO_NAME, force=True)
         _say("Restoring it from the archive (the runtime comes from the archive)")
-        restored, _ = engine.checkpoints.restore(None, RestoreOptions(import_path=archive))
+        restored, _ = engine.checkpoints.restore_archive(archive, RestoreOptions())
         time.sleep(1.0)
         after = _counter(engine, DEMO_NAME)
         print(f"    {restored.name} is running again under {restored.runtime}; counter {at_checkpoint} -> {after}")

@@ -43,9 +43,7 @@ class Engine:
     def containers(self) -> ContainerService:
         from amber.engine.containers import ContainerService
 
-        service = ContainerService(self.layout, self.settings, self.images, self.runtime_choice)
-        service.recover_interrupted = lambda c: self.checkpoints.recover(c)
-        return service
+        return ContainerService(self.layout, self.settings, self.images, self.runtime_choice)
 
     @cached_property
     def checkpoints(self) -> CheckpointService:

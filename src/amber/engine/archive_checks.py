@@ -6,17 +6,19 @@ runtime, CRIU version, CPU, kernel, image, name.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from amber.adapters import checkpoint_archive as archive
 from amber.adapters import criu, runtime
 from amber.adapters.criu_images import ImageDir, read_inventory
+from amber.adapters.podman_format import CPUINFO_IMG, ConfigDump
 from amber.adapters.run import find_tool, run
 from amber.engine.archive_models import CheckResult, CheckStatus
 from amber.engine.runtime_rule import compatible, recorded_kind, select_runtime
-from amber.errors import AmberError
+from amber.errors import AmberError, NotFoundError, UsageError
 from amber.models import Container, Image
 
 OK, WARN, FAIL = CheckStatus.OK, CheckStatus.WARN, CheckStatus.FAIL
@@ -57,7 +59,7 @@ def run_checks(
 
 
 def check_runtime(head: archive.ArchiveHead, requested: str | None) -> CheckResult:
-    recorded = str(head.config.get("runtime") or "")
+    recorded = head.config_dump.runtime or ""
     if recorded and requested:
         kind = recorded_kind(recorded)
         try:
@@ -112,9 +114,8 @@ def check_criu(head: archive.ArchiveHead, extracted: Path | None) -> CheckResult
                 f"reads version {IMG_VERSION}",
                 "restore it with the CRIU that wrote it",
             )
-    manifest = head.manifest or {}
-    amber_cfg = head.config.get("amber") if isinstance(head.config.get("amber"), dict) else {}
-    recorded = str(manifest.get("criu_version") or (amber_cfg or {}).get("criuVersion") or "")
+    manifest = head.amber_manifest
+    recorded = (manifest.criu_version if manifest else None) or head.config_dump.criu_version
     if not _version_tuple(recorded):
         return CheckResult(
             "criu-version", OK, f"the archive does not record which CRIU wrote it; this host has CRIU {host_text}"
@@ -131,7 +132,7 @@ def check_criu(head: archive.ArchiveHead, extracted: Path | None) -> CheckResult
 
 def check_cpu(extracted: Path) -> CheckResult:
     images = extracted / archive.CHECKPOINT_DIR
-    if not (images / "cpuinfo.img").is_file():
+    if not (images / CPUINFO_IMG).is_file():
         return CheckResult(
             "cpu",
             OK,
@@ -172,16 +173,25 @@ def check_kernel() -> CheckResult:
     return CheckResult("kernel", OK, f"criu check: {out[-1] if out else 'ok'}")
 
 
-def check_image(head: archive.ArchiveHead, images: Images) -> CheckResult:
-    name = str(head.config.get("rootfsImageName") or "")
-    image_id = str(head.config.get("rootfsImageID") or "")
-    for ref in (name, image_id):
+def find_image(images: Images, config: ConfigDump) -> Image | None:
+    """The image the archive's container ran (by name, else by ID), None when it is not here.
+
+    Raises the image store's AmberError for anything but "no such image" (a damaged record)."""
+    for ref in config.image_refs:
         if ref:
-            try:
-                image: Any = images.get(ref)
-            except AmberError:
-                continue
-            return CheckResult("image", OK, f"image {image.name} ({image.id[:12]}) is present")
+            with contextlib.suppress(NotFoundError, UsageError):
+                return images.get(ref)
+    return None
+
+
+def check_image(head: archive.ArchiveHead, images: Images) -> CheckResult:
+    name, image_id = head.config_dump.image_refs
+    try:
+        image = find_image(images, head.config_dump)
+    except AmberError as exc:
+        return CheckResult("image", FAIL, exc.message, exc.hint or "")
+    if image is not None:
+        return CheckResult("image", OK, f"image {image.name} ({image.id[:12]}) is present")
     shown = name or image_id or "(none recorded)"
     if image_id and name:
         shown = f"{name} (ID {image_id[:12]})"
@@ -194,7 +204,7 @@ def check_image(head: archive.ArchiveHead, images: Images) -> CheckResult:
 
 
 def check_name(head: archive.ArchiveHead, containers: Containers, name: str | None) -> CheckResult:
-    target = name or str(head.config.get("name") or "")
+    target = name or head.config_dump.name or ""
     if not target:
         return CheckResult(
             "name", FAIL, f"checkpoint archive {head.path} records no container name", "give one with --name"
@@ -211,4 +221,4 @@ def check_name(head: archive.ArchiveHead, containers: Containers, name: str | No
     )
 
 
-__all__ = ["Containers", "Images", "run_checks"]
+__all__ = ["Containers", "Images", "find_image", "run_checks"]

@@ -30,6 +30,7 @@ from amber.adapters.criu_images import (
     read_processes,
     read_sockets,
 )
+from amber.adapters.podman_format import CPUINFO_IMG, spec_annotations
 from amber.config import Layout
 from amber.engine import archive_checks
 from amber.engine.archive_models import (
@@ -52,7 +53,7 @@ _PAGES_RE = re.compile(r"checkpoint/pages-(\d+)\.img")
 _RFC3339_RE = re.compile(r"(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:?\d\d)?$")
 
 
-def rfc3339(value: Any) -> str:
+def rfc3339(value: str | None) -> str:
     """A timestamp as Go's time.RFC3339 prints it (whole seconds, `Z` or an offset)."""
     text = str(value or "")
     m = _RFC3339_RE.match(text)
@@ -110,14 +111,13 @@ class ArchiveService:
         return [self._summary(archive.read_head(Path(p))) for p in paths]
 
     def _summary(self, head: archive.ArchiveHead, sizes: tuple[int, int, int] | None = None) -> ArchiveSummary:
-        config, spec = head.config, head.spec
-        ann = spec.get("annotations") if isinstance(spec.get("annotations"), dict) else {}
-        ann = {str(k): str(v) for k, v in (ann or {}).items()}
+        config = head.config_dump
+        ann = spec_annotations(head.spec)
         manager = ann.get("io.container.manager", "")
-        created = rfc3339(config.get("createdTime"))
+        created = rfc3339(config.created_time)
         pod = namespace = ""
         if manager == "libpod":
-            engine, name = "Podman", str(config.get("name") or "")
+            engine, name = "Podman", config.name or ""
         elif manager == "cri-o":
             engine, created = "CRI-O", ann.get("io.kubernetes.cri-o.Created", "")
             try:
@@ -133,19 +133,19 @@ class ArchiveService:
         return ArchiveSummary(
             path=str(head.path),
             container=name,
-            image=str(config.get("rootfsImageName") or ""),
-            id=str(config.get("id") or ""),
-            runtime=str(config.get("runtime") or ""),
+            image=config.rootfs_image_name or "",
+            id=config.id or "",
+            runtime=config.runtime or "",
             engine=engine,
             created=created,
-            checkpointed=rfc3339(config.get("checkpointedTime")) if config.get("checkpointedTime") else "",
+            checkpointed=rfc3339(config.checkpointed_time) if config.checkpointed_time else "",
             checkpoint_size=checkpoint,
             memory_pages_size=pages,
             rootfs_diff_size=diff,
             compression=str(head.compression),
             pod=pod,
             namespace=namespace,
-            amber=head.manifest is not None,
+            amber=head.amber_manifest is not None,
         )
 
     def _sizes(self, head: archive.ArchiveHead) -> tuple[int, int, int]:
@@ -430,7 +430,7 @@ class ArchiveService:
         """Can this host restore the archive? One result per check; nothing is changed."""
         p = Path(path)
         head = archive.read_head(p)
-        wanted = {archive.INVENTORY, CKPT + "cpuinfo.img"}
+        wanted = {archive.INVENTORY, CKPT + CPUINFO_IMG}
         if cpu:
             with self._extracted(p, lambda tmp: _Want(tmp, wanted, ())) as tmp:
                 return archive_checks.run_checks(
@@ -468,15 +468,11 @@ def _memory_table(d: ImageDir, procs: list[Process]) -> list[ProcessMemory]:
 
 
 def _manifest_sizes(head: archive.ArchiveHead) -> tuple[int, int, int] | None:
-    """The sizes amber recorded in amber.manifest, if they are there and sound."""
-    sizes = (head.manifest or {}).get("sizes")
-    keys = ("checkpoint", "memory_pages", "rootfs_diff")
-    if not isinstance(sizes, dict) or "checkpoint" not in sizes:
+    """The sizes amber recorded in amber.manifest, if it records them."""
+    sizes = head.amber_manifest.sizes if head.amber_manifest else None
+    if sizes is None or sizes.checkpoint is None:
         return None
-    values = [sizes.get(k, 0) for k in keys]
-    if not all(isinstance(v, int) and v >= 0 for v in values):
-        return None
-    return values[0], values[1], values[2]
+    return sizes.checkpoint, sizes.memory_pages or 0, sizes.rootfs_diff or 0
 
 
 def _member_sizes(members: Sequence[archive.MemberInfo]) -> tuple[int, int, int]:
@@ -503,9 +499,7 @@ def _mounts(spec: dict[str, Any]) -> list[Mount]:
 
 
 def _metadata(head: archive.ArchiveHead, summary: ArchiveSummary) -> Metadata:
-    ann = head.spec.get("annotations")
-    annotations = {str(k): str(v) for k, v in ann.items()} if isinstance(ann, dict) else {}
-    return Metadata(summary.pod, summary.namespace, annotations)
+    return Metadata(summary.pod, summary.namespace, spec_annotations(head.spec))
 
 
 def _networks(path: Path) -> list[NetworkInterface]:

@@ -12,75 +12,55 @@ import json
 import os
 import signal as signals
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from amber.adapters import cgroups, conmon, mounts, netns, runtime
+from amber.adapters.podman_format import RuntimeState
 from amber.adapters.state import atomic_write_json, locked
-from amber.config import Layout, Settings
+from amber.config import Settings
+from amber.engine import recovery
 from amber.engine import spec as specs
 from amber.engine.images import ImageService
 from amber.engine.logs import LogLine, follow_log, read_log
-from amber.engine.store import ContainerStore, validate_name
-from amber.errors import AmberError, ConflictError, NotFoundError, UsageError, require_root
+from amber.engine.store import ContainerStore, now, validate_name
+from amber.errors import AmberError, ConflictError, NotFoundError, UsageError, amended, require_root
+from amber.layout import NAMES_LOCK, ContainerLayout, Layout
 from amber.models import Container, Status
 
 
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-@dataclasses.dataclass(frozen=True)
-class Paths:
-    """Where one container's pieces live."""
-
-    dir: Path
-    bundle: Path
-    upper: Path
-    work: Path
-    merged: Path
-    netns: Path
-    exit_file: Path
-    pidfile: Path
-    conmon_pidfile: Path
-    log: Path
-
-
 class ContainerService:
+    """The containers' lifecycle. Any command that finds a checkpoint or a restore that a killed
+    amber left half done finishes it first (engine.recovery), under the container's lock."""
+
     def __init__(self, layout: Layout, settings: Settings, images: ImageService, runtime_choice: str | None) -> None:
         self.layout = layout
         self.settings = settings
         self.images = images
         self.runtime_choice = runtime_choice
         self.store = ContainerStore(layout)
-        # Set by the Engine: finishes a checkpoint or restore that a killed amber left half done.
-        self.recover_interrupted: Callable[[Container], Container] | None = None
 
     # -- helpers -------------------------------------------------------------------------------
-    def paths(self, cid: str) -> Paths:
-        d = self.layout.container_dir(cid)
-        bundle = self.layout.bundle(cid)
-        return Paths(
-            dir=d,
-            bundle=bundle,
-            upper=d / "diff",
-            work=d / "work",
-            merged=d / "merged",
-            netns=self.layout.netns / cid,
-            exit_file=self.layout.exits / cid,
-            pidfile=bundle / "pidfile",
-            conmon_pidfile=bundle / "conmon.pid",
-            log=bundle / "ctr.log",
-        )
+    def paths(self, cid: str) -> ContainerLayout:
+        """Where the container's pieces live (the Layout's)."""
+        return self.layout.container(cid)
 
     def runtime_for(self, c: Container) -> runtime.Runtime:
         info = runtime.describe(c.runtime_path) if os.path.exists(c.runtime_path) else runtime.resolve(c.runtime)
         return self.runtime_of(info)
 
     def runtime_of(self, info: runtime.RuntimeInfo) -> runtime.Runtime:
-        return runtime.Runtime(info, self.layout.runroot / "runtime" / info.kind)
+        return runtime.Runtime(info, self.layout.runtime_state(info.kind))
+
+    def runtime_state(self, c: Container) -> RuntimeState | None:
+        """What the runtime reports of the container, None if it does not know it.
+
+        Raises ArchiveError when the runtime's report has the wrong shape."""
+        rt = self.runtime_for(c)
+        st = rt.state(c.id)
+        return None if st is None else RuntimeState.from_dict(st, f"{rt.info.kind} state of container {c.name}")
 
     def choose_runtime(self, requested: str | None) -> runtime.RuntimeInfo:
         return runtime.resolve(requested or self.runtime_choice or self.settings.default_runtime)
@@ -90,7 +70,7 @@ class ContainerService:
 
     def lock_names(self) -> contextlib.AbstractContextManager[None]:
         """Held while a name is checked and taken, so two commands can't take the same one."""
-        return locked(self.layout.locks, "names", "the container names", wait=True)
+        return locked(self.layout.locks, NAMES_LOCK, "the container names", wait=True)
 
     def users_of_image(self, image_id: str) -> list[str]:
         return [c.name for c in self.store.all() if c.image_id == image_id]
@@ -145,7 +125,7 @@ class ContainerService:
                 netns=p.netns,
                 cgroups_path=specs.cgroups_path(cid),
             )
-            atomic_write_json(p.bundle / "config.json", spec)
+            atomic_write_json(p.config_json, spec)
             self.store.save(c)
         return c
 
@@ -174,7 +154,7 @@ class ContainerService:
             conmon.stop_monitor(self.monitor_spec(c))
             self.cleanup(c)
             if exc.hint is None and any("executable file not found" in d or "No such file" in d for d in exc.details):
-                exc.hint = f"image {c.image_name} has no command '{c.command[0]}'"
+                raise amended(exc, hint=f"image {c.image_name} has no command '{c.command[0]}'") from exc
             raise
         c = dataclasses.replace(c, status=Status.RUNNING, pid=pid, started=now(), exit_code=None, finished="")
         self.store.save(c)
@@ -197,7 +177,7 @@ class ContainerService:
             exit_dir=self.layout.exits,
             pidfile=p.pidfile,
             conmon_pidfile=p.conmon_pidfile,
-            socket_dir=self.layout.runroot / "socket",
+            socket_dir=self.layout.sockets,
         )
 
     def run(self, image_ref: str, command: Sequence[str] = (), **kwargs: Any) -> Container:
@@ -225,30 +205,22 @@ class ContainerService:
 
         The caller holds the container's lock.
         """
-        if self.recover_interrupted is not None and self.interrupted(c):
-            c = self.recover_interrupted(c)
+        if self.interrupted(c):
+            c = recovery.recover(self, c)
         if c.status != Status.RUNNING:
             return c
-        st = self.runtime_for(c).state(c.id)
-        if st is not None and st.get("status") in ("running", "paused", "created"):
+        st = self.runtime_state(c)
+        if st is not None and st.alive:
             return c
-        p = self.paths(c.id)
-        code: int | None = None
-        finished = now()
-        if p.exit_file.is_file():
-            with contextlib.suppress(ValueError, OSError):
-                code = int(p.exit_file.read_text().strip() or "-1")
-                finished = datetime.fromtimestamp(p.exit_file.stat().st_mtime, UTC).isoformat()
-        c = dataclasses.replace(
-            c, status=Status.EXITED, exit_code=code if code is not None else -1, finished=finished, pid=0
-        )
+        code, finished = _exit_status(self.paths(c.id))
+        c = dataclasses.replace(c, status=Status.EXITED, exit_code=code, finished=finished, pid=0)
         self.cleanup(c)
         self.store.save(c)
         return c
 
     def interrupted(self, c: Container) -> bool:
-        d = self.layout.container_dir(c.id)
-        return (d / "checkpoint.pending").exists() or (d / "restore.pending").exists()
+        """Did a checkpoint or a restore of `c` stop half way?"""
+        return recovery.interrupted(self.layout, c)
 
     def inspect_record(self, ref: str) -> Container:
         c = self.store.get(ref)
@@ -284,9 +256,7 @@ class ContainerService:
             "netns": str(p.netns),
         }
         with contextlib.suppress(OSError, ValueError):
-            import json
-
-            data["spec"] = json.loads((p.bundle / "config.json").read_text())
+            data["spec"] = json.loads(p.config_json.read_text())
         return data
 
     # -- stop / kill / rm ----------------------------------------------------------------------
@@ -327,7 +297,7 @@ class ContainerService:
     def cgroups_path(self, c: Container) -> str:
         """The cgroup the container runs in, as its OCI spec says."""
         try:
-            spec = json.loads((self.paths(c.id).bundle / "config.json").read_text())
+            spec = json.loads(self.paths(c.id).config_json.read_text())
             value = spec["linux"]["cgroupsPath"]
             return value if isinstance(value, str) else ""
         except (OSError, ValueError, KeyError, TypeError):
@@ -344,9 +314,9 @@ class ContainerService:
                     )
                 self.runtime_for(c).kill(c.id, "KILL", all_processes=True)
                 deadline = time.monotonic() + 10
-                while self.runtime_for(c).state(c.id) not in (None,) and time.monotonic() < deadline:
-                    st = self.runtime_for(c).state(c.id)
-                    if st is None or st.get("status") == "stopped":
+                while time.monotonic() < deadline:
+                    st = self.runtime_state(c)
+                    if st is None or st.status == "stopped":
                         break
                     time.sleep(0.05)
             self.cleanup(c)
@@ -377,3 +347,29 @@ class ContainerService:
         if not argv:
             raise UsageError("exec needs a command", hint=f"amber exec {c.name} sh -c 'echo hi'")
         return self.runtime_for(c).exec(c.id, argv, env=env, cwd=workdir, tty=tty)
+
+
+def _exit_status(p: ContainerLayout, grace: float = 2.0) -> tuple[int, str]:
+    """(exit code, when) that conmon recorded for a container the runtime no longer runs; -1
+    and now when it recorded none.
+
+    conmon writes the exit file just after it reaps the container, so the runtime can report
+    the container stopped a moment before the file is there: while conmon lives, wait for it.
+    """
+    deadline = time.monotonic() + grace
+    while True:
+        with contextlib.suppress(ValueError, OSError):
+            text = p.exit_file.read_text().strip()
+            if text:
+                return int(text), datetime.fromtimestamp(p.exit_file.stat().st_mtime, UTC).isoformat()
+        if time.monotonic() > deadline or not _alive(p.conmon_pidfile):
+            return -1, now()
+        time.sleep(0.02)
+
+
+def _alive(pidfile: Path) -> bool:
+    try:
+        os.kill(int(pidfile.read_text().strip()), 0)
+    except (OSError, ValueError):
+        return False
+    return True

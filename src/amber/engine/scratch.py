@@ -8,14 +8,12 @@ work area is amber's tmp directory on disk.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from pathlib import Path
 
-from amber.config import Layout
+from amber.layout import SHM, Layout
 
-SHM = Path("/dev/shm")
 KEEP_FREE = 1 << 30  # memory left to the host after the images are in
 
 
@@ -40,7 +38,7 @@ def _shm_free() -> int:
 
 def shm_base(layout: Layout) -> Path:
     """This amber root's own directory on the tmpfs."""
-    return SHM / f"amber-{hashlib.sha256(str(layout.root).encode()).hexdigest()[:12]}"
+    return layout.shm
 
 
 def fits_in_memory(need: int) -> bool:

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from amber.layout import RESTORE_MOUNTS
+
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 CAPABILITIES = [
@@ -185,7 +187,7 @@ def rewrite_for_restore(
         process.pop("apparmorProfile", None)
         process.pop("selinuxLabel", None)
     linux.pop("mountLabel", None)
-    files = bundle / "restore-mounts"
+    files = bundle / RESTORE_MOUNTS
     mounts = []
     for mount in new.get("mounts", []):
         if not isinstance(mount, dict):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 from amber.adapters.state import atomic_write_json
@@ -12,7 +13,11 @@ from amber.config import Layout
 from amber.errors import ConflictError, NotFoundError, UsageError
 from amber.models import Container
 
-RECORD = "container.json"
+
+def now() -> str:
+    """The time now as amber records it: RFC 3339, UTC, microseconds."""
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
 
 _ADJECTIVES = (
     "amber",
@@ -57,7 +62,7 @@ class ContainerStore:
         self.layout = layout
 
     def record_path(self, cid: str) -> Path:
-        return self.layout.container_dir(cid) / RECORD
+        return self.layout.container(cid).record
 
     def save(self, c: Container) -> None:
         atomic_write_json(self.record_path(c.id), c.to_dict())
@@ -67,7 +72,7 @@ class ContainerStore:
         if not self.layout.containers.is_dir():
             return out
         for d in sorted(self.layout.containers.iterdir()):
-            rec = d / RECORD
+            rec = self.record_path(d.name)
             if not rec.is_file():
                 continue
             try:

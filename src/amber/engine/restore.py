@@ -1,0 +1,354 @@
+"""Restore: a checkpointed container in place (`amber restore NAME`), or a new container from a
+checkpoint archive (`amber restore --import FILE`), podman's semantics and format.
+
+Guarantee: a restore that fails leaves no container, mount or process behind and the name free.
+A restore from an archive extracts nothing before every check has passed.
+
+This module does not import the container service: it works on anything shaped like it
+(`ContainerOps`), so the container service can use it (through recovery) without a cycle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shutil
+import stat
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from amber.adapters import checkpoint_archive as archive
+from amber.adapters import conmon, criu, criu_images, rootfs_diff, safe_tar
+from amber.adapters import podman_format as fmt
+from amber.adapters.runtime import Runtime, RuntimeInfo
+from amber.adapters.state import atomic_write_json
+from amber.engine import archive_checks, faults, scratch
+from amber.engine import spec as specs
+from amber.engine.images import ImageService
+from amber.engine.runtime_rule import select_runtime
+from amber.engine.store import ContainerStore, now, validate_name
+from amber.engine.timing import timed
+from amber.errors import (
+    AmberError,
+    ArchiveError,
+    ConflictError,
+    NotFoundError,
+    PreconditionError,
+    UsageError,
+    amended,
+    require_root,
+)
+from amber.layout import ContainerLayout, Layout, images_dir
+from amber.models import Container, Image, Report, Status
+
+
+@dataclasses.dataclass(frozen=True)
+class RestoreOptions:
+    name: str | None = None  # only with an archive
+    runtime: str | None = None
+    keep: bool = False
+    tcp_established: bool = False
+    tcp_close: bool = False
+    file_locks: bool = False
+    ignore_rootfs: bool = False  # only with an archive
+    stats: bool = False
+
+    def validate(self, *, archive: bool) -> None:
+        """Raises UsageError for options that do not go together (`archive`: restoring one)."""
+        if self.tcp_established and self.name:
+            raise UsageError(
+                "--tcp-established cannot be used with --name",
+                hint="a copy under a new name cannot take over the connections: leave out --tcp-established",
+            )
+        if not archive and (self.name or self.ignore_rootfs):
+            raise UsageError(
+                "--name and --ignore-rootfs can only be used with --import",
+                hint="they apply to a restore from an archive (amber restore --import ARCHIVE); leave them out here",
+            )
+
+    def runtime_opts(self) -> list[str]:
+        """What conmon passes on to `runtime restore`."""
+        return [
+            *(["--tcp-established"] if self.tcp_established else []),
+            *(["--tcp-close"] if self.tcp_close else []),
+            *(["--file-locks"] if self.file_locks else []),
+        ]
+
+
+class ContainerOps(Protocol):
+    """What restoring needs of the container service (engine.containers.ContainerService)."""
+
+    @property
+    def layout(self) -> Layout: ...
+    @property
+    def store(self) -> ContainerStore: ...
+    @property
+    def images(self) -> ImageService: ...
+    def paths(self, cid: str) -> ContainerLayout: ...
+    def runtime_for(self, c: Container) -> Runtime: ...
+    def runtime_of(self, info: RuntimeInfo) -> Runtime: ...
+    def runtime_state(self, c: Container) -> fmt.RuntimeState | None: ...
+    def cleanup(self, c: Container) -> None: ...
+    def prepare_root(self, c: Container, *, image_layers: Sequence[Path]) -> None: ...
+    def monitor_spec(self, c: Container) -> conmon.MonitorSpec: ...
+    def lock(self, c: Container) -> contextlib.AbstractContextManager[None]: ...
+    def lock_names(self) -> contextlib.AbstractContextManager[None]: ...
+
+
+def restore_in_place(
+    containers: ContainerOps, c: Container, info: RuntimeInfo, opts: RestoreOptions, images: Path | None = None
+) -> tuple[Container, Report]:
+    """Restore `c` from its checkpoint images (default: the ones kept in its bundle).
+
+    The caller holds the container's lock. Raises NotFoundError when there are no complete
+    images, the runtime's AmberError (with CRIU's telling lines) when the restore fails, having
+    stopped and cleaned up what it started.
+    """
+    p = containers.paths(c.id)
+    images = images or p.checkpoint
+    if not (images / fmt.INVENTORY_IMG).is_file():
+        raise NotFoundError(
+            f"container {c.name} has no complete checkpoint to restore",
+            hint=f"checkpoint it again: amber checkpoint {c.name}",
+        )
+    image = containers.images.get(c.image_id)
+    try:
+        containers.prepare_root(c, image_layers=containers.images.layer_dirs(image))
+        started = time.monotonic()
+        with timed("runtime restore (CRIU)"):
+            pid = conmon.start_monitor(
+                containers.runtime_of(info),
+                containers.monitor_spec(c),
+                restore_from=images,
+                runtime_opts=opts.runtime_opts(),
+            )
+        runtime_us = int((time.monotonic() - started) * 1e6)
+    except AmberError as exc:
+        conmon.stop_monitor(containers.monitor_spec(c))
+        containers.cleanup(c)
+        raise _restore_failure(exc, p.restore_log) from exc
+    stats = criu.read_stats(p.stats_restore, "restore") if opts.stats else {}
+    if opts.keep and images != p.checkpoint:
+        shutil.rmtree(p.checkpoint, ignore_errors=True)
+        shutil.move(str(images), p.checkpoint)
+    elif not opts.keep:
+        shutil.rmtree(images, ignore_errors=True)
+    c = dataclasses.replace(
+        c, status=Status.RUNNING, pid=pid, restored=True, started=now(), exit_code=None, finished=""
+    )
+    containers.store.save(c)
+    return c, Report(c.id, c.name, runtime_us, stats)
+
+
+def _restore_failure(exc: AmberError, log: Path) -> AmberError:
+    """The runtime's error with the telling lines of CRIU's restore log."""
+    lines = criu.log_errors(log)
+    return amended(
+        exc,
+        hint=exc.hint or "see the CRIU lines above; the archive is unchanged and can be restored again",
+        details=[*lines, f"restore log: {log}"] if lines else (),
+    )
+
+
+class RestoreService:
+    def __init__(self, layout: Layout, containers: ContainerOps, images: ImageService) -> None:
+        self.layout = layout
+        self.containers = containers
+        self.images = images
+
+    def restore(self, ref: str, opts: RestoreOptions) -> tuple[Container, Report]:
+        """Bring a checkpointed container back from the images kept in its bundle.
+
+        Raises UsageError (options), PreconditionError (not root), NotFoundError (no such
+        container, no images), ConflictError (not checkpointed, busy), RuntimeMismatchError.
+        """
+        opts.validate(archive=False)
+        require_root("restoring a container")
+        c = self.containers.store.get(ref)
+        with self.containers.lock(c):
+            c = self.containers.store.get(c.id)
+            if c.status != Status.CHECKPOINTED:
+                raise ConflictError(
+                    f"container {c.name} is {c.status}, not checkpointed: nothing to restore",
+                    hint=f"checkpoint it first: amber checkpoint {c.name}",
+                )
+            info = (
+                select_runtime(c.runtime, opts.runtime or None, f"of container {c.name}")
+                if opts.runtime
+                else self.containers.runtime_for(c).info
+            )
+            return restore_in_place(self.containers, c, info, opts)
+
+    def restore_archive(self, path: Path, opts: RestoreOptions) -> tuple[Container, Report]:
+        """A new container from an archive. Nothing is extracted before every check has passed.
+
+        Raises UsageError (options), PreconditionError (not root, this host cannot restore it),
+        NotFoundError (no archive, no image), ArchiveError (damaged or hostile archive),
+        RuntimeMismatchError, ConflictError (the name is taken), or the restore's own failure.
+        """
+        opts.validate(archive=True)
+        require_root("restoring a container")
+        head = archive.read_head(path)
+        config = head.config_dump
+        info = select_runtime(config.runtime or "", opts.runtime, str(path))
+        image = self._archive_image(config, path)
+        name = validate_name(opts.name) if opts.name else _archive_name(config, path)
+        fmt.check_spec_shape(head.spec, path)
+        self.layout.ensure()
+        with contextlib.ExitStack() as held:
+            with self.containers.lock_names():
+                c = self._new_restored_record(path, head, info, image, name, opts)
+                # Locked before the record appears: nobody can take it for an interrupted restore.
+                held.enter_context(self.containers.lock(c))
+                need = head.amber_manifest.images_size if head.amber_manifest else 0
+                unpack = scratch.work_dir(self.layout, f"restore-{c.id[:12]}-", need)
+                marker = self.containers.paths(c.id).pending_restore
+                atomic_write_json(marker, fmt.PendingRestore(path, unpack).to_dict())
+                self.containers.store.save(c)
+            try:
+                restored = self._unpack_and_restore(c, head, info, opts, unpack)
+                marker.unlink(missing_ok=True)
+                return restored
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self.containers.cleanup(c)
+                self.containers.store.delete(c.id)
+                raise
+            finally:
+                scratch.discard(unpack)
+
+    def _new_restored_record(
+        self, path: Path, head: archive.ArchiveHead, info: RuntimeInfo, image: Image, name: str, opts: RestoreOptions
+    ) -> Container:
+        """The record of the container an archive becomes (the caller holds the names lock)."""
+        config = head.config_dump
+        try:
+            self.containers.store.check_name_free(name)
+        except ConflictError as exc:
+            hint = f"restore it under another name with --name, or remove the container: amber rm -f {name}"
+            raise amended(exc, hint=hint) from exc
+        old_id = config.id or ""
+        keep_id = not opts.name and _is_hex_id(old_id) and self.containers.store.find(old_id) is None
+        cid = old_id if keep_id else self.containers.store.new_id()
+        self.containers.paths(cid).bundle.mkdir(parents=True, exist_ok=True)
+        return Container(
+            id=cid,
+            name=name,
+            image_id=image.id,
+            image_name=image.name,
+            runtime=info.kind,
+            runtime_path=info.path,
+            command=fmt.spec_command(head.spec),
+            created=config.created_time or now(),
+            status=Status.CREATED,
+            restored_from=str(path),
+        )
+
+    def _unpack_and_restore(
+        self, c: Container, head: archive.ArchiveHead, info: RuntimeInfo, opts: RestoreOptions, unpack: Path
+    ) -> tuple[Container, Report]:
+        """Unpack into `unpack` (a scratch dir: tmpfs when the images fit), then restore from it."""
+        p = self.containers.paths(c.id)
+        skip = {fmt.CONFIG_DUMP, fmt.SPEC_DUMP, fmt.AMBER_MANIFEST}
+        with timed("extract archive"):
+            archive.extract_archive(head.path, unpack, skip=lambda n: n in skip)
+        faults.point("after-extract")
+        images = images_dir(unpack)
+        # CRIU can spin for ever on images it cannot parse: decode the process tree first.
+        criu_images.read_processes(criu_images.ImageDir(images, str(head.path)))
+        for result in (archive_checks.check_criu(head, unpack), archive_checks.check_cpu(unpack)):
+            if result.failed:  # the same checks as `amber archive check`, before CRIU is asked
+                raise PreconditionError(
+                    f"checkpoint archive {head.path} cannot be restored here: {result.reason}", hint=result.hint or None
+                )
+        image = self.images.get(c.image_id)
+        self.containers.prepare_root(c, image_layers=self.images.layer_dirs(image))
+        if not opts.ignore_rootfs:
+            # Deletions first: a directory the container deleted and made again is in both lists.
+            deleted = unpack / fmt.DELETED_FILES
+            if deleted.is_file():
+                paths = rootfs_diff.parse_deleted_files(deleted.read_bytes(), str(head.path))
+                rootfs_diff.apply_deleted_files(paths, p.merged)
+            diff = unpack / fmt.ROOTFS_DIFF
+            if diff.is_file():
+                rootfs_diff.apply_rootfs_diff(diff, p.merged)
+        _restore_dir_modes(p.merged, images)
+        spec = specs.rewrite_for_restore(
+            head.spec, rootfs=p.merged, netns=p.netns, cgroups_path=specs.cgroups_path(c.id), bundle=p.bundle, cid=c.id
+        )
+        self._restore_devshm(spec, unpack, p)
+        atomic_write_json(p.config_json, spec)
+        for kept in (fmt.CTR_LOG, fmt.STATS_DUMP, fmt.NETWORK_STATUS):
+            if (unpack / kept).is_file():
+                shutil.move(str(unpack / kept), p.bundle / kept)
+        return restore_in_place(self.containers, c, info, opts, images=images)
+
+    def _restore_devshm(self, spec: dict[str, Any], unpack: Path, p: ContainerLayout) -> None:
+        """Unpack devshm-checkpoint.tar into the /dev/shm source amber made in the bundle."""
+        tar = unpack / fmt.DEVSHM
+        if not tar.is_file():
+            return
+        for mount in spec.get("mounts", []):
+            source = Path(str(mount.get("source", "")))
+            if mount.get("destination") == "/dev/shm" and source.parent == p.restore_mounts:
+                with tar.open("rb") as f:
+                    safe_tar.extract(
+                        f, source, archive_name=f"{fmt.DEVSHM} in {unpack}", keep_owner=True, allow_special=False
+                    )
+
+    def _archive_image(self, config: fmt.ConfigDump, path: Path) -> Image:
+        image = archive_checks.find_image(self.images, config)
+        if image is not None:
+            return image
+        name, image_id = config.image_refs
+        raise NotFoundError(
+            f"checkpoint archive {path} needs image {name or image_id or '(none recorded)'}, which is not present",
+            hint=f"import it first: amber image import ROOTFS.tar {name or 'NAME'}",
+        )
+
+
+def _restore_dir_modes(root: Path, images: Path) -> None:
+    """Give the root and working directories the modes CRIU recorded (it checks them).
+
+    The names come from the archive: each is walked inside `root` without following symlinks or
+    `..`, and changed through its own file descriptor, so nothing outside the root is touched.
+    """
+    for name, mode in criu.recorded_dir_modes(images).items():
+        parts = [part for part in name.split("/") if part not in ("", ".")]
+        if not stat.S_ISDIR(mode) or ".." in parts:
+            continue
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for part in parts:
+                nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+                os.close(fd)
+                fd = nxt
+            if stat.S_IMODE(os.fstat(fd).st_mode) != stat.S_IMODE(mode):
+                os.fchmod(fd, stat.S_IMODE(mode))
+        except OSError:
+            continue  # missing, or a symlink on the way: CRIU will say what it misses
+        finally:
+            os.close(fd)
+
+
+def _archive_name(config: fmt.ConfigDump, path: Path) -> str:
+    """The container name the archive records. Raises ArchiveError when there is none usable."""
+    name = config.name
+    if not name:
+        raise ArchiveError(f"checkpoint archive {path} records no usable container name", hint="give one with --name")
+    try:
+        return validate_name(name)
+    except UsageError as exc:
+        raise ArchiveError(
+            f"checkpoint archive {path} records an invalid container name {name!r}", hint="give another with --name"
+        ) from exc
+
+
+def _is_hex_id(value: str) -> bool:
+    return len(value) == 64 and all(ch in "0123456789abcdef" for ch in value)
+
+
+__all__ = ["ContainerOps", "RestoreOptions", "RestoreService", "restore_in_place"]

@@ -1,0 +1,188 @@
+"""Every path amber writes, derived from its two roots (`--root`, `--runroot`). Nothing else
+builds a path from a string: the engine asks the Layout.
+
+    ROOT/images/ID.json               image records          RUNROOT/locks/KEY.lock     flocks
+    ROOT/layers/DIGEST/               extracted layers       RUNROOT/exits/CID          exit codes
+    ROOT/tmp/                         scratch on disk        RUNROOT/netns/CID          netns files
+    ROOT/containers/CID/              one container          RUNROOT/runtime/KIND/      runtime state
+        container.json                its record             RUNROOT/socket/            conmon sockets
+        diff/ work/ merged/           the overlay            /dev/shm/amber-HASH/       scratch in memory
+        dump.log                      CRIU's log of a failed checkpoint, kept
+        checkpoint.pending            a checkpoint under way (PendingCheckpoint)
+        restore.pending               a restore from an archive under way (PendingRestore)
+        userdata/                     the OCI bundle (podman's name)
+            config.json ctr.log pidfile conmon.pid restore.log stats-restore
+            checkpoint/               CRIU's images kept in place
+            restore-mounts/           fresh sources for a restored container's bind mounts
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from amber.adapters.podman_format import (
+    CHECKPOINT_DIR,
+    CTR_LOG,
+    DUMP_LOG,
+    PRE_CHECKPOINT_DIR,
+    RESTORE_LOG,
+    STATS_RESTORE,
+)
+
+SHM = Path("/dev/shm")
+RESTORE_MOUNTS = "restore-mounts"  # in a bundle: see ContainerLayout.restore_mounts
+NAMES_LOCK = "names"  # the lock held while a container name is checked and taken
+
+
+def images_dir(work: Path, *, pre: bool = False) -> Path:
+    """Where CRIU's images go inside a work directory (a bundle or a scratch directory)."""
+    return work / (PRE_CHECKPOINT_DIR if pre else CHECKPOINT_DIR)
+
+
+@dataclass(frozen=True)
+class ContainerLayout:
+    """Where one container's pieces live."""
+
+    dir: Path
+    netns: Path  # the bind-mounted network namespace
+    exit_file: Path  # conmon writes the exit code here
+
+    @property
+    def record(self) -> Path:
+        return self.dir / "container.json"
+
+    @property
+    def bundle(self) -> Path:
+        """The OCI bundle: config.json, ctr.log, checkpoint/ (podman calls it userdata)."""
+        return self.dir / "userdata"
+
+    @property
+    def config_json(self) -> Path:
+        return self.bundle / "config.json"
+
+    @property
+    def upper(self) -> Path:
+        return self.dir / "diff"
+
+    @property
+    def work(self) -> Path:
+        return self.dir / "work"
+
+    @property
+    def merged(self) -> Path:
+        return self.dir / "merged"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.bundle / "pidfile"
+
+    @property
+    def conmon_pidfile(self) -> Path:
+        return self.bundle / "conmon.pid"
+
+    @property
+    def log(self) -> Path:
+        return self.bundle / CTR_LOG
+
+    @property
+    def checkpoint(self) -> Path:
+        """CRIU's images kept in the bundle (checkpoint without --export, or --keep)."""
+        return images_dir(self.bundle)
+
+    @property
+    def dump_log(self) -> Path:
+        """CRIU's log of a checkpoint that failed, kept where the user can read it."""
+        return self.dir / DUMP_LOG
+
+    @property
+    def restore_log(self) -> Path:
+        return self.bundle / RESTORE_LOG
+
+    @property
+    def stats_restore(self) -> Path:
+        return self.bundle / STATS_RESTORE
+
+    @property
+    def restore_mounts(self) -> Path:
+        return self.bundle / RESTORE_MOUNTS
+
+    @property
+    def pending_checkpoint(self) -> Path:
+        return self.dir / "checkpoint.pending"
+
+    @property
+    def pending_restore(self) -> Path:
+        return self.dir / "restore.pending"
+
+    @property
+    def pending_markers(self) -> tuple[Path, Path]:
+        return self.pending_checkpoint, self.pending_restore
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Every path amber uses, derived from the two roots."""
+
+    root: Path
+    runroot: Path
+
+    @property
+    def images(self) -> Path:
+        return self.root / "images"
+
+    @property
+    def layers(self) -> Path:
+        return self.root / "layers"
+
+    @property
+    def containers(self) -> Path:
+        return self.root / "containers"
+
+    @property
+    def tmp(self) -> Path:
+        return self.root / "tmp"
+
+    @property
+    def locks(self) -> Path:
+        return self.runroot / "locks"
+
+    @property
+    def exits(self) -> Path:
+        return self.runroot / "exits"
+
+    @property
+    def netns(self) -> Path:
+        return self.runroot / "netns"
+
+    @property
+    def sockets(self) -> Path:
+        """conmon's attach sockets."""
+        return self.runroot / "socket"
+
+    @property
+    def shm(self) -> Path:
+        """This amber root's own directory on the tmpfs (scratch work areas that fit in memory)."""
+        return SHM / f"amber-{hashlib.sha256(str(self.root).encode()).hexdigest()[:12]}"
+
+    def runtime_state(self, kind: str) -> Path:
+        """The `--root` given to an OCI runtime (runc, crun)."""
+        return self.runroot / "runtime" / kind
+
+    def container(self, cid: str) -> ContainerLayout:
+        return ContainerLayout(dir=self.containers / cid, netns=self.netns / cid, exit_file=self.exits / cid)
+
+    def container_dir(self, cid: str) -> Path:
+        return self.container(cid).dir
+
+    def bundle(self, cid: str) -> Path:
+        """The OCI bundle: config.json, ctr.log, checkpoint/ (podman calls it userdata)."""
+        return self.container(cid).bundle
+
+    def ensure(self) -> None:
+        for d in (self.images, self.layers, self.containers, self.tmp, self.locks, self.exits, self.netns):
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+__all__ = ["ContainerLayout", "Layout", "images_dir"]
