@@ -10,4 +10,7 @@ $py -m ruff format --check src tests bench
 echo "==> mypy --strict"
 $py -m mypy src tests bench
 echo "==> pytest"
-exec $py -m pytest -p no:cacheprovider "$@"
+# A temporary directory of this run's own: pytest's shared default prunes other runs' directories.
+base=$(mktemp -d /tmp/amber-tests.XXXXXX)
+trap 'rm -rf --one-file-system "$base"' EXIT
+$py -m pytest -p no:cacheprovider --basetemp "$base/t" "$@"
