@@ -67,3 +67,15 @@ def test_forced_image_removal_takes_its_containers(roots: tuple[Path, Path]) -> 
     removal = eng.remove_image("localhost/busybox:1", force=True)
     assert removal.deleted and removal.containers == ["user"] and removal.untagged == ["localhost/busybox:1"]
     assert removal.image.id == image.id and eng.containers() == [] and eng.images() == []
+
+
+def test_demo_reports_typed_steps(roots: tuple[Path, Path]) -> None:
+    from amber.engine import demo
+
+    events = list(amber.Engine(*roots).demo(runtime="crun"))
+    kinds = [type(e) for e in events if not isinstance(e, demo.Step)]
+    assert kinds == [demo.ImageBuilt, demo.Started, demo.Checkpointed, demo.Restored, demo.Finished]
+    checkpointed = next(e for e in events if isinstance(e, demo.Checkpointed))
+    assert checkpointed.status == amber.Status.CHECKPOINTED and checkpointed.summary.runtime == "crun"
+    restored = next(e for e in events if isinstance(e, demo.Restored))
+    assert restored.counter_after > restored.counter_before == checkpointed.counter

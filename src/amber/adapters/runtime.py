@@ -114,6 +114,7 @@ class Runtime:
         return data if isinstance(data, dict) else None
 
     def start(self, cid: str, name: str) -> None:
+        """Start a created container. Raises CommandError when the runtime fails."""
         run(self._argv("start", cid), what=f"{self.info.kind} could not start container {name}")
 
     def kill(self, cid: str, signal: str = "TERM", *, all_processes: bool = False) -> Result:
@@ -121,7 +122,10 @@ class Runtime:
         return run(self._argv(*args), check=False)
 
     def delete(self, cid: str, *, force: bool = False) -> None:
-        """Forget the container. A half-created one (a failed restore) is forgotten too."""
+        """Forget the container. A half-created one (a failed restore) is forgotten too.
+
+        Raises CommandError when the runtime refuses and still knows the container.
+        """
         res = run(self._argv("delete", *(["--force"] if force else []), cid), check=False)
         if res.returncode == 0:
             return
@@ -132,6 +136,7 @@ class Runtime:
                 res.stdout,
                 res.stderr,
                 what=f"{self.info.kind} could not delete container {cid}",
+                hint=f"see what {self.info.kind} says above; amber rm -f kills the container first",
             )
         leftover = self.state_root / cid
         if force and leftover.is_dir():
