@@ -13,14 +13,13 @@ Paths may be str or os.PathLike. Every error is an amber.errors exception (docs/
 
 from __future__ import annotations
 
-import functools
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from functools import cached_property
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from amber.adapters import run as runners
-from amber.config import Layout, Settings
+from amber.config import Settings
+from amber.engine.services import Services, iterate_with, with_runner
 from amber.errors import UsageError
 
 if TYPE_CHECKING:
@@ -34,79 +33,14 @@ if TYPE_CHECKING:
         MemoryDump,
         ProcessMemory,
     )
-    from amber.engine.archives import ArchiveService
-    from amber.engine.checkpoint import CheckpointService, Report, RestoreOptions
-    from amber.engine.containers import ContainerService
+    from amber.engine.checkpoint import Report, RestoreOptions
     from amber.engine.demo import DemoEvent
     from amber.engine.host_info import HostInfo
-    from amber.engine.images import ImageRemoval, ImageService
+    from amber.engine.images import ImageRemoval
     from amber.engine.logs import LogLine
     from amber.models import Container, Image
 
 PathLike = str | os.PathLike[str]
-P = ParamSpec("P")
-R = TypeVar("R")
-T = TypeVar("T")
-
-
-class Services:
-    """The engine's services (images, containers, checkpoints, archives), built on first use.
-
-    For amber's own layers and tests; library users call `Engine`'s methods.
-    """
-
-    def __init__(self, settings: Settings, runtime_choice: str | None = None) -> None:
-        self.settings = settings
-        self.layout = Layout(settings.root, settings.runroot)
-        self.runtime_choice = runtime_choice  # the global --runtime, if given
-
-    @cached_property
-    def images(self) -> ImageService:
-        from amber.engine.images import ImageService
-
-        return ImageService(self.layout)
-
-    @cached_property
-    def containers(self) -> ContainerService:
-        from amber.engine.containers import ContainerService
-
-        service = ContainerService(self.layout, self.settings, self.images, self.runtime_choice)
-        service.recover_interrupted = lambda c: self.checkpoints.recover(c)
-        return service
-
-    @cached_property
-    def checkpoints(self) -> CheckpointService:
-        from amber.engine.checkpoint import CheckpointService
-
-        return CheckpointService(self.layout, self.containers, self.images)
-
-    @cached_property
-    def archives(self) -> ArchiveService:
-        from amber.engine.archives import ArchiveService
-
-        return ArchiveService(self.layout, self.images, self.containers)
-
-
-def _tools(method: Callable[Concatenate[Engine, P], R]) -> Callable[Concatenate[Engine, P], R]:
-    """Run the method with the engine's runner as the one every adapter uses."""
-
-    @functools.wraps(method)
-    def wrapper(self: Engine, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        with runners.using(self.runner):
-            return method(self, *args, **kwargs)
-
-    return wrapper
-
-
-def _iterate(runner: runners.Runner, items: Iterator[T]) -> Iterator[T]:
-    """`items`, each one produced with `runner` installed (and not while the caller holds it)."""
-    while True:
-        with runners.using(runner):
-            try:
-                item = next(items)
-            except StopIteration:
-                return
-        yield item
 
 
 class Engine:
@@ -150,7 +84,7 @@ class Engine:
         return self.services.runtime_choice
 
     # ================================ images ==================================================
-    @_tools
+    @with_runner
     def import_image(self, source: PathLike, name: str) -> Image:
         """Import a rootfs tarball, OCI layout, oci-archive or docker save as `name`.
 
@@ -161,17 +95,17 @@ class Engine:
 
         return self.services.images.import_image(as_path(source), name)
 
-    @_tools
+    @with_runner
     def images(self) -> list[Image]:
         """Every image, newest first. Raises nothing."""
         return self.services.images.list()
 
-    @_tools
+    @with_runner
     def image(self, ref: str) -> Image:
         """An image by name, id or id prefix. Raises NotFoundError, UsageError (ambiguous prefix)."""
         return self.services.images.get(ref)
 
-    @_tools
+    @with_runner
     def remove_image(self, ref: str, *, force: bool = False) -> ImageRemoval:
         """Remove an image, or untag it when `ref` is a name it shares with others (`amber rmi`).
 
@@ -187,7 +121,7 @@ class Engine:
         )
 
     # ================================ containers ==============================================
-    @_tools
+    @with_runner
     def create(
         self,
         image: str,
@@ -205,7 +139,7 @@ class Engine:
             image, list(command), name=name, runtime_name=runtime, env=list(env), workdir=workdir
         )
 
-    @_tools
+    @with_runner
     def run(
         self,
         image: str,
@@ -230,7 +164,7 @@ class Engine:
             return c
         return self.finish(c.id, rm=rm)
 
-    @_tools
+    @with_runner
     def finish(self, container: str, *, rm: bool = False) -> Container:
         """Wait until the container exits and return it; with `rm`, remove it then. Raises
         NotFoundError."""
@@ -239,50 +173,50 @@ class Engine:
             self.services.containers.remove(c.id, force=True)
         return c
 
-    @_tools
+    @with_runner
     def start(self, container: str) -> Container:
         """Start a created or exited container. Raises NotFoundError, ConflictError (running,
         checkpointed, busy), CommandError (the runtime failed), PreconditionError."""
         return self.services.containers.start(container)
 
-    @_tools
+    @with_runner
     def stop(self, container: str, *, timeout: float = 10.0) -> Container:
         """TERM, then KILL after `timeout` seconds (--time). Raises NotFoundError, ConflictError."""
         return self.services.containers.stop(container, timeout=timeout)
 
-    @_tools
+    @with_runner
     def kill(self, container: str, signal: str = "KILL") -> Container:
         """Send a signal (name or number). Raises NotFoundError, ConflictError (not running),
         UsageError (unknown signal), AmberError (the runtime could not)."""
         return self.services.containers.kill(container, signal)
 
-    @_tools
+    @with_runner
     def remove(self, container: str, *, force: bool = False) -> Container:
         """Remove a container; with `force`, kill it first if it runs. Raises NotFoundError,
         ConflictError (running without `force`, busy)."""
         return self.services.containers.remove(container, force=force)
 
-    @_tools
+    @with_runner
     def containers(self, *, running_only: bool = False) -> list[Container]:
         """Every container (`amber ps -a`), or only the running ones (`amber ps`). Raises nothing."""
         return self.services.containers.list(all_containers=not running_only)
 
-    @_tools
+    @with_runner
     def container(self, container: str) -> Container:
         """One container by name, id or id prefix, its state brought up to date. Raises
         NotFoundError."""
         return self.services.containers.inspect_record(container)
 
-    @_tools
+    @with_runner
     def inspect(self, container: str) -> dict[str, Any]:
         """A container's record, paths and OCI spec (`amber inspect`). Raises NotFoundError."""
         return self.services.containers.inspect(container)
 
     def logs(self, container: str, *, follow: bool = False) -> Iterator[LogLine]:
         """A container's output lines; with `follow`, until it stops. Raises NotFoundError."""
-        return _iterate(self.runner, self.services.containers.logs(container, follow=follow))
+        return iterate_with(self.runner, self.services.containers.logs(container, follow=follow))
 
-    @_tools
+    @with_runner
     def exec(
         self,
         container: str,
@@ -296,13 +230,13 @@ class Engine:
         NotFoundError, ConflictError (not running), UsageError (no command)."""
         return self.services.containers.exec(container, list(command), env=list(env), workdir=workdir, tty=tty)
 
-    @_tools
+    @with_runner
     def wait(self, container: str, *, timeout: float | None = None) -> Container:
         """Wait until it is no longer running (or `timeout` seconds). Raises NotFoundError."""
         return self.services.containers.wait(container, timeout)
 
     # ================================ checkpoint / restore ====================================
-    @_tools
+    @with_runner
     def checkpoint(
         self,
         *containers: str,
@@ -404,7 +338,7 @@ class Engine:
             stats=stats,
         )[0]
 
-    @_tools
+    @with_runner
     def restore_report(
         self,
         container: str | None = None,
@@ -452,7 +386,7 @@ class Engine:
         return self.services.checkpoints.restore(None, dataclasses.replace(opts, import_path=Path(archive)))
 
     # ================================ archives ================================================
-    @_tools
+    @with_runner
     def show_archives(self, archives: Iterable[PathLike]) -> list[ArchiveSummary]:
         """One summary per checkpoint archive, read from its first members (`amber archive show`).
         Raises NotFoundError, ArchiveError."""
@@ -460,7 +394,7 @@ class Engine:
 
         return self.services.archives.show([as_path(a) for a in archives])
 
-    @_tools
+    @with_runner
     def inspect_archive(
         self,
         archive: PathLike,
@@ -493,7 +427,7 @@ class Engine:
             pid=pid,
         )
 
-    @_tools
+    @with_runner
     def memparse(
         self,
         archive: PathLike,
@@ -518,7 +452,7 @@ class Engine:
             output=as_path(output) if output is not None else None,
         )
 
-    @_tools
+    @with_runner
     def diff_archives(self, a: PathLike, b: PathLike) -> ArchiveDiff:
         """What changed between two checkpoints (`amber archive diff`). Raises NotFoundError,
         ArchiveError."""
@@ -526,7 +460,7 @@ class Engine:
 
         return self.services.archives.diff(as_path(a), as_path(b))
 
-    @_tools
+    @with_runner
     def check_archive(
         self, archive: PathLike, *, runtime: str | None = None, name: str | None = None
     ) -> list[CheckResult]:
@@ -537,7 +471,7 @@ class Engine:
         return self.services.archives.check(as_path(archive), runtime=runtime or self.runtime_choice, name=name)
 
     # ================================ host ====================================================
-    @_tools
+    @with_runner
     def host_info(self) -> HostInfo:
         """CRIU's version, the runtimes, CRIU's config files (`amber info`). Raises nothing."""
         from amber.engine.host_info import host_info
@@ -553,7 +487,7 @@ class Engine:
         from amber.engine.demo import run_demo
 
         chosen = runtime or self.runtime_choice or self.settings.default_runtime
-        return _iterate(self.runner, run_demo(self, chosen))
+        return iterate_with(self.runner, run_demo(self, chosen))
 
 
 def _text(value: PathLike | None) -> str | None:
