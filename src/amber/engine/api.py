@@ -66,7 +66,10 @@ class Engine:
         if settings is None:
             settings = Settings.load(root=_text(root), runroot=_text(runroot), config_file=_text(config))
         elif root is not None or runroot is not None or config is not None:
-            raise UsageError("give either settings or root/runroot/config to Engine, not both")
+            raise UsageError(
+                "Engine was given settings and also root, runroot or config",
+                hint="give either settings (Engine.from_settings) or root/runroot/config",
+            )
         self.settings = settings
         self.runner: runners.Runner = runner or runners.SYSTEM
         self.services = Services(settings, runtime)
