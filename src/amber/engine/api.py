@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from amber.adapters import run as runners
 from amber.config import Settings
 from amber.engine.services import Services, iterate_with, with_runner
-from amber.errors import UsageError
+from amber.errors import AmberError, UsageError, require_root
 
 if TYPE_CHECKING:
     from amber.adapters.checkpoint_archive import Compression
@@ -138,9 +138,13 @@ class Engine:
         """Create a container (not started). `command` defaults to the image's; `env` holds
         KEY=VALUE entries. Raises UsageError (no command, bad env or name), NotFoundError (image),
         ConflictError (name taken), PreconditionError (runtime missing, not root)."""
-        return self.services.containers.create(
-            image, list(command), name=name, runtime_name=runtime, env=list(env), workdir=workdir
-        )
+        require_root("creating a container")
+        # Under the images lock: a forced removal of the image sees this container, or this
+        # create sees no image.
+        with self.services.images.lock():
+            return self.services.containers.create(
+                image, list(command), name=name, runtime_name=runtime, env=list(env), workdir=workdir
+            )
 
     @with_runner
     def run(
@@ -160,9 +164,12 @@ class Engine:
         raise (nothing is left behind when the start fails), UsageError for `rm` with `detach`."""
         if rm and detach:
             raise UsageError("--rm can only be used without --detach", hint="leave out one of them")
-        c = self.services.containers.run(
-            image, list(command), name=name, runtime_name=runtime, env=list(env), workdir=workdir
-        )
+        c = self.create(image, command, name=name, runtime=runtime, env=env, workdir=workdir)
+        try:
+            c = self.services.containers.start(c.id)
+        except AmberError:
+            self.services.containers.remove(c.id, force=True)
+            raise
         if detach:
             return c
         return self.finish(c.id, rm=rm)
