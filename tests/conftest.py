@@ -13,7 +13,7 @@ import pytest
 from amber.adapters import mounts
 from amber.cli import main
 from amber.config import Settings
-from amber.engine import Engine, scratch
+from amber.engine import Engine, Services, scratch
 from amber.engine.demo_image import build_rootfs_tar
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,13 +70,15 @@ class Amber:
     def __init__(self, root: Path, runroot: Path) -> None:
         self.root = root
         self.runroot = runroot
-        self.engine = Engine(Settings(root=root, runroot=runroot, default_runtime="crun"))
+        self.engine = self.fresh_engine()
 
     def __call__(self, *argv: str) -> int:
         return main(["--root", str(self.root), "--runroot", str(self.runroot), *argv])
 
-    def fresh_engine(self, runtime: str | None = None) -> Engine:
-        return Engine(Settings(root=self.root, runroot=self.runroot, default_runtime="crun"), runtime)
+    def fresh_engine(self, runtime: str | None = None) -> Services:
+        """The services behind a new Engine on these roots (tests drive them directly)."""
+        settings = Settings(root=self.root, runroot=self.runroot, default_runtime="crun")
+        return Engine.from_settings(settings, runtime).services
 
     def cleanup(self) -> None:
         engine = self.fresh_engine()

@@ -66,7 +66,10 @@ class RuntimeMismatchError(AmberError):
 
 
 class CommandError(AmberError):
-    """An external tool failed. Keeps everything needed to explain it."""
+    """An external tool failed: exited non-zero, died of a signal, or timed out (`timeout` set).
+
+    Keeps everything needed to explain it: argv, exit code (negative: the signal), output, log.
+    """
 
     def __init__(
         self,
@@ -78,12 +81,14 @@ class CommandError(AmberError):
         what: str | None = None,
         hint: str | None = None,
         log_path: Path | None = None,
+        timeout: float | None = None,
     ) -> None:
         tool = Path(argv[0]).name if argv else "?"
         sub = f" {argv[1]}" if len(argv) > 1 and not argv[1].startswith("-") else ""
-        message = what or f'"{tool}{sub}" failed with exit code {returncode}'
+        status = exit_status(returncode, timeout)
+        message = what or f'"{tool}{sub}" {status}'
         tail = [line for line in (stderr or stdout).strip().splitlines() if line.strip()][-8:]
-        details = [f"command: {' '.join(argv)}", *tail]
+        details = [f"command: {' '.join(argv)}", *([status] if what else []), *tail]
         if log_path is not None:
             details.append(f"log: {log_path}")
         super().__init__(message, hint, details)
@@ -92,6 +97,22 @@ class CommandError(AmberError):
         self.stdout = stdout
         self.stderr = stderr
         self.log_path = log_path
+        self.timeout = timeout
+
+
+def exit_status(returncode: int, timeout: float | None = None) -> str:
+    """How a process ended, in words: "failed with exit code 3", "was killed by SIGKILL", "timed
+    out after 5 s" (when `timeout` is given, the process was stopped for running too long)."""
+    if timeout is not None:
+        return f"timed out after {timeout:g} s"
+    if returncode < 0:
+        import signal
+
+        try:
+            return f"was killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"was killed by signal {-returncode}"
+    return f"failed with exit code {returncode}"
 
 
 def require_root(action: str) -> None:

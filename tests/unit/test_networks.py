@@ -18,7 +18,6 @@ import pytest
 from amber import cli
 from amber.adapters import netavark
 from amber.adapters.netavark import NetworkOptions, NetworkStatus, PortMapping
-from amber.cli import network_cmds, volume_cmds
 from amber.config import Layout
 from amber.engine import net_alloc
 from amber.engine.networks import DEFAULT_NETWORK, NetworkService
@@ -358,7 +357,6 @@ def test_netavark_error_message_is_shown(monkeypatch: pytest.MonkeyPatch, tmp_pa
 def test_cli_network_and_volume_commands(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(cli, "MODULES", (*cli.MODULES, network_cmds, volume_cmds))
     monkeypatch.setattr(net_alloc, "host_routes", lambda route_file: [])
 
     def amber(*argv: str) -> int:

@@ -1,4 +1,8 @@
-"""CRIU: version and feature probes, its logs and its statistics images."""
+"""CRIU: version and feature probes, its logs and its statistics images.
+
+The probes run CRIU through the current runner (adapters/run.py): the real one's answers are
+kept for the life of the process, a fake runner is asked each time.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
+from amber.adapters import run as runner
 from amber.adapters.run import find_tool, run
 
 MIN_VERSION = (4, 2)
@@ -15,22 +20,41 @@ DUMP_FIELDS = ("freezing_time", "frozen_time", "memdump_time", "memwrite_time", 
 RESTORE_FIELDS = ("forking_time", "restore_time", "pages_restored", "pages_compared", "pages_skipped_cow")
 
 
-@functools.cache
 def version() -> tuple[int, ...]:
+    """CRIU's version, e.g. (4, 2, 1); () when it does not say. PreconditionError if missing."""
+    return _system_version() if runner.current() is runner.SYSTEM else _version()
+
+
+@functools.cache
+def _system_version() -> tuple[int, ...]:
+    return _version()
+
+
+def _version() -> tuple[int, ...]:
     out = run([find_tool("criu", "checkpoint containers"), "--version"], check=False).stdout
     for line in out.splitlines():
-        if line.startswith("Version:"):
+        if line.startswith("Version:") and len(line.split()) > 1:
             return tuple(int(x) for x in line.split()[1].split(".") if x.isdigit())
     return ()
 
 
 def version_string() -> str:
+    """CRIU's version as text, "unknown" when it does not say. PreconditionError if missing."""
     return ".".join(str(x) for x in version()) or "unknown"
 
 
-@functools.cache
 def dirty_tracking() -> bool:
-    """Can this kernel track dirty memory (needed for pre-checkpoints)?"""
+    """Can this kernel track dirty memory (needed for pre-checkpoints)? PreconditionError if CRIU
+    is missing."""
+    return _system_dirty_tracking() if runner.current() is runner.SYSTEM else _dirty_tracking()
+
+
+@functools.cache
+def _system_dirty_tracking() -> bool:
+    return _dirty_tracking()
+
+
+def _dirty_tracking() -> bool:
     criu = find_tool("criu", "checkpoint containers")
     return run([criu, "check", "--feature", "mem_dirty_track"], check=False).returncode == 0
 

@@ -1,25 +1,31 @@
 """The one place amber runs external programs: argv lists, never a shell, logged, output kept.
 
-Every adapter calls `run()` (or `spawn()` for a process that must outlive the call); no other
-module imports `subprocess`.
+Every adapter calls `run()` (or `spawn()` for a process that must outlive the call, `which()` to
+find a tool); no other module imports `subprocess`. Those functions go through the current
+`Runner`: the real one (`SystemRunner`) unless a caller installed another with `using()` (the
+Engine does, for `Engine(runner=...)`), so tests can replace the tools without root.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import os
 import shlex
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from amber.errors import CommandError, PreconditionError
 
 log = logging.getLogger("amber.run")
 
 PathArg = str | os.PathLike[str]
+SEARCH_PATH = ":/usr/sbin:/sbin:/usr/bin:/usr/local/bin"  # appended to $PATH when looking for tools
 
 
 @dataclass(frozen=True)
@@ -28,6 +34,122 @@ class Result:
     returncode: int
     stdout: str
     stderr: str
+
+
+class Runner(Protocol):
+    """What amber needs from the system to run tools. `SystemRunner` is the real one."""
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: bytes | None = None,
+        env: Mapping[str, str],
+        cwd: PathArg | None = None,
+        timeout: float | None = None,
+        pass_fds: Sequence[int] = (),
+    ) -> Result:
+        """Run argv to completion and capture its output. Raises FileNotFoundError if argv[0] is
+        missing and subprocess.TimeoutExpired after `timeout` seconds; a failing exit is a Result."""
+        ...
+
+    def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        cwd: PathArg | None = None,
+        pass_fds: Sequence[int] = (),
+        stdout: int | None = subprocess.DEVNULL,
+        stderr: int | None = subprocess.DEVNULL,
+    ) -> subprocess.Popen[bytes]:
+        """Start argv in a new session without waiting. Raises FileNotFoundError if it is missing."""
+        ...
+
+    def call(self, argv: Sequence[str], *, env: Mapping[str, str]) -> int:
+        """Run argv with our own stdio; its exit code. Raises FileNotFoundError if it is missing."""
+        ...
+
+    def which(self, name: str) -> str | None:
+        """Absolute path of the executable `name` (a name on the search path, or a path), or None."""
+        ...
+
+
+class SystemRunner:
+    """The real runner: subprocess, and the executables of this host."""
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: bytes | None = None,
+        env: Mapping[str, str],
+        cwd: PathArg | None = None,
+        timeout: float | None = None,
+        pass_fds: Sequence[int] = (),
+    ) -> Result:
+        proc = subprocess.run(  # noqa: S603 - argv list, no shell
+            list(argv),
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
+            capture_output=True,
+            env=dict(env),
+            cwd=cwd,
+            timeout=timeout,
+            pass_fds=tuple(pass_fds),
+            check=False,
+        )
+        return Result(
+            list(argv), proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
+        )
+
+    def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        cwd: PathArg | None = None,
+        pass_fds: Sequence[int] = (),
+        stdout: int | None = subprocess.DEVNULL,
+        stderr: int | None = subprocess.DEVNULL,
+    ) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(  # noqa: S603 - argv list, no shell
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            env=dict(env),
+            cwd=cwd,
+            pass_fds=tuple(pass_fds),
+            start_new_session=True,
+        )
+
+    def call(self, argv: Sequence[str], *, env: Mapping[str, str]) -> int:
+        return subprocess.call(list(argv), env=dict(env))  # noqa: S603 - argv list, no shell
+
+    def which(self, name: str) -> str | None:
+        if "/" in name:
+            return name if os.path.isfile(name) and os.access(name, os.X_OK) else None
+        return shutil.which(name, path=os.environ.get("PATH", "") + SEARCH_PATH)
+
+
+SYSTEM = SystemRunner()
+_current: contextvars.ContextVar[Runner] = contextvars.ContextVar("amber_runner", default=SYSTEM)
+
+
+def current() -> Runner:
+    """The runner `run`, `spawn`, `which` use here: SYSTEM unless `using()` installed another."""
+    return _current.get()
+
+
+@contextlib.contextmanager
+def using(runner: Runner) -> Iterator[Runner]:
+    """Make `runner` the one the adapters use, in this context (thread, task) only."""
+    token = _current.set(runner)
+    try:
+        yield runner
+    finally:
+        _current.reset(token)
 
 
 def _env(extra: Mapping[str, str] | None) -> dict[str, str]:
@@ -48,9 +170,14 @@ def _not_installed(tool: str) -> PreconditionError:
     )
 
 
+def which(name: str) -> str | None:
+    """Absolute path of the executable `name` (on $PATH, /usr/sbin, /sbin..., or a path), or None."""
+    return current().which(name)
+
+
 def find_tool(name: str, reason: str) -> str:
     """Absolute path of `name`, or a PreconditionError saying what it is needed for."""
-    found = shutil.which(name, path=_env(None)["PATH"] + ":/usr/sbin:/sbin")
+    found = which(name)
     if found is None:
         raise PreconditionError(
             f"could not find '{name}', which is required to {reason}",
@@ -72,30 +199,21 @@ def run(
     log_path: Path | None = None,
     pass_fds: Sequence[int] = (),
 ) -> Result:
-    """Run argv to completion, capturing its output. Raises CommandError on failure when `check`."""
+    """Run argv to completion, capturing its output.
+
+    Raises PreconditionError when the tool is not installed, and CommandError when it times out
+    or (with `check`) fails: exits non-zero or dies of a signal.
+    """
     args = [os.fspath(a) for a in argv]
     log.debug("+ %s", shlex.join(args))
     try:
-        proc = subprocess.run(  # noqa: S603 - argv list, no shell
-            args,
-            input=input,
-            stdin=None if input is not None else subprocess.DEVNULL,
-            capture_output=True,
-            env=_env(env),
-            cwd=cwd,
-            timeout=timeout,
-            pass_fds=tuple(pass_fds),
-            check=False,
-        )
+        result = current().run(args, input=input, env=_env(env), cwd=cwd, timeout=timeout, pass_fds=pass_fds)
     except FileNotFoundError as exc:
         raise _not_installed(args[0]) from exc
     except subprocess.TimeoutExpired as exc:
         out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else ""
         err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
-        raise CommandError(
-            args, -1, out, err, what=what or f'"{args[0]}" timed out after {timeout} s', hint=hint, log_path=log_path
-        ) from exc
-    result = Result(args, proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace"))
+        raise CommandError(args, -1, out, err, what=what, hint=hint, log_path=log_path, timeout=timeout) from exc
     if result.returncode != 0:
         log.debug("exit %d: %s", result.returncode, result.stderr.strip()[-2000:])
     if check and result.returncode != 0:
@@ -114,29 +232,26 @@ def spawn(
     stdout: int | None = subprocess.DEVNULL,
     stderr: int | None = subprocess.DEVNULL,
 ) -> subprocess.Popen[bytes]:
-    """Start argv without waiting (for monitors that daemonize, such as conmon)."""
+    """Start argv without waiting (for monitors that daemonize, such as conmon).
+
+    Raises PreconditionError when the tool is not installed.
+    """
     args = [os.fspath(a) for a in argv]
     log.debug("+ %s &", shlex.join(args))
     try:
-        return subprocess.Popen(  # noqa: S603 - argv list, no shell
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=stdout,
-            stderr=stderr,
-            env=_env(env),
-            cwd=cwd,
-            pass_fds=tuple(pass_fds),
-            start_new_session=True,
-        )
+        return current().spawn(args, env=_env(env), cwd=cwd, pass_fds=pass_fds, stdout=stdout, stderr=stderr)
     except FileNotFoundError as exc:
         raise _not_installed(args[0]) from exc
 
 
 def run_streaming(argv: Sequence[PathArg], *, env: Mapping[str, str] | None = None) -> int:
-    """Run argv with our own stdio (for `amber exec`); returns its exit code."""
+    """Run argv with our own stdio (for `amber exec`); returns its exit code.
+
+    Raises PreconditionError when the tool is not installed.
+    """
     args = [os.fspath(a) for a in argv]
     log.debug("+ %s", shlex.join(args))
     try:
-        return subprocess.call(args, env=_env(env))  # noqa: S603 - argv list, no shell
+        return current().call(args, env=_env(env))
     except FileNotFoundError as exc:
         raise _not_installed(args[0]) from exc

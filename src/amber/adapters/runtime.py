@@ -1,7 +1,8 @@
 """The OCI runtimes (runc, crun): finding them, and their state/kill/delete/exec/checkpoint verbs.
 
 Both share one CLI surface; `Runtime` drives either. Container creation and restore go through
-conmon (adapters/conmon.py), which calls the runtime itself.
+conmon (adapters/conmon.py), which calls the runtime itself. Finding a runtime and asking its
+`--version` go through the current runner (adapters/run.py), so tests can fake both.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from amber.adapters import run as runner
 from amber.adapters.run import Result, run, run_streaming
 from amber.errors import CommandError, PreconditionError
 
@@ -39,25 +41,31 @@ def _version(path: str) -> tuple[str, str, bool]:
     return kind, version, criu
 
 
+# What each binary's --version said, by canonical path (the real runner's answers only: a fake
+# runner is asked each time).
 _cache: dict[str, RuntimeInfo] = {}
 
 
 def describe(path: str) -> RuntimeInfo:
+    """What the runtime binary at `path` is, from its `--version` (asked once per binary)."""
     real = os.path.realpath(path)
-    if real not in _cache:
+    cached = runner.current() is runner.SYSTEM
+    if not cached or real not in _cache:
         kind, version, criu = _version(real)
-        _cache[real] = RuntimeInfo(kind=kind, path=real, version=version, criu=criu)
+        info = RuntimeInfo(kind=kind, path=real, version=version, criu=criu)
+        if not cached:
+            return info
+        _cache[real] = info
     return _cache[real]
 
 
 def locate(spec: str) -> str | None:
-    """Absolute path of a runtime named `spec` (a name on PATH or a path), or None."""
-    if "/" in spec:
-        return spec if os.path.isfile(spec) and os.access(spec, os.X_OK) else None
-    return shutil.which(spec, path=os.environ.get("PATH", "") + ":/usr/sbin:/usr/bin:/usr/local/bin")
+    """Absolute path of a runtime named `spec` (a name on the search path, or a path), or None."""
+    return runner.which(spec)
 
 
 def installed() -> list[RuntimeInfo]:
+    """The known runtimes (runc, crun) found on this host."""
     found = []
     for name in KNOWN_RUNTIMES:
         path = locate(name)
@@ -67,7 +75,10 @@ def installed() -> list[RuntimeInfo]:
 
 
 def resolve(spec: str) -> RuntimeInfo:
-    """The runtime the user means by `spec` (runc, crun, /usr/bin/crun, a symlink...)."""
+    """The runtime the user means by `spec` (runc, crun, /usr/bin/crun, a symlink...).
+
+    Raises PreconditionError, listing the installed runtimes, when there is no such runtime.
+    """
     path = locate(spec)
     if path is None:
         names = ", ".join(f"{r.kind} ({r.path})" for r in installed()) or "none"
@@ -103,6 +114,7 @@ class Runtime:
         return data if isinstance(data, dict) else None
 
     def start(self, cid: str, name: str) -> None:
+        """Start a created container. Raises CommandError when the runtime fails."""
         run(self._argv("start", cid), what=f"{self.info.kind} could not start container {name}")
 
     def kill(self, cid: str, signal: str = "TERM", *, all_processes: bool = False) -> Result:
@@ -110,7 +122,10 @@ class Runtime:
         return run(self._argv(*args), check=False)
 
     def delete(self, cid: str, *, force: bool = False) -> None:
-        """Forget the container. A half-created one (a failed restore) is forgotten too."""
+        """Forget the container. A half-created one (a failed restore) is forgotten too.
+
+        Raises CommandError when the runtime refuses and still knows the container.
+        """
         res = run(self._argv("delete", *(["--force"] if force else []), cid), check=False)
         if res.returncode == 0:
             return
@@ -121,6 +136,7 @@ class Runtime:
                 res.stdout,
                 res.stderr,
                 what=f"{self.info.kind} could not delete container {cid}",
+                hint=f"see what {self.info.kind} says above; amber rm -f kills the container first",
             )
         leftover = self.state_root / cid
         if force and leftover.is_dir():
@@ -166,6 +182,7 @@ class Runtime:
 
 
 def require(info: RuntimeInfo, action: str) -> None:
+    """Raises PreconditionError unless the runtime can checkpoint and restore (built with CRIU)."""
     if not info.criu:
         raise PreconditionError(
             f"runtime {info.kind} ({info.path}) cannot {action}: it is built without CRIU support",

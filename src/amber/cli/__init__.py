@@ -11,16 +11,34 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
-from amber.cli import archive_cmds, checkpoint_cmds, container_cmds, image_cmds, misc_cmds
+from amber import __version__
+from amber.cli import (
+    archive_cmds,
+    checkpoint_cmds,
+    container_cmds,
+    image_cmds,
+    misc_cmds,
+    network_cmds,
+    volume_cmds,
+)
 from amber.cli.output import print_error
-from amber.errors import AmberError, ExitCode
+from amber.errors import AmberError, ExitCode, UsageError
 
-MODULES = (container_cmds, image_cmds, checkpoint_cmds, archive_cmds, misc_cmds)
+MODULES = (container_cmds, image_cmds, checkpoint_cmds, archive_cmds, network_cmds, volume_cmds, misc_cmds)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with amber's error shape: `error: ...` then `hint: ...`, exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print_error(UsageError(message, hint=f"{self.prog} --help shows the usage"))
+        sys.exit(ExitCode.USAGE)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="amber",
         description="A container engine built for checkpoint and restore (podman-format archives).",
         epilog="Exit codes: 0 ok, 1 failed, 2 usage, 3 not found, 4 conflict/busy, 5 precondition "
@@ -36,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="OCI runtime: runc, crun or a path to a runtime binary",
     )
     parser.add_argument("--debug", action="store_true", help="log every command run; tracebacks on error")
+    parser.add_argument("--version", action="version", version=f"amber {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in MODULES:
         module.register(sub)
@@ -57,9 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from amber.engine import Engine
 
-        engine = Engine.from_options(
-            root=args.root, runroot=args.runroot, config_file=args.config, runtime=args.global_runtime
-        )
+        engine = Engine(args.root, args.runroot, config=args.config, runtime=args.global_runtime)
         return int(handler(args, engine))
     except AmberError as exc:
         if args.debug:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from amber.adapters.criu_images import DumpStats, Process, Socket, children
 from amber.adapters.criu_memory import HexRow, SearchMatch
 from amber.cli.output import human_size, print_json, print_table
-from amber.engine import Engine
 from amber.engine.archive_models import ArchiveDiff, ArchiveInspection, MemoryDump, ProcessMemory
 from amber.errors import ExitCode
+
+if TYPE_CHECKING:
+    from amber.engine import Engine
 
 # ===================================== tree printing ==========================================
 
@@ -144,7 +146,7 @@ def _process(parent: Node, p: Process, ins: ArchiveInspection) -> None:
 
 # ===================================== handlers ===============================================
 def cmd_show(args: argparse.Namespace, engine: Engine) -> int:
-    summaries = engine.archives.show(args.files)
+    summaries = engine.show_archives(args.files)
     if len(summaries) == 1:
         print(f"\nDisplaying container checkpoint data from {summaries[0].path}\n")
     rows = [
@@ -169,18 +171,18 @@ def cmd_show(args: argparse.Namespace, engine: Engine) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace, engine: Engine) -> int:
-    every = args.all
     results = [
-        engine.archives.inspect(
+        engine.inspect_archive(
             f,
+            all=args.all,
             ps_tree=args.ps_tree,
-            ps_tree_cmd=args.ps_tree_cmd or every,
-            ps_tree_env=args.ps_tree_env or every,
-            files=args.files or every,
-            sockets=args.sockets or every,
-            mounts=args.mounts or every,
-            stats=args.stats or every,
-            metadata=args.metadata or every,
+            ps_tree_cmd=args.ps_tree_cmd,
+            ps_tree_env=args.ps_tree_env,
+            files=args.files,
+            sockets=args.sockets,
+            mounts=args.mounts,
+            stats=args.stats,
+            metadata=args.metadata,
             pid=args.pid,
         )
         for f in args.files_
@@ -202,7 +204,7 @@ def _hex_rows(rows: list[HexRow]) -> None:
 
 
 def cmd_memparse(args: argparse.Namespace, engine: Engine) -> int:
-    result: Any = engine.archives.memparse(
+    result: Any = engine.memparse(
         args.file,
         pid=args.pid,
         search=args.search,
@@ -285,7 +287,7 @@ def diff_tree(d: ArchiveDiff) -> Node:
 
 
 def cmd_diff(args: argparse.Namespace, engine: Engine) -> int:
-    result = engine.archives.diff(args.a, args.b)
+    result = engine.diff_archives(args.a, args.b)
     if args.format == "json":
         print_json(result.to_dict())
     else:
@@ -294,7 +296,7 @@ def cmd_diff(args: argparse.Namespace, engine: Engine) -> int:
 
 
 def cmd_check(args: argparse.Namespace, engine: Engine) -> int:
-    results = engine.archives.check(args.file, runtime=args.runtime or args.global_runtime, name=args.name)
+    results = engine.check_archive(args.file, runtime=args.runtime, name=args.name)
     print_table(["CHECK", "STATUS", "REASON"], [[r.name, str(r.status), r.reason] for r in results])
     for r in results:
         if r.hint and r.status != "ok":

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from amber.adapters.checkpoint_archive import Compression
 from amber.cli.output import print_json
-from amber.engine.checkpoint import CheckpointOptions, Report, RestoreOptions
-from amber.errors import ExitCode, UsageError
+from amber.errors import ExitCode
 
 if TYPE_CHECKING:
     from amber.engine import Engine
+    from amber.engine.checkpoint import Report
 
 
 def _stats_json(reports: list[Report], key: str, started: float) -> dict[str, Any]:
@@ -28,11 +26,11 @@ def _stats_json(reports: list[Report], key: str, started: float) -> dict[str, An
 
 def cmd_checkpoint(args: argparse.Namespace, engine: Engine) -> int:
     started = time.monotonic()
-    if args.all and args.containers:
-        raise UsageError("--all and containers cannot be used together")
-    opts = CheckpointOptions(
-        export=Path(args.export) if args.export else None,
-        compression=Compression.parse(args.compress or "zstd") if args.compress is not None else None,
+    reports = engine.checkpoint(
+        *args.containers,
+        all=args.all,
+        export=args.export,
+        compress=args.compress,
         leave_running=args.leave_running,
         keep=args.keep,
         tcp_established=args.tcp_established,
@@ -42,10 +40,6 @@ def cmd_checkpoint(args: argparse.Namespace, engine: Engine) -> int:
         with_previous=args.with_previous,
         stats=args.print_stats,
     )
-    if args.all:
-        reports = engine.checkpoints.checkpoint_all(opts)
-    else:
-        reports = engine.checkpoints.checkpoint(args.containers, opts)
     if args.print_stats:
         print_json(_stats_json(reports, "checkpoint", started))
     else:
@@ -56,16 +50,11 @@ def cmd_checkpoint(args: argparse.Namespace, engine: Engine) -> int:
 
 def cmd_restore(args: argparse.Namespace, engine: Engine) -> int:
     started = time.monotonic()
-    if args.import_path is None and args.container is None:
-        raise UsageError("restore needs a container, or --import FILE")
-    if args.import_path is not None and args.container:
-        raise UsageError(
-            "cannot use --import with a container argument",
-            hint="amber restore NAME, or amber restore --import ARCHIVE [--name NEW_NAME]",
-        )
-    opts = RestoreOptions(
+    c, report = engine.restore_report(
+        args.container,
+        archive=args.import_path,
         name=args.name,
-        runtime=args.runtime or args.global_runtime,
+        runtime=args.runtime,
         keep=args.keep,
         tcp_established=args.tcp_established,
         tcp_close=args.tcp_close,
@@ -73,10 +62,6 @@ def cmd_restore(args: argparse.Namespace, engine: Engine) -> int:
         ignore_rootfs=args.ignore_rootfs,
         stats=args.print_stats,
     )
-    if args.import_path is not None:
-        c, report = engine.checkpoints.restore_archive(Path(args.import_path), opts)
-    else:
-        c, report = engine.checkpoints.restore(args.container, opts)
     if args.print_stats:
         print_json(_stats_json([report], "restore", started))
     else:

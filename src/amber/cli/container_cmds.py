@@ -14,11 +14,6 @@ if TYPE_CHECKING:
     from amber.engine import Engine
 
 
-def _runtime(args: argparse.Namespace) -> str | None:
-    value = getattr(args, "runtime", None) or args.global_runtime
-    return str(value) if value else None
-
-
 def _create_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="container name (default: a generated one)")
     p.add_argument("--runtime", help="OCI runtime: runc, crun or a path (default from the config: crun)")
@@ -29,31 +24,30 @@ def _create_args(p: argparse.ArgumentParser) -> None:
 
 
 def _create_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    return {"name": args.name, "runtime_name": _runtime(args), "env": args.env, "workdir": args.workdir}
+    # The global --runtime is the engine's default; a command's own --runtime wins over it.
+    return {"name": args.name, "runtime": args.runtime, "env": args.env, "workdir": args.workdir}
 
 
 def cmd_run(args: argparse.Namespace, engine: Engine) -> int:
-    c = engine.containers.run(args.image, args.cmd, **_create_kwargs(args))
     if args.detach:
-        print(c.id)
+        print(engine.run(args.image, args.cmd, detach=True, rm=args.rm, **_create_kwargs(args)).id)
         return ExitCode.OK
-    for line in engine.containers.logs(c.id, follow=True):
+    c = engine.run(args.image, args.cmd, detach=True, **_create_kwargs(args))  # we follow its output
+    for line in engine.logs(c.id, follow=True):
         stream = sys.stdout if line.stream == "stdout" else sys.stderr
         print(line.text, file=stream, flush=True)
-    c = engine.containers.wait(c.id)
-    if args.rm:
-        engine.containers.remove(c.id, force=True)
+    c = engine.finish(c.id, rm=args.rm)
     return c.exit_code if c.exit_code is not None and c.exit_code >= 0 else ExitCode.ERROR
 
 
 def cmd_create(args: argparse.Namespace, engine: Engine) -> int:
-    print(engine.containers.create(args.image, args.cmd, **_create_kwargs(args)).id)
+    print(engine.create(args.image, args.cmd, **_create_kwargs(args)).id)
     return ExitCode.OK
 
 
 def cmd_start(args: argparse.Namespace, engine: Engine) -> int:
     for ref in args.containers:
-        engine.containers.start(ref)
+        engine.start(ref)
         print(ref)
     return ExitCode.OK
 
@@ -65,7 +59,7 @@ def _status(c: Container) -> str:
 
 
 def cmd_ps(args: argparse.Namespace, engine: Engine) -> int:
-    containers = engine.containers.list(all_containers=args.all)
+    containers = engine.containers(running_only=not args.all)
     if args.quiet:
         for c in containers:
             print(c.id[:12])
@@ -78,45 +72,45 @@ def cmd_ps(args: argparse.Namespace, engine: Engine) -> int:
 
 
 def cmd_logs(args: argparse.Namespace, engine: Engine) -> int:
-    for line in engine.containers.logs(args.container, follow=args.follow):
+    for line in engine.logs(args.container, follow=args.follow):
         stream = sys.stdout if line.stream == "stdout" else sys.stderr
         print(line.text, file=stream, flush=args.follow)
     return ExitCode.OK
 
 
 def cmd_exec(args: argparse.Namespace, engine: Engine) -> int:
-    return engine.containers.exec(args.container, args.cmd, env=args.env, workdir=args.workdir, tty=args.tty)
+    return engine.exec(args.container, args.cmd, env=args.env, workdir=args.workdir, tty=args.tty)
 
 
 def cmd_stop(args: argparse.Namespace, engine: Engine) -> int:
     for ref in args.containers:
-        engine.containers.stop(ref, timeout=args.time)
+        engine.stop(ref, timeout=args.time)
         print(ref)
     return ExitCode.OK
 
 
 def cmd_kill(args: argparse.Namespace, engine: Engine) -> int:
     for ref in args.containers:
-        engine.containers.kill(ref, args.signal)
+        engine.kill(ref, args.signal)
         print(ref)
     return ExitCode.OK
 
 
 def cmd_rm(args: argparse.Namespace, engine: Engine) -> int:
     for ref in args.containers:
-        engine.containers.remove(ref, force=args.force)
+        engine.remove(ref, force=args.force)
         print(ref)
     return ExitCode.OK
 
 
 def cmd_inspect(args: argparse.Namespace, engine: Engine) -> int:
-    print_json([engine.containers.inspect(ref) for ref in args.containers])
+    print_json([engine.inspect(ref) for ref in args.containers])
     return ExitCode.OK
 
 
 def cmd_wait(args: argparse.Namespace, engine: Engine) -> int:
     for ref in args.containers:
-        c = engine.containers.wait(ref)
+        c = engine.wait(ref)
         print(c.exit_code if c.exit_code is not None else -1)
     return ExitCode.OK
 
@@ -124,7 +118,7 @@ def cmd_wait(args: argparse.Namespace, engine: Engine) -> int:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="create and start a container")
     p.add_argument("-d", "--detach", action="store_true", help="run in the background, print the id")
-    p.add_argument("--rm", action="store_true", help="remove the container when it exits (foreground only)")
+    p.add_argument("--rm", action="store_true", help="remove the container when it exits (not with --detach)")
     _create_args(p)
     p.set_defaults(handler=cmd_run)
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from amber.cli.output import human_size, print_error, print_table
-from amber.errors import AmberError, ConflictError, ExitCode
+from amber.errors import AmberError, ExitCode
 
 if TYPE_CHECKING:
     from amber.engine import Engine
@@ -30,13 +29,12 @@ Layers are stored once, by content: importing the same image again only adds the
 
 
 def cmd_import(args: argparse.Namespace, engine: Engine) -> int:
-    image = engine.images.import_image(Path(args.source), args.name)
-    print(image.id)
+    print(engine.import_image(args.source, args.name).id)
     return ExitCode.OK
 
 
 def cmd_ls(args: argparse.Namespace, engine: Engine) -> int:
-    images = engine.images.list()
+    images = engine.images()
     if args.quiet:
         for image in images:
             print(image.id if args.no_trunc else image.id[:12])
@@ -51,33 +49,12 @@ def cmd_ls(args: argparse.Namespace, engine: Engine) -> int:
     return ExitCode.OK
 
 
-def _users(engine: Engine, image_id: str) -> list[str]:
-    """Names of the containers using the image (none known if the container service is missing)."""
-    try:
-        return list(engine.containers.users_of_image(image_id))
-    except (ImportError, AttributeError, NotImplementedError):
-        return []
-
-
 def _remove_one(engine: Engine, ref: str, force: bool) -> None:
-    image = engine.images.get(ref)
-    users = _users(engine, image.id)
-    try:
-        removed = engine.images.remove(ref, users=users)
-    except ConflictError:
-        if not force or not users:
-            raise
-        for name in users:
-            engine.containers.remove(name, force=True)
-        removed = engine.images.remove(ref, users=())
-    if engine.images.exists(removed.id):
-        gone = [n for n in image.names if n not in removed.names]
-        for name in gone:
-            print(f"Untagged: {name}")
-        return
-    for name in image.names:
+    removal = engine.remove_image(ref, force=force)
+    for name in removal.untagged:
         print(f"Untagged: {name}")
-    print(f"Deleted: {image.id}")
+    if removal.deleted:
+        print(f"Deleted: {removal.image.id}")
 
 
 def cmd_rm(args: argparse.Namespace, engine: Engine) -> int:

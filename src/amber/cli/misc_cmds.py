@@ -1,96 +1,76 @@
-"""`amber demo` (the README's first command ends here) and `amber info` (host diagnostics)."""
+"""`amber demo` (the README's first command ends here), `amber info` (host diagnostics) and
+`amber version`. The work is the engine's (engine/demo.py, engine/host_info.py): these print."""
 
 from __future__ import annotations
 
 import argparse
-import tempfile
-import time
-from pathlib import Path
+import shlex
 from typing import TYPE_CHECKING
 
-from amber.adapters import criu, runtime
-from amber.adapters.checkpoint_archive import read_head
+from amber import __version__
 from amber.cli.output import human_size
-from amber.engine.checkpoint import CheckpointOptions, RestoreOptions
-from amber.engine.demo_image import build_rootfs_tar
-from amber.errors import AmberError, ExitCode
+from amber.engine import demo
+from amber.errors import ExitCode
 
 if TYPE_CHECKING:
     from amber.engine import Engine
-
-DEMO_IMAGE = "localhost/amber-demo:latest"
-DEMO_NAME = "amber-demo"
-COUNTER = "i=0; while :; do i=$((i+1)); echo $i > /tmp/counter; echo tick $i; sleep 0.2; done"
+    from amber.engine.host_info import HostInfo
 
 
-def _say(text: str) -> None:
-    print(f"\n--> {text}", flush=True)
-
-
-def _counter(engine: Engine, name: str) -> int:
-    c = engine.containers.store.get(name)
-    text = (engine.containers.paths(c.id).upper / "tmp" / "counter").read_text().strip()
-    return int(text or "0")
+def show_event(event: demo.DemoEvent) -> None:
+    """Print one step of the demo."""
+    match event:
+        case demo.Step(text):
+            print(f"\n--> {text}", flush=True)
+        case demo.ImageBuilt(image):
+            print(f"    image {image.name} ({image.id[:12]})")
+        case demo.Started(c, runtime, command, log_tail):
+            print(f"    amber run -d --name {c.name} --runtime {runtime} {demo.DEMO_IMAGE} {shlex.join(command)}")
+            print(f"    {c.name} is {c.status}, pid {c.pid}")
+            print(f"    its log so far: {' | '.join(log_tail)}")
+        case demo.Checkpointed(archive, size, status, counter, s):
+            print(f"    {archive.name}: {human_size(size)}, container now {status}, counter froze at {counter}")
+            print(f"    archive: container {s.container}, image {s.image}, runtime {s.runtime}, ", end="")
+            print(f"compression {s.compression}")
+        case demo.Restored(c, before, after):
+            print(f"    {c.name} is running again under {c.runtime}; counter {before} -> {after}")
+        case demo.Finished():
+            print("    done: the counter went on from where it was checkpointed.")
 
 
 def cmd_demo(args: argparse.Namespace, engine: Engine) -> int:
-    runtime_name = args.runtime or args.global_runtime or engine.settings.default_runtime
-    with tempfile.TemporaryDirectory(prefix="amber-demo-") as tmp:
-        _say("Building a small image from the host's static busybox")
-        tar = build_rootfs_tar(Path(tmp) / "rootfs.tar")
-        image = engine.images.import_image(tar, DEMO_IMAGE)
-        print(f"    image {image.name} ({image.id[:12]})")
-        old = engine.containers.store.find(DEMO_NAME)
-        if old is not None:
-            engine.containers.remove(old.id, force=True)
-        _say(f"Running a container that counts into /tmp/counter, under {runtime_name}")
-        print(f"    amber run -d --name {DEMO_NAME} --runtime {runtime_name} {DEMO_IMAGE} sh -c '{COUNTER}'")
-        c = engine.containers.run(DEMO_IMAGE, ["sh", "-c", COUNTER], name=DEMO_NAME, runtime_name=runtime_name)
-        time.sleep(1.5)
-        print(f"    {c.name} is {engine.containers.inspect_record(c.id).status}, pid {c.pid}")
-        lines = [line.text for line in engine.containers.logs(c.id)]
-        print(f"    its log so far: {' | '.join(lines[-3:])}")
-        before = _counter(engine, DEMO_NAME)
-        archive = Path(tmp) / "amber-demo.tar.zst"
-        _say(f"Checkpointing it into one portable archive (counter at {before})")
-        engine.checkpoints.checkpoint([DEMO_NAME], CheckpointOptions(export=archive))
-        at_checkpoint = _counter(engine, DEMO_NAME)
-        print(
-            f"    {archive.name}: {human_size(archive.stat().st_size)}, container now "
-            f"{engine.containers.store.get(DEMO_NAME).status}, counter froze at {at_checkpoint}"
-        )
-        head = read_head(archive)
-        print(
-            f"    archive: container {head.config.get('name')}, image {head.config.get('rootfsImageName')}, "
-            f"runtime {head.config.get('runtime')}, compression {head.compression}"
-        )
-        engine.containers.remove(DEMO_NAME, force=True)
-        _say("Restoring it from the archive (the runtime comes from the archive)")
-        restored, _ = engine.checkpoints.restore_archive(archive, RestoreOptions())
-        time.sleep(1.0)
-        after = _counter(engine, DEMO_NAME)
-        print(f"    {restored.name} is running again under {restored.runtime}; counter {at_checkpoint} -> {after}")
-        if after <= at_checkpoint:
-            raise AmberError(f"the restored counter did not go on ({at_checkpoint} -> {after})")
-        _say("Stopping and removing it")
-        engine.containers.remove(DEMO_NAME, force=True)
-        print("    done: the counter went on from where it was checkpointed.")
+    for event in engine.demo(runtime=args.runtime):
+        show_event(event)
     return ExitCode.OK
 
 
+def _criu_line(info: HostInfo) -> str:
+    if not info.criu_installed:
+        return "not installed (make setup installs it)"
+    return f"{info.criu_version} (dirty memory tracking: {'yes' if info.dirty_tracking else 'no'})"
+
+
 def cmd_info(args: argparse.Namespace, engine: Engine) -> int:
-    print(f"root:     {engine.settings.root}")
-    print(f"runroot:  {engine.settings.runroot}")
-    print(f"default runtime: {engine.settings.default_runtime}")
-    print(f"criu:     {criu.version_string()} (dirty memory tracking: {'yes' if criu.dirty_tracking() else 'no'})")
-    for r in runtime.installed():
+    info = engine.host_info()
+    print(f"root:     {info.root}")
+    print(f"runroot:  {info.runroot}")
+    print(f"default runtime: {info.default_runtime}")
+    print(f"criu:     {_criu_line(info)}")
+    for r in info.runtimes:
         print(f"runtime:  {r.kind} {r.version} at {r.path} (checkpoint: {'yes' if r.criu else 'no'})")
-    for conf in ("/etc/criu/default.conf", "/etc/criu/runc.conf", "/etc/criu/crun.conf"):
-        path = Path(conf)
-        if path.is_file():
-            print(f"{conf} (overrides what the runtimes pass to CRIU):")
-            for line in path.read_text(errors="replace").splitlines():
-                print(f"    {line}")
+    for conf in info.criu_configs:
+        print(f"{conf.path} (overrides what the runtimes pass to CRIU):")
+        for line in conf.text.splitlines():
+            print(f"    {line}")
+    return ExitCode.OK
+
+
+def cmd_version(args: argparse.Namespace, engine: Engine) -> int:
+    info = engine.host_info()
+    print(f"amber:    {__version__}")
+    print(f"criu:     {info.criu_version or 'not installed'}")
+    for r in info.runtimes:
+        print(f"{r.kind + ':':<9} {r.version} ({r.path})")
     return ExitCode.OK
 
 
@@ -100,3 +80,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=cmd_demo)
     p = sub.add_parser("info", help="show the host's checkpoint stack and CRIU config files")
     p.set_defaults(handler=cmd_info)
+    p = sub.add_parser("version", help="show the versions of amber, CRIU and the runtimes")
+    p.set_defaults(handler=cmd_version)

@@ -15,14 +15,14 @@ if TYPE_CHECKING:
 
 
 def service(engine: Engine) -> NetworkService:
-    """The network service of `engine` (re-point this at engine.networks once it has one)."""
-    return NetworkService.from_layout(engine.layout)
+    """The network service of `engine`."""
+    return engine.services.networks
 
 
 def container_alive(engine: Engine, container_id: str) -> bool:
     """Does amber still know the container? (leases and volume users of removed ones are stale)"""
     try:
-        engine.containers.store.get(container_id)
+        engine.services.containers.store.get(container_id)
     except AmberError:
         return False
     return True

@@ -15,8 +15,8 @@ if TYPE_CHECKING:
 
 
 def service(engine: Engine) -> VolumeService:
-    """The volume service of `engine` (re-point this at engine.volumes once it has one)."""
-    return VolumeService.from_layout(engine.layout)
+    """The volume service of `engine`."""
+    return engine.services.volumes
 
 
 def cmd_create(args: argparse.Namespace, engine: Engine) -> int:

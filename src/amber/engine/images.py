@@ -23,7 +23,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +47,19 @@ TAG_RE = re.compile(r"[\w][\w.-]{0,127}")
 DIGEST_RE = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[0-9a-fA-F]{32,}")
 HEX_RE = re.compile(r"[0-9a-f]+")
 MAX_NAME = 255
+
+
+@dataclass(frozen=True)
+class ImageRemoval:
+    """What `ImageService.remove_image` did."""
+
+    image: Image  # the image as it is now: untagged (still stored), or as it was before deletion
+    untagged: list[str]  # names it lost
+    deleted: bool  # the image and the layers no other image uses are gone
+    containers: list[str]  # containers removed with it (force)
+
+
+UsersOf = Callable[[str], Sequence[str]]  # image id -> names of the containers using the image
 
 
 @dataclass(frozen=True)
@@ -124,7 +137,11 @@ class ImageService:
 
     # -- import ----------------------------------------------------------------------------------
     def import_image(self, source: Path, name: str) -> Image:
-        """Import SOURCE (rootfs tarball, OCI layout dir, oci-archive, docker save) as NAME."""
+        """Import SOURCE (rootfs tarball, OCI layout dir, oci-archive, docker save) as NAME.
+
+        Raises UsageError for an invalid NAME, NotFoundError for a missing SOURCE, ArchiveError
+        for a malformed or hostile one, PreconditionError when not root.
+        """
         require_root("importing an image")
         ref = self.normalize(name)
         self.layout.ensure()
@@ -202,7 +219,10 @@ class ImageService:
         return sorted(images, key=lambda i: (i.created, i.id), reverse=True)
 
     def get(self, ref: str) -> Image:
-        """An image by name (as given or normalized), full id, or unique id prefix of 4+ hex digits."""
+        """An image by name (as given or normalized), full id, or unique id prefix of 4+ hex digits.
+
+        Raises NotFoundError when there is none, UsageError when an id prefix is ambiguous.
+        """
         return self._resolve(ref)[0]
 
     def exists(self, iid: str) -> bool:
@@ -245,8 +265,27 @@ class ImageService:
     def remove(self, ref: str, *, users: Sequence[str] = ()) -> Image:
         """Remove an image; by a name the image shares with others, only untag that name.
 
-        Returns the untagged image (still stored) or the removed one. Layers no other image uses
-        are deleted. ConflictError when the image itself would go while containers use it.
+        Returns the untagged image (still stored) or the removed one. Raises NotFoundError for
+        an unknown `ref`, ConflictError when the image itself would go while `users` use it.
+        """
+        return self.remove_image(ref, users=lambda _id: users).image
+
+    def remove_image(
+        self,
+        ref: str,
+        *,
+        users: UsersOf = lambda _id: (),
+        force: bool = False,
+        remove_container: Callable[[str], object] | None = None,
+    ) -> ImageRemoval:
+        """Remove an image (or only untag it, by a name it shares with other images).
+
+        `users` says which containers use an image; it is asked under the images lock, so no
+        image operation runs between the question and the removal. With `force`, those
+        containers are removed first, through `remove_container`. Layers no other image uses are
+        deleted. Raises NotFoundError for an unknown `ref`, UsageError for an ambiguous id
+        prefix, ConflictError when containers use the image and `force` is not given,
+        PreconditionError when not root.
         """
         require_root("removing an image")
         with self.lock():
@@ -254,18 +293,22 @@ class ImageService:
             if matched is not None and len(image.names) > 1:
                 untagged = dataclasses.replace(image, names=[n for n in image.names if n != matched])
                 self._save(untagged)
-                return untagged
-            if users:
+                return ImageRemoval(untagged, [matched], deleted=False, containers=[])
+            using = list(users(image.id))
+            if using and (not force or remove_container is None):
                 raise ConflictError(
-                    f"image {image.name} is in use by container(s): {', '.join(users)}",
+                    f"image {image.name} is in use by container(s): {', '.join(using)}",
                     hint="remove those containers first (amber rm NAME), or use amber rmi -f to remove them too",
                 )
+            for name in using:
+                assert remove_container is not None
+                remove_container(name)
             self._record(image.id).unlink(missing_ok=True)
             in_use = {d for other in self.list() for d in other.layers}
             for digest in dict.fromkeys(image.layers):
                 if digest not in in_use:
                     self._delete_layer(digest)
-            return image
+            return ImageRemoval(image, list(image.names), deleted=True, containers=using)
 
     def _delete_layer(self, digest: str) -> None:
         """Rename away first, so a half-deleted layer is never seen under its digest."""

@@ -37,11 +37,18 @@ def recorded_kind(recorded: str) -> str:
 
 
 def compatible(archive_kind: str, restorer_kind: str) -> bool:
+    """Can a `restorer_kind` runtime restore what an `archive_kind` runtime checkpointed?"""
     return restorer_kind in RESTORABLE_BY.get(archive_kind, frozenset({archive_kind}))
 
 
 def select_runtime(recorded: str, requested: str | None, archive: str) -> RuntimeInfo:
-    """The runtime to restore `archive` with, or an error saying why not and what to do."""
+    """The runtime to restore `archive` with (whose checkpoint was written by `recorded`).
+
+    Raises ArchiveError when the archive records no runtime, RuntimeMismatchError when the
+    `requested` runtime cannot restore it, PreconditionError when the requested runtime (or,
+    with none requested, every runtime that could restore it) is not installed. Runtimes are
+    found and asked their --version through the current runner (adapters/run.py).
+    """
     if not recorded:
         raise ArchiveError(
             f"checkpoint archive {archive} does not record the runtime that created it",

@@ -1,0 +1,502 @@
+"""`Engine`: the library's facade over amber's operations. The CLI drives amber through it.
+
+    import amber
+    eng = amber.Engine(root=ROOT, runroot=RUNROOT)
+    eng.import_image("busybox-rootfs.tar", "localhost/busybox:1")
+    eng.run("localhost/busybox:1", ["sh", "-c", "sleep 1000"], name="web", detach=True, runtime="crun")
+    eng.checkpoint("web", export="web.tar.zst")
+    c = eng.restore_archive("web.tar.zst", name="web2")
+
+Keyword options mirror the command line's flags and are checked the same way (UsageError).
+Paths may be str or os.PathLike. Every error is an amber.errors exception (docs/api.md).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from amber.adapters import run as runners
+from amber.config import Settings
+from amber.engine.services import Services, iterate_with, with_runner
+from amber.errors import AmberError, UsageError, require_root
+
+if TYPE_CHECKING:
+    from amber.adapters.checkpoint_archive import Compression
+    from amber.adapters.criu_memory import SearchMatch
+    from amber.engine.archive_models import (
+        ArchiveDiff,
+        ArchiveInspection,
+        ArchiveSummary,
+        CheckResult,
+        MemoryDump,
+        ProcessMemory,
+    )
+    from amber.engine.checkpoint import Report, RestoreOptions
+    from amber.engine.demo import DemoEvent
+    from amber.engine.host_info import HostInfo
+    from amber.engine.images import ImageRemoval
+    from amber.engine.logs import LogLine
+    from amber.models import Container, Image
+
+PathLike = str | os.PathLike[str]
+
+
+class Engine:
+    """amber as a library. Construction reads the settings only; nothing runs until a call."""
+
+    def __init__(
+        self,
+        root: PathLike | None = None,
+        runroot: PathLike | None = None,
+        *,
+        config: PathLike | None = None,
+        runtime: str | None = None,
+        runner: runners.Runner | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        """`root`, `runroot`, `config` default as the CLI's (/var/lib/amber, /run/amber,
+        /etc/amber/amber.toml, or $AMBER_ROOT, $AMBER_RUNROOT, $AMBER_CONFIG). `runtime` is the
+        default OCI runtime (the global --runtime); `runner` replaces the tools (adapters/run.py);
+        `settings` gives everything at once, instead of root, runroot and config.
+
+        Raises UsageError for an invalid config file, or for `settings` given with the others.
+        """
+        if settings is None:
+            settings = Settings.load(root=_text(root), runroot=_text(runroot), config_file=_text(config))
+        elif root is not None or runroot is not None or config is not None:
+            raise UsageError(
+                "Engine was given settings and also root, runroot or config",
+                hint="give either settings (Engine.from_settings) or root/runroot/config",
+            )
+        self.settings = settings
+        self.runner: runners.Runner = runner or runners.SYSTEM
+        self.services = Services(settings, runtime)
+        self.layout = self.services.layout
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, runtime: str | None = None, *, runner: runners.Runner | None = None
+    ) -> Engine:
+        """An engine on explicit settings (tests use it). Raises nothing."""
+        return cls(settings=settings, runtime=runtime, runner=runner)
+
+    @property
+    def runtime_choice(self) -> str | None:
+        return self.services.runtime_choice
+
+    # ================================ images ==================================================
+    @with_runner
+    def import_image(self, source: PathLike, name: str) -> Image:
+        """Import a rootfs tarball, OCI layout, oci-archive or docker save as `name`.
+
+        Raises UsageError (bad name), NotFoundError (no source), ArchiveError (malformed or
+        hostile source), PreconditionError (not root).
+        """
+        from amber.engine.options import as_path
+
+        return self.services.images.import_image(as_path(source), name)
+
+    @with_runner
+    def images(self) -> list[Image]:
+        """Every image, newest first. Raises nothing."""
+        return self.services.images.list()
+
+    @with_runner
+    def image(self, ref: str) -> Image:
+        """An image by name, id or id prefix. Raises NotFoundError, UsageError (ambiguous prefix)."""
+        return self.services.images.get(ref)
+
+    @with_runner
+    def remove_image(self, ref: str, *, force: bool = False) -> ImageRemoval:
+        """Remove an image, or untag it when `ref` is a name it shares with others (`amber rmi`).
+
+        With `force`, the containers using it are removed too; they are found under the images
+        lock. Raises NotFoundError, ConflictError (in use, no `force`), PreconditionError.
+        """
+        containers = self.services.containers
+        return self.services.images.remove_image(
+            ref,
+            users=containers.users_of_image,
+            force=force,
+            remove_container=lambda name: containers.remove(name, force=True),
+        )
+
+    # ================================ containers ==============================================
+    @with_runner
+    def create(
+        self,
+        image: str,
+        command: Sequence[str] = (),
+        *,
+        name: str | None = None,
+        runtime: str | None = None,
+        env: Sequence[str] = (),
+        workdir: str | None = None,
+    ) -> Container:
+        """Create a container (not started). `command` defaults to the image's; `env` holds
+        KEY=VALUE entries. Raises UsageError (no command, bad env or name), NotFoundError (image),
+        ConflictError (name taken), PreconditionError (runtime missing, not root)."""
+        require_root("creating a container")
+        # Under the images lock: a forced removal of the image sees this container, or this
+        # create sees no image.
+        with self.services.images.lock():
+            return self.services.containers.create(
+                image, list(command), name=name, runtime_name=runtime, env=list(env), workdir=workdir
+            )
+
+    @with_runner
+    def run(
+        self,
+        image: str,
+        command: Sequence[str] = (),
+        *,
+        name: str | None = None,
+        runtime: str | None = None,
+        env: Sequence[str] = (),
+        workdir: str | None = None,
+        detach: bool = False,
+        rm: bool = False,
+    ) -> Container:
+        """Create and start a container. With `detach`, return it running; without, wait until it
+        exits and return it exited (removed first with `rm`). Raises what `create` and `start`
+        raise (nothing is left behind when the start fails), UsageError for `rm` with `detach`."""
+        if rm and detach:
+            raise UsageError("--rm can only be used without --detach", hint="leave out one of them")
+        c = self.create(image, command, name=name, runtime=runtime, env=env, workdir=workdir)
+        try:
+            c = self.services.containers.start(c.id)
+        except AmberError:
+            self.services.containers.remove(c.id, force=True)
+            raise
+        if detach:
+            return c
+        return self.finish(c.id, rm=rm)
+
+    @with_runner
+    def finish(self, container: str, *, rm: bool = False) -> Container:
+        """Wait until the container exits and return it; with `rm`, remove it then. Raises
+        NotFoundError."""
+        c = self.services.containers.wait(container)
+        if rm:
+            self.services.containers.remove(c.id, force=True)
+        return c
+
+    @with_runner
+    def start(self, container: str) -> Container:
+        """Start a created or exited container. Raises NotFoundError, ConflictError (running,
+        checkpointed, busy), CommandError (the runtime failed), PreconditionError."""
+        return self.services.containers.start(container)
+
+    @with_runner
+    def stop(self, container: str, *, timeout: float = 10.0) -> Container:
+        """TERM, then KILL after `timeout` seconds (--time). Raises NotFoundError, ConflictError."""
+        return self.services.containers.stop(container, timeout=timeout)
+
+    @with_runner
+    def kill(self, container: str, signal: str = "KILL") -> Container:
+        """Send a signal (name or number). Raises NotFoundError, ConflictError (not running),
+        UsageError (unknown signal), AmberError (the runtime could not)."""
+        return self.services.containers.kill(container, signal)
+
+    @with_runner
+    def remove(self, container: str, *, force: bool = False) -> Container:
+        """Remove a container; with `force`, kill it first if it runs. Raises NotFoundError,
+        ConflictError (running without `force`, busy)."""
+        return self.services.containers.remove(container, force=force)
+
+    @with_runner
+    def containers(self, *, running_only: bool = False) -> list[Container]:
+        """Every container (`amber ps -a`), or only the running ones (`amber ps`). Raises nothing."""
+        return self.services.containers.list(all_containers=not running_only)
+
+    @with_runner
+    def container(self, container: str) -> Container:
+        """One container by name, id or id prefix, its state brought up to date. Raises
+        NotFoundError."""
+        return self.services.containers.inspect_record(container)
+
+    @with_runner
+    def inspect(self, container: str) -> dict[str, Any]:
+        """A container's record, paths and OCI spec (`amber inspect`). Raises NotFoundError."""
+        return self.services.containers.inspect(container)
+
+    def logs(self, container: str, *, follow: bool = False) -> Iterator[LogLine]:
+        """A container's output lines; with `follow`, until it stops. Raises NotFoundError."""
+        return iterate_with(self.runner, self.services.containers.logs(container, follow=follow))
+
+    @with_runner
+    def exec(
+        self,
+        container: str,
+        command: Sequence[str],
+        *,
+        env: Sequence[str] = (),
+        workdir: str | None = None,
+        tty: bool = False,
+    ) -> int:
+        """Run a command in a running container, on our stdio; its exit code. Raises
+        NotFoundError, ConflictError (not running), UsageError (no command)."""
+        return self.services.containers.exec(container, list(command), env=list(env), workdir=workdir, tty=tty)
+
+    @with_runner
+    def wait(self, container: str, *, timeout: float | None = None) -> Container:
+        """Wait until it is no longer running (or `timeout` seconds). Raises NotFoundError."""
+        return self.services.containers.wait(container, timeout)
+
+    # ================================ checkpoint / restore ====================================
+    @with_runner
+    def checkpoint(
+        self,
+        *containers: str,
+        all: bool = False,
+        export: PathLike | None = None,
+        compress: str | Compression | None = None,
+        leave_running: bool = False,
+        keep: bool = False,
+        tcp_established: bool = False,
+        file_locks: bool = False,
+        ignore_rootfs: bool = False,
+        pre_checkpoint: bool = False,
+        with_previous: bool = False,
+        stats: bool = False,
+    ) -> list[Report]:
+        """Checkpoint containers (or `all` running ones), one Report each (`stats`: with CRIU's
+        statistics, --print-stats). With `export`, into a portable archive (several containers:
+        one archive each, EXPORT-NAME). Raises UsageError (options), NotFoundError (container,
+        export directory), ConflictError (not running, busy), PreconditionError (no CRIU support,
+        no dirty-memory tracking, not root), CommandError (CRIU refused: the container runs on)."""
+        from amber.adapters.checkpoint_archive import Compression
+        from amber.engine.checkpoint import CheckpointOptions
+        from amber.engine.options import as_path, check_checkpoint
+
+        opts = CheckpointOptions(
+            export=as_path(export) if export is not None else None,
+            compression=Compression.parse(str(compress)) if compress is not None else None,
+            leave_running=leave_running,
+            keep=keep,
+            tcp_established=tcp_established,
+            file_locks=file_locks,
+            ignore_rootfs=ignore_rootfs,
+            pre_checkpoint=pre_checkpoint,
+            with_previous=with_previous,
+            stats=stats,
+        )
+        check_checkpoint(containers, opts, all=all)
+        if all:
+            return self.services.checkpoints.checkpoint_all(opts)
+        return self.services.checkpoints.checkpoint(list(containers), opts)
+
+    def restore(
+        self,
+        container: str,
+        *,
+        runtime: str | None = None,
+        keep: bool = False,
+        tcp_established: bool = False,
+        tcp_close: bool = False,
+        file_locks: bool = False,
+        stats: bool = False,
+    ) -> Container:
+        """Bring a checkpointed container back from its kept checkpoint (`amber restore NAME`).
+
+        Raises NotFoundError, ConflictError (not checkpointed, busy), RuntimeMismatchError
+        (`runtime` cannot restore it), CommandError (CRIU refused), PreconditionError.
+        """
+        return self.restore_report(
+            container,
+            runtime=runtime,
+            keep=keep,
+            tcp_established=tcp_established,
+            tcp_close=tcp_close,
+            file_locks=file_locks,
+            stats=stats,
+        )[0]
+
+    def restore_archive(
+        self,
+        archive: PathLike,
+        *,
+        name: str | None = None,
+        runtime: str | None = None,
+        keep: bool = False,
+        tcp_established: bool = False,
+        tcp_close: bool = False,
+        file_locks: bool = False,
+        ignore_rootfs: bool = False,
+        stats: bool = False,
+    ) -> Container:
+        """A new running container from a checkpoint archive (`amber restore --import`), under
+        the archive's name or `name`, with the archive's runtime unless `runtime` is given.
+
+        Raises UsageError (options), NotFoundError (archive, its image), ConflictError (name
+        taken), ArchiveError (malformed or hostile archive), RuntimeMismatchError (`runtime`
+        cannot restore it), PreconditionError (runtime or CRIU missing, CPU differs, not root),
+        CommandError (CRIU refused). A failed restore leaves nothing behind.
+        """
+        return self.restore_report(
+            None,
+            archive=archive,
+            name=name,
+            runtime=runtime,
+            keep=keep,
+            tcp_established=tcp_established,
+            tcp_close=tcp_close,
+            file_locks=file_locks,
+            ignore_rootfs=ignore_rootfs,
+            stats=stats,
+        )[0]
+
+    @with_runner
+    def restore_report(
+        self,
+        container: str | None = None,
+        *,
+        archive: PathLike | None = None,
+        name: str | None = None,
+        runtime: str | None = None,
+        keep: bool = False,
+        tcp_established: bool = False,
+        tcp_close: bool = False,
+        file_locks: bool = False,
+        ignore_rootfs: bool = False,
+        stats: bool = False,
+    ) -> tuple[Container, Report]:
+        """`restore` (a container) or `restore_archive` (an `archive`), with the Report that
+        --print-stats shows. Raises what those raise, and UsageError unless exactly one of
+        `container` and `archive` is given."""
+        from amber.engine.checkpoint import RestoreOptions
+        from amber.engine.options import as_path, check_restore
+
+        opts = RestoreOptions(
+            name=name,
+            runtime=runtime or self.runtime_choice,
+            keep=keep,
+            tcp_established=tcp_established,
+            tcp_close=tcp_close,
+            file_locks=file_locks,
+            ignore_rootfs=ignore_rootfs,
+            stats=stats,
+        )
+        check_restore(container, opts, archive_given=archive is not None)
+        if archive is not None:
+            return self._restore_archive(as_path(archive), opts)
+        assert container is not None  # check_restore refuses neither
+        return self._restore_container(container, opts)
+
+    # The one call into the checkpoint service per restore operation.
+    def _restore_container(self, container: str, opts: RestoreOptions) -> tuple[Container, Report]:
+        return self.services.checkpoints.restore(container, opts)
+
+    def _restore_archive(self, archive: os.PathLike[str], opts: RestoreOptions) -> tuple[Container, Report]:
+        return self.services.checkpoints.restore_archive(Path(archive), opts)
+
+    # ================================ archives ================================================
+    @with_runner
+    def show_archives(self, archives: Iterable[PathLike]) -> list[ArchiveSummary]:
+        """One summary per checkpoint archive, read from its first members (`amber archive show`).
+        Raises NotFoundError, ArchiveError."""
+        from amber.engine.options import as_path
+
+        return self.services.archives.show([as_path(a) for a in archives])
+
+    @with_runner
+    def inspect_archive(
+        self,
+        archive: PathLike,
+        *,
+        all: bool = False,
+        ps_tree: bool = False,
+        ps_tree_cmd: bool = False,
+        ps_tree_env: bool = False,
+        files: bool = False,
+        sockets: bool = False,
+        mounts: bool = False,
+        stats: bool = False,
+        metadata: bool = False,
+        pid: int | None = None,
+    ) -> ArchiveInspection:
+        """What a checkpoint archive holds (`amber archive inspect`): `all` turns on every part
+        but the bare process tree. Raises NotFoundError (archive, `pid`), ArchiveError."""
+        from amber.engine.options import as_path
+
+        return self.services.archives.inspect(
+            as_path(archive),
+            ps_tree=ps_tree,
+            ps_tree_cmd=ps_tree_cmd or all,
+            ps_tree_env=ps_tree_env or all,
+            files=files or all,
+            sockets=sockets or all,
+            mounts=mounts or all,
+            stats=stats or all,
+            metadata=metadata or all,
+            pid=pid,
+        )
+
+    @with_runner
+    def memparse(
+        self,
+        archive: PathLike,
+        *,
+        pid: int | None = None,
+        search: str | None = None,
+        search_regex: str | None = None,
+        context: int = 0,
+        output: PathLike | None = None,
+    ) -> list[ProcessMemory] | MemoryDump | list[SearchMatch]:
+        """An archive's memory (`amber archive memparse`): sizes per process; with `pid`, its
+        pages (or written raw to `output`); with a search, the matches. Raises UsageError (both
+        searches, bad regex), NotFoundError (archive, pid), ArchiveError."""
+        from amber.engine.options import as_path
+
+        return self.services.archives.memparse(
+            as_path(archive),
+            pid=pid,
+            search=search,
+            search_regex=search_regex,
+            context=context,
+            output=as_path(output) if output is not None else None,
+        )
+
+    @with_runner
+    def diff_archives(self, a: PathLike, b: PathLike) -> ArchiveDiff:
+        """What changed between two checkpoints (`amber archive diff`). Raises NotFoundError,
+        ArchiveError."""
+        from amber.engine.options import as_path
+
+        return self.services.archives.diff(as_path(a), as_path(b))
+
+    @with_runner
+    def check_archive(
+        self, archive: PathLike, *, runtime: str | None = None, name: str | None = None
+    ) -> list[CheckResult]:
+        """Could this host restore the archive (`amber archive check`)? One result per check;
+        nothing changes. Raises NotFoundError, ArchiveError (unreadable archive)."""
+        from amber.engine.options import as_path
+
+        return self.services.archives.check(as_path(archive), runtime=runtime or self.runtime_choice, name=name)
+
+    # ================================ host ====================================================
+    @with_runner
+    def host_info(self) -> HostInfo:
+        """CRIU's version, the runtimes, CRIU's config files (`amber info`). Raises nothing."""
+        from amber.engine.host_info import host_info
+
+        return host_info(self.settings)
+
+    def demo(self, *, runtime: str | None = None) -> Iterator[DemoEvent]:
+        """Run, checkpoint and restore a counting container, one event per step (`amber demo`).
+
+        Raises PreconditionError (no static busybox, not root), AmberError (the counter did not
+        go on), and what the steps raise.
+        """
+        from amber.engine.demo import run_demo
+
+        chosen = runtime or self.runtime_choice or self.settings.default_runtime
+        return iterate_with(self.runner, run_demo(self, chosen))
+
+
+def _text(value: PathLike | None) -> str | None:
+    return os.fspath(value) if value is not None else None
