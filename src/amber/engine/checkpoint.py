@@ -19,9 +19,10 @@ from typing import Any
 
 from amber import __version__
 from amber.adapters import checkpoint_archive as archive
-from amber.adapters import conmon, criu, criu_images, rootfs_diff, runtime, safe_tar
+from amber.adapters import conmon, criu, criu_images, rootfs_diff, runtime
 from amber.adapters.runtime import Runtime, RuntimeInfo
 from amber.adapters.state import atomic_write_json
+from amber.adapters.tar.extract import Policy, extract
 from amber.config import Layout
 from amber.engine import archive_checks, faults, scratch
 from amber.engine import spec as specs
@@ -504,9 +505,7 @@ class CheckpointService:
             source = Path(str(mount.get("source", "")))
             if mount.get("destination") == "/dev/shm" and source.parent == bundle / "restore-mounts":
                 with tar.open("rb") as f:
-                    safe_tar.extract(
-                        f, source, archive_name=f"{archive.DEVSHM} in {unpack}", keep_owner=True, allow_special=False
-                    )
+                    extract(f, source, Policy(keep_owner=True), archive=f"{archive.DEVSHM} in {unpack}")
 
     def _archive_image(self, config: dict[str, Any], path: Path) -> Image:
         name = str(config.get("rootfsImageName") or "")
