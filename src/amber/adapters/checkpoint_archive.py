@@ -37,8 +37,9 @@ from amber.adapters.tar.compression import (
     guarded,
     sniff,
 )
-from amber.adapters.tar.extract import Policy, extract
+from amber.adapters.tar.extract import extract
 from amber.adapters.tar.headers import members, open_tar
+from amber.adapters.tar.policy import Policy
 from amber.adapters.tar.writer import TarWriter
 from amber.errors import ArchiveError, NotFoundError, UsageError
 

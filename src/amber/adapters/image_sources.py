@@ -32,9 +32,10 @@ from typing import IO, Any, Protocol
 
 from amber.adapters.layers import HOSTILE_HINT
 from amber.adapters.tar.compression import READ_ERRORS, Compression, open_tar_stream, sniff_file
-from amber.adapters.tar.extract import Duplicates, Policy, extract
+from amber.adapters.tar.extract import extract
 from amber.adapters.tar.headers import members, open_tar
 from amber.adapters.tar.names import split_name
+from amber.adapters.tar.policy import Duplicates, Policy
 from amber.errors import ArchiveError, NotFoundError
 from amber.models import ImageConfig
 

@@ -40,15 +40,8 @@ from amber.adapters.tar.compression import (
     guarded,
     sniff,
 )
-from amber.adapters.tar.extract import (
-    OVERLAY_XATTR_PREFIX,
-    WHITEOUT_PREFIX,
-    Duplicates,
-    Extraction,
-    Policy,
-    Symlinks,
-    extract,
-)
+from amber.adapters.tar.extract import WHITEOUT_PREFIX, Extraction, extract
+from amber.adapters.tar.policy import OVERLAY_XATTR_PREFIX, Duplicates, Policy, Symlinks
 from amber.errors import AmberError, ArchiveError
 
 log = logging.getLogger("amber.layers")

@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from amber.adapters.tar.compression import CHUNK
-from amber.adapters.tar.extract import Policy, Symlinks, extract
+from amber.adapters.tar.extract import extract
 from amber.adapters.tar.names import MAX_NAME
+from amber.adapters.tar.policy import Policy, Symlinks
 from amber.adapters.tar.writer import TarWriter
 from amber.errors import AmberError, ArchiveError
 

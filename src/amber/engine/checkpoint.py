@@ -22,7 +22,8 @@ from amber.adapters import checkpoint_archive as archive
 from amber.adapters import conmon, criu, criu_images, rootfs_diff, runtime
 from amber.adapters.runtime import Runtime, RuntimeInfo
 from amber.adapters.state import atomic_write_json
-from amber.adapters.tar.extract import Policy, extract
+from amber.adapters.tar.extract import extract
+from amber.adapters.tar.policy import Policy
 from amber.config import Layout
 from amber.engine import archive_checks, faults, scratch
 from amber.engine import spec as specs

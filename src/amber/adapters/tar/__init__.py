@@ -3,6 +3,7 @@
 - names: member-name rules and `shown()` for printing a hostile name;
 - compression: the Compression enum, sniffing, decompressing, counting and EOF-guarded streams;
 - headers: every header checked as it is read (`members`, `next_member`, `open_tar`);
-- extract: the extractor, driven by a `Policy` (copying: its data fast paths);
+- policy: `Policy`, what an archive may hold; extract: the one extractor (copying: its data
+  fast paths; metadata: owners, modes, xattrs, times);
 - writer: `TarWriter`.
 """

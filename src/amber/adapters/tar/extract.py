@@ -16,9 +16,7 @@ and a read-only directory would block its own contents.
 from __future__ import annotations
 
 import contextlib
-import enum
 import errno
-import logging
 import os
 import shutil
 import stat
@@ -30,57 +28,16 @@ from typing import IO
 
 from amber.adapters.tar.compression import CHUNK
 from amber.adapters.tar.copying import copy_member
-from amber.adapters.tar.headers import HOSTILE_HINT, members, open_tar
+from amber.adapters.tar.headers import members, open_tar
+from amber.adapters.tar.metadata import apply_meta, set_xattrs, times_ns
 from amber.adapters.tar.names import bad_target, normalize_name, problem, shown, symlink_escape
+from amber.adapters.tar.policy import DEFAULT_RESERVE, Duplicates, Policy, Symlinks
 from amber.errors import AmberError, ArchiveError
 
-log = logging.getLogger("amber.tar")
-
-DEFAULT_RESERVE = 64 << 20  # keep this much free on the destination (at most 5 % of the filesystem)
-OVERLAY_XATTR_PREFIX = "trusted.overlay."
-XATTR_PAX_PREFIX = "SCHILY.xattr."
 WHITEOUT_PREFIX = ".wh."
 SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.ENOMEM)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-class Symlinks(enum.StrEnum):
-    CONTAINED = "contained"  # relative targets that stay inside the destination (names.symlink_escape)
-    ROOTED = "rooted"  # a container root: absolute targets are container paths, `..` may follow a name
-    ANY = "any"  # an image layer: any non-empty target (links are never followed while extracting)
-
-
-class Duplicates(enum.StrEnum):
-    REFUSE = "refuse"  # a name seen twice is hostile
-    REPLACE = "replace"  # a later member replaces an earlier one (image layers)
-
-
-def not_overlay(name: str) -> bool:
-    """The default xattr filter: everything but overlayfs's private trusted.overlay.*."""
-    return not name.startswith(OVERLAY_XATTR_PREFIX)
-
-
-WhiteoutHook = Callable[["Extraction", tarfile.TarInfo, tuple[str, ...]], None]
-
-
-@dataclass(frozen=True)
-class Policy:
-    """What an archive may contain beyond plain files, directories, symlinks and hard links."""
-
-    keep_owner: bool = False  # else our own owner, and no set-id bits
-    allow_special: bool = False  # device nodes and FIFOs
-    special_refusal: str = "device nodes and FIFOs are not allowed in this archive"
-    special_hint: str = HOSTILE_HINT
-    symlinks: Symlinks = Symlinks.CONTAINED
-    xattr_allowed: Callable[[str], bool] = not_overlay
-    whiteout: WhiteoutHook | None = None  # called for members named `.wh.*` instead of creating them
-    max_member_size: int | None = None
-    max_total_size: int | None = None
-    reserve: int | None = None  # bytes to keep free on the destination; None: DEFAULT_RESERVE (<= 5 %)
-    duplicates: Duplicates = Duplicates.REFUSE
-    root_entry: bool = False  # the archive's `./` gives the destination its metadata (0755 without one)
-    hint: str = HOSTILE_HINT
 
 
 @dataclass(frozen=True)
@@ -213,7 +170,7 @@ class Extraction:
             self.clear(fd, parts, keep_dir=False)
             with open(os.open(name, _NEW_FILE, 0o600, dir_fd=fd), "wb", buffering=0) as out:
                 copy_member(tar, ti, out, self.archive, member)
-                self._meta(out.fileno(), ti, member)
+                apply_meta(self.policy, out.fileno(), ti, self.archive, member)
             self.size += ti.size
         elif ti.issym():
             self._symlink(ti, parts, fd, member)
@@ -237,8 +194,8 @@ class Extraction:
         os.symlink(ti.linkname, parts[-1], dir_fd=fd)
         if self.policy.keep_owner:
             os.chown(parts[-1], ti.uid, ti.gid, dir_fd=fd, follow_symlinks=False)
-        self._xattrs(f"/proc/self/fd/{fd}/{parts[-1]}", ti, member, follow=False)
-        os.utime(parts[-1], ns=_times(ti), dir_fd=fd, follow_symlinks=False)
+        set_xattrs(self.policy, f"/proc/self/fd/{fd}/{parts[-1]}", ti, self.archive, member, follow=False)
+        os.utime(parts[-1], ns=times_ns(ti), dir_fd=fd, follow_symlinks=False)
 
     def _link(self, ti: tarfile.TarInfo, parts: tuple[str, ...], member: str) -> None:
         target = problem(ti.linkname, what="hard link target")
@@ -269,7 +226,7 @@ class Extraction:
             os.mknod(parts[-1], kind | 0o600, os.makedev(ti.devmajor, ti.devminor), dir_fd=fd)
         node = os.open(parts[-1], os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
         try:
-            self._meta(f"/proc/self/fd/{node}", ti, member)
+            apply_meta(self.policy, f"/proc/self/fd/{node}", ti, self.archive, member)
         finally:
             os.close(node)
 
@@ -291,33 +248,6 @@ class Extraction:
                     hint="free some space on the destination filesystem",
                 )
 
-    # -- metadata: owner, then mode (chown clears set-id bits), then xattrs, then times ---------
-    def _meta(self, target: int | str, ti: tarfile.TarInfo, member: str) -> None:
-        """Of an fd, or a /proc/self/fd path, that is the member."""
-        mode = ti.mode & 0o7777
-        if self.policy.keep_owner:
-            os.chown(target, ti.uid, ti.gid)
-        else:
-            mode &= 0o1777  # no set-id bits on files we do not give their owner back
-        os.chmod(target, mode)
-        self._xattrs(target, ti, member, follow=True)
-        os.utime(target, ns=_times(ti))
-
-    def _xattrs(self, target: int | str, ti: tarfile.TarInfo, member: str, *, follow: bool) -> None:
-        for key, value in ti.pax_headers.items():
-            if not key.startswith(XATTR_PAX_PREFIX):
-                continue
-            attr = key[len(XATTR_PAX_PREFIX) :]
-            if not self.policy.xattr_allowed(attr):
-                log.debug("%s: member %s: dropping xattr %s", self.archive, member, attr)
-                continue
-            try:
-                os.setxattr(target, attr, value.encode("utf-8", "surrogateescape"), follow_symlinks=follow)
-            except OSError as exc:
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                    raise
-                log.warning("%s: member %s: could not set xattr %s: %s", self.archive, member, attr, exc.strerror)
-
     def finish(self) -> None:
         """Directory metadata, deepest first."""
         self.forget_cache()
@@ -326,7 +256,9 @@ class Extraction:
         for parts in sorted(self.dirs, key=len, reverse=True):
             member = "/".join(parts) or "."
             try:
-                self._meta(self.dir_fd(member, parts, create=False), self.dirs[parts], member)
+                apply_meta(
+                    self.policy, self.dir_fd(member, parts, create=False), self.dirs[parts], self.archive, member
+                )
             except OSError as exc:
                 raise self.os_error(member, exc) from exc
 
@@ -349,13 +281,6 @@ def _open_dir(parent: int, name: str, *, create: bool) -> int | None:
                 return None
             raise
     return None
-
-
-def _times(ti: tarfile.TarInfo) -> tuple[int, int]:
-    """(atime, mtime) in ns; headers.header_problem has checked both are finite and in range."""
-    mtime = int(float(ti.mtime) * 1_000_000_000)
-    atime = ti.pax_headers.get("atime")
-    return (int(float(atime) * 1_000_000_000) if atime else mtime), mtime
 
 
 @contextlib.contextmanager

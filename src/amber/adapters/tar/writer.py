@@ -14,7 +14,8 @@ import tarfile
 from typing import Any
 
 from amber.adapters.tar.compression import CHUNK
-from amber.adapters.tar.extract import OVERLAY_XATTR_PREFIX, XATTR_PAX_PREFIX
+from amber.adapters.tar.metadata import XATTR_PAX_PREFIX
+from amber.adapters.tar.policy import OVERLAY_XATTR_PREFIX
 
 log = logging.getLogger("amber.tar")
 

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from amber.adapters.tar.extract import Policy, Symlinks, extract
+from amber.adapters.tar.extract import extract
+from amber.adapters.tar.policy import Policy, Symlinks
 
 
 def extract_names(
@@ -49,6 +50,16 @@ def ustar_member(name: str, field: str, raw: bytes) -> bytes:
     return bytes(buf) + b"data".ljust(512, b"\0")
 
 
+def raw_pax_member(name: str, records: bytes) -> bytes:
+    """An extended header holding `records` as they are (malformed ones too), then member `name`."""
+    xh = tarfile.TarInfo("PaxHeaders/" + name)
+    xh.type, xh.size = tarfile.XHDTYPE, len(records)
+    ti = tarfile.TarInfo(name)
+    ti.size = 4
+    pad = b"\0" * (-len(records) % 512)
+    return xh.tobuf(tarfile.USTAR_FORMAT) + records + pad + ti.tobuf(tarfile.USTAR_FORMAT) + b"data".ljust(512, b"\0")
+
+
 # name -> one member with a hostile header; the member is always named "x"
 HOSTILE_HEADERS: dict[str, bytes] = {
     "pax-size-negative": pax_member("x", size="-4096"),
@@ -59,6 +70,8 @@ HOSTILE_HEADERS: dict[str, bytes] = {
     "pax-sparse-garbage": pax_member(
         "x", **{"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.realsize": "z"}
     ),
+    "pax-record-length-garbage": raw_pax_member("x", b"1x size=1\n"),
+    "pax-record-length-negative": raw_pax_member("x", b"-9 size=1\n"),
     "ustar-size-malformed": ustar_member("x", "size", b"12x4"),
     "ustar-size-base256-negative": ustar_member("x", "size", b"\xff" * 12),
     "ustar-mtime-malformed": ustar_member("x", "mtime", b"9z"),
