@@ -15,8 +15,8 @@ import pytest
 import zstandard
 
 from amber.adapters import checkpoint_archive as ca
-from amber.adapters import safe_tar
 from amber.adapters.run import run
+from amber.adapters.tar.writer import TarWriter
 from amber.errors import ArchiveError, NotFoundError, UsageError
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "podman-5.4.2"
@@ -140,16 +140,16 @@ def test_round_trip(comp: str, bundle: Path, tmp_path: Path) -> None:
 def test_write_is_atomic(bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     dest = tmp_path / "out" / "a.tar.zst"
     dest.parent.mkdir()
-    real = safe_tar.TarWriter.add_tree
+    real = TarWriter.add_tree
     calls = []
 
-    def boom(self: safe_tar.TarWriter, path: str, arcname: str) -> None:
+    def boom(self: TarWriter, path: str, arcname: str) -> None:
         calls.append(arcname)
         if arcname == "checkpoint":
             raise OSError(5, "disk on fire")
         real(self, path, arcname)
 
-    monkeypatch.setattr(safe_tar.TarWriter, "add_tree", boom)
+    monkeypatch.setattr(TarWriter, "add_tree", boom)
     with pytest.raises(OSError, match="disk on fire"):
         ca.write_archive(dest, bundle, MEMBERS, ca.Compression.ZSTD, head=head())
     assert calls and list(dest.parent.iterdir()) == []

@@ -1,4 +1,4 @@
-"""Property tests (hypothesis) of the checkpoint archive reader, the metadata parsers and safe_tar.
+"""Property tests (hypothesis) of the checkpoint archive reader, the metadata parsers and the tar engine.
 
 Bounded for CI: a few hundred examples in all, no deadline, no example database; the file runs in
 well under 30 s. The properties: whatever the bytes, only AmberError subclasses escape, and nothing
@@ -23,9 +23,11 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from amber.adapters import checkpoint_archive as ca
-from amber.adapters import rootfs_diff, safe_tar
+from amber.adapters import rootfs_diff
+from amber.adapters.tar.names import normalize_name
 from amber.engine.runtime_rule import select_runtime
 from amber.errors import AmberError, ArchiveError
+from tests.unit.adapters.tar.helpers import extract_names
 
 # Random search on developers' machines; in CI (CI=true) the same examples every run.
 SETTINGS = settings(
@@ -327,7 +329,7 @@ def test_random_member_names(box: Path, members: list[tuple[str, str, str]], roo
     before = tree(box, skip=dest)
     with archive.open("rb") as f:
         try:
-            written = safe_tar.extract(
+            written = extract_names(
                 f, dest, archive_name="fuzz", keep_owner=False, allow_special=False, rooted_symlinks=rooted
             )
         except ArchiveError:
@@ -348,15 +350,13 @@ def test_random_member_names(box: Path, members: list[tuple[str, str, str]], roo
 def test_overlong_component_is_an_archive_error(tmp_path: Path) -> None:
     data = _tar([_member("dir/" + "x" * 300, "file", "")])
     with pytest.raises(ArchiveError, match="x" * 50):
-        safe_tar.extract(
-            io.BytesIO(data), tmp_path / "dest", archive_name="fuzz", keep_owner=False, allow_special=False
-        )
+        extract_names(io.BytesIO(data), tmp_path / "dest", archive_name="fuzz", keep_owner=False, allow_special=False)
 
 
 @SETTINGS
 @given(name=NAME)
 def test_normalize_name_is_safe(name: str) -> None:
-    parts = safe_tar.normalize_name(name)
+    parts = normalize_name(name)
     if isinstance(parts, tuple):
         assert all(p not in ("", ".", "..") and "/" not in p and "\0" not in p for p in parts)
         assert not name.startswith("/")

@@ -17,6 +17,8 @@ import pytest
 import zstandard
 
 from amber.adapters import layers
+from amber.adapters.tar.compression import Compression, sniff
+from amber.adapters.tar.names import split_name
 from amber.errors import ArchiveError
 
 Entry = tuple[tarfile.TarInfo, bytes | None]
@@ -214,9 +216,9 @@ def test_discard_stale_removes_temp_dirs_only(tmp_path: Path) -> None:
 def test_split_name(name: str, ok: tuple[str, ...] | None) -> None:
     if ok is None:
         with pytest.raises(ValueError):
-            layers.split_name(name)
+            split_name(name)
     else:
-        assert layers.split_name(name) == ok
+        assert split_name(name) == ok
 
 
 # -- hostile members ------------------------------------------------------------------------------
@@ -276,7 +278,7 @@ def test_corrupt_input_is_an_archive_error(tmp_path: Path, data: bytes) -> None:
 
 
 def test_sniff() -> None:
-    assert layers.sniff(b"\x1f\x8b\x08") == layers.Compression.GZIP
-    assert layers.sniff(b"\x28\xb5\x2f\xfd\x00") == layers.Compression.ZSTD
-    assert layers.sniff(b"\xfd7zXZ\x00") == layers.Compression.XZ
-    assert layers.sniff(b"etc/") == layers.Compression.NONE
+    assert sniff(b"\x1f\x8b\x08") == Compression.GZIP
+    assert sniff(b"\x28\xb5\x2f\xfd\x00") == Compression.ZSTD
+    assert sniff(b"\xfd7zXZ\x00") == Compression.XZ
+    assert sniff(b"etc/") == Compression.NONE

@@ -9,13 +9,11 @@ in memory nor decompressed to disk first.
 
 from __future__ import annotations
 
-import bz2
 import contextlib
 import enum
 import gzip
 import io
 import json
-import lzma
 import os
 import tarfile
 import tempfile
@@ -28,7 +26,6 @@ from typing import IO, Any
 
 import zstandard
 
-from amber.adapters import safe_tar
 from amber.adapters.podman_format import (
     AMBER_MANIFEST,
     CHECKPOINT_DIR,
@@ -44,32 +41,27 @@ from amber.adapters.podman_format import (
     AmberManifest,
     ConfigDump,
 )
+from amber.adapters.tar.compression import (
+    CHUNK,
+    READ_ERRORS,
+    WRITABLE,
+    Compression,
+    Counting,
+    EofGuard,
+    decompressor,
+    guarded,
+    sniff,
+)
+from amber.adapters.tar.extract import extract
+from amber.adapters.tar.headers import members, open_tar
+from amber.adapters.tar.policy import Policy
+from amber.adapters.tar.writer import TarWriter
 from amber.errors import ArchiveError, NotFoundError, UsageError
 
 MAX_DUMP_SIZE = 16 << 20  # config.dump, spec.dump
 MAX_MANIFEST_SIZE = 1 << 20
 ZSTD_LEVEL = 1  # measured: 1 GiB in 1.3 s on 2 cores (level 3: 2.8 s); podman uses about 3
 GZIP_LEVEL = 6  # Go's gzip default, podman's
-_MAGIC = {b"\x1f\x8b\x08": "gzip", b"\x28\xb5\x2f\xfd": "zstd", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz"}
-
-
-class Compression(enum.StrEnum):
-    NONE = "none"
-    GZIP = "gzip"
-    ZSTD = "zstd"
-    BZIP2 = "bzip2"  # read only
-    XZ = "xz"  # read only
-
-    @classmethod
-    def parse(cls, value: str) -> Compression:
-        """A compression the user may choose for writing (podman's three), case-insensitive."""
-        low = value.lower()
-        if low in ("gzip", "none", "zstd"):
-            return cls(low)
-        raise UsageError(
-            f'selected compression algorithm ("{value}") not supported. Please select one from: gzip, none, zstd',
-            hint="zstd is the default and the fastest",
-        )
 
 
 class MemberType(enum.StrEnum):
@@ -114,12 +106,20 @@ class ArchiveHead:
         return None if self.amber_manifest is None else self.amber_manifest.to_dict()
 
 
+_HINT = (
+    "use an archive made by `amber checkpoint --export` or `podman container checkpoint "
+    "--export`; if it was copied, copy it again"
+)
+
+
+def _label(path: Path) -> str:
+    return f"checkpoint archive {path}"
+
+
 def _bad(path: Path, what: str, hint: str | None = None) -> ArchiveError:
     return ArchiveError(
         f"checkpoint archive {path} {what}",
-        hint=hint
-        or "use an archive made by `amber checkpoint --export` or `podman container checkpoint "
-        "--export`; if it was copied, copy it again",
+        hint=hint or _HINT,
     )
 
 
@@ -138,50 +138,30 @@ def detect_compression(path: Path) -> Compression:
         raise _bad(path, f"cannot be read: {exc.strerror}", hint="check its permissions") from exc
     if not head:
         raise _bad(path, "is empty")
-    for magic, name in _MAGIC.items():
-        if head.startswith(magic):
-            return Compression(name)
+    comp = sniff(head)
+    if comp is not Compression.NONE:
+        return comp
     if len(head) == 512 and head[257:262] == b"ustar":
         return Compression.NONE
     raise _bad(path, "is not a tar archive (neither plain nor gzip, zstd, bzip2 or xz compressed)")
 
 
-class _Counter(io.RawIOBase):
-    """A raw reader that counts the bytes it hands out."""
-
-    def __init__(self, f: io.FileIO) -> None:
-        self.f = f
-        self.count = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        n = self.f.readinto(b) or 0
-        self.count += n
-        return n
-
-
 @contextlib.contextmanager
-def _open(path: Path, *, buffered: bool) -> Iterator[tuple[Compression, _Counter, IO[bytes]]]:
-    """(compression, raw counter, decompressed stream) of an archive."""
+def _open(path: Path, *, buffered: bool) -> Iterator[tuple[Compression, Counting, IO[bytes]]]:
+    """(compression, raw counter over the file, decompressed stream behind an EofGuard) of an archive."""
     comp = detect_compression(path)
     with path.open("rb", buffering=0) as f:
-        raw = _Counter(f)
-        src: Any = io.BufferedReader(raw, safe_tar.CHUNK) if buffered else raw
-        stream: Any
-        if comp is Compression.ZSTD:
-            stream = zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True, closefd=False)
-        elif comp is Compression.GZIP:
-            stream = gzip.GzipFile(fileobj=src, mode="rb")
-        elif comp is Compression.BZIP2:
-            stream = bz2.BZ2File(src, "rb")
-        elif comp is Compression.XZ:
-            stream = lzma.LZMAFile(src, "rb")
-        else:
-            stream = src
-        stream = safe_tar.guarded(stream) if buffered else safe_tar.EofGuard(stream)
-        yield comp, raw, stream
+        raw = Counting(f)
+        src: Any = io.BufferedReader(raw, CHUNK) if buffered else raw
+        with contextlib.closing(decompressor(src, comp)) as plain:
+            stream: Any = guarded(plain) if buffered else EofGuard(plain)
+            yield comp, raw, stream
+
+
+def _file(raw: Counting) -> IO[bytes]:
+    """The file under a counter: a plain archive is read seekable, straight from it."""
+    f: IO[bytes] = raw.src  # type: ignore[assignment]
+    return f
 
 
 @contextlib.contextmanager
@@ -195,7 +175,7 @@ def _reading(path: Path, tar_started: list[bool]) -> Iterator[None]:
         if tar_started[0]:
             raise _bad(path, f"is truncated ({exc})") from exc
         raise _bad(path, f"is not a tar archive, or is truncated ({exc})") from exc
-    except safe_tar.READ_ERRORS as exc:
+    except READ_ERRORS as exc:
         raise _bad(path, f"is corrupt ({exc})") from exc
 
 
@@ -231,9 +211,9 @@ def read_head(path: Path) -> ArchiveHead:
     found: dict[str, dict[str, Any]] = {}
     started = [False]
     with _open(path, buffered=False) as (comp, raw, stream), _reading(path, started):
-        tar = tarfile.open(fileobj=stream, mode="r|")
+        tar = open_tar(stream, _label(path), stream=True)
         started[0] = True
-        for ti in tar:
+        for ti in members(tar, _label(path)):
             name = _name(ti)
             if name in (CONFIG_DUMP, SPEC_DUMP, AMBER_MANIFEST) and name not in found:
                 limit = MAX_MANIFEST_SIZE if name == AMBER_MANIFEST else MAX_DUMP_SIZE
@@ -260,22 +240,15 @@ def _extract(
     observe: Callable[[MemberInfo], None] | None = None,
 ) -> list[str]:
     started = [False]
+    label = _label(path)
     with _open(path, buffered=True) as (comp, raw, stream), _reading(path, started), contextlib.ExitStack() as stack:
         source: IO[bytes] | tarfile.TarFile = stream
         if comp is Compression.NONE:  # seekable: tarfile reads file data straight, without its stream buffer
-            source = stack.enter_context(tarfile.open(fileobj=raw.f, mode="r:"))
+            source = stack.enter_context(open_tar(_file(raw), label, stream=False))
         started[0] = True
         seen = None if observe is None else (lambda name, ti: observe(_info(name, ti)))
-        return safe_tar.extract(
-            source,
-            dest,
-            archive_name=str(path),
-            keep_owner=keep_owner,
-            allow_special=False,
-            want=want,
-            max_total_size=max_total_size,
-            observe=seen,
-        )
+        policy = Policy(keep_owner=keep_owner, max_total_size=max_total_size)
+        return extract(source, dest, policy, archive=label, want=want, observe=seen).written
 
 
 def extract_archive(
@@ -329,15 +302,12 @@ def list_members(path: Path) -> list[MemberInfo]:
     started = [False]
     out: list[MemberInfo] = []
     with _open(path, buffered=True) as (comp, raw, stream), _reading(path, started):
-        if comp is Compression.NONE:
-            tar = tarfile.open(fileobj=raw.f, mode="r:")  # seekable: skips data
-        else:
-            tar = tarfile.open(fileobj=stream, mode="r|")
+        plain = comp is Compression.NONE  # seekable: skips data
+        tar = open_tar(_file(raw) if plain else stream, _label(path), stream=not plain)
         started[0] = True
         with tar:
-            while (ti := tar.next()) is not None:
-                out.append(MemberInfo(_name(ti), ti.size, _TYPES.get(ti.type, MemberType.OTHER), ti.mode, ti.linkname))
-                tar.members.clear()  # type: ignore[attr-defined]  # else tarfile keeps every header
+            for ti in members(tar, _label(path)):
+                out.append(_info(_name(ti), ti))
     return out
 
 
@@ -380,21 +350,21 @@ def write_archive(
     The archive is written to a temporary file beside `dest` (or in `tmp_dir`, which must be on
     the same filesystem), synced, then renamed: it appears whole or not at all. Returns its size.
     """
-    if compression not in (Compression.NONE, Compression.GZIP, Compression.ZSTD):
+    if compression not in WRITABLE:
         raise UsageError(f"cannot write {compression} archives", hint="use zstd, gzip or none")
     where = tmp_dir or dest.parent
     fd, tmp = tempfile.mkstemp(dir=where, prefix=f".{dest.name}.", suffix=".tmp")
     try:
-        with open(fd, "wb", buffering=safe_tar.CHUNK) as raw, _writeback(raw.fileno()):
+        with open(fd, "wb", buffering=CHUNK) as raw, _writeback(raw.fileno()):
             out: Any
             if compression is Compression.ZSTD:
                 cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1)
-                out = cctx.stream_writer(raw, closefd=False, write_size=safe_tar.CHUNK)
+                out = cctx.stream_writer(raw, closefd=False, write_size=CHUNK)
             elif compression is Compression.GZIP:
                 out = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=GZIP_LEVEL, mtime=0)
             else:
                 out = raw
-            writer = safe_tar.TarWriter(out, zero_copy=compression is Compression.NONE)
+            writer = TarWriter(out, zero_copy=compression is Compression.NONE)
             now = int(time.time())
             first = (AMBER_MANIFEST, CONFIG_DUMP, SPEC_DUMP)
             for name in [n for n in first if n in head] + [n for n in head if n not in first]:

@@ -20,7 +20,6 @@ import enum
 import hashlib
 import json
 import logging
-import os
 import platform
 import re
 import shutil
@@ -31,7 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from amber.adapters import layers, safe_tar
+from amber.adapters.layers import HOSTILE_HINT
+from amber.adapters.tar.compression import READ_ERRORS, Compression, open_tar_stream, sniff_file
+from amber.adapters.tar.extract import extract
+from amber.adapters.tar.headers import members, open_tar
+from amber.adapters.tar.names import split_name
+from amber.adapters.tar.policy import Duplicates, Policy
 from amber.errors import ArchiveError, NotFoundError
 from amber.models import ImageConfig
 
@@ -117,7 +121,7 @@ def open_source(path: Path, tmp_dir: Path) -> Iterator[ImageSource]:
     if not path.is_file():
         raise not_an_image(path, "not a regular file or a directory")
     try:
-        compression = layers.sniff_file(path)
+        compression = sniff_file(path)
     except OSError as exc:
         raise not_an_image(path, f"cannot read it: {exc.strerror}") from exc
     kind = _classify(path, compression)
@@ -125,8 +129,8 @@ def open_source(path: Path, tmp_dir: Path) -> Iterator[ImageSource]:
         yield ImageSource(
             path, kind, (LayerSource(str(path), lambda: path.open("rb")),), ImageConfig(env=[DEFAULT_PATH])
         )
-    elif compression is layers.Compression.NONE:
-        with tarfile.open(path, "r:") as tar:
+    elif compression is Compression.NONE:
+        with path.open("rb") as f, open_tar(f, str(path), stream=False) as tar:
             yield _read_tree(_TarTree(tar, path), kind)
     else:
         tmp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -149,20 +153,21 @@ def _read_dir(path: Path) -> ImageSource:
 # -- recognizing a tarball --------------------------------------------------------------------
 
 
-def _classify(path: Path, compression: layers.Compression) -> SourceKind:
+def _classify(path: Path, compression: Compression) -> SourceKind:
     """Look at the top-level names: an image archive holds only oci-layout, index.json, blobs/, ..."""
+
+    def not_tar(exc: BaseException) -> ArchiveError:
+        return not_an_image(path, f"not a (readable) tar archive: {exc}")
+
     try:
-        if compression is layers.Compression.NONE:
-            with tarfile.open(path, "r:") as tar:  # seeks over member data
+        with path.open("rb") as raw, contextlib.ExitStack() as stack:
+            if compression is Compression.NONE:  # seeks over member data
+                tar = open_tar(raw, str(path), stream=False, not_tar=not_tar)
+            else:
+                plain = stack.enter_context(open_tar_stream(raw))
+                tar = open_tar(plain, str(path), stream=True, not_tar=not_tar)
+            with tar:
                 return _scan(path, tar)
-        with (
-            path.open("rb") as raw,
-            layers.open_tar_stream(raw) as plain,
-            tarfile.open(fileobj=safe_tar.guarded(plain), mode="r|") as tar,
-        ):
-            return _scan(path, tar)
-    except (tarfile.TarError, layers.SourceReadError) as exc:
-        raise not_an_image(path, f"not a (readable) tar archive: {exc}") from exc
     except OSError as exc:
         raise not_an_image(path, f"cannot read it: {exc.strerror}") from exc
 
@@ -170,7 +175,7 @@ def _classify(path: Path, compression: layers.Compression) -> SourceKind:
 def _scan(path: Path, tar: tarfile.TarFile) -> SourceKind:
     tops: set[str] = set()
     foreign = 0
-    for member in tar:
+    for member in members(tar, str(path)):
         top = member.name.lstrip("/").removeprefix("./").split("/", 1)[0]
         if top in ("", "."):
             continue
@@ -206,7 +211,7 @@ class _Tree(Protocol):
 
 
 def _key(name: str) -> str:
-    return "/".join(layers.split_name(name))
+    return "/".join(split_name(name))
 
 
 class _DirTree:
@@ -246,12 +251,9 @@ class _TarTree:
         self.tar = tar
         self.source = source
         self.members: dict[str, tarfile.TarInfo] = {}
-        try:
-            for m in tar.getmembers():
-                with contextlib.suppress(ValueError):
-                    self.members[_key(m.name)] = m
-        except tarfile.TarError as exc:
-            raise bad_image(source, f"the tar archive is damaged: {exc}") from exc
+        for m in members(tar, str(source)):
+            with contextlib.suppress(ValueError):
+                self.members[_key(m.name)] = m
 
     def open(self, name: str) -> IO[bytes]:
         key = _checked_key(self.source, name)
@@ -285,45 +287,34 @@ def _link_target(key: str, m: tarfile.TarInfo) -> str:
 
 
 def _unpack(path: Path, work: Path) -> dict[str, str]:
-    """Unpack the regular files of a compressed archive into `work` (ours, no symlinks in it).
-
-    Links are not created: they are returned as aliases {name: target}.
+    """Unpack the regular files of a compressed archive into `work` (ours, no symlinks in it),
+    through the tar engine. Links are not created: they are returned as aliases {name: target}.
     """
     aliases: dict[str, str] = {}
+    regular: set[str] = set()
+
+    def observe(key: str, m: tarfile.TarInfo) -> None:
+        regular.discard(key)
+        if m.isreg():
+            regular.add(key)
+        elif m.issym() or m.islnk():
+            try:
+                aliases[key] = _link_target(key, m)
+            except ValueError as exc:
+                raise ArchiveError(f"{path}: member {m.name!r}: {exc}", hint=HOSTILE_HINT) from None
+
     try:
-        with (
-            path.open("rb") as raw,
-            layers.open_tar_stream(raw) as plain,
-            tarfile.open(fileobj=safe_tar.guarded(plain), mode="r|") as tar,
-        ):
-            for m in tar:
-                _unpack_member(tar, m, work, aliases, path)
-    except (tarfile.TarError, layers.SourceReadError) as exc:
-        raise bad_image(path, f"the archive is damaged: {exc}") from exc
-    except OSError as exc:
+        with path.open("rb") as raw, open_tar_stream(raw) as plain:
+            extract(plain, work, _UNPACK_POLICY, archive=str(path), want=regular.__contains__, observe=observe)
+    except READ_ERRORS as exc:
         raise ArchiveError(
-            f"could not unpack {path} into {work}: {exc.strerror}", hint=f"check free space under {work.parent}"
+            f"could not unpack {path} into {work}: {exc}", hint=f"check free space under {work.parent}"
         ) from exc
     return aliases
 
 
-def _unpack_member(tar: tarfile.TarFile, m: tarfile.TarInfo, work: Path, aliases: dict[str, str], path: Path) -> None:
-    try:
-        key = _key(m.name)
-        if m.issym() or m.islnk():
-            aliases[key] = _link_target(key, m)
-            return
-    except ValueError as exc:
-        raise ArchiveError(f"{path}: member {m.name!r}: {exc}", hint=layers.HOSTILE_HINT) from None
-    if not m.isreg() or not key:
-        return
-    dest = work / key
-    dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    data = tar.extractfile(m)
-    assert data is not None
-    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    with data, open(fd, "wb") as out:
-        shutil.copyfileobj(data, out, layers.CHUNK)
+# Only regular files are created, in a private directory: no owners, no xattrs, no specials.
+_UNPACK_POLICY = Policy(duplicates=Duplicates.REPLACE, xattr_allowed=lambda _: False, hint=HOSTILE_HINT)
 
 
 # -- reading blobs and JSON --------------------------------------------------------------------

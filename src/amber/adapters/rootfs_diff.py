@@ -27,13 +27,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from amber.adapters import safe_tar
+from amber.adapters.tar.compression import CHUNK
+from amber.adapters.tar.extract import extract
+from amber.adapters.tar.names import MAX_NAME
+from amber.adapters.tar.policy import Policy, Symlinks
+from amber.adapters.tar.writer import TarWriter
 from amber.errors import AmberError, ArchiveError
 
 MAX_DELETED_FILES_SIZE = 16 << 20
 MAX_SYMLINKS = 40  # as the kernel's path walk
 OPAQUE_XATTR = "trusted.overlay.opaque"
 _UNSUPPORTED_XATTRS = ("trusted.overlay.metacopy", "trusted.overlay.redirect")
+ROOTFS_POLICY = Policy(keep_owner=True, allow_special=True, symlinks=Symlinks.ROOTED)
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,7 @@ def _xattr(path: str, name: str) -> bytes | None:
 
 
 class _Walk:
-    def __init__(self, writer: safe_tar.TarWriter, upper: Path) -> None:
+    def __init__(self, writer: TarWriter, upper: Path) -> None:
         self.writer = writer
         self.upper = upper
         self.changed = 0
@@ -101,8 +106,8 @@ def create_rootfs_diff(upper: Path, tar_path: Path) -> RootfsDiff:
     """Write `tar_path` (only when something was added or changed) and list the deleted paths."""
     tmp = tar_path.with_name(f".{tar_path.name}.tmp")
     try:
-        with open(tmp, "wb", buffering=safe_tar.CHUNK) as f:
-            walk = _Walk(safe_tar.TarWriter(f, zero_copy=True), upper)
+        with open(tmp, "wb", buffering=CHUNK) as f:
+            walk = _Walk(TarWriter(f, zero_copy=True), upper)
             walk.tree(str(upper), "")
             walk.writer.close()
         if walk.changed:
@@ -116,8 +121,8 @@ def create_rootfs_diff(upper: Path, tar_path: Path) -> RootfsDiff:
 def apply_rootfs_diff(tar_path: Path, root: Path) -> None:
     """Extract a rootfs-diff.tar onto a container root: owners kept, devices and FIFOs allowed,
     absolute symlinks taken as container paths, nothing written outside `root`."""
-    with open(tar_path, "rb", buffering=safe_tar.CHUNK) as f:
-        safe_tar.extract(f, root, archive_name=str(tar_path), keep_owner=True, allow_special=True, rooted_symlinks=True)
+    with open(tar_path, "rb", buffering=CHUNK) as f:
+        extract(f, root, ROOTFS_POLICY, archive=str(tar_path))
 
 
 def parse_deleted_files(data: bytes, archive_name: str) -> list[str]:
@@ -136,7 +141,7 @@ def parse_deleted_files(data: bytes, archive_name: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
         raise ArchiveError(f"checkpoint archive {archive_name}: deleted.files is not a list of paths", hint=hint)
     for p in value:
-        if not p or "\0" in p or len(p.encode("utf-8", "surrogateescape")) > safe_tar.MAX_NAME:
+        if not p or "\0" in p or len(p.encode("utf-8", "surrogateescape")) > MAX_NAME:
             raise ArchiveError(
                 f"checkpoint archive {archive_name}: deleted.files holds an invalid path {p[:100]!r}", hint=hint
             )

@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from amber.adapters import checkpoint_archive as archive
-from amber.adapters import conmon, criu, criu_images, rootfs_diff, safe_tar
+from amber.adapters import conmon, criu, criu_images, rootfs_diff
 from amber.adapters import podman_format as fmt
 from amber.adapters.runtime import Runtime, RuntimeInfo
 from amber.adapters.state import atomic_write_json
+from amber.adapters.tar.extract import extract
+from amber.adapters.tar.policy import Policy
 from amber.engine import archive_checks, faults, scratch
 from amber.engine import spec as specs
 from amber.engine.images import ImageService
@@ -295,9 +297,7 @@ class RestoreService:
             source = Path(str(mount.get("source", "")))
             if mount.get("destination") == "/dev/shm" and source.parent == p.restore_mounts:
                 with tar.open("rb") as f:
-                    safe_tar.extract(
-                        f, source, archive_name=f"{fmt.DEVSHM} in {unpack}", keep_owner=True, allow_special=False
-                    )
+                    extract(f, source, Policy(keep_owner=True), archive=f"{fmt.DEVSHM} in {unpack}")
 
     def _archive_image(self, config: fmt.ConfigDump, path: Path) -> Image:
         image = archive_checks.find_image(self.images, config)

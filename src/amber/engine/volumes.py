@@ -12,11 +12,8 @@ stream (podman puts one per named volume at `volumes/<name>.tar` in a checkpoint
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import shutil
-import stat
-import tarfile
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,7 +21,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from amber.adapters import safe_tar, state
+from amber.adapters import state
+from amber.adapters.tar.extract import extract
+from amber.adapters.tar.policy import Policy
+from amber.adapters.tar.writer import TarWriter
 from amber.config import Layout
 from amber.engine import netvol_paths
 from amber.errors import ConflictError, NotFoundError
@@ -168,7 +168,7 @@ class VolumeService:
 
         Raises NotFoundError."""
         data = netvol_paths.volume_data(self.layout, self.get(name).name)
-        writer = safe_tar.TarWriter(out)
+        writer = TarWriter(out)
         writer.add(str(data), "./")
         with os.scandir(data) as it:
             entries = sorted(it, key=lambda e: os.fsencode(e.name))
@@ -193,72 +193,10 @@ class VolumeService:
             staging = Path(tempfile.mkdtemp(dir=base, prefix=f".import-{name}-"))
             try:
                 volume = self._make(staging, name)
-                root, stream = _peek_root(source, archive_name)
-                safe_tar.extract(
-                    stream, staging / "_data", archive_name=archive_name, keep_owner=True, allow_special=False
-                )
-                if root is not None:
-                    _apply_root(root, staging / "_data")
+                # The volume's `./` entry carries its root's mode and owner (a database's 0700).
+                extract(source, staging / "_data", Policy(keep_owner=True, root_entry=True), archive=archive_name)
                 staging.rename(netvol_paths.volume_dir(self.layout, name))
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
         return volume
-
-
-class _Recorder(io.RawIOBase):
-    """Reads through to `inner`, keeping a copy of the bytes read (to replay them)."""
-
-    def __init__(self, inner: IO[bytes]) -> None:
-        self.inner = inner
-        self.seen = bytearray()
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        data = self.inner.read(len(b))
-        b[: len(data)] = data
-        self.seen += data
-        return len(data)
-
-
-class _Replay(io.RawIOBase):
-    """`head`, then the rest of `inner`."""
-
-    def __init__(self, head: bytes, inner: IO[bytes]) -> None:
-        self.head = memoryview(head)
-        self.inner = inner
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        if self.head:
-            n = min(len(b), len(self.head))
-            b[:n] = self.head[:n]
-            self.head = self.head[n:]
-            return n
-        data = self.inner.read(len(b))
-        b[: len(data)] = data
-        return len(data)
-
-
-def _peek_root(source: IO[bytes], archive_name: str) -> tuple[tarfile.TarInfo | None, IO[bytes]]:
-    """The stream's first member if it is the volume's root directory (`./`), and a stream
-    that still starts at the beginning. The extractor skips the root entry; its mode and owner
-    (a database's 0700 directory) are applied from here."""
-    recorder = _Recorder(source)
-    first = None
-    with contextlib.suppress(*safe_tar.READ_ERRORS):
-        first = tarfile.open(fileobj=recorder, mode="r|").next()  # noqa: SIM115 - only the first header
-    stream = safe_tar.guarded(io.BufferedReader(_Replay(bytes(recorder.seen), source), safe_tar.CHUNK))
-    if first is None or not first.isdir() or safe_tar.normalize_name(first.name) != ():
-        return None, stream
-    return first, stream
-
-
-def _apply_root(root: tarfile.TarInfo, data: Path) -> None:
-    with contextlib.suppress(OSError):
-        os.chown(data, root.uid, root.gid, follow_symlinks=False)
-    os.chmod(data, stat.S_IMODE(root.mode) & 0o1777)

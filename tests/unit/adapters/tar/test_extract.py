@@ -1,4 +1,4 @@
-"""safe_tar: a corpus of hostile archives, each refused with nothing written outside the destination."""
+"""The tar extractor: a corpus of hostile archives, each refused with nothing written outside the destination."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from amber.adapters import safe_tar
+from amber.adapters.tar.writer import TarWriter
 from amber.errors import ArchiveError
+from tests.unit.adapters.tar.helpers import extract_names
 
 Entry = tuple[tarfile.TarInfo, bytes | None]
 
@@ -82,7 +83,7 @@ def box(tmp_path: Path) -> Iterator[tuple[Path, Callable[..., list[str]]]]:
     def run(*entries: Entry, **kw: Any) -> list[str]:
         opts: dict[str, Any] = {"archive_name": "evil.tar", "keep_owner": False, "allow_special": False}
         opts.update(kw)
-        return safe_tar.extract(io.BytesIO(make_tar(*entries)), dest, **opts)
+        return extract_names(io.BytesIO(make_tar(*entries)), dest, **opts)
 
     yield dest, run
     assert snapshot(tmp_path, dest) == before, "something was written outside the destination"
@@ -163,9 +164,9 @@ def test_truncated_and_garbage(box: tuple[Path, Callable[..., list[str]]], tmp_p
     data = make_tar(f("big", b"x" * 100_000))
     opts: dict[str, Any] = {"archive_name": "evil.tar", "keep_owner": False, "allow_special": False}
     with pytest.raises(ArchiveError, match="truncated"):
-        safe_tar.extract(io.BytesIO(data[:5000]), dest, **opts)
+        extract_names(io.BytesIO(data[:5000]), dest, **opts)
     with pytest.raises(ArchiveError, match="not a tar archive"):
-        safe_tar.extract(io.BytesIO(b"garbage" * 200), dest, **opts)
+        extract_names(io.BytesIO(b"garbage" * 200), dest, **opts)
 
 
 def test_good_archive_round_trip(box: tuple[Path, Callable[..., list[str]]]) -> None:
@@ -235,7 +236,7 @@ def test_writer_reads_back(tmp_path: Path) -> None:
     os.link(src / "d" / "a", src / "d" / "c")
     (src / "d" / "s").symlink_to("a")
     out = io.BytesIO()
-    w = safe_tar.TarWriter(out)
+    w = TarWriter(out)
     w.add_bytes("head", b"{}")
     w.add_tree(str(src / "d"), "d")
     w.close()

@@ -1,0 +1,155 @@
+"""Writing tar archives like podman's: PAX, relative names, directories with a trailing `/`, hard
+links as link entries, xattrs as `SCHILY.xattr.*` records (not overlayfs's own), sockets skipped.
+With `zero_copy` the file data goes from file to file in the kernel (copy_file_range).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import stat
+import tarfile
+from typing import Any
+
+from amber.adapters.tar.compression import CHUNK
+from amber.adapters.tar.metadata import XATTR_PAX_PREFIX
+from amber.adapters.tar.policy import OVERLAY_XATTR_PREFIX
+
+log = logging.getLogger("amber.tar")
+
+
+def read_xattrs(path: str | int) -> dict[str, bytes]:
+    """The xattrs of a path (not following symlinks) or fd, minus overlayfs's private ones."""
+    try:
+        names = os.listxattr(path, follow_symlinks=False) if isinstance(path, str) else os.listxattr(path)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
+            return {}
+        raise
+    out: dict[str, bytes] = {}
+    for name in sorted(names):
+        if name.startswith(OVERLAY_XATTR_PREFIX):
+            continue
+        with contextlib.suppress(FileNotFoundError, OSError):
+            out[name] = (
+                os.getxattr(path, name, follow_symlinks=False) if isinstance(path, str) else os.getxattr(path, name)
+            )
+    return out
+
+
+class TarWriter:
+    """Writes a PAX tar to a binary stream. With `zero_copy`, `out` must be a plain file object:
+    file data then goes from file to file in the kernel (copy_file_range)."""
+
+    def __init__(self, out: Any, *, zero_copy: bool = False) -> None:
+        self.out = out
+        self.offset = 0
+        self.zero_copy = zero_copy
+        self._links: dict[tuple[int, int], str] = {}
+        self._buf = bytearray(CHUNK)
+
+    def _header(self, ti: tarfile.TarInfo) -> None:
+        buf = ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+        self.out.write(buf)
+        self.offset += len(buf)
+
+    def _pad(self, size: int) -> None:
+        rem = size % tarfile.BLOCKSIZE
+        if rem:
+            self.out.write(b"\0" * (tarfile.BLOCKSIZE - rem))
+        self.offset += size + (tarfile.BLOCKSIZE - rem if rem else 0)
+
+    def add_bytes(self, name: str, data: bytes, *, mode: int = 0o600, mtime: int = 0) -> None:
+        ti = tarfile.TarInfo(name)
+        ti.size, ti.mode, ti.mtime = len(data), mode, mtime
+        ti.uid, ti.gid = os.getuid(), os.getgid()
+        self._header(ti)
+        self.out.write(data)
+        self._pad(len(data))
+
+    def add(self, path: str, arcname: str, st: os.stat_result | None = None) -> bool:
+        """Add one entry (a directory without its contents). False when skipped (a socket)."""
+        st = st or os.lstat(path)
+        ti = tarfile.TarInfo(arcname)
+        ti.mode, ti.uid, ti.gid, ti.mtime = stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, int(st.st_mtime)
+        mode = st.st_mode
+        key = (st.st_dev, st.st_ino)
+        if stat.S_ISSOCK(mode):
+            log.info("archive: skipping %s since it is a socket", path)
+            return False
+        if not stat.S_ISDIR(mode) and st.st_nlink > 1 and key in self._links:
+            ti.type, ti.linkname = tarfile.LNKTYPE, self._links[key]
+        elif stat.S_ISREG(mode):
+            ti.type, ti.size = tarfile.REGTYPE, st.st_size
+        elif stat.S_ISDIR(mode):
+            ti.type = tarfile.DIRTYPE
+        elif stat.S_ISLNK(mode):
+            ti.type, ti.linkname = tarfile.SYMTYPE, os.readlink(path)
+        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            ti.type = tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE
+            ti.devmajor, ti.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+        elif stat.S_ISFIFO(mode):
+            ti.type = tarfile.FIFOTYPE
+        if not stat.S_ISDIR(mode) and st.st_nlink > 1:
+            self._links.setdefault(key, arcname)
+        ti.pax_headers = {
+            XATTR_PAX_PREFIX + k: v.decode("utf-8", "surrogateescape") for k, v in read_xattrs(path).items()
+        }
+        if ti.type != tarfile.REGTYPE:
+            self._header(ti)
+            return True
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            self._header(ti)
+            self._copy(fd, ti.size, path)
+        finally:
+            os.close(fd)
+        return True
+
+    def _copy(self, fd: int, size: int, path: str) -> None:
+        left = size
+        if self.zero_copy:
+            self.out.flush()
+            dst = self.out.fileno()
+            while left:
+                try:
+                    n = os.copy_file_range(fd, dst, min(left, 1 << 30))
+                except OSError as exc:
+                    if exc.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                        raise
+                    self.zero_copy = False
+                    break
+                if n == 0:
+                    break
+                left -= n
+        view = memoryview(self._buf)
+        while left:
+            n = os.readv(fd, [view[: min(left, CHUNK)]])
+            if n == 0:
+                break
+            self.out.write(view[:n])
+            left -= n
+        if left:  # the file shrank while we read it: keep the header's promise
+            log.warning("%s shrank while being archived; padding %d bytes", path, left)
+            while left:
+                n = min(left, CHUNK)
+                self.out.write(bytes(n))
+                left -= n
+        self._pad(size)
+
+    def add_tree(self, path: str, arcname: str) -> None:
+        """`path` and, for a directory, everything under it: depth first, names in byte order."""
+        st = os.lstat(path)
+        self.add(path, arcname, st)
+        if stat.S_ISDIR(st.st_mode):
+            with os.scandir(path) as it:
+                entries = sorted(it, key=lambda e: os.fsencode(e.name))
+            for entry in entries:
+                self.add_tree(entry.path, f"{arcname}/{entry.name}")
+
+    def close(self) -> None:
+        """The end-of-archive marker: two zero blocks."""
+        self.out.write(b"\0" * (2 * tarfile.BLOCKSIZE))
+        self.offset += 2 * tarfile.BLOCKSIZE
