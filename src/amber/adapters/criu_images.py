@@ -214,6 +214,94 @@ def children(processes: Iterable[Process], pid: int) -> list[Process]:
     return sorted((p for p in processes if p.ppid == pid and p.pid != pid), key=lambda p: p.pid)
 
 
+# ===================================== credentials ============================================
+SECCOMP_MODES = {0: "disabled", 1: "strict", 2: "filter"}
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What one task (or thread) may do, as CRIU will give it back: ids, capabilities, seccomp."""
+
+    pid: int
+    tid: int  # the thread; == pid for the main thread
+    uids: tuple[int, int, int, int]  # uid, euid, suid, fsuid
+    gids: tuple[int, int, int, int]  # gid, egid, sgid, fsgid
+    groups: tuple[int, ...]
+    cap_eff: int  # bitmasks (bit n: capability n)
+    cap_prm: int
+    cap_inh: int
+    cap_bnd: int
+    cap_amb: int
+    secbits: int
+    no_new_privs: bool
+    seccomp_mode: str  # disabled, strict, filter
+
+
+def _strict_int(d: ImageDir, name: str, entry: dict[str, Any], key: str) -> int:
+    """A number that decides something: missing is 0, anything but an integer is an ArchiveError."""
+    value = entry.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise d.error(name, f"has a non-numeric {key} ({value!r})")
+    return value
+
+
+def _mask(d: ImageDir, name: str, creds: dict[str, Any], key: str) -> int:
+    words = creds.get(key) or []
+    if not isinstance(words, list):
+        raise d.error(name, f"has a malformed {key}")
+    return sum(_strict_int(d, name, {"w": w}, "w") << (32 * i) for i, w in enumerate(words))
+
+
+def _seccomp_mode(d: ImageDir, name: str, value: Any) -> str:
+    mode = SECCOMP_MODES.get(value, value) if isinstance(value, int) else value
+    if mode not in SECCOMP_MODES.values():
+        raise d.error(name, f"has an unknown seccomp mode ({value!r})")
+    return str(mode)
+
+
+def read_credentials(d: ImageDir, processes: Iterable[Process]) -> list[Credentials]:
+    """The credentials and seccomp mode of every thread of every live task (core-<tid>.img).
+
+    Raises ArchiveError when a live task's core image is missing, has no credentials or does not
+    decode: CRIU would restore whatever it holds, so nothing in it is skipped.
+    """
+    out = []
+    for p in processes:
+        if not p.alive_or_stopped:
+            continue
+        for tid in p.threads:
+            name = f"core-{tid}.img"
+            core = d.first(name) or {}
+            thread = core.get("thread_core")
+            creds = thread.get("creds") if isinstance(thread, dict) else None
+            if not isinstance(thread, dict) or not isinstance(creds, dict):
+                raise d.error(name, f"records no credentials for task {tid}")
+            tc = core.get("tc") if isinstance(core.get("tc"), dict) else {}
+            mode = thread.get("seccomp_mode", (tc or {}).get("old_seccomp_mode", 0))
+            ids = [
+                _strict_int(d, name, creds, k) for k in ("uid", "euid", "suid", "fsuid", "gid", "egid", "sgid", "fsgid")
+            ]
+            groups = creds.get("groups") or []
+            out.append(
+                Credentials(
+                    pid=p.pid,
+                    tid=tid,
+                    uids=(ids[0], ids[1], ids[2], ids[3]),
+                    gids=(ids[4], ids[5], ids[6], ids[7]),
+                    groups=tuple(_strict_int(d, name, {"g": g}, "g") for g in groups if isinstance(groups, list)),
+                    cap_eff=_mask(d, name, creds, "cap_eff"),
+                    cap_prm=_mask(d, name, creds, "cap_prm"),
+                    cap_inh=_mask(d, name, creds, "cap_inh"),
+                    cap_bnd=_mask(d, name, creds, "cap_bnd"),
+                    cap_amb=_mask(d, name, creds, "cap_amb"),
+                    secbits=_strict_int(d, name, creds, "secbits"),
+                    no_new_privs=bool(_strict_int(d, name, creds, "no_new_privs")),
+                    seccomp_mode=_seccomp_mode(d, name, mode),
+                )
+            )
+    return out
+
+
 # ===================================== files and sockets ======================================
 @dataclass(frozen=True)
 class FileDescriptor:
@@ -436,6 +524,7 @@ def read_inventory(d: ImageDir) -> dict[str, Any] | None:
 
 
 __all__ = [
+    "Credentials",
     "DumpStats",
     "FileDescriptor",
     "ImageDir",
@@ -447,6 +536,7 @@ __all__ = [
     "read_dump_stats",
     "read_files",
     "read_inventory",
+    "read_credentials",
     "read_processes",
     "read_sockets",
     "root_process",

@@ -23,8 +23,7 @@ from amber.adapters import conmon, criu, criu_images, rootfs_diff, runtime, safe
 from amber.adapters.runtime import Runtime, RuntimeInfo
 from amber.adapters.state import atomic_write_json
 from amber.config import Layout
-from amber.engine import archive_checks, faults, scratch
-from amber.engine import spec as specs
+from amber.engine import archive_checks, confinement, faults, scratch
 from amber.engine.containers import ContainerService, now
 from amber.engine.images import ImageService
 from amber.engine.runtime_rule import select_runtime
@@ -68,6 +67,7 @@ class RestoreOptions:
     file_locks: bool = False
     ignore_rootfs: bool = False
     stats: bool = False
+    trust_archive: bool = False  # obey the archive's privileges (spec.dump, CRIU credentials)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -408,6 +408,7 @@ class CheckpointService:
         image = self._archive_image(config, path)
         name = validate_name(opts.name) if opts.name else _archive_name(config, path)
         _check_spec_shape(head.spec, path)
+        confinement.check_spec(head.spec, str(path), trust=opts.trust_archive)  # before any work
         self.layout.ensure()
         with contextlib.ExitStack() as held:
             with self.containers.lock_names():
@@ -467,7 +468,8 @@ class CheckpointService:
             archive.extract_archive(head.path, unpack, skip=lambda n: n in skip)
         faults.point("after-extract")
         # CRIU can spin for ever on images it cannot parse: decode the process tree first.
-        criu_images.read_processes(criu_images.ImageDir(unpack / "checkpoint", str(head.path)))
+        images = criu_images.ImageDir(unpack / "checkpoint", str(head.path))
+        confinement.check_images(images, head.spec, trust=opts.trust_archive)  # creds and seccomp too
         for result in (archive_checks.check_criu(head, unpack), archive_checks.check_cpu(unpack)):
             if result.failed:  # the same checks as `amber archive check`, before CRIU is asked
                 raise PreconditionError(
@@ -485,8 +487,15 @@ class CheckpointService:
             if diff.is_file():
                 rootfs_diff.apply_rootfs_diff(diff, p.merged)
         _restore_dir_modes(p.merged, unpack / "checkpoint")
-        spec = specs.rewrite_for_restore(
-            head.spec, rootfs=p.merged, netns=p.netns, cgroups_path=specs.cgroups_path(c.id), bundle=p.bundle, cid=c.id
+        spec = confinement.restore_spec(
+            head.spec,
+            rootfs=p.merged,
+            netns=p.netns,
+            root=self.layout.root,
+            bundle=p.bundle,
+            cid=c.id,
+            source=str(head.path),
+            trust=opts.trust_archive,
         )
         self._restore_devshm(spec, unpack, p.bundle)
         atomic_write_json(p.bundle / "config.json", spec)
