@@ -91,7 +91,7 @@ class Confined:
     violations: tuple[Violation, ...]
 
 
-def _short(value: Any, limit: int = 120) -> str:
+def _short(value: Any, limit: int = 600) -> str:
     text = ", ".join(map(str, value)) if isinstance(value, list | tuple | set | frozenset) else repr(value)
     text = text or "(none)"
     return text if len(text) <= limit else text[: limit - 3] + "..."
