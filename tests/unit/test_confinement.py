@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from amber.adapters.criu_images import Credentials
+from amber.adapters.criu_images import Credentials, ImageDir, Process, read_credentials
+from amber.adapters.criu_memory import PAGE_SIZE, read_pagemap
 from amber.engine import confinement as cf
 from amber.engine import spec as specs
 from amber.errors import ArchiveError, ExitCode
@@ -194,3 +195,64 @@ def test_cgroups_are_keyed_by_the_amber_root() -> None:
     key = specs.root_key(Path("/tmp/other"))
     assert specs.restore_cgroups_path("/libpod_parent/libpod-x", "y", "/d", key) == f"/libpod_parent/amber-{key}-y"
     assert specs.restore_cgroups_path("/../../x/y", "y", "/d", key) == "/d"
+
+
+# ===================================== decoding the credentials ==============================
+def _images(tmp_path: Path, **cores: dict[str, Any]) -> ImageDir:
+    """An ImageDir holding decoded core images (as pycriu gives them) without writing any."""
+    d = ImageDir(tmp_path, "test.tar")
+    for name, entry in cores.items():
+        d._cache[f"{name.replace('_', '-')}.img"] = [entry]
+    return d
+
+
+def _core(mode: Any = "filter", **creds: Any) -> dict[str, Any]:
+    base = {"uid": 0, "gid": 0, "euid": 0, "egid": 0, "suid": 0, "sgid": 0, "fsuid": 0, "fsgid": 0}
+    base |= {"cap_inh": [0, 0], "cap_prm": [AMBER_MASK, 0], "cap_eff": [AMBER_MASK, 0], "cap_bnd": [AMBER_MASK, 0]}
+    return {"tc": {"task_state": 1}, "thread_core": {"creds": base | creds, "seccomp_mode": mode}}
+
+
+def proc(pid: int, threads: tuple[int, ...], state: str = "Alive") -> Process:
+    return Process(pid=pid, ppid=0, pgid=pid, sid=pid, threads=threads, comm="sh", task_state=state)
+
+
+def test_read_credentials_every_thread(tmp_path: Path) -> None:
+    d = _images(tmp_path, core_1=_core(), core_2=_core(2, cap_eff=[0xFFFFFFFF, 0x1FF], no_new_privs=1, groups=[5]))
+    got = read_credentials(d, [proc(1, (1, 2)), proc(3, (3,), "Zombie")])
+    assert [(c.pid, c.tid) for c in got] == [(1, 1), (1, 2)]
+    assert got[0].cap_eff == AMBER_MASK and got[0].cap_amb == 0 and got[0].seccomp_mode == "filter"
+    assert got[1].cap_eff == (0x1FF << 32) | 0xFFFFFFFF and got[1].no_new_privs and got[1].groups == (5,)
+    assert cf.credential_violations(got[:1], amber_spec(), strict_nnp=False) == []
+    assert [v.field for v in cf.credential_violations(got, amber_spec(), strict_nnp=False)] == [
+        "pid 1 thread 2: cap_eff"
+    ]
+
+
+@pytest.mark.parametrize(
+    "core",
+    [
+        _core(uid="0"),
+        _core(cap_bnd="all"),
+        _core(cap_eff=[1.5]),
+        _core(mode="unconfined"),
+        {"tc": {"task_state": 1}},
+    ],
+)
+def test_malformed_credentials_are_archive_errors(tmp_path: Path, core: dict[str, Any]) -> None:
+    with pytest.raises(ArchiveError, match="core-1.img in test.tar"):
+        read_credentials(_images(tmp_path, core_1=core), [proc(1, (1,))])
+
+
+def test_a_thread_without_its_core_image_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ArchiveError, match="core-2.img"):
+        read_credentials(_images(tmp_path, core_1=_core()), [proc(1, (1, 2))])
+
+
+def test_memory_numbers_follow_the_same_policy(tmp_path: Path) -> None:
+    d = ImageDir(tmp_path, "test.tar")
+    d._cache["pagemap-1.img"] = [{"pages_id": 1}, {"vaddr": "0x1000", "nr_pages": 1, "flags": 4}]
+    with pytest.raises(ArchiveError, match="pagemap-1.img in test.tar has a non-numeric vaddr"):
+        read_pagemap(d, 1)
+    d._cache["pagemap-1.img"] = [{"pages_id": 1}, {"vaddr": 4096, "compat_nr_pages": 2, "flags": 4}]
+    pagemap = read_pagemap(d, 1)
+    assert pagemap is not None and pagemap.memory_size == 2 * PAGE_SIZE

@@ -216,6 +216,7 @@ def children(processes: Iterable[Process], pid: int) -> list[Process]:
 
 # ===================================== credentials ============================================
 SECCOMP_MODES = {0: "disabled", 1: "strict", 2: "filter"}
+CAP_FIELDS = ("cap_eff", "cap_prm", "cap_inh", "cap_bnd", "cap_amb")
 
 
 @dataclass(frozen=True)
@@ -237,26 +238,20 @@ class Credentials:
     seccomp_mode: str  # disabled, strict, filter
 
 
-def _strict_int(d: ImageDir, name: str, entry: dict[str, Any], key: str) -> int:
-    """A number that decides something: missing is 0, anything but an integer is an ArchiveError."""
-    value = entry.get(key, 0)
+def number(d: ImageDir, name: str, entry: Any, key: str, default: int = 0) -> int:
+    """A number that decides something: missing is `default`, anything but an int an ArchiveError."""
+    value = entry.get(key) if isinstance(entry, dict) else ""
+    value = default if value is None else value
     if isinstance(value, bool) or not isinstance(value, int):
         raise d.error(name, f"has a non-numeric {key} ({value!r})")
     return value
 
 
-def _mask(d: ImageDir, name: str, creds: dict[str, Any], key: str) -> int:
-    words = creds.get(key) or []
-    if not isinstance(words, list):
+def _numbers(d: ImageDir, name: str, entry: dict[str, Any], key: str) -> list[int]:
+    values = entry.get(key) or []
+    if not isinstance(values, list):
         raise d.error(name, f"has a malformed {key}")
-    return sum(_strict_int(d, name, {"w": w}, "w") << (32 * i) for i, w in enumerate(words))
-
-
-def _seccomp_mode(d: ImageDir, name: str, value: Any) -> str:
-    mode = SECCOMP_MODES.get(value, value) if isinstance(value, int) else value
-    if mode not in SECCOMP_MODES.values():
-        raise d.error(name, f"has an unknown seccomp mode ({value!r})")
-    return str(mode)
+    return [number(d, name, {key: v}, key) for v in values]
 
 
 def read_credentials(d: ImageDir, processes: Iterable[Process]) -> list[Credentials]:
@@ -278,25 +273,22 @@ def read_credentials(d: ImageDir, processes: Iterable[Process]) -> list[Credenti
                 raise d.error(name, f"records no credentials for task {tid}")
             tc = core.get("tc") if isinstance(core.get("tc"), dict) else {}
             mode = thread.get("seccomp_mode", (tc or {}).get("old_seccomp_mode", 0))
-            ids = [
-                _strict_int(d, name, creds, k) for k in ("uid", "euid", "suid", "fsuid", "gid", "egid", "sgid", "fsgid")
-            ]
-            groups = creds.get("groups") or []
+            mode = SECCOMP_MODES.get(mode, mode) if isinstance(mode, int) else mode
+            if mode not in SECCOMP_MODES.values():
+                raise d.error(name, f"has an unknown seccomp mode ({mode!r})")
+            n = [number(d, name, creds, k) for k in ("uid", "euid", "suid", "fsuid", "gid", "egid", "sgid", "fsgid")]
+            caps = {k: sum(w << (32 * i) for i, w in enumerate(_numbers(d, name, creds, k))) for k in CAP_FIELDS}
             out.append(
                 Credentials(
-                    pid=p.pid,
-                    tid=tid,
-                    uids=(ids[0], ids[1], ids[2], ids[3]),
-                    gids=(ids[4], ids[5], ids[6], ids[7]),
-                    groups=tuple(_strict_int(d, name, {"g": g}, "g") for g in groups if isinstance(groups, list)),
-                    cap_eff=_mask(d, name, creds, "cap_eff"),
-                    cap_prm=_mask(d, name, creds, "cap_prm"),
-                    cap_inh=_mask(d, name, creds, "cap_inh"),
-                    cap_bnd=_mask(d, name, creds, "cap_bnd"),
-                    cap_amb=_mask(d, name, creds, "cap_amb"),
-                    secbits=_strict_int(d, name, creds, "secbits"),
-                    no_new_privs=bool(_strict_int(d, name, creds, "no_new_privs")),
-                    seccomp_mode=_seccomp_mode(d, name, mode),
+                    p.pid,
+                    tid,
+                    (n[0], n[1], n[2], n[3]),
+                    (n[4], n[5], n[6], n[7]),
+                    tuple(_numbers(d, name, creds, "groups")),
+                    **caps,
+                    secbits=number(d, name, creds, "secbits"),
+                    no_new_privs=bool(number(d, name, creds, "no_new_privs")),
+                    seccomp_mode=str(mode),
                 )
             )
     return out
@@ -399,8 +391,6 @@ def read_files(d: ImageDir, processes: Iterable[Process]) -> list[FileDescriptor
 def _ip(parts: Any, family: int) -> str:
     if not isinstance(parts, list) or not parts:
         return ""
-    if isinstance(parts[0], str):  # pretty-decoded already
-        return str(parts[0])
     try:
         raw = b"".join(struct.pack("<I", int(x) & 0xFFFFFFFF) for x in parts)
         if family == 10 or len(parts) == 4:
@@ -533,6 +523,7 @@ __all__ = [
     "byte_size",
     "children",
     "load_entries",
+    "number",
     "read_dump_stats",
     "read_files",
     "read_inventory",
