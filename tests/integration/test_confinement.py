@@ -186,3 +186,51 @@ def _demo_rootfs(amber: Amber, tmp_path: Path) -> Path:
     from amber.engine.demo_image import build_rootfs_tar
 
     return build_rootfs_tar(tmp_path / "demo-rootfs.tar")
+
+
+def test_forged_credentials_are_obeyed_only_with_trust_archive(
+    amber: Amber, demo_image: str, runtime: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The capabilities forged in core-*.img and (for the runtime to let CRIU raise them) spec.dump."""
+    base = _amber_archive(amber, demo_image, runtime, tmp_path)
+
+    def forge(ctx: hc.Ctx) -> list[hc.Entry]:
+        caps = {k: hc.ALL_CAPS for k in ("bounding", "effective", "permitted")}
+        forged = hc.Ctx(hc.forged_credentials(ctx, ("cap_eff", "cap_prm", "cap_bnd")), ctx.sentinel)
+        return forged.with_json("spec.dump", lambda s: s["process"].update(capabilities=caps))
+
+    evil = _hostile(base, tmp_path / "forged.tar", forge)
+    rc, err = _restore(amber, evil, capfd)
+    assert rc == 6 and "process.capabilities.bounding" in err and "CAP_SYS_ADMIN" in err, err
+    images_only = _hostile(base, tmp_path / "forged-images.tar", hc.forged_credentials)
+    rc, err = _restore(amber, images_only, capfd)
+    assert rc == 6 and "pid 1: cap_eff" in err and "CAP_SYS_ADMIN" in err, err
+    rc, err = _restore(amber, evil, capfd, "--trust-archive")
+    assert rc == 0, err
+    c = amber.fresh_engine().containers.store.get("cnt")
+    status = Path(f"/proc/{c.pid}/status").read_text()
+    assert f"CapEff:\t{hc.FORGED_CAPS:016x}" in status  # the opt-in really hands over what it asked for
+    assert amber("rm", "-f", "cnt") == 0
+
+
+def test_an_existing_cgroup_is_never_joined(
+    amber: Amber, demo_image: str, runtime: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from amber.adapters import cgroups
+    from amber.engine import spec as specs
+
+    base = _amber_archive(amber, demo_image, runtime, tmp_path)
+    cid = _container_id(base)
+    taken = cgroups.hierarchies()[-1] / specs.cgroups_path(cid, amber.root).strip("/")
+    taken.mkdir(parents=True)
+    try:
+        rc, err = _restore(amber, base, capfd)
+        assert rc == 4 and "exists already" in err and "hint:" in err, err
+        assert taken.is_dir()  # somebody else's: left alone
+        assert amber.fresh_engine().containers.list(all_containers=True) == []
+        assert mounts_under(amber.root) == [] and mounts_under(amber.runroot) == []
+    finally:
+        taken.rmdir()
+    rc, err = _restore(amber, base, capfd)
+    assert rc == 0, err
+    assert amber("rm", "-f", "cnt") == 0

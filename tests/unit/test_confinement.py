@@ -115,6 +115,8 @@ def test_a_privileged_spec_is_every_field_named_and_amber_s_in_effect() -> None:
         (lambda s: s["annotations"].update({"org.criu.config": "/etc/x.conf"}), "annotations.org.criu.config"),
         (lambda s: s["annotations"].update({"run.oci.keep_original_groups": "1"}), None),
         (lambda s: s.update(hooks={"prestart": [{"path": "/bin/sh"}]}), "hooks"),
+        (lambda s: s["linux"].update(cgroupsPath="/amber/amber-k-other/x"), "linux.cgroupsPath"),
+        (lambda s: s["linux"].update(cgroupsPath="/a/../b/x"), "linux.cgroupsPath"),
     ],
 )
 def test_what_amber_does_not_make_is_a_violation(change: Any, field: str | None) -> None:

@@ -50,6 +50,8 @@ PROPAGATION_DENIED = ("shared", "rshared")
 EXTRA_NAMESPACES = ("cgroup",)
 # Sysctls other engines set by default and amber drops without complaint (namespaced, harmless).
 ENGINE_SYSCTLS = ("net.ipv4.ping_group_range",)
+# Leaves of containers' cgroups (amber's, podman's): a restored container never hangs inside one.
+CONTAINER_CGROUPS = ("amber-", "libpod-")
 RESOURCE_LIMITS = ("pids", "memory", "cpu")  # limits an archive may keep (only ever stricter)
 # Annotations the runtimes or CRIU act on: a CRIU config file (runc), a seccomp receiver socket,
 # the host's groups kept (crun)... each a handle on the host.
@@ -202,6 +204,9 @@ def _linux(archive: dict[str, Any], amber: dict[str, Any], out: list[Violation])
         if key not in LINUX_CHECKED:
             out.append(Violation(f"linux.{key}", _short(archive[key]), "not set"))
     _namespaces(archive.get("namespaces"), amber.get("namespaces"), linux, out)
+    parent = str(archive.get("cgroupsPath") or "").split(":", 1)[0].rsplit("/", 1)[0]
+    if any(part == ".." or part.startswith(CONTAINER_CGROUPS) for part in parent.split("/")):
+        out.append(Violation("linux.cgroupsPath", _short(archive["cgroupsPath"]), "a parent outside any container's"))
     for key in ("maskedPaths", "readonlyPaths"):
         paths = _names(amber.get(key))
         linux[key] = paths + [p for p in dict.fromkeys(_names(archive.get(key))) if p not in paths]
