@@ -111,6 +111,8 @@ def test_a_privileged_spec_is_every_field_named_and_amber_s_in_effect() -> None:
         (lambda s: s["linux"]["seccomp"].update(listenerPath="/run/x.sock"), "linux.seccomp.listenerPath"),
         (lambda s: s["process"]["rlimits"].append({"type": "RLIMIT_NOFILE", "hard": 1 << 40, "soft": 1}), None),
         (lambda s: s["process"].update(oomScoreAdj=-1000), "process.oomScoreAdj"),
+        (lambda s: s["process"]["user"].update(uid="0"), "process.user"),
+        (lambda s: s["process"]["user"].update(additionalGids=[-1]), "process.user"),
         (lambda s: s["process"].update(scheduler={"policy": "SCHED_FIFO"}), "process.scheduler"),
         (lambda s: s["annotations"].update({"org.criu.config": "/etc/x.conf"}), "annotations.org.criu.config"),
         (lambda s: s["annotations"].update({"run.oci.keep_original_groups": "1"}), None),
@@ -258,3 +260,34 @@ def test_memory_numbers_follow_the_same_policy(tmp_path: Path) -> None:
     d._cache["pagemap-1.img"] = [{"pages_id": 1}, {"vaddr": 4096, "compat_nr_pages": 2, "flags": 4}]
     pagemap = read_pagemap(d, 1)
     assert pagemap is not None and pagemap.memory_size == 2 * PAGE_SIZE
+
+
+ODD_VALUES: list[Any] = [None, 5, "x", True, [], {}, [5], ["x"], {"a": 5}, [{"type": 5}], [None]]
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [prefix] if prefix else []
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out += _paths(v, (*prefix, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value[:2]):
+            out += _paths(v, (*prefix, i))
+    return out
+
+
+def test_any_shape_gives_violations_never_a_crash() -> None:
+    """Every field of a full spec replaced by odd values: confine and the credential check answer."""
+    full = podman_like()
+    full["linux"]["resources"]["devices"] = [{"allow": False}]
+    full["process"]["user"]["additionalGids"] = [1]
+    for path in _paths(full):
+        for odd in ODD_VALUES:
+            archive = copy.deepcopy(full)
+            node = archive
+            for key in path[:-1]:
+                node = node[key]
+            node[path[-1]] = odd
+            confined = cf.confine(archive, amber_spec())
+            cf.credential_violations([creds()], confined.spec, strict_nnp=True)
+            cf.credential_violations([creds()], archive, strict_nnp=True)

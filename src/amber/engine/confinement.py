@@ -142,6 +142,12 @@ def _process(archive: dict[str, Any], amber: dict[str, Any], out: list[Violation
     for key in archive:
         if key not in PROCESS_FROM_ARCHIVE and key not in PROCESS_CHECKED:
             out.append(Violation(f"process.{key}", _short(archive[key]), "amber's default (not set)"))
+    user = archive.get("user", {})
+    extra = _dict(user).get("additionalGids") or []
+    ids = [_dict(user).get(k, 0) for k in ("uid", "gid")] + (extra if isinstance(extra, list) else [None])
+    if not isinstance(user, dict) or not all(_is_id(i) for i in ids):
+        out.append(Violation("process.user", _short(user), "numeric uid, gid and additionalGids"))
+        proc["user"] = copy.deepcopy(amber.get("user"))
     caps, mine = _dict(archive.get("capabilities")), _dict(amber.get("capabilities"))
     for name in CAP_SETS:
         extra = sorted(set(_names(caps.get(name))) - set(_names(mine.get(name))))
@@ -154,6 +160,10 @@ def _process(archive: dict[str, Any], amber: dict[str, Any], out: list[Violation
         out.append(Violation("process.oomScoreAdj", _short(score), "0 or more"))
     proc["rlimits"] = _rlimits(archive.get("rlimits"), amber.get("rlimits"), out)
     return proc
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 32
 
 
 def _rlimits(archive: Any, amber: Any, out: list[Violation]) -> list[dict[str, Any]]:
@@ -224,7 +234,9 @@ def _linux(archive: dict[str, Any], amber: dict[str, Any], out: list[Violation])
     if prop not in (None, "", "private", "rprivate", "slave", "rslave"):
         out.append(Violation("linux.rootfsPropagation", _short(prop), "private or slave"))
     resources = _dict(archive.get("resources"))
-    allowed = [d for d in resources.get("devices") or [] if _dict(d).get("allow")]
+    devices = resources.get("devices")
+    allowed = [d for d in devices if _dict(d).get("allow")] if isinstance(devices, list) else [devices]
+    allowed = [d for d in allowed if d is not None]
     if allowed:
         out.append(Violation("linux.resources.devices", _short(allowed), "every device denied"))
     for key in resources:
@@ -311,8 +323,9 @@ def credential_violations(
     """
     proc = _dict(spec.get("process"))
     user, caps = _dict(proc.get("user")), _dict(proc.get("capabilities"))
-    uid, gid = int(user.get("uid", 0)), int(user.get("gid", 0))
-    gids = {gid, *(int(g) for g in user.get("additionalGids") or [])}
+    uid, gid = (user.get(k, 0) if _is_id(user.get(k, 0)) else 0 for k in ("uid", "gid"))
+    extra = user.get("additionalGids")
+    gids = {gid, *(g for g in extra if _is_id(g))} if isinstance(extra, list) else {gid}
     sets = {
         "cap_bnd": "bounding",
         "cap_eff": "effective",
