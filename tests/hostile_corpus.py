@@ -29,6 +29,7 @@ from typing import Any
 
 import zstandard
 
+from amber.engine.confinement import CAP_NUMBERS
 from amber.errors import ExitCode
 
 # ====================================== tar entries ===========================================
@@ -550,6 +551,62 @@ def _cwd_climbs(ctx: Ctx) -> list[Entry]:
     return ctx.replaced("checkpoint/files.img", out.getvalue())
 
 
+# --- privileges beyond amber's (engine/confinement.py) ------------------------------------------
+ALL_CAPS = [f"CAP_{n}" for n in CAP_NUMBERS]
+
+
+FORGED_CAPS = 0x1FFFEFFFFFF  # all but CAP_SYS_RESOURCE, as in the attack (with it, CRIU fails here)
+
+
+def forged_credentials(
+    ctx: Ctx, sets: Sequence[str] = ("cap_eff", "cap_prm", "cap_bnd", "cap_inh", "cap_amb")
+) -> list[Entry]:
+    """core-*.img: every capability in every set of `sets`, seccomp off, no_new_privs cleared."""
+    import pycriu  # the system's CRIU python bindings
+
+    out = ctx.base
+    for name in [n.removeprefix("checkpoint/") for n in ctx.names() if n.startswith("checkpoint/core-")]:
+        core = pycriu.images.load(io.BytesIO(ctx.image(name)))
+        thread = core["entries"][0]["thread_core"]
+        for key in sets:
+            thread["creds"][key] = [FORGED_CAPS & 0xFFFFFFFF, FORGED_CAPS >> 32]
+        thread["creds"]["no_new_privs"] = 0
+        thread["seccomp_mode"] = "disabled"
+        data = io.BytesIO()
+        pycriu.images.dump(core, data)
+        out = Ctx(out, ctx.sentinel).replaced(f"checkpoint/{name}", data.getvalue())
+    return out
+
+
+def _privileged(spec: dict[str, Any]) -> None:
+    proc, linux = spec["process"], spec["linux"]
+    proc["capabilities"] = {k: ALL_CAPS for k in ("bounding", "effective", "permitted", "inheritable", "ambient")}
+    proc["noNewPrivileges"] = False
+    linux.pop("seccomp", None)
+    linux["resources"] = {"devices": [{"allow": True, "access": "rwm"}]}
+    linux["maskedPaths"], linux["readonlyPaths"] = [], []
+
+
+def privileged_spec(ctx: Ctx) -> list[Entry]:
+    """spec.dump: every capability, no_new_privs off, no seccomp, all devices, nothing masked."""
+    return ctx.with_json("spec.dump", _privileged)
+
+
+def overlay_host_dirs(ctx: Ctx) -> list[Entry]:
+    """spec.dump: an overlay whose lower layers are the host's /etc and /bin."""
+    mount = {"destination": "/mnt", "type": "overlay", "source": "overlay", "options": ["lowerdir=/etc:/bin"]}
+    return ctx.with_json("spec.dump", lambda s: s["mounts"].append(mount))
+
+
+def no_pid_namespace(ctx: Ctx) -> list[Entry]:
+    """spec.dump without a pid namespace: the container would see (and kill) the host's processes."""
+
+    def change(spec: dict[str, Any]) -> None:
+        spec["linux"]["namespaces"] = [ns for ns in spec["linux"]["namespaces"] if ns.get("type") != "pid"]
+
+    return ctx.with_json("spec.dump", change)
+
+
 _BUG_SLOW_PAGES = (
     "a pages-1.img cut to 100 bytes makes the CRIU restore run ~160 s before conmon reports "
     "no PID (seen on this host; not always): restore should fail within seconds"
@@ -641,6 +698,11 @@ CASES: list[Case] = [
     Case("runtime-is-host-path", _plain(_runtime_path), AMBER_CODES),
     Case("devshm-bind-to-host", _plain(_devshm_bind), AMBER_CODES, may_restore=True),
     Case("cwd-climbs-out", _plain(_cwd_climbs), AMBER_CODES, may_restore=True),
+    # privileges beyond amber's
+    Case("forged-credentials", _plain(forged_credentials)),
+    Case("privileged-spec", _plain(privileged_spec)),
+    Case("overlay-host-dirs", _plain(overlay_host_dirs)),
+    Case("no-pid-namespace", _plain(no_pid_namespace)),
 ]
 
 CASE_NAMES = [c.name for c in CASES]

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from amber.errors import ConflictError
+
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
@@ -39,3 +41,18 @@ def remove(cgroups_path: str) -> list[str]:
             except OSError:
                 left.append(dirpath)
     return left
+
+
+def refuse_existing(cgroups_path: str, owner: str) -> None:
+    """Raise ConflictError when the cgroup at `cgroups_path` exists in any hierarchy.
+
+    A container never joins a cgroup it did not make: another container's (of another amber
+    root, say) would then be killed with it.
+    """
+    rel = cgroups_path.strip("/")
+    found = [str(h / rel) for h in hierarchies() if rel and (h / rel).is_dir()]
+    if found:
+        raise ConflictError(
+            f"cgroup {cgroups_path} for {owner} exists already ({found[0]})",
+            hint="another container uses it; remove that container, or restore under another name with --name",
+        )

@@ -214,6 +214,86 @@ def children(processes: Iterable[Process], pid: int) -> list[Process]:
     return sorted((p for p in processes if p.ppid == pid and p.pid != pid), key=lambda p: p.pid)
 
 
+# ===================================== credentials ============================================
+SECCOMP_MODES = {0: "disabled", 1: "strict", 2: "filter"}
+CAP_FIELDS = ("cap_eff", "cap_prm", "cap_inh", "cap_bnd", "cap_amb")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What one task (or thread) may do, as CRIU will give it back: ids, capabilities, seccomp."""
+
+    pid: int
+    tid: int  # the thread; == pid for the main thread
+    uids: tuple[int, int, int, int]  # uid, euid, suid, fsuid
+    gids: tuple[int, int, int, int]  # gid, egid, sgid, fsgid
+    groups: tuple[int, ...]
+    cap_eff: int  # bitmasks (bit n: capability n)
+    cap_prm: int
+    cap_inh: int
+    cap_bnd: int
+    cap_amb: int
+    secbits: int
+    no_new_privs: bool
+    seccomp_mode: str  # disabled, strict, filter
+
+
+def number(d: ImageDir, name: str, entry: Any, key: str, default: int = 0) -> int:
+    """A number that decides something: missing is `default`, anything but an int an ArchiveError."""
+    value = entry.get(key) if isinstance(entry, dict) else ""
+    value = default if value is None else value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise d.error(name, f"has a non-numeric {key} ({value!r})")
+    return value
+
+
+def _numbers(d: ImageDir, name: str, entry: dict[str, Any], key: str) -> list[int]:
+    values = entry.get(key) or []
+    if not isinstance(values, list):
+        raise d.error(name, f"has a malformed {key}")
+    return [number(d, name, {key: v}, key) for v in values]
+
+
+def read_credentials(d: ImageDir, processes: Iterable[Process]) -> list[Credentials]:
+    """The credentials and seccomp mode of every thread of every live task (core-<tid>.img).
+
+    Raises ArchiveError when a live task's core image is missing, has no credentials or does not
+    decode: CRIU would restore whatever it holds, so nothing in it is skipped.
+    """
+    out = []
+    for p in processes:
+        if not p.alive_or_stopped:
+            continue
+        for tid in p.threads:
+            name = f"core-{tid}.img"
+            core = d.first(name) or {}
+            thread = core.get("thread_core")
+            creds = thread.get("creds") if isinstance(thread, dict) else None
+            if not isinstance(thread, dict) or not isinstance(creds, dict):
+                raise d.error(name, f"records no credentials for task {tid}")
+            tc = core.get("tc") if isinstance(core.get("tc"), dict) else {}
+            mode = thread.get("seccomp_mode", (tc or {}).get("old_seccomp_mode", 0))
+            mode = SECCOMP_MODES.get(mode, mode) if isinstance(mode, int) else mode
+            if mode not in SECCOMP_MODES.values():
+                raise d.error(name, f"has an unknown seccomp mode ({mode!r})")
+            n = [number(d, name, creds, k) for k in ("uid", "euid", "suid", "fsuid", "gid", "egid", "sgid", "fsgid")]
+            caps = {k: sum(w << (32 * i) for i, w in enumerate(_numbers(d, name, creds, k))) for k in CAP_FIELDS}
+            out.append(
+                Credentials(
+                    p.pid,
+                    tid,
+                    (n[0], n[1], n[2], n[3]),
+                    (n[4], n[5], n[6], n[7]),
+                    tuple(_numbers(d, name, creds, "groups")),
+                    **caps,
+                    secbits=number(d, name, creds, "secbits"),
+                    no_new_privs=bool(number(d, name, creds, "no_new_privs")),
+                    seccomp_mode=str(mode),
+                )
+            )
+    return out
+
+
 # ===================================== files and sockets ======================================
 @dataclass(frozen=True)
 class FileDescriptor:
@@ -311,8 +391,6 @@ def read_files(d: ImageDir, processes: Iterable[Process]) -> list[FileDescriptor
 def _ip(parts: Any, family: int) -> str:
     if not isinstance(parts, list) or not parts:
         return ""
-    if isinstance(parts[0], str):  # pretty-decoded already
-        return str(parts[0])
     try:
         raw = b"".join(struct.pack("<I", int(x) & 0xFFFFFFFF) for x in parts)
         if family == 10 or len(parts) == 4:
@@ -436,6 +514,7 @@ def read_inventory(d: ImageDir) -> dict[str, Any] | None:
 
 
 __all__ = [
+    "Credentials",
     "DumpStats",
     "FileDescriptor",
     "ImageDir",
@@ -444,9 +523,11 @@ __all__ = [
     "byte_size",
     "children",
     "load_entries",
+    "number",
     "read_dump_stats",
     "read_files",
     "read_inventory",
+    "read_credentials",
     "read_processes",
     "read_sockets",
     "root_process",

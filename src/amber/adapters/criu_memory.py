@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from amber.adapters.criu_images import ImageDir, Process
+from amber.adapters.criu_images import ImageDir, Process, number
 
 PAGE_SIZE = mmap.PAGESIZE
 PE_PARENT = 1 << 0  # the pages are in the parent (pre-dump) image
@@ -57,6 +57,7 @@ class Pagemap:
 
 
 def read_pagemap(d: ImageDir, pid: int) -> Pagemap | None:
+    """The pagemap of `pid`; None when it has none. Raises ArchiveError on a malformed one."""
     name = f"pagemap-{pid}.img"
     entries = d.load(name, required=False)
     if entries is None:
@@ -65,13 +66,13 @@ def read_pagemap(d: ImageDir, pid: int) -> Pagemap | None:
         raise d.error(name, "has no pagemap head (pages_id)")
     out = []
     for e in entries[1:]:
-        nr = e.get("nr_pages") if e.get("nr_pages") is not None else e.get("compat_nr_pages", 0)
+        nr = number(d, name, e, "nr_pages") if e.get("nr_pages") is not None else number(d, name, e, "compat_nr_pages")
         if "flags" in e:
-            flags = int(e["flags"])
+            flags = number(d, name, e, "flags")
         else:  # images older than flags: in_parent, otherwise present
             flags = PE_PARENT if e.get("in_parent") else PE_PRESENT
-        out.append(PagemapEntry(int(e.get("vaddr", 0)), int(nr or 0), flags))
-    return Pagemap(pid, int(entries[0]["pages_id"]), tuple(out))
+        out.append(PagemapEntry(number(d, name, e, "vaddr"), nr, flags))
+    return Pagemap(pid, number(d, name, entries[0], "pages_id"), tuple(out))
 
 
 def pages_file(pagemap: Pagemap) -> str:
@@ -80,12 +81,10 @@ def pages_file(pagemap: Pagemap) -> str:
 
 def shared_memory_size(d: ImageDir, pid: int) -> int:
     """Bytes of the MAP_SHARED mappings of `pid` (as checkpointctl's memparse reports them)."""
-    mm = d.first(f"mm-{pid}.img", required=False) or {}
-    return sum(
-        int(v.get("end", 0)) - int(v.get("start", 0))
-        for v in mm.get("vmas") or []
-        if int(v.get("flags", 0)) & MAP_SHARED
-    )
+    name = f"mm-{pid}.img"
+    mm = d.first(name, required=False) or {}
+    vmas = [v for v in mm.get("vmas") or [] if number(d, name, v, "flags") & MAP_SHARED]
+    return sum(number(d, name, v, "end") - number(d, name, v, "start") for v in vmas)
 
 
 class PageReader:
@@ -200,7 +199,8 @@ def read_args(d: ImageDir, process: Process, *, cmdline: bool, env: bool) -> Pro
 
 
 def _area(reader: PageReader, mm: dict[str, Any], start_key: str, end_key: str) -> bytes:
-    start, end = int(mm.get(start_key, 0)), int(mm.get(end_key, 0))
+    name = f"mm-{reader.pagemap.pid}.img"
+    start, end = number(reader.d, name, mm, start_key), number(reader.d, name, mm, end_key)
     if end <= start:
         return b""
     return reader.read(start, min(end, start + MAX_ARGS))

@@ -61,6 +61,7 @@ def cmd_restore(args: argparse.Namespace, engine: Engine) -> int:
         file_locks=args.file_locks,
         ignore_rootfs=args.ignore_rootfs,
         stats=args.print_stats,
+        trust_archive=args.trust_archive,
     )
     if args.print_stats:
         print_json(_stats_json([report], "restore", started))
@@ -100,6 +101,11 @@ def _restore_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tcp-close", action="store_true", help="restore TCP connections closed")
     p.add_argument("--file-locks", action="store_true", help="restore file locks")
     p.add_argument("--ignore-rootfs", action="store_true", help="do not apply the archive's filesystem changes")
+    p.add_argument(
+        "--trust-archive",
+        action="store_true",
+        help="give the container the privileges its archive asks for (only for archives you trust)",
+    )
     p.add_argument("--print-stats", action="store_true", help="print statistics as JSON (podman's shape)")
     p.set_defaults(handler=cmd_restore)
 

@@ -327,6 +327,7 @@ class Engine:
         file_locks: bool = False,
         ignore_rootfs: bool = False,
         stats: bool = False,
+        trust_archive: bool = False,
     ) -> Container:
         """A new running container from a checkpoint archive (`amber restore --import`), under
         the archive's name or `name`, with the archive's runtime unless `runtime` is given.
@@ -334,7 +335,9 @@ class Engine:
         Raises UsageError (options), NotFoundError (archive, its image), ConflictError (name
         taken), ArchiveError (malformed or hostile archive), RuntimeMismatchError (`runtime`
         cannot restore it), PreconditionError (runtime or CRIU missing, CPU differs, not root),
-        CommandError (CRIU refused). A failed restore leaves nothing behind.
+        CommandError (CRIU refused). A failed restore leaves nothing behind. The container gets
+        amber's privileges; an archive asking for more is refused (ArchiveError) unless
+        `trust_archive`.
         """
         return self.restore_report(
             None,
@@ -347,6 +350,7 @@ class Engine:
             file_locks=file_locks,
             ignore_rootfs=ignore_rootfs,
             stats=stats,
+            trust_archive=trust_archive,
         )[0]
 
     @with_runner
@@ -363,12 +367,13 @@ class Engine:
         file_locks: bool = False,
         ignore_rootfs: bool = False,
         stats: bool = False,
+        trust_archive: bool = False,
     ) -> tuple[Container, Report]:
         """`restore` (a container) or `restore_archive` (an `archive`), with the Report that
         --print-stats shows. Raises what those raise, and UsageError unless exactly one of
         `container` and `archive` is given."""
-        from amber.engine.checkpoint import RestoreOptions
         from amber.engine.options import as_path, check_restore
+        from amber.engine.restore import RestoreOptions
 
         opts = RestoreOptions(
             name=name,
@@ -379,6 +384,7 @@ class Engine:
             file_locks=file_locks,
             ignore_rootfs=ignore_rootfs,
             stats=stats,
+            trust_archive=trust_archive,
         )
         check_restore(container, opts, archive_given=archive is not None)
         if archive is not None:

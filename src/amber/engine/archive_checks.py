@@ -16,6 +16,7 @@ from amber.adapters import criu, runtime
 from amber.adapters.criu_images import ImageDir, read_inventory
 from amber.adapters.podman_format import CPUINFO_IMG, ConfigDump
 from amber.adapters.run import find_tool, run
+from amber.engine import confinement
 from amber.engine.archive_models import CheckResult, CheckStatus
 from amber.engine.runtime_rule import compatible, recorded_kind, select_runtime
 from amber.errors import AmberError, NotFoundError, UsageError
@@ -55,6 +56,11 @@ def run_checks(
     if kernel:
         results.append(check_kernel())
     results += [check_image(head, images), check_name(head, containers, name)]
+    results.append(
+        confinement.privileges(
+            head.spec, ImageDir(extracted / archive.CHECKPOINT_DIR, str(head.path)) if extracted else None
+        )
+    )
     return results
 
 

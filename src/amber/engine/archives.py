@@ -430,9 +430,9 @@ class ArchiveService:
         """Can this host restore the archive? One result per check; nothing is changed."""
         p = Path(path)
         head = archive.read_head(p)
-        wanted = {archive.INVENTORY, CKPT + CPUINFO_IMG}
+        wanted = {archive.INVENTORY, CKPT + CPUINFO_IMG, CKPT + "pstree.img"}  # + core-*: the privileges row
         if cpu:
-            with self._extracted(p, lambda tmp: _Want(tmp, wanted, ())) as tmp:
+            with self._extracted(p, lambda tmp: _Want(tmp, wanted, (CKPT + "core-",))) as tmp:
                 return archive_checks.run_checks(
                     head, tmp, self.images, self.containers, runtime=runtime, name=name, kernel=kernel
                 )

@@ -123,7 +123,7 @@ class ContainerService:
                 env=specs.merge_env(image.config.env, env),
                 cwd=workdir or image.config.workdir or "/",
                 netns=p.netns,
-                cgroups_path=specs.cgroups_path(cid),
+                cgroups_path=specs.cgroups_path(cid, self.layout.root),
             )
             atomic_write_json(p.config_json, spec)
             self.store.save(c)

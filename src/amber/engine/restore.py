@@ -27,8 +27,7 @@ from amber.adapters.runtime import Runtime, RuntimeInfo
 from amber.adapters.state import atomic_write_json
 from amber.adapters.tar.extract import extract
 from amber.adapters.tar.policy import Policy
-from amber.engine import archive_checks, faults, scratch
-from amber.engine import spec as specs
+from amber.engine import archive_checks, confinement, faults, scratch
 from amber.engine.images import ImageService
 from amber.engine.runtime_rule import select_runtime
 from amber.engine.store import ContainerStore, now, validate_name
@@ -57,6 +56,7 @@ class RestoreOptions:
     file_locks: bool = False
     ignore_rootfs: bool = False  # only with an archive
     stats: bool = False
+    trust_archive: bool = False  # obey the archive's privileges (spec.dump, CRIU credentials)
 
     def validate(self, *, archive: bool) -> None:
         """Raises UsageError for options that do not go together (`archive`: restoring one)."""
@@ -199,6 +199,7 @@ class RestoreService:
         image = self._archive_image(config, path)
         name = validate_name(opts.name) if opts.name else _archive_name(config, path)
         fmt.check_spec_shape(head.spec, path)
+        confinement.check_spec(head.spec, str(path), trust=opts.trust_archive)  # before any work
         self.layout.ensure()
         with contextlib.ExitStack() as held:
             with self.containers.lock_names():
@@ -259,8 +260,9 @@ class RestoreService:
             archive.extract_archive(head.path, unpack, skip=lambda n: n in skip)
         faults.point("after-extract")
         images = images_dir(unpack)
-        # CRIU can spin for ever on images it cannot parse: decode the process tree first.
-        criu_images.read_processes(criu_images.ImageDir(images, str(head.path)))
+        # CRIU can spin for ever on images it cannot parse: decode the process tree first, and
+        # check every task's credentials and seccomp state against what the container may hold.
+        confinement.check_images(criu_images.ImageDir(images, str(head.path)), head.spec, trust=opts.trust_archive)
         for result in (archive_checks.check_criu(head, unpack), archive_checks.check_cpu(unpack)):
             if result.failed:  # the same checks as `amber archive check`, before CRIU is asked
                 raise PreconditionError(
@@ -278,8 +280,15 @@ class RestoreService:
             if diff.is_file():
                 rootfs_diff.apply_rootfs_diff(diff, p.merged)
         _restore_dir_modes(p.merged, images)
-        spec = specs.rewrite_for_restore(
-            head.spec, rootfs=p.merged, netns=p.netns, cgroups_path=specs.cgroups_path(c.id), bundle=p.bundle, cid=c.id
+        spec = confinement.restore_spec(
+            head.spec,
+            rootfs=p.merged,
+            netns=p.netns,
+            root=self.layout.root,
+            bundle=p.bundle,
+            cid=c.id,
+            source=str(head.path),
+            trust=opts.trust_archive,
         )
         self._restore_devshm(spec, unpack, p)
         atomic_write_json(p.config_json, spec)

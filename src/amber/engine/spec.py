@@ -7,6 +7,7 @@ The spec records everything the checkpoint archive's spec.dump needs; it carries
 from __future__ import annotations
 
 import copy
+import hashlib
 import resource
 from collections.abc import Sequence
 from pathlib import Path
@@ -123,15 +124,22 @@ def _nofile() -> dict[str, Any]:
     return {"type": "RLIMIT_NOFILE", "hard": limit, "soft": limit}
 
 
-def cgroups_path(cid: str) -> str:
-    return f"/amber/amber-{cid}"
+def root_key(root: Path) -> str:
+    """A short key for an amber root: two roots never share a container's cgroup."""
+    return hashlib.sha256(str(root.absolute()).encode()).hexdigest()[:8]
 
 
-def restore_cgroups_path(old: str, cid: str, default: str) -> str:
+def cgroups_path(cid: str, root: Path) -> str:
+    """The cgroup of container `cid` of the amber root `root` (cgroupfs notation)."""
+    return f"/amber/amber-{root_key(root)}-{cid}"
+
+
+def restore_cgroups_path(old: str, cid: str, default: str, key: str = "") -> str:
     """The restored container's cgroup: a new leaf under the parent the checkpoint was taken in.
 
     CRIU restores the tasks relative to the dumped cgroup tree; crun fails (`devices.deny`:
-    Invalid argument) when the new cgroup hangs under another parent.
+    Invalid argument) when the new cgroup hangs under another parent. The leaf carries `key`
+    (the amber root's, `root_key`), so two roots restoring one archive get two cgroups.
     """
     if ":" in old:  # systemd notation, slice:prefix:name -> the slice as a cgroupfs parent
         parent = "/" + old.split(":", 1)[0]
@@ -139,7 +147,9 @@ def restore_cgroups_path(old: str, cid: str, default: str) -> str:
         parent = old.rsplit("/", 1)[0]
     else:
         return default
-    return f"{parent}/amber-{cid}"
+    if ".." in parent.split("/"):
+        return default
+    return f"{parent}/amber-{key}-{cid}" if key else f"{parent}/amber-{cid}"
 
 
 def merge_env(image_env: Sequence[str], extra: Sequence[str]) -> list[str]:
@@ -164,6 +174,7 @@ def rewrite_for_restore(
     cgroups_path: str,
     bundle: Path,
     cid: str,
+    key: str = "",
 ) -> dict[str, Any]:
     """Adapt a checkpointed container's spec (amber's or another engine's) to this host.
 
@@ -173,7 +184,7 @@ def rewrite_for_restore(
     new = copy.deepcopy(spec)
     new.setdefault("root", {})["path"] = str(rootfs)
     linux = new.setdefault("linux", {})
-    linux["cgroupsPath"] = restore_cgroups_path(str(linux.get("cgroupsPath") or ""), cid, cgroups_path)
+    linux["cgroupsPath"] = restore_cgroups_path(str(linux.get("cgroupsPath") or ""), cid, cgroups_path, key)
     namespaces = [ns for ns in linux.get("namespaces", []) if isinstance(ns, dict)]
     for ns in namespaces:
         if ns.get("type") == "network":
