@@ -39,7 +39,7 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(ti, io.BytesIO(data))
 
 
-def build_oci_archive(rootfs_tar: Path, out: Path, name: str) -> OciImage:
+def build_oci_archive(rootfs_tar: Path, out: Path, name: str, cmd: tuple[str, ...] = ("sh",)) -> OciImage:
     """Write an oci-archive with one uncompressed layer (the rootfs tar as it is), named `name`."""
     layer = rootfs_tar.read_bytes()
     diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
@@ -47,7 +47,7 @@ def build_oci_archive(rootfs_tar: Path, out: Path, name: str) -> OciImage:
         "created": "2026-01-01T00:00:00Z",
         "architecture": "amd64",
         "os": "linux",
-        "config": {"Cmd": ["sh"], "WorkingDir": "/"},
+        "config": {"Cmd": list(cmd), "WorkingDir": "/", "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]},
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         "history": [{"created": "2026-01-01T00:00:00Z", "created_by": "amber tests: demo rootfs"}],
     }
