@@ -7,7 +7,6 @@ copy of the archive (tests/peers/fixes.py) and shows podman then restores it: th
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +14,9 @@ import pytest
 
 from amber.errors import ExitCode
 from tests.conftest import Amber
+from tests.peers import counting
 from tests.peers.archive_fix import rewrite
+from tests.peers.counting import amber_counter, wait_counter
 from tests.peers.fixes import PODMAN_NEEDS, podman_fix
 from tests.peers.oci import OciImage, build_oci_archive
 from tests.peers.podman import Podman, have_podman
@@ -27,7 +28,6 @@ pytestmark = [
     pytest.mark.skipif(not have_podman(), reason="needs podman 5 (run scripts/setup-peers.sh)"),
 ]
 
-COUNTER = "i=0; while :; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.1; done"
 IMAGE = "localhost/demo:latest"
 
 
@@ -43,38 +43,15 @@ def podman(tmp_path: Path, oci_demo: OciImage) -> Iterator[Podman]:
         yield p
 
 
-def podman_counter(podman: Podman, name: str, above: int = 0, timeout: float = 10.0) -> int:
-    """The counter in podman's container once it is above `above`; raises AssertionError if it stays."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        text = podman("exec", name, "cat", "/tmp/counter", check=False).stdout.strip()
-        if text.isdigit() and int(text) > above:
-            return int(text)
-        time.sleep(0.1)
-    raise AssertionError(f"podman's {name}: counter did not go above {above}")
-
-
-def amber_counter(amber: Amber, name: str, above: int = 0, timeout: float = 10.0) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        c = amber.fresh_engine().containers.store.get(name)
-        with_text = amber.engine.containers.paths(c.id).upper / "tmp" / "counter"
-        text = with_text.read_text().strip() if with_text.exists() else ""
-        if text.isdigit() and int(text) > above:
-            return int(text)
-        time.sleep(0.05)
-    raise AssertionError(f"amber's {name}: counter did not go above {above}")
+def podman_counter(podman: Podman, name: str, above: int = 0) -> int:
+    return wait_counter(
+        f"podman's {name}", lambda: podman("exec", name, "cat", "/tmp/counter", check=False).stdout, above
+    )
 
 
 def amber_archive(amber: Amber, oci_demo: OciImage, runtime: str, compress: str, out: Path) -> tuple[Path, int]:
-    """A counting container checkpointed by amber to `out`; returns it and the counter at checkpoint."""
     amber.engine.images.import_image(oci_demo.path, IMAGE)
-    amber.engine.containers.run(IMAGE, ["sh", "-c", COUNTER], name="cnt", runtime_name=runtime)
-    amber_counter(amber, "cnt", 5)
-    assert amber("checkpoint", "--export", str(out), "--compress", compress, "cnt") == 0
-    at = amber_counter(amber, "cnt", 0)
-    assert amber("rm", "-f", "cnt") == 0
-    return out, at
+    return counting.amber_archive(amber, IMAGE, runtime, compress, out)
 
 
 def podman_restore(podman: Podman, archive: Path, *extra: str) -> None:

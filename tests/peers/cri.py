@@ -8,6 +8,7 @@ are cached under the directory the caller gives (one per test session).
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import re
 import sys
@@ -30,17 +31,12 @@ def find_proto() -> Path | None:
 
 
 def have_grpc() -> bool:
-    try:
-        import grpc  # noqa: F401
-        import grpc_tools  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return all(importlib.util.find_spec(m) is not None for m in ("grpc", "grpc_tools"))
 
 
 def generate(cache: Path) -> tuple[ModuleType, ModuleType]:
     """(api_pb2, api_pb2_grpc) generated into `cache`; raises RuntimeError if protoc fails."""
-    from grpc_tools import protoc
+    protoc: Any = importlib.import_module("grpc_tools.protoc")
 
     proto = find_proto()
     if proto is None:
@@ -65,8 +61,7 @@ class Cri:
     """The CRI runtime and image services on a unix socket: `cri.rt.RunPodSandbox(pb.Request(...))`."""
 
     def __init__(self, socket: Path, cache: Path) -> None:
-        import grpc
-
+        grpc: Any = importlib.import_module("grpc")
         self.pb, grpc_mod = generate(cache)
         self.channel = grpc.insecure_channel(f"unix://{socket}")
         self.rt: Any = grpc_mod.RuntimeServiceStub(self.channel)

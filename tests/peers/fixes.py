@@ -20,7 +20,7 @@ from tests.peers.archive_fix import Fix, Json
 #   4. stopSignal 15 / stopTimeout 10 (podman stops a 0 timeout with SIGKILL at once).
 PODMAN_NEEDS = (
     "config.dump rootfsImageID = the OCI config digest of the image (hex, podman's image ID)",
-    "config.dump createNetNS = true and networkMode = 'bridge'",
+    "config.dump createNetNS = true (networkMode 'bridge' for podman's default network, 'none' here)",
     "container root dir mode 0555 when dumping for podman (CRIU files.img '/' mode 040555)",
 )
 
@@ -31,6 +31,31 @@ def podman_fix(image_id: str, *, skip: int | None = None, compression: str = "no
     if skip != 0:
         config.append(lambda c: c.update(rootfsImageID=image_id))
     if skip != 1:
-        config.append(lambda c: c.update(createNetNS=True, networkMode="bridge"))
+        config.append(lambda c: c.update(createNetNS=True, networkMode="none"))
     config.append(lambda c: c.update(stopSignal=15, stopTimeout=10))
     return Fix(config=config, root_mode=None if skip == 2 else 0o555, compression=compression)
+
+
+# containerd 2.1 (internal/cri/server/container_checkpoint_linux.go, CRImportCheckpoint):
+#   1. the outer tar uncompressed: containerd unpacks the archive with Go's archive/tar as it is
+#      ("archive/tar: invalid tar header" on amber's zstd or gzip archives).
+#   2. a status.dump member: containerd reads it for the container's CRI status (`{}` is enough).
+#   3. config.dump rootfsImageRef: the base image as NAME@DIGEST that containerd can pull (its
+#      registry's manifest digest), with rootfsImageName the pullable NAME:TAG.
+CONTAINERD_NEEDS = (
+    "an uncompressed outer tar when exporting for containerd",
+    "a status.dump member ('{}' is enough)",
+    "config.dump rootfsImageRef = NAME@sha256:<manifest digest> pullable by containerd (rootfsImageName = NAME:TAG)",
+)
+# amber restoring containerd's CRI checkpoint:
+AMBER_READS_CONTAINERD = "read a gzip-compressed rootfs-diff.tar (containerd writes one) on restore"
+
+
+def containerd_fix(name: str, ref: str, *, skip: int | None = None, compression: str = "none") -> Fix:
+    """Every change containerd needs (CONTAINERD_NEEDS) but the one numbered `skip`."""
+    fix = Fix(compression="zstd" if skip == 0 else compression)
+    if skip != 1:
+        fix.add["status.dump"] = b"{}"
+    if skip != 2:
+        fix.config.append(lambda c: c.update(rootfsImageRef=ref, rootfsImageName=name))
+    return fix
