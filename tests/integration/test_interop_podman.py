@@ -17,7 +17,7 @@ from tests.conftest import Amber
 from tests.peers import counting
 from tests.peers.archive_fix import rewrite
 from tests.peers.counting import amber_counter, wait_counter
-from tests.peers.fixes import PODMAN_NEEDS, podman_fix
+from tests.peers.fixes import PODMAN_NEEDS, PODMAN_STOP, podman_fix
 from tests.peers.oci import OciImage, build_oci_archive
 from tests.peers.podman import Podman, have_podman
 from tests.peers.tools import PeerError
@@ -76,6 +76,16 @@ def test_each_change_is_needed(amber: Amber, podman: Podman, oci_demo: OciImage,
         podman_restore(podman, fixed)
 
 
+@pytest.mark.xfail(strict=True, reason="needs: " + PODMAN_STOP)
+def test_podman_keeps_a_stop_signal_and_timeout(
+    amber: Amber, podman: Podman, oci_demo: OciImage, tmp_path: Path
+) -> None:
+    archive, _ = amber_archive(amber, oci_demo, "runc", "none", tmp_path / "cnt.tar")
+    podman_restore(podman, rewrite(archive, tmp_path / "fixed.tar", podman_fix(oci_demo.image_id, stop=False)))
+    config = podman.inspect("cnt")["Config"]
+    assert config["StopTimeout"] > 0 and config["StopSignal"] not in (0, "0", "")
+
+
 @pytest.mark.parametrize(("compress", "name"), [("zstd", None), ("none", None), ("zstd", "other")])
 def test_podman_restores_with_the_changes_then_amber_restores_podmans_export(
     amber: Amber, podman: Podman, oci_demo: OciImage, runtime: str, tmp_path: Path, compress: str, name: str | None
@@ -88,6 +98,7 @@ def test_podman_restores_with_the_changes_then_amber_restores_podmans_export(
     in_podman = podman_counter(podman, target, at)
     assert in_podman > at  # it went on from its value, it did not start again at 1
     assert podman.inspect(target)["OCIRuntime"] == runtime
+    assert podman.inspect(target)["Config"]["StopTimeout"] == 10
 
     back = tmp_path / "from-podman.tar"
     at_podman = podman_counter(podman, target, in_podman)

@@ -1,8 +1,9 @@
 """containerd 2.1 with its own root, state and socket in tmp, its CRI plugin on, driven like a kubelet.
 
 The generated config.toml: cgroupfs, overlayfs, `restrict_oom_score_adj = true` (root lacks
-CAP_SYS_RESOURCE here), a ptp CNI network (IPAM state in base) in a private conf dir, netns mounts under its
-state dir, NRI off, the sandbox (pause) image and the registry taken from the test's own registry.
+CAP_SYS_RESOURCE here), a ptp CNI network (IPAM state in base) in a private conf dir, netns mounts
+under its state dir, NRI off, runtime handlers runc and crun (runc's shim with BinaryName crun), the
+sandbox (pause) image and the registry taken from the test's own registry.
 `close()` removes the pods, stops containerd and the shims it started, unmounts and deletes its dirs.
 """
 
@@ -83,6 +84,11 @@ disabled_plugins = ['io.containerd.nri.v1.nri', 'io.containerd.snapshotter.v1.bt
       [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
         runtime_type = 'io.containerd.runc.v2'
         [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+          SystemdCgroup = false
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.crun]
+        runtime_type = 'io.containerd.runc.v2'
+        [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.crun.options]
+          BinaryName = '/usr/bin/crun'
           SystemdCgroup = false
     [plugins.'io.containerd.cri.v1.runtime'.cni]
       bin_dirs = ['/usr/lib/cni', '/opt/cni/bin']
@@ -197,11 +203,12 @@ class Containerd:
         self.close()
 
     # -------- kubelet-like calls --------
-    def run_pod(self, name: str, *, share_pid: bool = False) -> str:
+    def run_pod(self, name: str, *, share_pid: bool = False, runtime: str = "runc") -> str:
+        """RunPodSandbox with the runtime handler `runtime` (runc, or crun: runc's shim driving crun)."""
         pb = self.api.pb
         ns = pb.NamespaceOption(pid=pb.POD if share_pid else pb.CONTAINER)
-        config = self.pod_config(name, ns)
-        return str(self.api.rt.RunPodSandbox(pb.RunPodSandboxRequest(config=config), timeout=120).pod_sandbox_id)
+        req = pb.RunPodSandboxRequest(config=self.pod_config(name, ns), runtime_handler=runtime)
+        return str(self.api.rt.RunPodSandbox(req, timeout=120).pod_sandbox_id)
 
     def pod_config(self, name: str, ns: Any) -> Any:
         pb = self.api.pb

@@ -25,14 +25,18 @@ PODMAN_NEEDS = (
 )
 
 
-def podman_fix(image_id: str, *, skip: int | None = None, compression: str = "none") -> Fix:
-    """Every change podman needs (PODMAN_NEEDS), but the one numbered `skip`."""
+PODMAN_STOP = "config.dump stopSignal = 15 and stopTimeout = 10 (podman reads 0 and 0: SIGKILL at once on stop)"
+
+
+def podman_fix(image_id: str, *, skip: int | None = None, compression: str = "none", stop: bool = True) -> Fix:
+    """Every change podman needs (PODMAN_NEEDS, and PODMAN_STOP if `stop`), but the one numbered `skip`."""
     config: list[Callable[[Json], None]] = []
     if skip != 0:
         config.append(lambda c: c.update(rootfsImageID=image_id))
     if skip != 1:
         config.append(lambda c: c.update(createNetNS=True, networkMode="none"))
-    config.append(lambda c: c.update(stopSignal=15, stopTimeout=10))
+    if stop:
+        config.append(lambda c: c.update(stopSignal=15, stopTimeout=10))
     return Fix(config=config, root_mode=None if skip == 2 else 0o555, compression=compression)
 
 

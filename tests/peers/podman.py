@@ -13,6 +13,7 @@ import shutil
 import subprocess
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from tests.peers.oci import OciImage
 from tests.peers.tools import have, sh
@@ -58,7 +59,7 @@ class Podman:
         self("tag", image.image_id, image.name)
         return self("image", "inspect", "--format", "{{.Id}}", image.name).stdout.strip()
 
-    def inspect(self, name: str) -> dict[str, object]:
+    def inspect(self, name: str) -> dict[str, Any]:
         data = json.loads(self("container", "inspect", name).stdout)
         return dict(data[0])
 
