@@ -1,0 +1,108 @@
+"""podman 5.4 restores amber's archives, and amber restores podman's re-export (issue 13, part 1).
+
+Each test that fails because amber's archive lacks something podman needs is a strict xfail whose
+reason names the change; `test_podman_restores_with_the_changes` applies those changes by hand to a
+copy of the archive (tests/peers/fixes.py) and shows podman then restores it: that proves the list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from amber.errors import ExitCode
+from tests.conftest import Amber
+from tests.peers import counting
+from tests.peers.archive_fix import rewrite
+from tests.peers.counting import amber_counter, wait_counter
+from tests.peers.fixes import PODMAN_NEEDS, PODMAN_STOP, podman_fix
+from tests.peers.oci import OciImage, build_oci_archive
+from tests.peers.podman import Podman, have_podman
+from tests.peers.tools import PeerError
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.slow,
+    pytest.mark.skipif(not have_podman(), reason="needs podman 5 (run scripts/setup-peers.sh)"),
+]
+
+IMAGE = "localhost/demo:latest"
+
+
+@pytest.fixture(scope="module")
+def oci_demo(demo_rootfs: Path, tmp_path_factory: pytest.TempPathFactory) -> OciImage:
+    return build_oci_archive(demo_rootfs, tmp_path_factory.mktemp("oci") / "demo.oci.tar", IMAGE)
+
+
+@pytest.fixture
+def podman(tmp_path: Path, oci_demo: OciImage) -> Iterator[Podman]:
+    with Podman(tmp_path / "podman") as p:
+        assert p.load(oci_demo) == oci_demo.image_id
+        yield p
+
+
+def podman_counter(podman: Podman, name: str, above: int = 0) -> int:
+    return wait_counter(
+        f"podman's {name}", lambda: podman("exec", name, "cat", "/tmp/counter", check=False).stdout, above
+    )
+
+
+def amber_archive(amber: Amber, oci_demo: OciImage, runtime: str, compress: str, out: Path) -> tuple[Path, int]:
+    amber.engine.images.import_image(oci_demo.path, IMAGE)
+    return counting.amber_archive(amber, IMAGE, runtime, compress, out)
+
+
+def podman_restore(podman: Podman, archive: Path, *extra: str) -> None:
+    podman("container", "restore", "--import", str(archive), *extra)
+
+
+@pytest.mark.xfail(strict=True, reason="needs: " + "; ".join(PODMAN_NEEDS))
+def test_podman_restores_amber_archive_as_is(
+    amber: Amber, podman: Podman, oci_demo: OciImage, runtime: str, tmp_path: Path
+) -> None:
+    archive, at = amber_archive(amber, oci_demo, runtime, "zstd", tmp_path / "cnt.tar.zst")
+    podman_restore(podman, archive)
+    assert podman_counter(podman, "cnt", at) > at
+
+
+@pytest.mark.parametrize("skip", range(len(PODMAN_NEEDS)), ids=["image-id", "create-netns", "root-mode"])
+def test_each_change_is_needed(amber: Amber, podman: Podman, oci_demo: OciImage, tmp_path: Path, skip: int) -> None:
+    """With every change but one applied, podman still refuses: each item of PODMAN_NEEDS is needed."""
+    archive, _ = amber_archive(amber, oci_demo, "runc", "none", tmp_path / "cnt.tar")
+    fixed = rewrite(archive, tmp_path / "fixed.tar", podman_fix(oci_demo.image_id, skip=skip))
+    with pytest.raises(PeerError):
+        podman_restore(podman, fixed)
+
+
+@pytest.mark.xfail(strict=True, reason="needs: " + PODMAN_STOP)
+def test_podman_keeps_a_stop_signal_and_timeout(
+    amber: Amber, podman: Podman, oci_demo: OciImage, tmp_path: Path
+) -> None:
+    archive, _ = amber_archive(amber, oci_demo, "runc", "none", tmp_path / "cnt.tar")
+    podman_restore(podman, rewrite(archive, tmp_path / "fixed.tar", podman_fix(oci_demo.image_id, stop=False)))
+    config = podman.inspect("cnt")["Config"]
+    assert config["StopTimeout"] > 0 and config["StopSignal"] not in (0, "0", "")
+
+
+@pytest.mark.parametrize(("compress", "name"), [("zstd", None), ("none", None), ("zstd", "other")])
+def test_podman_restores_with_the_changes_then_amber_restores_podmans_export(
+    amber: Amber, podman: Podman, oci_demo: OciImage, runtime: str, tmp_path: Path, compress: str, name: str | None
+) -> None:
+    """The proof of PODMAN_NEEDS: applied by hand, podman restores; the counter goes on, and back in amber."""
+    archive, at = amber_archive(amber, oci_demo, runtime, compress, tmp_path / "cnt.tar")
+    fixed = rewrite(archive, tmp_path / "fixed.tar", podman_fix(oci_demo.image_id, compression=compress))
+    podman_restore(podman, fixed, *(["--name", name] if name else []))
+    target = name or "cnt"
+    in_podman = podman_counter(podman, target, at)
+    assert in_podman > at  # it went on from its value, it did not start again at 1
+    assert podman.inspect(target)["OCIRuntime"] == runtime
+    assert podman.inspect(target)["Config"]["StopTimeout"] == 10
+
+    back = tmp_path / "from-podman.tar"
+    at_podman = podman_counter(podman, target, in_podman)
+    podman("container", "checkpoint", "--export", str(back), "--compress", compress, target)
+    podman("rm", "-f", target)
+    assert amber("restore", "--import", str(back), "--name", "again") == ExitCode.OK
+    assert amber_counter(amber, "again", at_podman) > at_podman
