@@ -43,47 +43,54 @@ def _policy_args() -> list[str]:
     return [] if POLICY.is_file() else ["--insecure-policy"]
 
 
+# (what stderr says, error class, what the message says after the image, hint); {registry} filled in
+_CAUSES: tuple[tuple[tuple[str, ...], type[AmberError], str, str], ...] = (
+    (
+        ("server gave http response to https client",),
+        AmberError,
+        "registry {registry} speaks plain HTTP, not HTTPS",
+        "add --tls-verify=false for a registry without TLS (only on a network you trust)",
+    ),
+    (
+        ("certificate", "x509", "tls:"),
+        AmberError,
+        "the TLS certificate of registry {registry} is not trusted",
+        "install the registry's CA certificate, or add --tls-verify=false on a network you trust",
+    ),
+    (
+        ("connection refused", "no such host", "no route to host"),
+        AmberError,
+        "cannot connect to registry {registry}",
+        "check the registry address; is a registry running at {registry}?",
+    ),
+    (
+        ("unauthorized", "authentication required", "denied"),
+        AmberError,
+        "registry {registry} refused access",
+        "log in first (skopeo login {registry}), or check the name",
+    ),
+    (
+        ("manifest unknown", "name unknown", "not found"),
+        NotFoundError,
+        "registry {registry} has no such image",
+        "check the name and tag (skopeo list-tags docker://{registry}/NAME lists the tags)",
+    ),
+)
+
+
 def _error(exc: CommandError, image: str, registry: str, verb: str) -> AmberError:
     err = (exc.stderr or exc.stdout).lower()
-    where = f"registry {registry}"
-    if "timed out" in (exc.message or "") and exc.returncode == -1:
+    if exc.returncode == -1:
         return AmberError(
-            f"{verb} {image}: {where} did not answer in time",
+            f"{verb} {image}: registry {registry} did not answer in time",
             hint=f"check that {registry} is up and reachable",
             details=exc.details,
         )
-    if "server gave http response to https client" in err:
-        return AmberError(
-            f"{verb} {image}: {where} speaks plain HTTP, not HTTPS",
-            hint="add --tls-verify=false for a registry without TLS (only on a network you trust)",
-            details=exc.details,
-        )
-    if "certificate" in err or "x509" in err or "tls:" in err:
-        return AmberError(
-            f"{verb} {image}: the TLS certificate of {where} is not trusted",
-            hint="install the registry's CA certificate, or add --tls-verify=false on a network you trust",
-            details=exc.details,
-        )
-    if "connection refused" in err or "no such host" in err or "no route to host" in err:
-        return AmberError(
-            f"{verb} {image}: cannot connect to {where}",
-            hint=f"check the registry address; is a registry running at {registry}?",
-            details=exc.details,
-        )
-    if "unauthorized" in err or "authentication required" in err or "denied" in err:
-        return AmberError(
-            f"{verb} {image}: {where} refused access",
-            hint=f"log in first (skopeo login {registry}), or check the name",
-            details=exc.details,
-        )
-    if "manifest unknown" in err or "name unknown" in err or "not found" in err:
-        return NotFoundError(
-            f"{verb} {image}: {where} has no such image",
-            hint="check the name and tag (skopeo list-tags docker://REGISTRY/NAME lists the tags)",
-            details=exc.details,
-        )
+    for needles, cls, what, hint in _CAUSES:
+        if any(n in err for n in needles):
+            return cls(f"{verb} {image}: {what.format(registry=registry)}", hint.format(registry=registry), exc.details)
     return AmberError(
-        f"{verb} {image}: skopeo failed (exit code {exc.returncode}) talking to {where}",
+        f"{verb} {image}: skopeo failed (exit code {exc.returncode}) talking to registry {registry}",
         hint="see the lines above; run with --debug for the full command",
         details=exc.details,
     )
