@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 import shutil
 import socket
 import tarfile
@@ -18,13 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from amber.adapters import skopeo
+from amber.adapters import checkpoint_image, oci_layout, skopeo
+from amber.adapters.checkpoint_archive import read_head
 from amber.adapters.run import Result, run, spawn
 from amber.cli import ckpt_image_cmds
 from amber.engine.checkpoint_images import CheckpointImages
 from amber.errors import RuntimeMismatchError, UsageError
 from amber.models import Status
-from tests.conftest import Amber
+from tests.conftest import FIXTURES, Amber
 from tests.integration.test_checkpoint import COUNTER, counter, start_counter, wait_counter_above
 
 pytestmark = [
@@ -113,6 +115,7 @@ def test_push_pull_restore_counter_goes_on(
     made = images.create_image(archive, f"cnt-{runtime}:1")
     assert made.image.names == [f"localhost/cnt-{runtime}:1"] and made.runtime == runtime
     assert images.is_checkpoint(made.image) and not images.is_checkpoint(amber.engine.images.get(demo_image))
+    assert images.checkpoint_ids() == {made.image.id}  # the marker written first had the right id
     with pytest.raises(UsageError, match="is a checkpoint image"):
         images.require_runnable(made.image)
     dest = f"{registry}/amber/cnt-{runtime}:1"
@@ -173,6 +176,27 @@ def test_pull_an_ordinary_image(amber: Amber, demo_rootfs: Path, registry: str, 
     service.require_runnable(image)  # an ordinary image runs
     with pytest.raises(UsageError, match="not a checkpoint image"):
         service.push(image.name, f"{registry}/plain/again:1", tls_verify=False)
+
+
+def test_image_import_keeps_checkpoint_images_apart(amber: Amber, demo_rootfs: Path, tmp_path: Path) -> None:
+    """An OCI layout or oci-archive of a checkpoint image is stored as one; a rootfs stays ordinary."""
+    fixture = FIXTURES / "counter-runc.tar"
+    ann = checkpoint_image.from_head(read_head(fixture))
+    layout = tmp_path / "oci"
+    oci_layout.write_layout(fixture, layout, ann, tmp_dir=tmp_path / "tmp")
+    tarball = tmp_path / "ckpt-oci.tar"
+    with tarfile.open(tarball, "w") as tar:
+        for n in sorted(os.listdir(layout)):
+            tar.add(layout / n, n)
+    images = CheckpointImages(amber.engine.layout, amber.engine.images)
+    from_dir = images.import_image(layout, "ckpt:dir")
+    from_tar = images.import_image(tarball, "ckpt:tar")
+    plain = images.import_image(demo_rootfs, "plain:1")
+    assert from_dir.id == from_tar.id and images.get("ckpt:tar").runtime == "runc"
+    assert images.checkpoint_ids() == {from_dir.id} and not images.is_checkpoint(plain)
+    with images.as_archive("ckpt:dir") as (ckpt, path):
+        assert read_head(path).config == read_head(fixture).config and ckpt.annotations == ann
+    assert not path.exists()
 
 
 PODMAN_ENV = {"PODMAN_IGNORE_CGROUPSV1_WARNING": "1"}

@@ -13,23 +13,25 @@ checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from amber import __version__
 from amber.adapters import checkpoint_archive as archive
-from amber.adapters import checkpoint_image, oci_layout, skopeo
+from amber.adapters import checkpoint_image, image_sources, oci_layout, skopeo
 from amber.adapters import runtime as runtimes
 from amber.adapters.checkpoint_image import CheckpointAnnotations
 from amber.adapters.runtime import RuntimeInfo
 from amber.adapters.state import atomic_write_json, read_json
 from amber.config import Layout
-from amber.engine.images import ImageService, normalize_name
+from amber.engine.images import ImageService, image_id, normalize_name
 from amber.engine.runtime_rule import recorded_kind, select_runtime
 from amber.errors import AmberError, ArchiveError, UsageError, require_root
-from amber.models import Image
+from amber.models import Image, ImageConfig
 
 log = logging.getLogger("amber.checkpoint_images")
 
@@ -80,11 +82,15 @@ class CheckpointImages:
     def _marker(self, iid: str) -> Path:
         return self.layout.images / MARKERS / f"{iid}.json"
 
-    def _mark(self, image: Image, annotations: CheckpointAnnotations) -> CheckpointImage:
-        path = self._marker(image.id)
+    def _mark_id(self, iid: str, annotations: CheckpointAnnotations) -> None:
+        path = self._marker(iid)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        atomic_write_json(path, {"id": image.id, "annotations": annotations.to_dict()})
-        return CheckpointImage(image, annotations)
+        atomic_write_json(path, {"id": iid, "annotations": annotations.to_dict()})
+
+    def checkpoint_ids(self) -> set[str]:
+        """Ids of the stored images that are checkpoint images (for `image ls` to mark them)."""
+        where = self.layout.images / MARKERS
+        return {p.stem for p in where.glob("*.json")} if where.is_dir() else set()
 
     def annotations_of(self, image: Image) -> CheckpointAnnotations | None:
         """The checkpoint annotations of a stored image; None for an ordinary image."""
@@ -147,9 +153,47 @@ class CheckpointImages:
         )
         self.layout.ensure()
         with oci_layout.work_dir(self.layout.tmp, "create-") as work:
-            oci_layout.write_layout(archive_path, work / "oci", annotations, tmp_dir=work, tag=_tag_of(ref))
-            image = self.images.import_image(work / "oci", ref)
-        return self._mark(image, annotations)
+            written = oci_layout.write_layout(archive_path, work / "oci", annotations, tmp_dir=work, tag=_tag_of(ref))
+            return self._store(work / "oci", ref, annotations, expected=image_id([written.layer.digest], ImageConfig()))
+
+    def _store(
+        self, layout_dir: Path, ref: str, annotations: CheckpointAnnotations, *, expected: str | None = None
+    ) -> CheckpointImage:
+        """Import the checkpoint image at `layout_dir` and mark it.
+
+        With the id it will get (`expected`), the marker is written first, so a crash never leaves
+        a checkpoint image that looks ordinary; otherwise a failed marking removes the image again.
+        """
+        if expected is not None:
+            self._mark_id(expected, annotations)
+        try:
+            image = self.images.import_image(layout_dir, ref)
+            if image.id != expected:
+                self._mark_id(image.id, annotations)
+        except BaseException:
+            if expected is not None and not self.images.exists(expected):
+                self.forget(expected)
+            raise
+        if expected is not None and image.id != expected and not self.images.exists(expected):
+            self.forget(expected)
+        return CheckpointImage(image, annotations)
+
+    def import_image(self, source: Path, name: str) -> Image:
+        """`amber image import` that knows checkpoint images: an OCI layout or oci-archive whose
+        annotations mark a checkpoint is stored as one; anything else goes to ImageService as is."""
+        require_root("importing an image")
+        self.layout.ensure()
+        with image_sources.open_source(source, self.layout.tmp) as src:
+            kind = src.kind
+        if kind not in (image_sources.SourceKind.OCI_LAYOUT, image_sources.SourceKind.OCI_ARCHIVE):
+            return self.images.import_image(source, name)
+        ref = normalize_name(name)
+        with oci_layout.open_layout(source, tmp_dir=self.layout.tmp) as layout:
+            if not layout.is_checkpoint:
+                return self.images.import_image(source, ref)
+            annotations = layout.annotations
+            oci_layout.checkpoint_layer(layout)  # one readable layer, or refuse before importing
+            return self._store(layout.root, ref, annotations).image
 
     # -- back to an archive ---------------------------------------------------------------------
     def archive_of(self, ckpt: CheckpointImage | Image, dest: Path | None = None, *, compression: str = "none") -> Path:
@@ -167,6 +211,16 @@ class CheckpointImages:
             (layer,) = self.images.layer_dirs(image)
             oci_layout.archive_from_dir(layer, dest, compression=archive.Compression.parse(compression))
         return dest
+
+    @contextlib.contextmanager
+    def as_archive(self, ref: str) -> Iterator[tuple[CheckpointImage, Path]]:
+        """For `amber restore IMAGE`: the checkpoint image and an archive of it, removed afterwards."""
+        ckpt = self.get(ref)
+        path = self.archive_of(ckpt)
+        try:
+            yield ckpt, path
+        finally:
+            path.unlink(missing_ok=True)
 
     # -- registries -----------------------------------------------------------------------------
     def push(self, name: str, dest: str, *, tls_verify: bool = True, timeout: float = skopeo.DEFAULT_TIMEOUT) -> str:
@@ -205,13 +259,11 @@ class CheckpointImages:
                 timeout=timeout,
             )
             layout = oci_layout.read_layout_dir(work / "oci", tag=PULL_TAG, source=Path(source))
-            annotations = layout.annotations if layout.is_checkpoint else None
-            if annotations is not None:
-                oci_layout.checkpoint_layer(layout)  # one readable layer, or refuse before importing
-            image = self.images.import_image(work / "oci", name)
-        if annotations is not None:
-            self._mark(image, annotations)
-        return image
+            if not layout.is_checkpoint:
+                return self.images.import_image(work / "oci", name)
+            annotations = layout.annotations
+            oci_layout.checkpoint_layer(layout)  # one readable layer, or refuse before importing
+            return self._store(work / "oci", name, annotations).image
 
 
 def _runtime_version(recorded: object) -> str:
