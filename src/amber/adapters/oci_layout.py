@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tarfile
 import tempfile
 from collections.abc import Iterator
@@ -100,12 +101,34 @@ class _HashingFile(io.RawIOBase):
 
 
 class _RootOwnedWriter(safe_tar.TarWriter):
-    """podman's layer: every entry owned by uid/gid 0, whoever extracted the archive."""
+    """podman's layer: every entry owned by uid/gid 0, whoever extracted the archive; directories
+    keep the modes `modes` recorded before they were opened up (see `traversable`)."""
+
+    def __init__(self, out: Any, modes: dict[str, int]) -> None:
+        super().__init__(out)
+        self.modes = modes
 
     def _header(self, ti: tarfile.TarInfo) -> None:
         ti.uid = ti.gid = 0
         ti.uname = ti.gname = ""
+        ti.mode = self.modes.get(ti.name, ti.mode)
         super()._header(ti)
+
+
+def traversable(files_dir: Path) -> dict[str, int]:
+    """Let us read every directory under `files_dir` (ours): runc writes checkpoint/ as 0600,
+    which only root can walk. Returns {relative name: the mode it had} for those changed."""
+    changed: dict[str, int] = {}
+    if os.geteuid() == 0:
+        return changed
+    for dirpath, dirnames, _files in os.walk(files_dir):
+        for name in dirnames:
+            path = Path(dirpath) / name
+            st = path.lstat()
+            if stat.S_ISDIR(st.st_mode) and (st.st_mode & 0o700) != 0o700:
+                changed[str(path.relative_to(files_dir))] = stat.S_IMODE(st.st_mode)
+                os.chmod(path, stat.S_IMODE(st.st_mode) | 0o700)
+    return changed
 
 
 def _blob_writer(blobs: Path) -> tuple[int, str]:
@@ -129,7 +152,7 @@ def write_layer(files_dir: Path, blobs: Path) -> Descriptor:
     try:
         with open(fd, "wb", buffering=safe_tar.CHUNK) as f:
             out = _HashingFile(f)
-            writer = _RootOwnedWriter(out)
+            writer = _RootOwnedWriter(out, traversable(files_dir))
             for name in top_entries(files_dir):
                 writer.add_tree(str(files_dir / name), name)
             writer.close()
@@ -423,6 +446,7 @@ def archive_from_dir(
         if name not in head:
             raise ArchiveError(f"the checkpoint image lacks {name}: it is not a container checkpoint", hint=_HINT)
     members = [n for n in top_entries(files_dir) if n not in HEAD_NAMES]
+    traversable(files_dir)  # (not root: such directories then keep u+rwx in the archive)
     return archive.write_archive(dest, files_dir, members, compression, head=head)
 
 
