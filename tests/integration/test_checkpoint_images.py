@@ -211,15 +211,27 @@ def _podman_counter(name: str) -> int:
     return int(_podman("exec", name, "cat", "/tmp/counter").stdout.strip())
 
 
+def _podman_start_counter(runtime: str, name: str, image: str) -> None:
+    _podman("--runtime", runtime, "run", "-d", "--name", name, image, "sh", "-c", COUNTER)
+    deadline = time.monotonic() + 10
+    while int(_podman("exec", name, "cat", "/tmp/counter", check=False).stdout.strip() or "0") < 4:
+        assert time.monotonic() < deadline, "the counter did not start under podman"
+        time.sleep(0.1)
+
+
+def _counter_in_diff(diff: bytes) -> int:
+    """/tmp/counter as a checkpoint's rootfs-diff.tar holds it."""
+    with tarfile.open(fileobj=io.BytesIO(diff)) as inner:
+        data = inner.extractfile("tmp/counter")
+        assert data is not None
+        return int(data.read().strip())
+
+
 def _counter_in_archive(archive: Path) -> int:
-    """/tmp/counter as the checkpoint's rootfs-diff.tar holds it."""
     with tarfile.open(archive) as outer:
         diff = outer.extractfile("rootfs-diff.tar")
         assert diff is not None
-        with tarfile.open(fileobj=io.BytesIO(diff.read())) as inner:
-            data = inner.extractfile("tmp/counter")
-            assert data is not None
-            return int(data.read().strip())
+        return _counter_in_diff(diff.read())
 
 
 def _podman_restores(dest: str, runtime: str, name: str, at_checkpoint: int) -> None:
@@ -279,11 +291,7 @@ def test_podman_restores_the_image_amber_made_of_its_checkpoint(
     _podman("rm", "-f", "-t", "0", name, f"{name}-2", check=False)
     _podman("import", demo_rootfs, base)
     try:
-        _podman("--runtime", runtime, "run", "-d", "--name", name, base, "sh", "-c", COUNTER)
-        deadline = time.monotonic() + 10
-        while int(_podman("exec", name, "cat", "/tmp/counter", check=False).stdout.strip() or "0") < 4:
-            assert time.monotonic() < deadline, "the counter did not start under podman"
-            time.sleep(0.1)
+        _podman_start_counter(runtime, name, base)
         _podman("container", "checkpoint", "--export", archive, "--compress", "none", name)
         at_checkpoint = _counter_in_archive(archive)
         _podman("rm", "-f", "-t", "0", name)
@@ -295,3 +303,42 @@ def test_podman_restores_the_image_amber_made_of_its_checkpoint(
     finally:
         _podman("rm", "-f", "-t", "0", name, f"{name}-2", check=False)
         _podman("rmi", "-f", f"{registry}/podman/cnt-{runtime}:1", base, check=False)
+
+
+@needs_podman
+def test_amber_restores_podmans_checkpoint_image(amber: Amber, demo_rootfs: Path, runtime: str, registry: str) -> None:
+    """podman container checkpoint --create-image, podman push; amber pulls it and restores it."""
+    base, name = f"localhost/amber-podman-ci-{runtime}:1", f"amber-pci-{runtime}"
+    image, dest = f"localhost/amber-pci-ckpt-{runtime}:1", f"{registry}/podman/ckpt-{runtime}:1"
+    _podman("rm", "-f", "-t", "0", name, check=False)
+    _podman("import", demo_rootfs, base)
+    try:
+        _podman_start_counter(runtime, name, base)
+        _podman("--runtime", runtime, "container", "checkpoint", "--create-image", image, name)
+        at_checkpoint = _podman_counter_in_image(image)
+        _podman("rm", "-f", "-t", "0", name)
+        _podman("push", "--tls-verify=false", image, dest)  # podman compresses the layer (gzip)
+        amber.engine.images.import_image(demo_rootfs, base)
+        service = CheckpointImages(amber.engine.layout, amber.engine.images)
+        pulled = service.pull(dest, tls_verify=False)
+        with service.as_archive(pulled.name) as (ckpt, archive):
+            assert ckpt.runtime == runtime and ckpt.annotations.name == name
+            assert ckpt.annotations.podman_version  # podman's own set, read back
+            assert amber("restore", "--import", str(archive)) == 0
+        c = amber.fresh_engine().containers.store.get(name)
+        assert c.status == Status.RUNNING and c.runtime == runtime
+        restored = counter(amber, name)
+        assert restored >= at_checkpoint > 3
+        wait_counter_above(amber, name, restored)
+    finally:
+        _podman("rm", "-f", "-t", "0", name, check=False)
+        _podman("rmi", "-f", image, dest, base, check=False)
+
+
+def _podman_counter_in_image(image: str) -> int:
+    """/tmp/counter as the checkpoint image's rootfs-diff.tar holds it (podman image mount)."""
+    mount = _podman("image", "mount", image).stdout.strip()
+    try:
+        return _counter_in_diff((Path(mount) / "rootfs-diff.tar").read_bytes())
+    finally:
+        _podman("image", "unmount", image, check=False)
