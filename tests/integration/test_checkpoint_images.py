@@ -24,7 +24,7 @@ from amber.adapters.checkpoint_archive import read_head
 from amber.adapters.run import Result, run, spawn
 from amber.cli import ckpt_image_cmds
 from amber.engine.checkpoint_images import CheckpointImages
-from amber.errors import RuntimeMismatchError, UsageError
+from amber.errors import ExitCode, RuntimeMismatchError, UsageError
 from amber.models import Status
 from tests.conftest import FIXTURES, Amber
 from tests.integration.test_checkpoint import COUNTER, counter, start_counter, wait_counter_above
@@ -197,6 +197,28 @@ def test_image_import_keeps_checkpoint_images_apart(amber: Amber, demo_rootfs: P
     with images.as_archive("ckpt:dir") as (ckpt, path):
         assert read_head(path).config == read_head(fixture).config and ckpt.annotations == ann
     assert not path.exists()
+
+
+def test_hostile_checkpoint_image_is_refused_at_restore(
+    amber: Amber, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A checkpoint image whose layer plants `checkpoint -> /`: stored, but its archive never restores."""
+    files = tmp_path / "files"
+    files.mkdir()
+    head = read_head(FIXTURES / "counter-runc.tar")
+    (files / "config.dump").write_text(json.dumps(head.config))
+    (files / "spec.dump").write_text(json.dumps(head.spec))
+    (files / "checkpoint").symlink_to("/")
+    layout = tmp_path / "oci"
+    oci_layout.write_layout_from_dir(files, layout, checkpoint_image.from_head(head))
+    amber.engine.images.import_image(FIXTURES / "busybox-rootfs.tar", "localhost/busybox:fixture")
+    images = CheckpointImages(amber.engine.layout, amber.engine.images)
+    images.import_image(layout, "evil:1")
+    with images.as_archive("evil:1") as (_ckpt, archive):
+        capsys.readouterr()
+        assert amber("restore", "--import", str(archive)) == ExitCode.BAD_ARCHIVE
+    assert "refusing member 'checkpoint'" in capsys.readouterr().err
+    assert amber.fresh_engine().containers.store.all() == []
 
 
 PODMAN_ENV = {"PODMAN_IGNORE_CGROUPSV1_WARNING": "1"}
