@@ -90,3 +90,23 @@ def test_registry_of_and_remote_ref() -> None:
     assert remote_ref(f"h:1/app@{digest}") == f"h:1/app@{digest}"
     with pytest.raises(UsageError):
         remote_ref("docker://")
+
+
+def test_push_pull_command_lines() -> None:
+    import argparse
+
+    from amber.cli import ckpt_image_cmds
+
+    parser = argparse.ArgumentParser()
+    ckpt_image_cmds.register(parser.add_subparsers())
+    args = parser.parse_args(["push", "cnt", "127.0.0.1:5000/cnt:1", "--tls-verify=false"])
+    assert (args.name, args.dest, args.tls_verify, args.handler) == (
+        "cnt",
+        "127.0.0.1:5000/cnt:1",
+        False,
+        ckpt_image_cmds.cmd_push,
+    )
+    assert parser.parse_args(["pull", "h:1/a"]).tls_verify is True
+    assert parser.parse_args(["pull", "--tls-verify=true", "h:1/a"]).tls_verify is True
+    with pytest.raises(SystemExit):
+        parser.parse_args(["pull", "--tls-verify=maybe", "h:1/a"])

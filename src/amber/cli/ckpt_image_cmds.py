@@ -58,8 +58,6 @@ def _tls(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tls-verify",
         type=parse_bool,
-        nargs="?",
-        const=True,
         default=True,
         metavar="BOOL",
         help="require HTTPS and a trusted certificate (default true; false for a plain-HTTP registry)",
