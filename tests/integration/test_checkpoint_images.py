@@ -63,7 +63,11 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     config = top / "config.yml"
     config.write_text(REGISTRY_CONFIG.format(root=top / "data", port=port))
     log = (top / "registry.log").open("wb")
-    proc = spawn([shutil.which("docker-registry") or "docker-registry", "serve", config], stdout=log, stderr=log)
+    proc = spawn(
+        [shutil.which("docker-registry") or "docker-registry", "serve", config],
+        stdout=log.fileno(),
+        stderr=log.fileno(),
+    )
     try:
         deadline = time.monotonic() + 15
         while True:
@@ -159,11 +163,15 @@ def test_pull_an_ordinary_image(amber: Amber, demo_rootfs: Path, registry: str, 
         return {"mediaType": media_type, "digest": f"sha256:{digest}", "size": len(data)}
 
     layer = put(demo_rootfs.read_bytes(), "application/vnd.oci.image.layer.v1.tar")
-    config = {"os": "linux", "architecture": "amd64", "config": {"Env": ["PATH=/bin"], "Cmd": ["sh"]}}
+    config: dict[str, object] = {
+        "os": "linux",
+        "architecture": "amd64",
+        "config": {"Env": ["PATH=/bin"], "Cmd": ["sh"]},
+    }
     config["rootfs"] = {"type": "layers", "diff_ids": [layer["digest"]]}
     cfg = put(json.dumps(config).encode(), "application/vnd.oci.image.config.v1+json")
     manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json"}
-    man = put(json.dumps({**manifest, "config": cfg, "layers": [layer]}).encode(), manifest["mediaType"])
+    man = put(json.dumps({**manifest, "config": cfg, "layers": [layer]}).encode(), str(manifest["mediaType"]))
     man["annotations"] = {"org.opencontainers.image.ref.name": "t"}
     (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [man]}))
     (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')

@@ -15,6 +15,7 @@ import pytest
 from amber.adapters import checkpoint_archive as archive
 from amber.adapters import checkpoint_image as ci
 from amber.adapters import oci_layout
+from amber.adapters.podman_format import ConfigDump
 from amber.errors import ArchiveError, NotFoundError
 from tests.conftest import FIXTURES
 from tests.hostile_corpus import CLIMB, Entry, file, hardlink, make_sentinel, snapshot, special, symlink, tar_bytes
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="the podman fixtur
 
 def _blob(root: Path, desc: dict[str, Any]) -> bytes:
     assert desc["digest"].startswith("sha256:")
-    data = (root / "blobs" / "sha256" / desc["digest"][7:]).read_bytes()
+    data: bytes = (root / "blobs" / "sha256" / desc["digest"][7:]).read_bytes()
     assert hashlib.sha256(data).hexdigest() == desc["digest"][7:]
     assert len(data) == desc["size"]
     return data
@@ -191,10 +192,14 @@ def test_criu_int_and_from_head(tmp_path: Path) -> None:
     facts = ci.HostFacts("amd64", "6.1", "v2", "debian", "12")
     ann = ci.from_head(head, facts=facts, runtime_version="1.21")
     assert (ann.runtime, ann.runtime_version, ann.host_kernel, ann.criu_version) == ("crun", "1.21", "6.1", "")
-    bad = archive.ArchiveHead(head.path, head.compression, {"name": "x", "runtime": ""}, {}, None, 0)
+    bad = archive.ArchiveHead(
+        head.path, head.compression, ConfigDump.from_dict({"name": "x", "runtime": ""}, "t"), {}, None, 0
+    )
     with pytest.raises(ArchiveError, match="does not record"):
         ci.from_head(bad, facts=facts)
-    pathy = archive.ArchiveHead(head.path, head.compression, {"name": "x", "runtime": "/usr/bin/runc"}, {}, None, 0)
+    pathy = archive.ArchiveHead(
+        head.path, head.compression, ConfigDump.from_dict({"name": "x", "runtime": "/usr/bin/runc"}, "t"), {}, None, 0
+    )
     assert ci.from_head(pathy, facts=facts).runtime == "runc"  # only the name of a recorded path
 
 

@@ -7,7 +7,7 @@ sets on the manifest and checkpointctl's and CRI-O's on the index (see checkpoin
 layer is streamed from a private extraction of the archive; nothing is held whole in memory.
 
 Reading: an OCI layout directory or an oci-archive tarball (plain or compressed). Every blob is
-checked against its digest and size. A layer is hostile input: it is extracted with safe_tar
+checked against its digest and size. A layer is hostile input: it is extracted with the tar engine
 (no special files, no links out, no writes through symlinks) before it becomes an archive.
 """
 
@@ -30,8 +30,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from amber.adapters import checkpoint_archive as archive
-from amber.adapters import layers, safe_tar
 from amber.adapters.checkpoint_image import REF_NAME, CheckpointAnnotations, host_facts, is_checkpoint_image
+from amber.adapters.tar.compression import CHUNK, READ_ERRORS, open_tar_stream
+from amber.adapters.tar.extract import extract
+from amber.adapters.tar.policy import Policy
+from amber.adapters.tar.writer import TarWriter
 from amber.errors import ArchiveError, NotFoundError
 
 INDEX_TYPE = "application/vnd.oci.image.index.v1+json"
@@ -100,7 +103,7 @@ class _HashingFile(io.RawIOBase):
         return len(data)
 
 
-class _RootOwnedWriter(safe_tar.TarWriter):
+class _RootOwnedWriter(TarWriter):
     """podman's layer: every entry owned by uid/gid 0, whoever extracted the archive; directories
     keep the modes `modes` recorded before they were opened up (see `traversable`)."""
 
@@ -150,7 +153,7 @@ def write_layer(files_dir: Path, blobs: Path) -> Descriptor:
     """The uncompressed layer tar of everything under `files_dir`, as a blob in `blobs`."""
     fd, tmp = _blob_writer(blobs)
     try:
-        with open(fd, "wb", buffering=safe_tar.CHUNK) as f:
+        with open(fd, "wb", buffering=CHUNK) as f:
             out = _HashingFile(f)
             writer = _RootOwnedWriter(out, traversable(files_dir))
             for name in top_entries(files_dir):
@@ -369,11 +372,9 @@ def open_layout(path: Path, *, tmp_dir: Path, tag: str | None = None) -> Iterato
         raise NotFoundError(f"no such OCI layout or oci-archive: {path}", hint="check the path")
     with work_dir(tmp_dir, "layout-") as root:
         try:
-            with path.open("rb") as raw, layers.open_tar_stream(raw) as plain:
-                safe_tar.extract(
-                    safe_tar.guarded(plain), root, archive_name=str(path), keep_owner=False, allow_special=False
-                )
-        except layers.SourceReadError as exc:
+            with path.open("rb") as raw, open_tar_stream(raw) as plain:
+                extract(plain, root, Policy(), archive=str(path))
+        except READ_ERRORS as exc:
             raise _bad(path, f"the archive is corrupt or truncated: {exc}") from exc
         if not (root / "index.json").is_file():
             raise _bad(path, "it is not an oci-archive (no index.json at its top)")
@@ -398,7 +399,7 @@ def checkpoint_layer(layout: ImageLayout) -> Descriptor:
 def _file_digest(path: Path) -> tuple[str, int]:
     sha, size = hashlib.sha256(), 0
     with path.open("rb") as f:
-        while chunk := f.read(safe_tar.CHUNK):
+        while chunk := f.read(CHUNK):
             sha.update(chunk)
             size += len(chunk)
     return sha.hexdigest(), size
@@ -414,11 +415,9 @@ def layer_to_dir(layout: ImageLayout, dest: Path) -> list[str]:
         raise _bad(layout.source, f"its layer blob {layer.digest[:12]} does not match its digest or size")
     label = f"checkpoint layer {layer.digest[:12]} of {layout.source}"
     try:
-        with blob.open("rb") as raw, layers.open_tar_stream(raw) as plain:
-            return safe_tar.extract(
-                safe_tar.guarded(plain), dest, archive_name=label, keep_owner=False, allow_special=False
-            )
-    except layers.SourceReadError as exc:
+        with blob.open("rb") as raw, open_tar_stream(raw) as plain:
+            return extract(plain, dest, Policy(), archive=label).written
+    except READ_ERRORS as exc:
         raise ArchiveError(f"{label} is corrupt or truncated: {exc}", hint=_HINT) from exc
 
 

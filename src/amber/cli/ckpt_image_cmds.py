@@ -37,9 +37,8 @@ def parse_bool(value: str) -> bool:
 
 
 def service(engine: Engine) -> CheckpointImages:
-    """The engine's checkpoint-image service (made here until the Engine carries one)."""
-    existing = getattr(engine, "checkpoint_images", None)
-    return existing if isinstance(existing, CheckpointImages) else CheckpointImages(engine.layout, engine.images)
+    """The engine's checkpoint-image service."""
+    return engine.services.checkpoint_images
 
 
 def cmd_push(args: argparse.Namespace, engine: Engine) -> int:

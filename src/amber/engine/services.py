@@ -13,6 +13,7 @@ from amber.config import Layout, Settings
 if TYPE_CHECKING:
     from amber.engine.archives import ArchiveService
     from amber.engine.checkpoint import CheckpointService
+    from amber.engine.checkpoint_images import CheckpointImages
     from amber.engine.containers import ContainerService
     from amber.engine.images import ImageService
     from amber.engine.networks import NetworkService
@@ -57,6 +58,12 @@ class Services:
         from amber.engine.volumes import VolumeService
 
         return VolumeService.from_layout(self.layout)
+
+    @cached_property
+    def checkpoint_images(self) -> CheckpointImages:
+        from amber.engine.checkpoint_images import CheckpointImages
+
+        return CheckpointImages(self.layout, self.images)
 
     @cached_property
     def checkpoints(self) -> CheckpointService:
