@@ -30,20 +30,18 @@ from amber.adapters.tar.compression import (
     CHUNK,
     READ_ERRORS,
     WRITABLE,
-    Compression,
     Counting,
     EofGuard,
     decompressor,
     guarded,
     sniff,
 )
+from amber.adapters.tar.compression import Compression as Compression  # re-exported: ArchiveHead, --compress
 from amber.adapters.tar.extract import extract
 from amber.adapters.tar.headers import members, open_tar
 from amber.adapters.tar.policy import Policy
 from amber.adapters.tar.writer import TarWriter
 from amber.errors import ArchiveError, NotFoundError, UsageError
-
-__all__ = ["Compression"]  # re-exported: the CLI parses --compress with it
 
 CONFIG_DUMP = "config.dump"
 SPEC_DUMP = "spec.dump"
