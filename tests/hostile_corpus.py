@@ -217,7 +217,6 @@ class Case:
     bug: str | None = None  # a known bug in src/ met by `amber restore` (the test is a strict xfail)
     inspect_bug: str | None = None  # ... met by `amber archive inspect|show|memparse`
     ext: str = ".tar"
-    slow: str | None = None  # takes minutes: run only when AMBER_TEST_SLOW=1 (and a strict xfail)
 
 
 def _plain(entries: Callable[[Ctx], list[Entry]]) -> Callable[[Ctx], bytes]:
@@ -607,11 +606,6 @@ def no_pid_namespace(ctx: Ctx) -> list[Entry]:
     return ctx.with_json("spec.dump", change)
 
 
-_BUG_SLOW_PAGES = (
-    "a pages-1.img cut to 100 bytes makes the CRIU restore run ~160 s before conmon reports "
-    "no PID (seen on this host; not always): restore should fail within seconds"
-)
-
 CONFINED = frozenset({ExitCode.OK, *AMBER_CODES})  # a confined, harmless change may restore fine
 
 CASES: list[Case] = [
@@ -693,7 +687,7 @@ CASES: list[Case] = [
     Case("corrupt-pstree", _plain(_corrupt_pstree), AMBER_CODES),
     Case("garbage-pstree", _plain(_garbage_pstree), AMBER_CODES),
     Case("corrupt-inventory", _plain(_corrupt_inventory), AMBER_CODES),
-    Case("truncated-pages", _plain(_truncated_pages), AMBER_CODES, slow=_BUG_SLOW_PAGES),
+    Case("truncated-pages", _plain(_truncated_pages), AMBER_CODES),
     # security findings
     Case("runtime-is-host-path", _plain(_runtime_path), AMBER_CODES),
     Case("devshm-bind-to-host", _plain(_devshm_bind), AMBER_CODES, may_restore=True),

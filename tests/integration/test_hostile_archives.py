@@ -100,15 +100,8 @@ def w(world: World) -> Iterator[World]:
 def _params(field: str) -> list[Any]:
     out = []
     for case in hc.CASES:
-        bug = getattr(case, field) or case.slow
+        bug = getattr(case, field)
         marks = [pytest.mark.xfail(strict=True, reason=bug)] if bug else []
-        if case.slow:
-            marks += [
-                pytest.mark.slow,
-                pytest.mark.skipif(
-                    os.environ.get("AMBER_TEST_SLOW") != "1", reason="takes minutes; AMBER_TEST_SLOW=1 runs it"
-                ),
-            ]
         out.append(pytest.param(case.name, marks=marks, id=case.name))
     return out
 

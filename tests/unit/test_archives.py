@@ -130,6 +130,7 @@ def test_inspect_pid_subtree(tmp_path: Path) -> None:
         svc.inspect(RUNC, pid=4242)
 
 
+@pytest.mark.stack  # runs checkpointctl as root
 @BOTH
 @pytest.mark.skipif(shutil.which("checkpointctl") is None, reason="checkpointctl not installed")
 def test_json_agrees_with_checkpointctl(tmp_path: Path, path: Path) -> None:
@@ -247,6 +248,7 @@ def test_check_runs_criu(tmp_path: Path) -> None:
 
 
 # ===================================== amber's own archives ===================================
+@pytest.mark.root  # extracts with the archive's owners (chown)
 def test_amber_archive_reads_only_the_head(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bundle = tmp_path / "bundle"
     archive.extract_members(

@@ -81,6 +81,7 @@ def test_read_head_podman_fixtures(name: str) -> None:
     assert ca.INVENTORY in names
 
 
+@pytest.mark.root  # extracts with the archive's owners (chown)
 @pytest.mark.parametrize("name", sorted(PODMAN))
 def test_extract_podman_fixtures(name: str, tmp_path: Path) -> None:
     path = FIXTURES / name

@@ -144,6 +144,7 @@ def _tar(*members: tuple[str, bytes]) -> io.BytesIO:
     return buf
 
 
+@pytest.mark.root  # extracts with the archive's owners (chown)
 def test_import_without_a_root_entry(vols: VolumeService) -> None:
     v = vols.import_("plain", _tar(("a/b.txt", b"x")), archive_name="plain.tar")
     assert (Path(v.mountpoint) / "a" / "b.txt").read_bytes() == b"x"

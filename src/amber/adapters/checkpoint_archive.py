@@ -45,13 +45,13 @@ from amber.adapters.tar.compression import (
     CHUNK,
     READ_ERRORS,
     WRITABLE,
-    Compression,
     Counting,
     EofGuard,
     decompressor,
     guarded,
     sniff,
 )
+from amber.adapters.tar.compression import Compression as Compression  # re-exported: ArchiveHead, --compress
 from amber.adapters.tar.extract import extract
 from amber.adapters.tar.headers import members, open_tar
 from amber.adapters.tar.policy import Policy

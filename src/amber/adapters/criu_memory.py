@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import mmap
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -77,6 +77,25 @@ def read_pagemap(d: ImageDir, pid: int) -> Pagemap | None:
 
 def pages_file(pagemap: Pagemap) -> str:
     return f"pages-{pagemap.pages_id}.img"
+
+
+def check_pages(d: ImageDir, pids: Iterable[int]) -> None:
+    """Refuse a pages image shorter than its pagemap says (a truncated or cut archive).
+
+    CRIU itself can spin for minutes on such images before it fails. Pages served lazily or
+    kept in a parent image are not in the file. Raises ArchiveError naming the image."""
+    for pid in pids:
+        pagemap = read_pagemap(d, pid)
+        if pagemap is None:
+            continue
+        needed = sum(e.size for e in pagemap.entries if e.in_pages_file and not e.flags & PE_LAZY)
+        path = d.path / pages_file(pagemap)
+        have = path.stat().st_size if path.is_file() else 0
+        if have < needed:
+            raise d.error(
+                pages_file(pagemap),
+                f"holds {have} bytes but pagemap-{pid}.img needs {needed}: the archive is truncated",
+            )
 
 
 def shared_memory_size(d: ImageDir, pid: int) -> int:

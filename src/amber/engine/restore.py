@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from amber.adapters import checkpoint_archive as archive
-from amber.adapters import conmon, criu, criu_images, rootfs_diff
+from amber.adapters import conmon, criu, criu_images, criu_memory, rootfs_diff
 from amber.adapters import podman_format as fmt
 from amber.adapters.runtime import Runtime, RuntimeInfo
 from amber.adapters.state import atomic_write_json
@@ -262,7 +262,9 @@ class RestoreService:
         images = images_dir(unpack)
         # CRIU can spin for ever on images it cannot parse: decode the process tree first, and
         # check every task's credentials and seccomp state against what the container may hold.
-        confinement.check_images(criu_images.ImageDir(images, str(head.path)), head.spec, trust=opts.trust_archive)
+        decoded = criu_images.ImageDir(images, str(head.path))
+        confinement.check_images(decoded, head.spec, trust=opts.trust_archive)
+        criu_memory.check_pages(decoded, (task.pid for task in criu_images.read_processes(decoded)))
         for result in (archive_checks.check_criu(head, unpack), archive_checks.check_cpu(unpack)):
             if result.failed:  # the same checks as `amber archive check`, before CRIU is asked
                 raise PreconditionError(

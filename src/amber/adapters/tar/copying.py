@@ -48,11 +48,16 @@ def _pump(src: Any, out: io.FileIO, left: int | None, archive: str, member: str)
             if left is None:
                 return
             raise truncated(archive, member)
-        written = 0
-        while written < n:
-            written += out.write(view[written:n]) or 0
+        _write_all(out, view, n)
         if left is not None:
             left -= n
+
+
+def _write_all(out: io.FileIO, view: memoryview, n: int) -> None:
+    """Write view[:n] whole: a raw file may take less than it is given."""
+    written = 0
+    while written < n:
+        written += out.write(view[written:n]) or 0
 
 
 def _copy_in_kernel(tar: tarfile.TarFile, ti: tarfile.TarInfo, out: int, archive: str, member: str) -> bool:
@@ -96,10 +101,10 @@ def _copy_from_stream(tar: tarfile.TarFile, ti: tarfile.TarInfo, out: io.FileIO,
         or ti.sparse is not None
     ):
         return False
-    head: bytes = stream.buf
+    head = memoryview(stream.buf)
     take = min(len(head), ti.size)
-    out.write(head[:take])
-    stream.buf = head[take:]
+    _write_all(out, head, take)
+    stream.buf = bytes(head[take:])
     _pump(stream.fileobj, out, ti.size - take, archive, member)
     stream.pos += ti.size
     return True

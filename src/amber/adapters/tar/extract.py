@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from amber.adapters.tar.compression import CHUNK
 from amber.adapters.tar.copying import copy_member
 from amber.adapters.tar.headers import members, open_tar
 from amber.adapters.tar.metadata import apply_meta, set_xattrs, times_ns
@@ -288,7 +287,7 @@ def _opened(source: IO[bytes] | tarfile.TarFile, archive: str) -> Iterator[tarfi
     if isinstance(source, tarfile.TarFile):
         yield source
         return
-    with open_tar(source, archive, stream=True, bufsize=CHUNK) as tar:
+    with open_tar(source, archive, stream=True) as tar:
         yield tar
 
 
@@ -302,6 +301,9 @@ def extract(
     observe: Callable[[str, tarfile.TarInfo], None] | None = None,
 ) -> Extracted:
     """Extract a tar stream (or a TarFile from headers.open_tar) into `dest`, made if missing.
+
+    tarfile's stream reader copies its whole read-ahead on every read, so it keeps its small
+    default buffer: file data bypasses it (copying.py) and only headers go through it.
 
     `archive` names it in errors. `want(name)` sees names normalized (`./a//b/` -> `a/b`);
     unwanted members are skipped but still checked; `observe(name, ti)` sees every header.

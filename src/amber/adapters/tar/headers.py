@@ -86,9 +86,9 @@ def _checksum_ok(buf: bytes | bytearray) -> bool:
 
 def header_problem(ti: tarfile.TarInfo) -> str | None:
     """Why a header's numbers cannot be trusted, or None."""
-    for key, pattern in _PAX_NUMBERS.items():
-        raw = ti.pax_headers.get(key)
-        if raw is not None and not pattern.fullmatch(raw):
+    for key, raw in ti.pax_headers.items():
+        pattern = _PAX_NUMBERS.get(key)
+        if pattern is not None and not pattern.fullmatch(raw):
             return f"its PAX header has {key}={shown(raw, 40)}, not a valid number"
     if not 0 <= ti.size <= MAX_SIZE:
         return f"its header gives size {_num(ti.size)}"

@@ -42,6 +42,7 @@ def test_engine_refuses_at_once(case: str, tmp_path: Path) -> None:
         _refused(lambda: list(members(open_tar(f, "h.tar", stream=False), "h.tar")), case)
 
 
+@pytest.mark.root  # extracts with the archive's owners (chown)
 @pytest.mark.parametrize("comp", ["none", "zstd", "gzip"])
 @pytest.mark.parametrize("case", sorted(HOSTILE_HEADERS))
 def test_checkpoint_readers_refuse(case: str, comp: str, tmp_path: Path) -> None:
