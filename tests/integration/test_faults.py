@@ -93,6 +93,22 @@ def test_two_checkpoints_at_once(amber: Amber, demo_image: str, tmp_path: Path) 
     assert amber.fresh_engine().containers.inspect_record("cnt").status == Status.RUNNING
 
 
+def test_checkpoint_while_another_command_holds_the_lock(amber: Amber, demo_image: str, tmp_path: Path) -> None:
+    """Contention made certain: the test holds the container's lock as another amber command would."""
+    start_counter(amber, demo_image, "crun")
+    engine = amber.fresh_engine()
+    archive = tmp_path / "cnt.tar"
+    with engine.containers.lock(engine.containers.store.get("cnt")):
+        proc = amber_process(amber, "checkpoint", "-R", "-e", str(archive), "cnt")
+        code = proc.wait(120)
+        err = proc.stderr.read().decode() if proc.stderr else ""
+    assert code == ExitCode.CONFLICT, err
+    assert "busy" in err and err.startswith("error: ") and "hint: " in err
+    assert not archive.exists()
+    assert amber.fresh_engine().containers.inspect_record("cnt").status == Status.RUNNING
+    assert amber("checkpoint", "-R", "-e", str(archive), "cnt") == 0  # free again: it works
+
+
 def test_restore_racing_rm(amber: Amber, demo_image: str, tmp_path: Path) -> None:
     start_counter(amber, demo_image, "crun")
     archive = tmp_path / "cnt.tar.zst"

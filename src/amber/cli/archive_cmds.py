@@ -82,13 +82,7 @@ def inspection_tree(ins: ArchiveInspection) -> Node:
     if s.checkpointed:
         tree.add(f"Checkpointed: {s.checkpointed}")
     tree.add(f"Engine: {s.engine}")
-    if ins.networks:
-        nets = tree.add("Network Interfaces")
-        for n in ins.networks:
-            iface = nets.add(f"{n.network} ({n.interface})")
-            for label, value in (("IP", n.ip), ("MAC", n.mac), ("Gateway", n.gateway)):
-                if value:
-                    iface.add(f"{label}: {value}")
+    _networks(tree, ins)
     size = tree.add(f"Checkpoint size: {human_size(s.checkpoint_size)}")
     if s.memory_pages_size:
         size.add(f"Memory pages size: {human_size(s.memory_pages_size)}")
@@ -96,26 +90,47 @@ def inspection_tree(ins: ArchiveInspection) -> Node:
         tree.add(f"Root FS diff size: {human_size(s.rootfs_diff_size)}")
     if ins.statistics is not None:
         _stats(tree, ins.statistics)
-    if ins.metadata is not None:
-        meta = tree.add("Metadata")
-        if ins.metadata.pod_name:
-            meta.add(f"Pod name: {ins.metadata.pod_name}")
-        if ins.metadata.kubernetes_namespace:
-            meta.add(f"Kubernetes namespace: {ins.metadata.kubernetes_namespace}")
-        if ins.metadata.annotations:
-            ann = meta.add("Annotations")
-            for key, value in ins.metadata.annotations.items():
-                ann.add(f"{key}: {value}")
+    _metadata(tree, ins)
     root = ins.process_root()
     if root is not None:
         _process(tree.add("Process tree"), root, ins)
-    if ins.mounts:
-        mounts = tree.add("Overview of mounts")
-        for m in ins.mounts:
-            node = mounts.add(f"Destination: {m.destination}")
-            node.add(f"Type: {m.type}")
-            node.add(f"Source: {m.source}")
+    _mounts(tree, ins)
     return tree
+
+
+def _networks(tree: Node, ins: ArchiveInspection) -> None:
+    if not ins.networks:
+        return
+    nets = tree.add("Network Interfaces")
+    for n in ins.networks:
+        iface = nets.add(f"{n.network} ({n.interface})")
+        for label, value in (("IP", n.ip), ("MAC", n.mac), ("Gateway", n.gateway)):
+            if value:
+                iface.add(f"{label}: {value}")
+
+
+def _metadata(tree: Node, ins: ArchiveInspection) -> None:
+    if ins.metadata is None:
+        return
+    meta = tree.add("Metadata")
+    if ins.metadata.pod_name:
+        meta.add(f"Pod name: {ins.metadata.pod_name}")
+    if ins.metadata.kubernetes_namespace:
+        meta.add(f"Kubernetes namespace: {ins.metadata.kubernetes_namespace}")
+    if ins.metadata.annotations:
+        ann = meta.add("Annotations")
+        for key, value in ins.metadata.annotations.items():
+            ann.add(f"{key}: {value}")
+
+
+def _mounts(tree: Node, ins: ArchiveInspection) -> None:
+    if not ins.mounts:
+        return
+    mounts = tree.add("Overview of mounts")
+    for m in ins.mounts:
+        node = mounts.add(f"Destination: {m.destination}")
+        node.add(f"Type: {m.type}")
+        node.add(f"Source: {m.source}")
 
 
 def _process(parent: Node, p: Process, ins: ArchiveInspection) -> None:
