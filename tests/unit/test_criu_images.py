@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from amber.adapters import checkpoint_archive as archive
+from amber.adapters import criu_files as cf
 from amber.adapters import criu_images as ci
 from amber.adapters import criu_memory as cm
 from amber.errors import ArchiveError
@@ -61,7 +62,7 @@ def test_open_files(dump: tuple[str, Path]) -> None:
     _, dest = dump
     d = images(dest)
     procs = ci.read_processes(d)
-    files = ci.read_files(d, procs)
+    files = cf.read_files(d, procs)
     mine = {f.fd: f for f in files if f.pid == 1}
     assert (mine["0"].type, mine["0"].path, mine["0"].label) == ("REG", "/dev/null", "REG 0")
     assert mine["1"].type == "PIPE" and re.fullmatch(r"pipe\[\d+\]", mine["1"].path)
@@ -74,7 +75,7 @@ def test_open_files(dump: tuple[str, Path]) -> None:
 def test_no_sockets_in_fixtures(dump: tuple[str, Path]) -> None:
     _, dest = dump
     d = images(dest)
-    assert ci.read_sockets(d, ci.read_processes(d)) == []
+    assert cf.read_sockets(d, ci.read_processes(d)) == []
 
 
 def test_dump_stats(dump: tuple[str, Path]) -> None:
@@ -210,7 +211,7 @@ def test_sockets_decoded(tmp_path: Path) -> None:
     procs = ci.read_processes(d)
     assert procs[0].comm == "" and procs[0].task_state.startswith("Unknown")  # no core image: tolerated
     procs = [ci.Process(1, 0, 1, 1, (1,), "srv", "Alive")]
-    inet, unix, inet6 = ci.read_sockets(d, procs)
+    inet, unix, inet6 = cf.read_sockets(d, procs)
     assert (inet.protocol, inet.state, inet.src, inet.src_port, inet.family) == (
         "TCP",
         "LISTEN",
@@ -221,7 +222,7 @@ def test_sockets_decoded(tmp_path: Path) -> None:
     assert (inet.send_buf, inet.recv_buf) == (212992, 131072)
     assert (unix.kind, unix.type, unix.src) == ("UNIXSK", "DGRAM", "@abstract=x")
     assert (inet6.src, inet6.dst, inet6.state, inet6.dst_port) == ("::1", "fe00::2", "ESTABLISHED", 51000)
-    files = ci.read_files(d, procs)  # no fs-1.img: no cwd/root, but no error
+    files = cf.read_files(d, procs)  # no fs-1.img: no cwd/root, but no error
     assert [f.path for f in files][1] == "unix[200 (0) @abstract=x]"
 
 

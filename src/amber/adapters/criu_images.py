@@ -9,9 +9,6 @@ does not decode gives an ArchiveError naming it, never a pycriu traceback. Memor
 
 from __future__ import annotations
 
-import ipaddress
-import quopri
-import struct
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,25 +18,6 @@ from amber.errors import ArchiveError, PreconditionError
 
 # CRIU's task states (criu/include/pstree.h, compel task-state.h).
 TASK_STATES = {1: "Alive", 2: "Dead", 3: "Stopped", 4: "Helper", 5: "Thread", 6: "Zombie"}
-# Linux TCP states (include/net/tcp_states.h); CRIU records the kernel's numbers.
-TCP_STATES = {
-    1: "ESTABLISHED",
-    2: "SYN_SENT",
-    3: "SYN_RECV",
-    4: "FIN_WAIT1",
-    5: "FIN_WAIT2",
-    6: "TIME_WAIT",
-    7: "CLOSE",
-    8: "CLOSE_WAIT",
-    9: "LAST_ACK",
-    10: "LISTEN",
-    11: "CLOSING",
-    12: "NEW_SYN_RECV",
-}
-FAMILIES = {1: "UNIX", 2: "IPV4", 10: "IPV6", 16: "NETLINK", 17: "PACKET"}
-SOCK_TYPES = {1: "STREAM", 2: "DGRAM", 3: "RAW", 4: "RDM", 5: "SEQPACKET", 10: "PACKET"}
-PROTOCOLS = {0: "", 1: "ICMP", 2: "IGMP", 6: "TCP", 17: "UDP", 58: "ICMPV6", 136: "UDPLITE", 255: "RAW"}
-SOCKET_FD_TYPES = ("UNIXSK", "INETSK", "PACKETSK", "NETLINKSK")
 DUMP_STATS_FIELDS = (
     "freezing_time",
     "frozen_time",
@@ -141,7 +119,7 @@ def _error(path: Path, error: Any, what: str) -> ArchiveError:
     return ArchiveError(f"CRIU image {path} {what}", hint="the image is damaged or was written by an incompatible CRIU")
 
 
-def _int(d: dict[str, Any], key: str, default: int = 0) -> int:
+def int_field(d: dict[str, Any], key: str, default: int = 0) -> int:
     value = d.get(key, default)
     try:
         return int(value)
@@ -181,16 +159,16 @@ def read_processes(d: ImageDir) -> list[Process]:
     """Every task in pstree.img with its command name and state (from core-<pid>.img)."""
     out = []
     for entry in d.load("pstree.img") or []:
-        pid = _int(entry, "pid")
+        pid = int_field(entry, "pid")
         core = d.first(f"core-{pid}.img", required=False) or {}
         tc = core.get("tc") or {}
-        state = _int(tc, "task_state")
+        state = int_field(tc, "task_state")
         out.append(
             Process(
                 pid=pid,
-                ppid=_int(entry, "ppid"),
-                pgid=_int(entry, "pgid"),
-                sid=_int(entry, "sid"),
+                ppid=int_field(entry, "ppid"),
+                pgid=int_field(entry, "pgid"),
+                sid=int_field(entry, "sid"),
                 threads=tuple(int(t) for t in entry.get("threads") or [pid]),
                 comm=str(tc.get("comm", "")),
                 task_state=TASK_STATES.get(state, f"Unknown({state})"),
@@ -294,184 +272,6 @@ def read_credentials(d: ImageDir, processes: Iterable[Process]) -> list[Credenti
     return out
 
 
-# ===================================== files and sockets ======================================
-@dataclass(frozen=True)
-class FileDescriptor:
-    pid: int
-    fd: str  # "0", "1"... or "cwd", "root"
-    type: str  # REG, PIPE, UNIXSK, INETSK... ("" for cwd and root)
-    path: str
-
-    @property
-    def label(self) -> str:
-        return f"{self.type} {self.fd}".strip()
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class Socket:
-    pid: int
-    fd: int
-    kind: str  # the fd type: UNIXSK, INETSK, PACKETSK, NETLINKSK
-    family: str = ""  # IPV4, IPV6, UNIX...
-    protocol: str = ""  # TCP, UDP...
-    type: str = ""  # STREAM, DGRAM...
-    state: str = ""  # ESTABLISHED, LISTEN... (TCP numbering, as the kernel reports it)
-    src: str = ""  # address, or the unix socket's name ("@..." for abstract ones)
-    src_port: int = 0
-    dst: str = ""
-    dst_port: int = 0
-    send_buf: int = 0
-    recv_buf: int = 0
-    ino: int = 0
-    peer: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _files_by_id(d: ImageDir) -> dict[int, dict[str, Any]]:
-    return {_int(e, "id"): e for e in d.load("files.img", required=False) or []}
-
-
-def _fdinfo(d: ImageDir, pid: int) -> list[dict[str, Any]]:
-    ids = d.first(f"ids-{pid}.img", required=False)
-    if ids is None:
-        return []
-    return d.load(f"fdinfo-{_int(ids, 'files_id')}.img", required=False) or []
-
-
-def _unix_name(raw: Any) -> str:
-    if isinstance(raw, str):
-        raw = raw.encode()
-    if not isinstance(raw, bytes):
-        return ""
-    name = quopri.decodestring(raw)
-    if name.startswith(b"\0"):
-        name = b"@" + name[1:]
-    return name.decode(errors="replace")
-
-
-def _file_path(files: dict[int, dict[str, Any]], fid: int, ftype: str) -> str:
-    """How checkpointctl names an open file: its path, pipe[ino], unix[ino (peer) name], TYPE.id."""
-    entry = files.get(fid) or {}
-    if ftype == "REG":
-        reg = entry.get("reg")
-        return str(reg.get("name", "unknown")) if isinstance(reg, dict) else "unknown"
-    if ftype == "PIPE":
-        pipe = entry.get("pipe")
-        return f"pipe[{_int(pipe, 'pipe_id')}]" if isinstance(pipe, dict) else "pipe[?]"
-    if ftype == "UNIXSK":
-        usk = entry.get("usk")
-        if not isinstance(usk, dict):
-            return "unix[?]"
-        return f"unix[{_int(usk, 'ino')} ({_int(usk, 'peer')}) {_unix_name(usk.get('name'))}]"
-    return f"{ftype}.{fid}"
-
-
-def read_files(d: ImageDir, processes: Iterable[Process]) -> list[FileDescriptor]:
-    """Open files of each live process (fdinfo via ids' files_id), then its cwd and root (fs-<pid>)."""
-    files = _files_by_id(d)
-    out: list[FileDescriptor] = []
-    for p in processes:
-        if not p.alive_or_stopped:
-            continue
-        for fdi in _fdinfo(d, p.pid):
-            ftype = str(fdi.get("type", ""))
-            out.append(FileDescriptor(p.pid, str(_int(fdi, "fd")), ftype, _file_path(files, _int(fdi, "id"), ftype)))
-        fs = d.first(f"fs-{p.pid}.img", required=False)
-        if fs is not None:
-            out.append(FileDescriptor(p.pid, "cwd", "", _file_path(files, _int(fs, "cwd_id"), "REG")))
-            out.append(FileDescriptor(p.pid, "root", "", _file_path(files, _int(fs, "root_id"), "REG")))
-    return out
-
-
-def _ip(parts: Any, family: int) -> str:
-    if not isinstance(parts, list) or not parts:
-        return ""
-    try:
-        raw = b"".join(struct.pack("<I", int(x) & 0xFFFFFFFF) for x in parts)
-        if family == 10 or len(parts) == 4:
-            return str(ipaddress.IPv6Address(raw[:16]))
-        return str(ipaddress.IPv4Address(raw[:4]))
-    except (ValueError, struct.error):
-        return ""
-
-
-def _socket(pid: int, fd: int, kind: str, entry: dict[str, Any]) -> Socket | None:
-    key = {"INETSK": "isk", "UNIXSK": "usk", "PACKETSK": "psk", "NETLINKSK": "nlsk"}[kind]
-    sk = entry.get(key)
-    if not isinstance(sk, dict):
-        return Socket(pid, fd, kind)
-    opts = sk.get("opts")
-    opts = opts if isinstance(opts, dict) else {}
-    send, recv = _int(opts, "so_sndbuf"), _int(opts, "so_rcvbuf")
-    if kind == "INETSK":
-        family = _int(sk, "family")
-        proto = _int(sk, "proto")
-        return Socket(
-            pid,
-            fd,
-            kind,
-            family=FAMILIES.get(family, str(family)),
-            protocol=PROTOCOLS.get(proto, str(proto)),
-            type=SOCK_TYPES.get(_int(sk, "type"), ""),
-            state=TCP_STATES.get(_int(sk, "state"), ""),
-            src=_ip(sk.get("src_addr"), family),
-            src_port=_int(sk, "src_port"),
-            dst=_ip(sk.get("dst_addr"), family),
-            dst_port=_int(sk, "dst_port"),
-            ino=_int(sk, "ino"),
-            send_buf=send,
-            recv_buf=recv,
-        )
-    if kind == "UNIXSK":
-        return Socket(
-            pid,
-            fd,
-            kind,
-            family="UNIX",
-            type=SOCK_TYPES.get(_int(sk, "type"), ""),
-            state=TCP_STATES.get(_int(sk, "state"), ""),
-            src=_unix_name(sk.get("name")),
-            ino=_int(sk, "ino"),
-            peer=_int(sk, "peer"),
-            send_buf=send,
-            recv_buf=recv,
-        )
-    proto = _int(sk, "protocol")
-    return Socket(
-        pid,
-        fd,
-        kind,
-        family="PACKET" if kind == "PACKETSK" else "NETLINK",
-        protocol=PROTOCOLS.get(proto, str(proto)),
-        type=SOCK_TYPES.get(_int(sk, "type"), ""),
-        state=TCP_STATES.get(_int(sk, "state"), ""),
-        ino=_int(sk, "ino"),
-        send_buf=send,
-        recv_buf=recv,
-    )
-
-
-def read_sockets(d: ImageDir, processes: Iterable[Process]) -> list[Socket]:
-    """The sockets each live process has open (unix, inet, packet, netlink)."""
-    files = _files_by_id(d)
-    out: list[Socket] = []
-    for p in processes:
-        if not p.alive_or_stopped:
-            continue
-        for fdi in _fdinfo(d, p.pid):
-            kind = str(fdi.get("type", ""))
-            if kind in SOCKET_FD_TYPES:
-                sk = _socket(p.pid, _int(fdi, "fd"), kind, files.get(_int(fdi, "id")) or {})
-                if sk is not None:
-                    out.append(sk)
-    return out
-
-
 # ===================================== statistics and inventory ===============================
 @dataclass(frozen=True)
 class DumpStats:
@@ -504,8 +304,8 @@ def read_dump_stats(path: Path, source: str) -> DumpStats | None:
     dump = (entries[0].get("dump") if entries else None) or {}
     if not isinstance(dump, dict):
         return DumpStats()
-    known = {k: _int(dump, k) for k in DUMP_STATS_FIELDS}
-    extra = {k: _int(dump, k) for k in dump if k not in DUMP_STATS_FIELDS}
+    known = {k: int_field(dump, k) for k in DUMP_STATS_FIELDS}
+    extra = {k: int_field(dump, k) for k in dump if k not in DUMP_STATS_FIELDS}
     return DumpStats(**known, extra=extra)
 
 
@@ -516,19 +316,15 @@ def read_inventory(d: ImageDir) -> dict[str, Any] | None:
 __all__ = [
     "Credentials",
     "DumpStats",
-    "FileDescriptor",
     "ImageDir",
     "Process",
-    "Socket",
     "byte_size",
     "children",
     "load_entries",
     "number",
     "read_dump_stats",
-    "read_files",
     "read_inventory",
     "read_credentials",
     "read_processes",
-    "read_sockets",
     "root_process",
 ]

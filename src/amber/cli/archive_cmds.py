@@ -7,7 +7,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from amber.adapters.criu_images import DumpStats, Process, Socket, children
+from amber.adapters.criu_files import Socket
+from amber.adapters.criu_images import DumpStats, Process, children
 from amber.adapters.criu_memory import HexRow, SearchMatch
 from amber.cli.output import human_size, print_json, print_table
 from amber.engine.archive_models import ArchiveDiff, ArchiveInspection, MemoryDump, ProcessMemory

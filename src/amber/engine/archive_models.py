@@ -10,7 +10,8 @@ import enum
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from amber.adapters.criu_images import DumpStats, FileDescriptor, Process, Socket, byte_size, children, root_process
+from amber.adapters.criu_files import FileDescriptor, Socket
+from amber.adapters.criu_images import DumpStats, Process, byte_size, children, root_process
 
 
 @dataclass(frozen=True)

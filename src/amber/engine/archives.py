@@ -20,16 +20,8 @@ from typing import Any
 
 from amber.adapters import checkpoint_archive as archive
 from amber.adapters import criu_memory as mem
-from amber.adapters.criu_images import (
-    FileDescriptor,
-    ImageDir,
-    Process,
-    Socket,
-    read_dump_stats,
-    read_files,
-    read_processes,
-    read_sockets,
-)
+from amber.adapters.criu_files import FileDescriptor, Socket, read_files, read_sockets
+from amber.adapters.criu_images import ImageDir, Process, read_dump_stats, read_processes
 from amber.adapters.podman_format import CPUINFO_IMG, spec_annotations
 from amber.config import Layout
 from amber.engine import archive_checks
