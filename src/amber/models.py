@@ -40,10 +40,20 @@ class Image:
     created: str  # RFC 3339
     size: int  # bytes of extracted content
     config: ImageConfig = field(default_factory=ImageConfig)
+    # sha256 hex of the OCI/docker config blob: the image's ID in podman's and containerd's
+    # stores ("" for a rootfs tarball, which has no config blob)
+    config_digest: str = ""
+    # NAME@sha256:<manifest digest> as a registry serves it (pulled images; "" otherwise)
+    repo_digest: str = ""
 
     @property
     def name(self) -> str:
         return self.names[0] if self.names else self.id[:12]
+
+    @property
+    def peer_id(self) -> str:
+        """The ID other engines know this image by: the config digest, else amber's own ID."""
+        return self.config_digest or self.id
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,6 +67,8 @@ class Image:
             created=str(d.get("created", "")),
             size=int(d.get("size", 0)),
             config=ImageConfig.from_dict(d.get("config") or {}),
+            config_digest=str(d.get("config_digest") or ""),
+            repo_digest=str(d.get("repo_digest") or ""),
         )
 
 

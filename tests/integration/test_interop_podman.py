@@ -1,8 +1,7 @@
 """podman 5.4 restores amber's archives, and amber restores podman's re-export (issue 13, part 1).
 
-Each test that fails because amber's archive lacks something podman needs is a strict xfail whose
-reason names the change; `test_podman_restores_with_the_changes` applies those changes by hand to a
-copy of the archive (tests/peers/fixes.py) and shows podman then restores it: that proves the list.
+amber writes what podman needs (tests/peers/fixes.py, PODMAN_NEEDS); `test_each_change_is_needed`
+takes each change back out of a copy of the archive and shows podman then refuses it.
 """
 
 from __future__ import annotations
@@ -15,9 +14,9 @@ import pytest
 from amber.errors import ExitCode
 from tests.conftest import Amber
 from tests.peers import counting
-from tests.peers.archive_fix import rewrite
+from tests.peers.archive_fix import read_json, rewrite
 from tests.peers.counting import amber_counter, wait_counter
-from tests.peers.fixes import PODMAN_NEEDS, PODMAN_STOP, podman_fix
+from tests.peers.fixes import PODMAN_NEEDS, podman_unfix
 from tests.peers.oci import OciImage, build_oci_archive
 from tests.peers.podman import Podman, have_podman
 from tests.peers.tools import PeerError
@@ -58,42 +57,16 @@ def podman_restore(podman: Podman, archive: Path, *extra: str) -> None:
     podman("container", "restore", "--import", str(archive), *extra)
 
 
-@pytest.mark.xfail(strict=True, reason="needs: " + "; ".join(PODMAN_NEEDS))
-def test_podman_restores_amber_archive_as_is(
-    amber: Amber, podman: Podman, oci_demo: OciImage, runtime: str, tmp_path: Path
-) -> None:
-    archive, at = amber_archive(amber, oci_demo, runtime, "zstd", tmp_path / "cnt.tar.zst")
-    podman_restore(podman, archive)
-    assert podman_counter(podman, "cnt", at) > at
-
-
-@pytest.mark.parametrize("skip", range(len(PODMAN_NEEDS)), ids=["image-id", "create-netns", "root-mode"])
-def test_each_change_is_needed(amber: Amber, podman: Podman, oci_demo: OciImage, tmp_path: Path, skip: int) -> None:
-    """With every change but one applied, podman still refuses: each item of PODMAN_NEEDS is needed."""
-    archive, _ = amber_archive(amber, oci_demo, "runc", "none", tmp_path / "cnt.tar")
-    fixed = rewrite(archive, tmp_path / "fixed.tar", podman_fix(oci_demo.image_id, skip=skip))
-    with pytest.raises(PeerError):
-        podman_restore(podman, fixed)
-
-
-@pytest.mark.xfail(strict=True, reason="needs: " + PODMAN_STOP)
-def test_podman_keeps_a_stop_signal_and_timeout(
-    amber: Amber, podman: Podman, oci_demo: OciImage, tmp_path: Path
-) -> None:
-    archive, _ = amber_archive(amber, oci_demo, "runc", "none", tmp_path / "cnt.tar")
-    podman_restore(podman, rewrite(archive, tmp_path / "fixed.tar", podman_fix(oci_demo.image_id, stop=False)))
-    config = podman.inspect("cnt")["Config"]
-    assert config["StopTimeout"] > 0 and config["StopSignal"] not in (0, "0", "")
-
-
 @pytest.mark.parametrize(("compress", "name"), [("zstd", None), ("none", None), ("zstd", "other")])
-def test_podman_restores_with_the_changes_then_amber_restores_podmans_export(
+def test_podman_restores_amber_archive_then_amber_restores_podmans_export(
     amber: Amber, podman: Podman, oci_demo: OciImage, runtime: str, tmp_path: Path, compress: str, name: str | None
 ) -> None:
-    """The proof of PODMAN_NEEDS: applied by hand, podman restores; the counter goes on, and back in amber."""
+    """Acceptance: podman restores amber's archive as amber wrote it, the counter goes on, and back in amber."""
     archive, at = amber_archive(amber, oci_demo, runtime, compress, tmp_path / "cnt.tar")
-    fixed = rewrite(archive, tmp_path / "fixed.tar", podman_fix(oci_demo.image_id, compression=compress))
-    podman_restore(podman, fixed, *(["--name", name] if name else []))
+    config = read_json(archive, "config.dump")
+    assert config["rootfsImageID"] == oci_demo.image_id  # podman's ID of the image
+    assert config["amber"]["imageID"] == amber.engine.images.get(IMAGE).id  # amber's own, in amber's fields
+    podman_restore(podman, archive, *(["--name", name] if name else []))
     target = name or "cnt"
     in_podman = podman_counter(podman, target, at)
     assert in_podman > at  # it went on from its value, it did not start again at 1
@@ -106,3 +79,22 @@ def test_podman_restores_with_the_changes_then_amber_restores_podmans_export(
     podman("rm", "-f", target)
     assert amber("restore", "--import", str(back), "--name", "again") == ExitCode.OK
     assert amber_counter(amber, "again", at_podman) > at_podman
+
+
+@pytest.mark.parametrize("undo", range(len(PODMAN_NEEDS)), ids=["image-id", "create-netns", "root-mode"])
+def test_each_change_is_needed(amber: Amber, podman: Podman, oci_demo: OciImage, tmp_path: Path, undo: int) -> None:
+    """With one of PODMAN_NEEDS taken back out of amber's archive, podman refuses it: each is needed."""
+    archive, _ = amber_archive(amber, oci_demo, "runc", "none", tmp_path / "cnt.tar")
+    unfixed = rewrite(archive, tmp_path / "unfixed.tar", podman_unfix(undo))
+    with pytest.raises(PeerError):
+        podman_restore(podman, unfixed)
+
+
+def test_podman_keeps_a_stop_signal_and_timeout(
+    amber: Amber, podman: Podman, oci_demo: OciImage, tmp_path: Path
+) -> None:
+    """PODMAN_STOP: amber writes podman's defaults, so podman stops the restored container gently."""
+    archive, _ = amber_archive(amber, oci_demo, "runc", "none", tmp_path / "cnt.tar")
+    podman_restore(podman, archive)
+    config = podman.inspect("cnt")["Config"]
+    assert config["StopTimeout"] > 0 and config["StopSignal"] not in (0, "0", "")

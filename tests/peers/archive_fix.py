@@ -31,6 +31,7 @@ class Fix:
     config: list[Callable[[Json], None]] = field(default_factory=list)  # config.dump edits
     spec: list[Callable[[Json], None]] = field(default_factory=list)  # spec.dump edits
     add: dict[str, bytes] = field(default_factory=dict)  # members to add (or replace)
+    drop: set[str] = field(default_factory=set)  # members to leave out
     root_mode: int | None = None  # the mode CRIU's files.img records for the container's "/"
     gzip_rootfs_diff: bool = False
     gunzip_rootfs_diff: bool = False
@@ -100,7 +101,7 @@ def rewrite(src: Path, dst: Path, fix: Fix) -> Path:
         for ti in tin:
             name = ti.name.removeprefix("./")
             data = tin.extractfile(ti).read() if ti.isfile() else None  # type: ignore[union-attr]
-            if name in added:
+            if name in added or name in fix.drop:
                 continue
             if data is not None:
                 data = _edit(name, data, fix)

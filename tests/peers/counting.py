@@ -31,14 +31,15 @@ def amber_counter(amber: Amber, name: str, above: int = 0) -> int:
     return wait_counter(f"amber's {name}", read, above)
 
 
-def amber_archive(amber: Amber, image: str, runtime: str, compress: str, out: Path) -> tuple[Path, int]:
-    """Run the counter in amber (from `image`), export a checkpoint to `out`, remove the container.
+def amber_archive(amber: Amber, image: str, runtime: str, compress: str, out: Path, *extra: str) -> tuple[Path, int]:
+    """Run the counter in amber (from `image`), export a checkpoint to `out` (`extra` options to
+    amber checkpoint), remove the container.
 
     Returns the archive and the counter at checkpoint time (a lower bound).
     """
     amber.engine.containers.run(image, ["sh", "-c", COUNTER], name="cnt", runtime_name=runtime)
     amber_counter(amber, "cnt", 5)
-    assert amber("checkpoint", "--export", str(out), "--compress", compress, "cnt") == 0
+    assert amber("checkpoint", "--export", str(out), "--compress", compress, *extra, "cnt") == 0
     at = amber_counter(amber, "cnt", 0)
     assert amber("rm", "-f", "cnt") == 0
     return out, at

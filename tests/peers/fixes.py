@@ -1,7 +1,8 @@
-"""The amber-side changes each peer needs, as hand-applied `Fix`es (tests/peers/archive_fix.py).
+"""The amber-side changes each peer needs (amber makes them all now), and `Fix`es that take one back out.
 
-Each constant's docstring-like comment says the exact change amber must make when it writes an
-archive; the interop tests apply them to copies of amber's archives and show the peer then restores.
+Each constant's comment says the exact change amber makes when it writes an archive; the interop
+tests take each one back out of a copy of amber's archive (tests/peers/archive_fix.py) and show the
+peer then refuses it: that proves each change is needed.
 """
 
 from __future__ import annotations
@@ -28,16 +29,19 @@ PODMAN_NEEDS = (
 PODMAN_STOP = "config.dump stopSignal = 15 and stopTimeout = 10 (podman reads 0 and 0: SIGKILL at once on stop)"
 
 
-def podman_fix(image_id: str, *, skip: int | None = None, compression: str = "none", stop: bool = True) -> Fix:
-    """Every change podman needs (PODMAN_NEEDS, and PODMAN_STOP if `stop`), but the one numbered `skip`."""
+def podman_unfix(undo: int) -> Fix:
+    """amber's archive with change number `undo` of PODMAN_NEEDS taken back out (as amber wrote before)."""
     config: list[Callable[[Json], None]] = []
-    if skip != 0:
-        config.append(lambda c: c.update(rootfsImageID=image_id))
-    if skip != 1:
-        config.append(lambda c: c.update(createNetNS=True, networkMode="none"))
-    if stop:
-        config.append(lambda c: c.update(stopSignal=15, stopTimeout=10))
-    return Fix(config=config, root_mode=None if skip == 2 else 0o555, compression=compression)
+
+    def no_netns(c: Json) -> None:
+        c.pop("createNetNS", None)
+        c.pop("networkMode", None)
+
+    if undo == 0:
+        config.append(lambda c: c.update(rootfsImageID=c["amber"]["imageID"]))
+    if undo == 1:
+        config.append(no_netns)
+    return Fix(config=config, root_mode=0o755 if undo == 2 else None)
 
 
 # containerd 2.1 (internal/cri/server/container_checkpoint_linux.go, CRImportCheckpoint):
@@ -46,20 +50,25 @@ def podman_fix(image_id: str, *, skip: int | None = None, compression: str = "no
 #   2. a status.dump member: containerd reads it for the container's CRI status (`{}` is enough).
 #   3. config.dump rootfsImageRef: the base image as NAME@DIGEST that containerd can pull (its
 #      registry's manifest digest), with rootfsImageName the pullable NAME:TAG.
+#   4. the container root's mode 0755 in CRIU's files.img (containerd's snapshot root): amber's
+#      `checkpoint --target containerd`.
 CONTAINERD_NEEDS = (
     "an uncompressed outer tar when exporting for containerd",
     "a status.dump member ('{}' is enough)",
     "config.dump rootfsImageRef = NAME@sha256:<manifest digest> pullable by containerd (rootfsImageName = NAME:TAG)",
+    "container root dir mode 0755 when dumping for containerd (--target containerd; podman's 0555 is refused)",
 )
 # amber restoring containerd's CRI checkpoint:
 AMBER_READS_CONTAINERD = "read a gzip-compressed rootfs-diff.tar (containerd writes one) on restore"
 
 
-def containerd_fix(name: str, ref: str, *, skip: int | None = None, compression: str = "none") -> Fix:
-    """Every change containerd needs (CONTAINERD_NEEDS) but the one numbered `skip`."""
-    fix = Fix(compression="zstd" if skip == 0 else compression)
-    if skip != 1:
-        fix.add["status.dump"] = b"{}"
-    if skip != 2:
-        fix.config.append(lambda c: c.update(rootfsImageRef=ref, rootfsImageName=name))
+def containerd_unfix(undo: int, *, compression: str = "none") -> Fix:
+    """amber's containerd archive with change number `undo` of CONTAINERD_NEEDS taken back out."""
+    fix = Fix(compression="zstd" if undo == 0 else compression)
+    if undo == 1:
+        fix.drop.add("status.dump")
+    if undo == 2:
+        fix.config.append(lambda c: c.update(rootfsImageRef=None))
+    if undo == 3:
+        fix.root_mode = 0o555
     return fix

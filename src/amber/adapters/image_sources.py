@@ -98,6 +98,7 @@ class ImageSource:
     layers: tuple[LayerSource, ...]  # bottom first
     config: ImageConfig
     created: str = ""  # RFC 3339, from the image config when it has one
+    config_digest: str = ""  # sha256 hex of the config blob (podman's image ID); "" for a rootfs
 
 
 def not_an_image(path: Path, why: str) -> ArchiveError:
@@ -400,7 +401,7 @@ def _read_oci(tree: _Tree, kind: SourceKind) -> ImageSource:
     descs = [_descriptor(tree, d, f"layer {i}") for i, d in enumerate(manifest["layers"])]
     diff_ids = _diff_ids(tree, config, len(descs))
     sources = tuple(_oci_layer(tree, d, diff_id) for d, diff_id in zip(descs, diff_ids, strict=True))
-    return _image(tree, kind, sources, config)
+    return _image(tree, kind, sources, config, config_desc.digest)
 
 
 def _choose_manifest(tree: _Tree, index: Any, what: str, depth: int) -> _Descriptor:
@@ -481,7 +482,9 @@ def _strings(tree: _Tree, cfg: dict[str, Any], key: str) -> list[str]:
     return list(value)
 
 
-def _image(tree: _Tree, kind: SourceKind, sources: tuple[LayerSource, ...], config: Any) -> ImageSource:
+def _image(
+    tree: _Tree, kind: SourceKind, sources: tuple[LayerSource, ...], config: Any, config_digest: str
+) -> ImageSource:
     if not isinstance(config, dict):
         raise bad_image(tree.source, "the image config is not a JSON object")
     if config.get("os", "linux") != "linux":
@@ -497,7 +500,9 @@ def _image(tree: _Tree, kind: SourceKind, sources: tuple[LayerSource, ...], conf
         workdir=str(workdir),
     )
     created = config.get("created")
-    return ImageSource(tree.source, kind, sources, image_config, created if isinstance(created, str) else "")
+    return ImageSource(
+        tree.source, kind, sources, image_config, created if isinstance(created, str) else "", config_digest
+    )
 
 
 # -- docker save -----------------------------------------------------------------------------------
@@ -532,7 +537,7 @@ def _read_docker(tree: _Tree, kind: SourceKind) -> ImageSource:
         )
         for name, diff_id in zip(layer_names, diff_ids, strict=True)
     )
-    return _image(tree, kind, sources, config)
+    return _image(tree, kind, sources, config, hashlib.sha256(data).hexdigest())
 
 
 def _digest_in_name(name: str) -> str | None:

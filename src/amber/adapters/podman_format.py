@@ -118,16 +118,22 @@ class AmberConfigInfo:
     version: str | None = None
     runtime_path: str | None = None  # recorded, never run
     criu_version: str | None = None
+    image_id: str | None = None  # amber's own image ID (rootfsImageID holds the one podman knows)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: object, source: str | Path) -> AmberConfigInfo:
         """Raises ArchiveError naming `source` and the field when a value has the wrong type."""
         r = _Reader(data, _archive_what(source, f"{CONFIG_DUMP} (amber)"))
-        return cls(r.text("version"), r.text("runtimePath"), r.text("criuVersion"), r.extra)
+        return cls(r.text("version"), r.text("runtimePath"), r.text("criuVersion"), r.text("imageID"), r.extra)
 
     def to_dict(self) -> dict[str, Any]:
-        known = {"version": self.version, "runtimePath": self.runtime_path, "criuVersion": self.criu_version}
+        known = {
+            "version": self.version,
+            "runtimePath": self.runtime_path,
+            "criuVersion": self.criu_version,
+            "imageID": self.image_id,
+        }
         return _emit(self.extra, known)
 
 
@@ -188,6 +194,11 @@ class ConfigDump:
     def image_refs(self) -> tuple[str, str]:
         """(name, id) of the image the container ran, "" where not recorded."""
         return self.rootfs_image_name or "", self.rootfs_image_id or ""
+
+    @property
+    def amber_image_id(self) -> str:
+        """amber's own ID of the image, when amber wrote the archive; "" otherwise."""
+        return (self.amber.image_id if self.amber else None) or ""
 
     @property
     def criu_version(self) -> str:

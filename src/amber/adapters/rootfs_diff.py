@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from amber.adapters.tar.compression import CHUNK
+from amber.adapters.tar.compression import CHUNK, Compression, open_tar_stream, sniff_file
 from amber.adapters.tar.extract import extract
 from amber.adapters.tar.names import MAX_NAME
 from amber.adapters.tar.policy import Policy, Symlinks
@@ -120,7 +120,14 @@ def create_rootfs_diff(upper: Path, tar_path: Path) -> RootfsDiff:
 
 def apply_rootfs_diff(tar_path: Path, root: Path) -> None:
     """Extract a rootfs-diff.tar onto a container root: owners kept, devices and FIFOs allowed,
-    absolute symlinks taken as container paths, nothing written outside `root`."""
+    absolute symlinks taken as container paths, nothing written outside `root`.
+
+    The tar may be compressed (containerd's CRI checkpoint gzips it): the compression is sniffed.
+    Raises ArchiveError for a malformed or hostile tar, OSError when it cannot be read."""
+    if sniff_file(tar_path) is not Compression.NONE:
+        with open(tar_path, "rb") as raw, open_tar_stream(raw) as stream:
+            extract(stream, root, ROOTFS_POLICY, archive=str(tar_path))
+        return
     with open(tar_path, "rb", buffering=CHUNK) as f:
         extract(f, root, ROOTFS_POLICY, archive=str(tar_path))
 

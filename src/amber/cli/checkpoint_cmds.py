@@ -39,6 +39,8 @@ def cmd_checkpoint(args: argparse.Namespace, engine: Engine) -> int:
         pre_checkpoint=args.pre_checkpoint,
         with_previous=args.with_previous,
         stats=args.print_stats,
+        create_image=args.create_image,
+        target=args.target,
     )
     if args.print_stats:
         print_json(_stats_json(reports, "checkpoint", started))
@@ -88,13 +90,25 @@ def _checkpoint_parser(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--with-previous", action="store_true", help="use the pre-checkpoint as parent")
     p.add_argument("--print-stats", action="store_true", help="print statistics as JSON (podman's shape)")
+    p.add_argument(
+        "--create-image",
+        metavar="NAME",
+        help="also store the checkpoint as the checkpoint image NAME (podman, containerd and CRI-O restore it)",
+    )
+    p.add_argument(
+        "--target",
+        default="podman",
+        metavar="ENGINE",
+        help="the engine that will restore it: podman (default; also amber) or containerd "
+        "(the container's root directory is recorded in the mode that engine gives it)",
+    )
     p.set_defaults(handler=cmd_checkpoint)
 
 
 def _restore_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("container", nargs="?", help="a checkpointed container (without --import)")
+    p.add_argument("container", nargs="?", help="a checkpointed container, or a checkpoint image (without --import)")
     p.add_argument("-i", "--import", dest="import_path", metavar="FILE", help="restore from an archive")
-    p.add_argument("-n", "--name", help="name of the new container (with --import)")
+    p.add_argument("-n", "--name", help="name of the new container (with --import or a checkpoint image)")
     p.add_argument("-k", "--keep", action="store_true", help="keep the CRIU images and logs")
     p.add_argument("--runtime", help="runtime to restore with (must be able to restore the archive)")
     p.add_argument("--tcp-established", action="store_true", help="restore established TCP connections")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from amber.engine.checkpoint_images import CheckpointImages
 from amber.errors import ExitCode
 
 if TYPE_CHECKING:
@@ -36,19 +35,14 @@ def parse_bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"{value!r} is not a boolean (true or false)")
 
 
-def service(engine: Engine) -> CheckpointImages:
-    """The engine's checkpoint-image service."""
-    return engine.services.checkpoint_images
-
-
 def cmd_push(args: argparse.Namespace, engine: Engine) -> int:
-    pushed = service(engine).push(args.name, args.dest, tls_verify=args.tls_verify)
+    pushed = engine.push_image(args.name, args.dest, tls_verify=args.tls_verify)
     print(pushed)
     return ExitCode.OK
 
 
 def cmd_pull(args: argparse.Namespace, engine: Engine) -> int:
-    image = service(engine).pull(args.ref, tls_verify=args.tls_verify)
+    image = engine.pull_image(args.ref, tls_verify=args.tls_verify)
     print(image.id)
     return ExitCode.OK
 

@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from amber.cli import ckpt_image_cmds
 from amber.cli.output import human_size, print_error, print_table
 from amber.errors import AmberError, ExitCode
 
@@ -22,7 +23,9 @@ SOURCE can be:
   - an oci-archive tarball (a tar of an OCI image layout, e.g. from skopeo or podman save
     --format oci-archive);
   - a docker save tarball (docker save / podman save --format docker-archive).
-Pulling from registries is not supported yet.
+A checkpoint image (an OCI layout or oci-archive made by podman's or amber's
+checkpoint --create-image) is stored as a checkpoint image: restore it, it cannot be run.
+Pull from registries with amber image pull.
 
 NAME is normalized as podman does: busybox means localhost/busybox:latest.
 Layers are stored once, by content: importing the same image again only adds the name."""
@@ -40,12 +43,15 @@ def cmd_ls(args: argparse.Namespace, engine: Engine) -> int:
             print(image.id if args.no_trunc else image.id[:12])
         return ExitCode.OK
     rows = []
+    checkpoints = engine.checkpoint_image_ids()
     for image in images:
         iid = image.id if args.no_trunc else image.id[:12]
         created = image.created[:19].replace("T", " ")
+        kind = ["checkpoint" if image.id in checkpoints else "rootfs"] if checkpoints else []
         for name in image.names or ["<none>"]:
-            rows.append([name, iid, created, human_size(image.size)])
-    print_table(["IMAGE NAME", "ID", "CREATED", "SIZE"], rows)
+            rows.append([name, iid, created, human_size(image.size), *kind])
+    # A KIND column marks checkpoint images, when there are any (podman's four columns otherwise).
+    print_table(["IMAGE NAME", "ID", "CREATED", "SIZE", *(["KIND"] if checkpoints else [])], rows)
     return ExitCode.OK
 
 
@@ -95,7 +101,11 @@ def _help_of(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace, E
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    image = sub.add_parser("image", help="manage images: import, ls, rm", description="Manage images: import, ls, rm.")
+    image = sub.add_parser(
+        "image",
+        help="manage images: import, ls, rm, push, pull",
+        description="Manage images: import, ls, rm, push, pull.",
+    )
     image.set_defaults(handler=_help_of(image))
     isub = image.add_subparsers(dest="image_command", metavar="COMMAND")
 
@@ -111,7 +121,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("name", metavar="NAME", help="image name, e.g. localhost/busybox:fixture")
     p.set_defaults(handler=cmd_import)
 
-    _ls_args(isub.add_parser("ls", aliases=["list"], help="list images"))
+    ckpt_image_cmds.register(isub)
+    _ls_args(isub.add_parser("ls", aliases=["list"], help="list images (checkpoint images marked)"))
     _rm_args(isub.add_parser("rm", aliases=["remove"], help="remove images (by a shared name: untag it)"))
     _ls_args(sub.add_parser("images", help="list images (= image ls)"))
     _rm_args(sub.add_parser("rmi", help="remove images (= image rm)"))

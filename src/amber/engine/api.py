@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from amber.adapters import run as runners
 from amber.config import Settings
+from amber.engine.api_images import CheckpointImageCalls
 from amber.engine.services import Services, iterate_with, with_runner
 from amber.errors import AmberError, UsageError, require_root
 
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
 PathLike = str | os.PathLike[str]
 
 
-class Engine:
+class Engine(CheckpointImageCalls):
     """amber as a library. Construction reads the settings only; nothing runs until a call."""
 
     def __init__(
@@ -83,21 +84,18 @@ class Engine:
         """An engine on explicit settings (tests use it). Raises nothing."""
         return cls(settings=settings, runtime=runtime, runner=runner)
 
-    @property
-    def runtime_choice(self) -> str | None:
-        return self.services.runtime_choice
-
     # ================================ images ==================================================
     @with_runner
     def import_image(self, source: PathLike, name: str) -> Image:
         """Import a rootfs tarball, OCI layout, oci-archive or docker save as `name`.
 
+        An OCI layout or oci-archive that is a checkpoint image is stored as one.
         Raises UsageError (bad name), NotFoundError (no source), ArchiveError (malformed or
         hostile source), PreconditionError (not root).
         """
         from amber.engine.options import as_path
 
-        return self.services.images.import_image(as_path(source), name)
+        return self.services.checkpoint_images.import_image(as_path(source), name)
 
     @with_runner
     def images(self) -> list[Image]:
@@ -117,12 +115,15 @@ class Engine:
         lock. Raises NotFoundError, ConflictError (in use, no `force`), PreconditionError.
         """
         containers = self.services.containers
-        return self.services.images.remove_image(
+        removal = self.services.images.remove_image(
             ref,
             users=containers.users_of_image,
             force=force,
             remove_container=lambda name: containers.remove(name, force=True),
         )
+        if removal.deleted:
+            self.services.checkpoint_images.forget(removal.image.id)
+        return removal
 
     # ================================ containers ==============================================
     @with_runner
@@ -143,6 +144,7 @@ class Engine:
         # Under the images lock: a forced removal of the image sees this container, or this
         # create sees no image.
         with self.services.images.lock():
+            self.require_runnable(image)
             return self.services.containers.create(
                 image, list(command), name=name, runtime_name=runtime, env=list(env), workdir=workdir
             )
@@ -262,12 +264,17 @@ class Engine:
         pre_checkpoint: bool = False,
         with_previous: bool = False,
         stats: bool = False,
+        create_image: str | None = None,
+        target: str = "podman",
     ) -> list[Report]:
         """Checkpoint containers (or `all` running ones), one Report each (`stats`: with CRIU's
         statistics, --print-stats). With `export`, into a portable archive (several containers:
         one archive each, EXPORT-NAME). Raises UsageError (options), NotFoundError (container,
         export directory), ConflictError (not running, busy), PreconditionError (no CRIU support,
-        no dirty-memory tracking, not root), CommandError (CRIU refused: the container runs on)."""
+        no dirty-memory tracking, not root), CommandError (CRIU refused: the container runs on).
+        `create_image` NAME also stores the checkpoint as a checkpoint image (one container).
+        `target` is the engine meant to restore it: podman (default) or containerd (they need
+        the container's root directory in different modes)."""
         from amber.adapters.checkpoint_archive import Compression
         from amber.engine.checkpoint import CheckpointOptions
         from amber.engine.options import as_path, check_checkpoint
@@ -283,8 +290,11 @@ class Engine:
             pre_checkpoint=pre_checkpoint,
             with_previous=with_previous,
             stats=stats,
+            target=target,
         )
         check_checkpoint(containers, opts, all=all)
+        if create_image is not None:
+            return self._checkpoint_to_image(containers, opts, create_image)
         if all:
             return self.services.checkpoints.checkpoint_all(opts)
         return self.services.checkpoints.checkpoint(list(containers), opts)
@@ -371,7 +381,8 @@ class Engine:
     ) -> tuple[Container, Report]:
         """`restore` (a container) or `restore_archive` (an `archive`), with the Report that
         --print-stats shows. Raises what those raise, and UsageError unless exactly one of
-        `container` and `archive` is given."""
+        `container` and `archive` is given. A `container` that names no container but a
+        checkpoint image restores that image (`restore_image`)."""
         from amber.engine.options import as_path, check_restore
         from amber.engine.restore import RestoreOptions
 
@@ -386,6 +397,9 @@ class Engine:
             stats=stats,
             trust_archive=trust_archive,
         )
+        if archive is None and container and self.is_checkpoint_image(container):
+            check_restore(None, opts, archive_given=True)
+            return self._restore_image(container, opts)
         check_restore(container, opts, archive_given=archive is not None)
         if archive is not None:
             return self._restore_archive(as_path(archive), opts)

@@ -183,7 +183,7 @@ def find_image(images: Images, config: ConfigDump) -> Image | None:
     """The image the archive's container ran (by name, else by ID), None when it is not here.
 
     Raises the image store's AmberError for anything but "no such image" (a damaged record)."""
-    for ref in config.image_refs:
+    for ref in (*config.image_refs, config.amber_image_id):
         if ref:
             with contextlib.suppress(NotFoundError, UsageError):
                 return images.get(ref)

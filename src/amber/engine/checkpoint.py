@@ -13,9 +13,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import shutil
+import stat
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +44,15 @@ from amber.errors import (
     require_root,
 )
 from amber.layout import Layout, images_dir
-from amber.models import Container, Report, Status
+from amber.models import Container, Image, Report, Status
+
+# The mode of the container's root directory CRIU records at dump, and checks at restore: the
+# restoring engine's root must have it. podman's overlay gives every root 0555; containerd's
+# snapshotter 0755. amber writes for podman unless told the archive is for containerd.
+TARGETS = {"podman": 0o555, "containerd": 0o755}
+DEFAULT_TARGET = "podman"
+STOP_SIGNAL = 15  # SIGTERM, as podman's default (config.dump stopSignal)
+STOP_TIMEOUT = 10  # seconds, as podman's default (config.dump stopTimeout; 0 means SIGKILL at once)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +67,7 @@ class CheckpointOptions:
     pre_checkpoint: bool = False
     with_previous: bool = False
     stats: bool = False  # decode CRIU's statistics (costs pycriu's import: about 0.2 s)
+    target: str = DEFAULT_TARGET  # the engine meant to restore the archive: podman or containerd (TARGETS)
 
     @property
     def archive_compression(self) -> archive.Compression:
@@ -71,6 +82,11 @@ class CheckpointOptions:
         if self.ignore_rootfs and self.export is None:
             raise UsageError(
                 "--ignore-rootfs can only be used with --export", hint="add --export FILE, or leave out --ignore-rootfs"
+            )
+        if self.target not in TARGETS:
+            raise UsageError(
+                f"unknown --target {self.target!r}",
+                hint=f"give one of: {', '.join(TARGETS)} (default {DEFAULT_TARGET})",
             )
         if count == 0:
             raise UsageError("you must provide at least one name or id", hint="or use --all")
@@ -174,7 +190,7 @@ class CheckpointService:
         p = self.containers.paths(c.id)
         exporting = opts.export is not None
         started = time.monotonic()
-        with timed("runtime checkpoint (CRIU dump)"):
+        with timed("runtime checkpoint (CRIU dump)"), _root_mode(p.merged, TARGETS[opts.target]):
             res = rt.checkpoint(
                 c.id,
                 image_path=images,
@@ -295,27 +311,68 @@ class CheckpointService:
         image = self.images.get(c.image_id)
         head = {
             fmt.AMBER_MANIFEST: json.dumps(_manifest(work, c, diff_size).to_dict(), indent=2).encode(),
-            fmt.CONFIG_DUMP: json.dumps(_config_dump(c, spec, image.id, image.name).to_dict(), indent=2).encode(),
+            fmt.CONFIG_DUMP: json.dumps(_config_dump(c, spec, image).to_dict(), indent=2).encode(),
             fmt.SPEC_DUMP: json.dumps(spec, indent=2).encode(),
+            fmt.STATUS_DUMP: b"{}\n",  # containerd's CRI restore reads it (an empty status is enough)
         }
         with timed(f"write archive ({opts.archive_compression})"):
             archive.write_archive(opts.export, work, members, opts.archive_compression, head=head)
 
 
-def _config_dump(c: Container, spec: dict[str, Any], image_id: str, image_name: str) -> fmt.ConfigDump:
-    """config.dump: the fields podman and checkpointctl read, plus amber's own."""
+@contextlib.contextmanager
+def _root_mode(root: Path, mode: int) -> Iterator[None]:
+    """The container's root directory in `mode` while CRIU dumps (it records it), as it was after."""
+    try:
+        before = stat.S_IMODE(os.stat(root).st_mode)
+    except OSError:  # no mounted root to adjust (a test runtime): CRIU records what there is
+        yield
+        return
+    os.chmod(root, mode)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):  # unmounted when the dump stopped the container
+            os.chmod(root, before)
+
+
+def _network_mode(c: Container) -> str:
+    """podman's networkMode: "none" for a container without a network (lo only), else "bridge"."""
+    network = str(getattr(c, "network", "") or "none")
+    return "none" if network in ("none", "") else "bridge"
+
+
+def _config_dump(c: Container, spec: dict[str, Any], image: Image) -> fmt.ConfigDump:
+    """config.dump: the fields podman, containerd and checkpointctl read, plus amber's own.
+
+    rootfsImageID is the ID podman knows the image by (its config digest, amber's ID when it has
+    none); amber's own ID is in the "amber" object. rootfsImageRef (NAME@DIGEST) is written when
+    the registry's manifest digest is known (pulled images): containerd pulls the base image by it.
+    """
     return fmt.ConfigDump(
         id=c.id,
         name=c.name,
-        rootfs_image_id=image_id,
-        rootfs_image_name=image_name,
-        raw_image_name=image_name,
+        rootfs_image_id=image.peer_id,
+        rootfs_image_ref=image.repo_digest or None,
+        rootfs_image_name=image.name,
+        raw_image_name=image.name,
         runtime=c.runtime,
         created_time=c.created,
         checkpointed_time=now(),
         command=tuple(c.command),
-        amber=fmt.AmberConfigInfo(version=__version__, runtime_path=c.runtime_path, criu_version=criu.version_string()),
-        extra={"spec": spec, "pod": "", "namedVolumes": [], "logDriver": "k8s-file", "cgroupManager": "cgroupfs"},
+        amber=fmt.AmberConfigInfo(
+            version=__version__, runtime_path=c.runtime_path, criu_version=criu.version_string(), image_id=image.id
+        ),
+        extra={
+            "spec": spec,
+            "pod": "",
+            "namedVolumes": [],
+            "logDriver": "k8s-file",
+            "cgroupManager": "cgroupfs",
+            "createNetNS": True,
+            "networkMode": _network_mode(c),
+            "stopSignal": int(getattr(c, "stop_signal", 0) or STOP_SIGNAL),
+            "stopTimeout": int(getattr(c, "stop_timeout", 0) or STOP_TIMEOUT),
+        },
     )
 
 

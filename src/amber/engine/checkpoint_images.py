@@ -250,20 +250,34 @@ class CheckpointImages:
         require_root("pulling an image")
         source = remote_ref(ref)
         name = normalize_name(source)
+        repo_digest = _repo_digest(source, tls_verify=tls_verify, timeout=timeout)
         self.layout.ensure()
         with oci_layout.work_dir(self.layout.tmp, "pull-") as work:
             skopeo.copy(
-                skopeo.docker_ref(source),
+                skopeo.docker_ref(repo_digest or source),
                 skopeo.oci_ref(work / "oci", PULL_TAG),
                 tls_verify=tls_verify,
                 timeout=timeout,
             )
             layout = oci_layout.read_layout_dir(work / "oci", tag=PULL_TAG, source=Path(source))
             if not layout.is_checkpoint:
-                return self.images.import_image(work / "oci", name)
+                return self.images.import_image(work / "oci", name, repo_digest=repo_digest)
             annotations = layout.annotations
             oci_layout.checkpoint_layer(layout)  # one readable layer, or refuse before importing
             return self._store(work / "oci", name, annotations).image
+
+
+def _repo_digest(source: str, *, tls_verify: bool, timeout: float) -> str:
+    """NAME@sha256:DIGEST of the manifest the registry serves for `source` (what containerd pulls
+    a checkpoint's base image by: config.dump rootfsImageRef); the source itself when it has a
+    digest already. Raises what skopeo.inspect raises."""
+    if "@" in source:
+        return source
+    digest = skopeo.inspect(skopeo.docker_ref(source), tls_verify=tls_verify, timeout=timeout).get("Digest")
+    if not isinstance(digest, str) or not digest.startswith("sha256:"):
+        return ""
+    slash, colon = source.rfind("/"), source.rfind(":")
+    return (source[:colon] if colon > slash else source) + "@" + digest
 
 
 def _runtime_version(recorded: object) -> str:

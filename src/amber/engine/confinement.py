@@ -247,6 +247,9 @@ def _linux(archive: dict[str, Any], amber: dict[str, Any], out: list[Violation])
     return linux
 
 
+REPLACED = frozenset({"network", "ipc", "uts"})  # namespace types whose joined paths restore drops
+
+
 def _namespaces(archive: Any, amber: Any, linux: dict[str, Any], out: list[Violation]) -> None:
     asked = [_dict(ns) for ns in archive or []] if isinstance(archive, list) else []
     mine = [_dict(ns) for ns in amber or []]
@@ -257,7 +260,11 @@ def _namespaces(archive: Any, amber: Any, linux: dict[str, Any], out: list[Viola
     extra = sorted(kinds - {str(ns.get("type")) for ns in mine} - set(EXTRA_NAMESPACES))
     if extra:
         out.append(Violation("linux.namespaces", f"a {_short(extra)} namespace", _short(sorted(kinds - set(extra)))))
-    joined = [f"{ns.get('type')}={ns['path']}" for ns in asked if ns.get("path") and ns.get("type") != "network"]
+    # A joined network, ipc or uts namespace (a Kubernetes pod's sandbox shares them) is replaced
+    # by a new one of the container's own: asking for it asks for nothing. Others are refused.
+    joined = [
+        f"{ns.get('type')}={ns['path']}" for ns in asked if ns.get("path") and str(ns.get("type")) not in REPLACED
+    ]
     if joined:
         out.append(Violation("linux.namespaces.path", _short(joined), "new namespaces"))
     linux["namespaces"] = copy.deepcopy(mine) + [
@@ -398,8 +405,25 @@ def reference_spec(archive: Mapping[str, Any]) -> dict[str, Any]:
     )
 
 
+def refuse_shared_pid(archive: Mapping[str, Any], source: str) -> None:
+    """Raise ArchiveError (exit 6) when the spec joins an existing PID namespace (a path): the
+    container was one of a pod sharing a PID namespace (Kubernetes shareProcessNamespace), and
+    CRIU cannot restore one of its processes without the others. No trust lifts this."""
+    namespaces = _dict(archive.get("linux")).get("namespaces")
+    for ns in namespaces if isinstance(namespaces, list) else []:
+        if isinstance(ns, dict) and ns.get("type") == "pid" and ns.get("path"):
+            raise ArchiveError(
+                f"checkpoint archive {source} is of a container in a pod sharing one PID namespace "
+                f"(its spec joins the pid namespace {_short(ns['path'])}): it cannot be restored alone",
+                hint="checkpoint the container from a pod without a shared PID namespace "
+                "(shareProcessNamespace: false), or restore it in its own engine's pod",
+            )
+
+
 def check_spec(archive: Mapping[str, Any], source: str, *, trust: bool) -> Confined:
-    """The archive's spec confined; raises ArchiveError (exit 6) on a violation unless `trust`."""
+    """The archive's spec confined; raises ArchiveError (exit 6) for a shared PID namespace, and
+    on any other violation unless `trust`."""
+    refuse_shared_pid(archive, source)
     confined = confine(archive, reference_spec(archive))
     if not trust:
         refuse(confined.violations, source)

@@ -136,8 +136,11 @@ class ImageService:
         return locked(self.layout.locks, "images", "the image store", wait=True)
 
     # -- import ----------------------------------------------------------------------------------
-    def import_image(self, source: Path, name: str) -> Image:
+    def import_image(self, source: Path, name: str, *, repo_digest: str = "") -> Image:
         """Import SOURCE (rootfs tarball, OCI layout dir, oci-archive, docker save) as NAME.
+
+        The config blob's digest is kept (podman's and containerd's ID for the image), and
+        `repo_digest` (NAME@sha256:MANIFEST, for a pull) when given.
 
         Raises UsageError for an invalid NAME, NotFoundError for a missing SOURCE, ArchiveError
         for a malformed or hostile one, PreconditionError when not root.
@@ -155,14 +158,19 @@ class ImageService:
                         hint="an image needs at least one layer; export it again",
                     )
                 stored = [self._store_layer(layer) for layer in src.layers]
-                config, created = src.config, src.created
+                config, created, config_digest = src.config, src.created, src.config_digest
             digests = [s.digest for s in stored]
             iid = image_id(digests, config)
             existing = self._load(iid)
             self._untag_others(ref, keep=iid)
             if existing is not None:
                 names = existing.names if ref in existing.names else [*existing.names, ref]
-                image = dataclasses.replace(existing, names=names)
+                image = dataclasses.replace(
+                    existing,
+                    names=names,
+                    config_digest=existing.config_digest or config_digest,
+                    repo_digest=repo_digest or existing.repo_digest,
+                )
             else:
                 image = Image(
                     id=iid,
@@ -171,6 +179,8 @@ class ImageService:
                     created=created or _now(),
                     size=sum(s.size for s in stored),
                     config=config,
+                    config_digest=config_digest,
+                    repo_digest=repo_digest,
                 )
             self._save(image)
             return image
@@ -248,6 +258,9 @@ class ImageService:
                     f"image id prefix {ref} is ambiguous: it matches {', '.join(i.id[:12] for i in found)}",
                     hint="give more digits of the id",
                 )
+            for image in images:  # the ID podman and containerd know it by (an archive's rootfsImageID)
+                if image.config_digest and image.config_digest == hexid:
+                    return image, None
         raise NotFoundError(f"no such image: {ref}", hint=NOT_FOUND_HINT)
 
     def layer_dirs(self, image: Image) -> builtins.list[Path]:
