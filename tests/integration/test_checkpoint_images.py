@@ -3,7 +3,6 @@ amber, turn it back into an archive, restore; under runc and crun. And podman re
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import io
@@ -22,7 +21,6 @@ import pytest
 from amber.adapters import checkpoint_image, oci_layout, skopeo
 from amber.adapters.checkpoint_archive import read_head
 from amber.adapters.run import Result, run, spawn
-from amber.cli import ckpt_image_cmds
 from amber.engine.checkpoint_images import CheckpointImages
 from amber.errors import ExitCode, RuntimeMismatchError, UsageError
 from amber.models import Status
@@ -89,14 +87,6 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         log.close()
 
 
-def _cli(engine_amber: Amber, *argv: str) -> int:
-    """Run one of ckpt_image_cmds' commands as the lead will wire them (amber image push|pull)."""
-    parser = argparse.ArgumentParser()
-    ckpt_image_cmds.register(parser.add_subparsers())
-    args = parser.parse_args(argv)
-    return int(args.handler(args, engine_amber.fresh_engine()))
-
-
 @contextlib.contextmanager
 def _fresh(tmp_path: Path, rootfs: Path, image: str) -> Iterator[Amber]:
     """Another amber (another node, as far as state goes) with the rootfs image the checkpoint needs."""
@@ -123,7 +113,7 @@ def test_push_pull_restore_counter_goes_on(
     with pytest.raises(UsageError, match="is a checkpoint image"):
         images.require_runnable(made.image)
     dest = f"{registry}/amber/cnt-{runtime}:1"
-    assert _cli(amber, "push", f"cnt-{runtime}:1", dest, "--tls-verify=false") == 0
+    assert amber("image", "push", f"cnt-{runtime}:1", dest, "--tls-verify=false") == 0
     manifest = json.loads(run(["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{dest}"]).stdout)
     assert manifest["annotations"]["io.podman.annotations.checkpoint.runtime.name"] == runtime
     assert manifest["annotations"]["org.criu.checkpoint.container.name"] == "cnt"
@@ -131,7 +121,7 @@ def test_push_pull_restore_counter_goes_on(
     assert amber("rm", "-f", "cnt") == 0
 
     with _fresh(tmp_path, demo_rootfs, demo_image) as node2:
-        assert _cli(node2, "pull", dest, "--tls-verify=false") == 0
+        assert node2("image", "pull", dest, "--tls-verify=false") == 0
         service = CheckpointImages(node2.engine.layout, node2.engine.images)
         pulled = service.get(dest)
         assert pulled.image.layers == made.image.layers  # the same layer, byte for byte
