@@ -13,9 +13,9 @@ from amber.errors import CommandError, ConflictError, PreconditionError
 
 
 def test_run_captures_and_raises_with_context() -> None:
-    assert run(["sh", "-c", "echo out; echo err >&2"]).stdout == "out\n"
+    assert run(["sh", "-c", "echo out; echo err >&2"], timeout=60).stdout == "out\n"
     with pytest.raises(CommandError) as exc:
-        run(["sh", "-c", "echo boom >&2; exit 3"])
+        run(["sh", "-c", "echo boom >&2; exit 3"], timeout=60)
     assert exc.value.returncode == 3
     assert "boom" in exc.value.details[-1]
     assert exc.value.details[0].startswith("command: sh -c")
@@ -23,7 +23,7 @@ def test_run_captures_and_raises_with_context() -> None:
 
 def test_run_missing_tool() -> None:
     with pytest.raises(PreconditionError, match="not installed"):
-        run(["/nonexistent/tool"])
+        run(["/nonexistent/tool"], timeout=60)
 
 
 def test_atomic_write(tmp_path: Path) -> None:
