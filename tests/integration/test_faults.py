@@ -19,8 +19,10 @@ from tests.integration.test_checkpoint import counter, start_counter, wait_count
 pytestmark = pytest.mark.root
 
 
-def amber_process(amber: Amber, *argv: str, kill_at: str | None = None) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
+def amber_process(
+    amber: Amber, *argv: str, kill_at: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **(env or {})}
     if kill_at:
         env["AMBER_TEST_KILL_AT"] = kill_at
     cmd = [sys.executable, "-m", "amber", "--root", str(amber.root), "--runroot", str(amber.runroot), *argv]
