@@ -220,6 +220,8 @@ def run(
     except subprocess.TimeoutExpired as exc:
         out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else ""
         err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
+        tool = os.path.basename(args[0])
+        hint = hint or f"{tool} did not finish in {timeout:g} s: check that it works on this host, then try again"
         raise CommandError(args, -1, out, err, what=what, hint=hint, log_path=log_path, timeout=timeout) from exc
     if result.returncode != 0:
         log.debug("exit %d: %s", result.returncode, result.stderr.strip()[-2000:])

@@ -22,12 +22,24 @@ PRIVATE_DIR = 0o700
 PRIVATE_FILE = 0o600
 
 
-def _unusable(path: Path, exc: OSError) -> PreconditionError:
+def unusable(path: Path, exc: OSError) -> PreconditionError:
+    """The error for a state directory amber cannot use (read-only, a file, no permission)."""
     return PreconditionError(
         f"cannot use {path} for amber's state: {exc.strerror or exc}",
         hint="give a writable directory of root's with --root/--runroot (or AMBER_ROOT/AMBER_RUNROOT), "
         "and run amber as root",
     )
+
+
+def list_dir(path: Path) -> list[Path]:
+    """The entries of the state directory `path`, sorted; none when it does not exist. Raises
+    PreconditionError when it is a file or cannot be read (not root)."""
+    try:
+        return sorted(path.iterdir())
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise unusable(path, exc) from exc
 
 
 def make_private_dir(path: Path) -> None:
@@ -49,14 +61,45 @@ def make_private_dir(path: Path) -> None:
             os.chmod(d, PRIVATE_DIR, follow_symlinks=False)
         st = os.lstat(path)
     except OSError as exc:
-        raise _unusable(path, exc) from exc
+        raise unusable(path, exc) from exc
     if not stat.S_ISDIR(st.st_mode):
-        raise _unusable(path, NotADirectoryError(errno.ENOTDIR, "not a directory (or a symlink)"))
+        raise unusable(path, NotADirectoryError(errno.ENOTDIR, "not a directory (or a symlink)"))
     if stat.S_IMODE(st.st_mode) != PRIVATE_DIR and not missing:
         try:
             os.chmod(path, PRIVATE_DIR, follow_symlinks=False)
         except OSError as exc:
-            raise _unusable(path, exc) from exc
+            raise unusable(path, exc) from exc
+
+
+def remove_tree(path: Path) -> None:
+    """Remove `path` and everything below it, at any depth (iteratively: no recursion limit),
+    never following a symlink (one is removed, not its target). A missing `path` is fine.
+
+    Raises OSError for what cannot be removed.
+    """
+    try:
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            os.unlink(path)
+            return
+    except FileNotFoundError:
+        return
+    stack = [os.fspath(path)]
+    while stack:
+        top = stack[-1]
+        subdirs = []
+        with os.scandir(top) as it:
+            for entry in it:
+                if entry.is_dir(follow_symlinks=False):
+                    subdirs.append(entry.path)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
+        if subdirs:
+            stack.extend(subdirs)  # emptied first; `top` is looked at again after them
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.rmdir(top)
+            stack.pop()
 
 
 def create_private(path: Path) -> BinaryIO:
