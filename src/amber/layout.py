@@ -181,8 +181,12 @@ class Layout:
         return self.container(cid).bundle
 
     def ensure(self) -> None:
+        """Make amber's directories, each 0700 whatever the umask (the roots too when this makes
+        them). Raises PreconditionError when a root is read-only, a file, or not amber's to use."""
+        from amber.adapters.state import make_private_dir
+
         for d in (self.images, self.layers, self.containers, self.tmp, self.locks, self.exits, self.netns):
-            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+            make_private_dir(d)
 
 
 __all__ = ["ContainerLayout", "Layout", "images_dir"]

@@ -227,9 +227,9 @@ def test_checkpointctl_reads_amber_archives(amber: Amber, demo_image: str, runti
     start_counter(amber, demo_image, runtime)
     archive = tmp_path / "cnt.tar.zst"
     assert amber("checkpoint", "-e", str(archive), "cnt") == 0
-    out = run(["checkpointctl", "show", str(archive)]).stdout
+    out = run(["checkpointctl", "show", str(archive)], timeout=60).stdout
     row = next(line for line in out.splitlines() if line.startswith("| cnt "))
     assert demo_image in row and runtime in row and "Podman" in row
-    data = json.loads(run(["checkpointctl", "inspect", str(archive), "--all", "--format", "json"]).stdout)
+    data = json.loads(run(["checkpointctl", "inspect", str(archive), "--all", "--format", "json"], timeout=60).stdout)
     entry = data[0] if isinstance(data, list) else data
     assert entry["container_name"] == "cnt" and entry["runtime"] == runtime

@@ -114,7 +114,9 @@ def test_push_pull_restore_counter_goes_on(
         images.require_runnable(made.image)
     dest = f"{registry}/amber/cnt-{runtime}:1"
     assert amber("image", "push", f"cnt-{runtime}:1", dest, "--tls-verify=false") == 0
-    manifest = json.loads(run(["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{dest}"]).stdout)
+    manifest = json.loads(
+        run(["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{dest}"], timeout=60).stdout
+    )
     assert manifest["annotations"]["io.podman.annotations.checkpoint.runtime.name"] == runtime
     assert manifest["annotations"]["org.criu.checkpoint.container.name"] == "cnt"
     assert manifest["annotations"]["io.kubernetes.cri-o.annotations.checkpoint.name"] == "cnt"

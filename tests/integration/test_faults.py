@@ -19,8 +19,10 @@ from tests.integration.test_checkpoint import counter, start_counter, wait_count
 pytestmark = pytest.mark.root
 
 
-def amber_process(amber: Amber, *argv: str, kill_at: str | None = None) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
+def amber_process(
+    amber: Amber, *argv: str, kill_at: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **(env or {})}
     if kill_at:
         env["AMBER_TEST_KILL_AT"] = kill_at
     cmd = [sys.executable, "-m", "amber", "--root", str(amber.root), "--runroot", str(amber.runroot), *argv]
@@ -67,7 +69,7 @@ def test_full_disk_during_export(
 ) -> None:
     small = tmp_path / "small"
     small.mkdir()
-    run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(small)])
+    run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(small)], timeout=60)
     try:
         start_counter(amber, demo_image, runtime)
         capsys.readouterr()
@@ -78,7 +80,7 @@ def test_full_disk_during_export(
         assert amber.fresh_engine().containers.inspect_record("cnt").status == Status.RUNNING
         wait_counter_above(amber, "cnt", counter(amber, "cnt"))
     finally:
-        run(["umount", str(small)])
+        run(["umount", str(small)], timeout=60)
 
 
 def test_two_checkpoints_at_once(amber: Amber, demo_image: str, tmp_path: Path) -> None:
@@ -147,6 +149,6 @@ def test_restore_failing_inside_criu_leaves_nothing(
         assert mounts_under(other.root) == [] and mounts_under(other.runroot) == []
         cid = str(read_head(archive).config["id"])
         assert list(Path("/sys/fs/cgroup").glob(f"*/amber/amber-{cid}")) == []
-        assert run(["pgrep", "-f", f"conmon.*{cid}"], check=False).returncode != 0  # nothing left running
+        assert run(["pgrep", "-f", f"conmon.*{cid}"], check=False, timeout=60).returncode != 0  # nothing left running
     finally:
         other.cleanup()

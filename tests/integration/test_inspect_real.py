@@ -53,7 +53,9 @@ def test_tcp_server_survives_and_is_inspected(
     assert "web" in out and runtime in out and demo_image in out
 
     if shutil.which("checkpointctl"):
-        theirs = json.loads(run(["checkpointctl", "inspect", str(archive), "--all", "--format", "json"]).stdout)
+        theirs = json.loads(
+            run(["checkpointctl", "inspect", str(archive), "--all", "--format", "json"], timeout=60).stdout
+        )
         theirs = theirs[0] if isinstance(theirs, list) else theirs
         for key in ("container_name", "image", "id", "runtime", "engine"):
             assert entry[key] == theirs[key], key

@@ -141,7 +141,7 @@ def test_json_agrees_with_checkpointctl(tmp_path: Path, path: Path) -> None:
         )
         .to_dict()
     )
-    res = run(["checkpointctl", "inspect", str(path), "--all", "--format", "json"])
+    res = run(["checkpointctl", "inspect", str(path), "--all", "--format", "json"], timeout=60)
     theirs = json.loads(res.stdout)[0]
 
     def same(a: Any, b: Any, where: str) -> None:

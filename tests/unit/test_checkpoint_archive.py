@@ -248,5 +248,5 @@ def test_checkpointctl_accepts_our_archive(tmp_path: Path) -> None:
     for comp in ("zstd", "gzip", "none"):
         dest = tmp_path / f"c.{comp}"
         ca.write_archive(dest, b, ["checkpoint"], ca.Compression(comp), head=head())
-        out = run(["checkpointctl", "show", str(dest)]).stdout
+        out = run(["checkpointctl", "show", str(dest)], timeout=60).stdout
         assert "c1" in out and "crun" in out and "Podman" in out

@@ -95,20 +95,20 @@ def test_no_criu_is_reported_not_raised(tmp_path: Path) -> None:
 
 def test_exit_code_named() -> None:
     with pytest.raises(CommandError) as exc:
-        run(["sh", "-c", "exit 3"])
+        run(["sh", "-c", "exit 3"], timeout=60)
     assert exc.value.message == '"sh" failed with exit code 3'
 
 
 def test_signal_named() -> None:
     with pytest.raises(CommandError) as exc:
-        run(["sh", "-c", "kill -KILL $$"])
+        run(["sh", "-c", "kill -KILL $$"], timeout=60)
     assert exc.value.message == '"sh" was killed by SIGKILL'
     assert exc.value.returncode == -9
 
 
 def test_signal_named_under_a_custom_message() -> None:
     with pytest.raises(CommandError) as exc:
-        run(["sh", "-c", "kill -TERM $$"], what="the tool could not do it")
+        run(["sh", "-c", "kill -TERM $$"], what="the tool could not do it", timeout=60)
     assert exc.value.message == "the tool could not do it"
     assert "was killed by SIGTERM" in exc.value.details
 

@@ -104,3 +104,16 @@ def test_restore_cgroups_path_keeps_parent() -> None:
     assert specs.restore_cgroups_path("/libpod_parent/libpod-x", "y", "/d") == "/libpod_parent/amber-y"
     assert specs.restore_cgroups_path("/amber/amber-x", "y", "/d") == "/amber/amber-y"
     assert specs.restore_cgroups_path("", "y", "/d") == "/d"
+
+
+def test_bind_sources_are_distinct_per_destination(tmp_path: Path) -> None:
+    dests = ["/etc/hosts", "/etc_hosts", "/a/b", "/a_b", "/a%2Fb", "/", "/root", "/..", "/.", "/" + "x/" * 200]
+    spec = {"mounts": [{"destination": d, "type": "bind", "source": "/host", "options": ["rbind"]} for d in dests]}
+    new = specs.rewrite_for_restore(
+        spec, rootfs=tmp_path / "rootfs", netns=tmp_path / "ns", cgroups_path="", bundle=tmp_path / "b", cid="c" * 64
+    )
+    sources = [Path(m["source"]) for m in new["mounts"]]
+    assert len(set(sources)) == len(dests)
+    files = tmp_path / "b" / "restore-mounts"
+    assert all(s.parent == files and s.exists() for s in sources)  # never outside, never a shared one
+    assert (files / specs.bind_source_name("/etc/hosts")).read_text().startswith("127.0.0.1")

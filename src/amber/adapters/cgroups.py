@@ -1,4 +1,5 @@
-"""The container's cgroups: removed, with any child a runtime or CRIU made, when it is gone.
+"""The container's cgroups: removed (with any child a runtime or CRIU made) when it is gone, and
+thawed when a dump killed half way left them frozen.
 
 crun leaves a `.proxy-crun` child behind after a restore on cgroup v1, and a restore that fails
 inside CRIU leaves the whole tree; the next container of that id could not use it.
@@ -56,3 +57,38 @@ def refuse_existing(cgroups_path: str, owner: str) -> None:
             f"cgroup {cgroups_path} for {owner} exists already ({found[0]})",
             hint="another container uses it; remove that container, or restore under another name with --name",
         )
+
+
+def _freezer_files(cgroups_path: str) -> list[tuple[Path, str, str]]:
+    """(file, frozen value, thawed value) of the cgroup's freezer, in each hierarchy that has one."""
+    rel = cgroups_path.strip("/")
+    if not rel or ".." in rel.split("/"):
+        return []
+    found = []
+    for hierarchy in hierarchies():
+        if (hierarchy / rel / "cgroup.freeze").is_file():
+            found.append((hierarchy / rel / "cgroup.freeze", "1", "0"))
+        elif (hierarchy / rel / "freezer.state").is_file():
+            found.append((hierarchy / rel / "freezer.state", "FROZEN", "THAWED"))
+    return found
+
+
+def frozen(cgroups_path: str) -> bool:
+    """Is the cgroup at `cgroups_path` frozen (or freezing), in any hierarchy?"""
+    for path, _frozen, thawed in _freezer_files(cgroups_path):
+        try:
+            if path.read_text().strip() != thawed:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def thaw(cgroups_path: str) -> bool:
+    """Thaw the cgroup at `cgroups_path` (a dump killed half way leaves it frozen). Returns
+    whether it was frozen. Raises OSError when the freezer refuses."""
+    was = frozen(cgroups_path)
+    for path, _frozen, thawed in _freezer_files(cgroups_path):
+        if path.read_text().strip() != thawed:
+            path.write_text(thawed)
+    return was

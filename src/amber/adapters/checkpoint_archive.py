@@ -15,6 +15,7 @@ import gzip
 import io
 import json
 import os
+import stat
 import tarfile
 import tempfile
 import threading
@@ -126,7 +127,14 @@ def _bad(path: Path, what: str, hint: str | None = None) -> ArchiveError:
 def detect_compression(path: Path) -> Compression:
     """The compression of `path`, from its magic bytes (the file name is ignored, as podman does)."""
     try:
-        with path.open("rb") as f:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; only a regular file is read.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode) and not stat.S_ISDIR(os.fstat(fd).st_mode):
+                raise _bad(
+                    path, "is not a regular file (a FIFO, socket or device)", hint="give the archive file itself"
+                )
+            os.set_blocking(fd, True)
             head = f.read(512)
     except FileNotFoundError as exc:
         raise NotFoundError(

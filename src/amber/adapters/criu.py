@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from amber.adapters import run as runner
-from amber.adapters.run import find_tool, run
+from amber.adapters.run import QUERY_TIMEOUT, find_tool, run
 
 MIN_VERSION = (4, 2)
 
@@ -31,7 +31,7 @@ def _system_version() -> tuple[int, ...]:
 
 
 def _version() -> tuple[int, ...]:
-    out = run([find_tool("criu", "checkpoint containers"), "--version"], check=False).stdout
+    out = run([find_tool("criu", "checkpoint containers"), "--version"], check=False, timeout=QUERY_TIMEOUT).stdout
     for line in out.splitlines():
         if line.startswith("Version:") and len(line.split()) > 1:
             return tuple(int(x) for x in line.split()[1].split(".") if x.isdigit())
@@ -56,12 +56,16 @@ def _system_dirty_tracking() -> bool:
 
 def _dirty_tracking() -> bool:
     criu = find_tool("criu", "checkpoint containers")
-    return run([criu, "check", "--feature", "mem_dirty_track"], check=False).returncode == 0
+    return run([criu, "check", "--feature", "mem_dirty_track"], check=False, timeout=QUERY_TIMEOUT).returncode == 0
 
 
 def record_cpuinfo(images: Path) -> bool:
     """Write cpuinfo.img (this CPU's features) beside a dump, so a restoring host can compare."""
-    res = run([find_tool("criu", "checkpoint containers"), "cpuinfo", "dump", "-D", str(images)], check=False)
+    res = run(
+        [find_tool("criu", "checkpoint containers"), "cpuinfo", "dump", "-D", str(images)],
+        check=False,
+        timeout=QUERY_TIMEOUT,
+    )
     return res.returncode == 0
 
 

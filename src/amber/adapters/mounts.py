@@ -7,7 +7,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from amber.adapters.run import run
+from amber.adapters.run import ACTION_TIMEOUT, run
 
 
 def _unescape(field: str) -> str:
@@ -50,6 +50,7 @@ def mount_overlay(lower: Sequence[Path], upper: Path, work: Path, target: Path) 
     options = f"lowerdir={lowerdir},upperdir={upper},workdir={work}"
     run(
         ["mount", "-t", "overlay", "overlay", "-o", options, str(target)],
+        timeout=ACTION_TIMEOUT,
         what=f"could not mount the container root filesystem at {target}",
     )
 
@@ -57,6 +58,6 @@ def mount_overlay(lower: Sequence[Path], upper: Path, work: Path, target: Path) 
 def unmount(target: Path) -> None:
     """Unmount target if mounted (lazily, so a stray open file cannot wedge removal)."""
     if is_mountpoint(target):
-        res = run(["umount", str(target)], check=False)
+        res = run(["umount", str(target)], check=False, timeout=ACTION_TIMEOUT)
         if res.returncode != 0 and is_mountpoint(target):
-            run(["umount", "-l", str(target)], what=f"could not unmount {target}")
+            run(["umount", "-l", str(target)], timeout=ACTION_TIMEOUT, what=f"could not unmount {target}")

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from amber.adapters.mounts import is_mountpoint, is_shared
-from amber.adapters.run import find_tool, run
+from amber.adapters.run import ACTION_TIMEOUT, find_tool, run
 
 
 def create(path: Path) -> Path:
@@ -24,16 +24,18 @@ def create(path: Path) -> Path:
     unshare = find_tool("unshare", "create network namespaces")
     ip = find_tool("ip", "configure network namespaces")
     run(
-        [unshare, f"--net={path}", ip, "link", "set", "lo", "up"], what=f"could not create the network namespace {path}"
+        [unshare, f"--net={path}", ip, "link", "set", "lo", "up"],
+        timeout=ACTION_TIMEOUT,
+        what=f"could not create the network namespace {path}",
     )
     return path
 
 
 def remove(path: Path) -> None:
     if is_mountpoint(path):
-        res = run(["umount", str(path)], check=False)
+        res = run(["umount", str(path)], check=False, timeout=ACTION_TIMEOUT)
         if res.returncode != 0:
-            run(["umount", "-l", str(path)], check=False)
+            run(["umount", "-l", str(path)], check=False, timeout=ACTION_TIMEOUT)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
 
@@ -46,6 +48,7 @@ def _make_private_parent(directory: Path) -> None:
     if not is_mountpoint(directory):
         run(
             ["mount", "--bind", str(directory), str(directory)],
+            timeout=ACTION_TIMEOUT,
             what=f"could not prepare {directory} for network namespaces",
         )
-    run(["mount", "--make-private", str(directory)], check=False)
+    run(["mount", "--make-private", str(directory)], check=False, timeout=ACTION_TIMEOUT)

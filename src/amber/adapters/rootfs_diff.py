@@ -21,12 +21,12 @@ import contextlib
 import errno
 import json
 import os
-import shutil
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from amber.adapters.state import remove_tree
 from amber.adapters.tar.compression import CHUNK, Compression, open_tar_stream, sniff_file
 from amber.adapters.tar.extract import extract
 from amber.adapters.tar.names import MAX_NAME
@@ -67,34 +67,55 @@ class _Walk:
         self.deleted: list[str] = []
 
     def tree(self, path: str, rel: str) -> None:
-        """The children of directory `path` (relative name `rel`, "" for the upper root)."""
-        with os.scandir(path) as it:
-            entries = sorted(it, key=lambda e: os.fsencode(e.name))
-        for entry in entries:
-            child = f"{rel}/{entry.name}" if rel else entry.name
-            st = entry.stat(follow_symlinks=False)
-            if _is_whiteout(st):
-                self.deleted.append("/" + child)
+        """Every entry below directory `path` (relative name `rel`, "" for the upper root), in
+        sorted pre-order. Iterative: a tree of any depth, no recursion limit."""
+        # A frame: the directory's entries still to visit, its relative name, and what to do when
+        # they are done: (its path, opaque, self.changed before it) -- None for `path` itself.
+        stack: list[tuple[Iterator[os.DirEntry[str]], str, tuple[str, bool, int] | None]] = [
+            (_entries(path), rel, None)
+        ]
+        while stack:
+            entries, parent, done = stack[-1]
+            entry = next(entries, None)
+            if entry is None:
+                stack.pop()
+                if done is not None:
+                    dir_path, opaque, before = done
+                    if opaque or self.changed == before and not _has_children(dir_path):
+                        self.changed += 1  # replaced, new and empty, or a metadata change of its own
                 continue
-            if not stat.S_ISLNK(st.st_mode):
-                for name in _UNSUPPORTED_XATTRS:
-                    if _xattr(entry.path, name) is not None:
-                        raise AmberError(
-                            f"cannot diff the container filesystem: {self.upper}/{child} uses overlay "
-                            f"{name.rsplit('.', 1)[1]}, whose data lives in the image layers",
-                            hint="mount overlay without metacopy/redirect_dir, or checkpoint with --ignore-rootfs",
-                        )
-            self.writer.add(entry.path, child, st)
-            if stat.S_ISDIR(st.st_mode):
+            child = f"{parent}/{entry.name}" if parent else entry.name
+            if self._add(entry, child):
                 opaque = _xattr(entry.path, OPAQUE_XATTR) == b"y"
                 if opaque:
                     self.deleted.append("/" + child)
-                before = self.changed
-                self.tree(entry.path, child)
-                if opaque or self.changed == before and not _has_children(entry.path):
-                    self.changed += 1  # replaced, new and empty, or a metadata change of its own
-            else:
-                self.changed += 1
+                stack.append((_entries(entry.path), child, (entry.path, opaque, self.changed)))
+
+    def _add(self, entry: os.DirEntry[str], child: str) -> bool:
+        """Record one entry (a whiteout as deleted, anything else into the tar); is it a directory
+        to descend into? Raises AmberError for overlay features whose data is in the layers."""
+        st = entry.stat(follow_symlinks=False)
+        if _is_whiteout(st):
+            self.deleted.append("/" + child)
+            return False
+        if not stat.S_ISLNK(st.st_mode):
+            for name in _UNSUPPORTED_XATTRS:
+                if _xattr(entry.path, name) is not None:
+                    raise AmberError(
+                        f"cannot diff the container filesystem: {self.upper}/{child} uses overlay "
+                        f"{name.rsplit('.', 1)[1]}, whose data lives in the image layers",
+                        hint="mount overlay without metacopy/redirect_dir, or checkpoint with --ignore-rootfs",
+                    )
+        self.writer.add(entry.path, child, st)
+        if stat.S_ISDIR(st.st_mode):
+            return True
+        self.changed += 1
+        return False
+
+
+def _entries(path: str) -> Iterator[os.DirEntry[str]]:
+    with os.scandir(path) as it:
+        return iter(sorted(it, key=lambda e: os.fsencode(e.name)))
 
 
 def _has_children(path: str) -> bool:
@@ -238,7 +259,7 @@ def _remove(fd: int, name: str) -> None:
     except (FileNotFoundError, NotADirectoryError):
         return
     if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(name, dir_fd=fd)
+        remove_tree(Path(f"/proc/self/fd/{fd}") / name)  # any depth; symlinks inside are not followed
     else:
         try:
             os.unlink(name, dir_fd=fd)

@@ -27,6 +27,11 @@ log = logging.getLogger("amber.run")
 PathArg = str | os.PathLike[str]
 SEARCH_PATH = ":/usr/sbin:/sbin:/usr/bin:/usr/local/bin"  # appended to $PATH when looking for tools
 
+# Timeouts for the calls that have no better-known bound: a query (--version, state, check), and
+# an action on the host (mount, umount, kill, delete). Long work (a dump, a copy) sets its own.
+QUERY_TIMEOUT = 30.0
+ACTION_TIMEOUT = 60.0
+
 
 @dataclass(frozen=True)
 class Result:
@@ -193,16 +198,18 @@ def run(
     input: bytes | None = None,
     env: Mapping[str, str] | None = None,
     cwd: PathArg | None = None,
-    timeout: float | None = None,
+    timeout: float,
     what: str | None = None,
     hint: str | None = None,
     log_path: Path | None = None,
     pass_fds: Sequence[int] = (),
 ) -> Result:
-    """Run argv to completion, capturing its output.
+    """Run argv to completion, capturing its output; stop it after `timeout` seconds.
 
-    Raises PreconditionError when the tool is not installed, and CommandError when it times out
-    or (with `check`) fails: exits non-zero or dies of a signal.
+    Every call site gives its own `timeout` (never None: a tool that hangs must not hang amber;
+    see the *_TIMEOUT constants here and in the adapters). Raises PreconditionError when the tool
+    is not installed, and CommandError naming the tool when it times out or (with `check`) fails:
+    exits non-zero or dies of a signal.
     """
     args = [os.fspath(a) for a in argv]
     log.debug("+ %s", shlex.join(args))
@@ -213,6 +220,8 @@ def run(
     except subprocess.TimeoutExpired as exc:
         out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else ""
         err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
+        tool = os.path.basename(args[0])
+        hint = hint or f"{tool} did not finish in {timeout:g} s: check that it works on this host, then try again"
         raise CommandError(args, -1, out, err, what=what, hint=hint, log_path=log_path, timeout=timeout) from exc
     if result.returncode != 0:
         log.debug("exit %d: %s", result.returncode, result.stderr.strip()[-2000:])

@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amber.adapters import run as runner
-from amber.adapters.run import Result, run, run_streaming
+from amber.adapters.run import ACTION_TIMEOUT, QUERY_TIMEOUT, Result, run, run_streaming
 from amber.errors import CommandError, PreconditionError
 
 KNOWN_RUNTIMES = ("crun", "runc")
+# How long a dump may take (CRIU writing a container's memory) before amber stops it and thaws it.
+DUMP_TIMEOUT = 600.0
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,7 @@ class RuntimeInfo:
 
 
 def _version(path: str) -> tuple[str, str, bool]:
-    out = run([path, "--version"], check=False).stdout
+    out = run([path, "--version"], check=False, timeout=QUERY_TIMEOUT).stdout
     first = out.strip().splitlines()[0] if out.strip() else ""
     words = first.split()
     kind = words[0] if words else Path(path).name
@@ -104,7 +106,7 @@ class Runtime:
 
     def state(self, cid: str) -> dict[str, object] | None:
         """The runtime's view of the container, or None if it does not know it."""
-        res = run(self._argv("state", cid), check=False)
+        res = run(self._argv("state", cid), check=False, timeout=QUERY_TIMEOUT)
         if res.returncode != 0:
             return None
         try:
@@ -115,18 +117,27 @@ class Runtime:
 
     def start(self, cid: str, name: str) -> None:
         """Start a created container. Raises CommandError when the runtime fails."""
-        run(self._argv("start", cid), what=f"{self.info.kind} could not start container {name}")
+        run(self._argv("start", cid), timeout=ACTION_TIMEOUT, what=f"{self.info.kind} could not start container {name}")
 
     def kill(self, cid: str, signal: str = "TERM", *, all_processes: bool = False) -> Result:
         args = ["kill", *(["--all"] if all_processes else []), cid, signal]
-        return run(self._argv(*args), check=False)
+        return run(self._argv(*args), check=False, timeout=ACTION_TIMEOUT)
+
+    def pause(self, cid: str, name: str) -> None:
+        """Freeze every process of the container (the cgroup freezer). Raises CommandError."""
+        run(self._argv("pause", cid), timeout=ACTION_TIMEOUT, what=f"{self.info.kind} could not pause container {name}")
+
+    def resume(self, cid: str) -> Result:
+        """Thaw a frozen container (also one a killed dump left frozen); never raises for a
+        failing runtime: the Result says how it went."""
+        return run(self._argv("resume", cid), check=False, timeout=ACTION_TIMEOUT)
 
     def delete(self, cid: str, *, force: bool = False) -> None:
         """Forget the container. A half-created one (a failed restore) is forgotten too.
 
         Raises CommandError when the runtime refuses and still knows the container.
         """
-        res = run(self._argv("delete", *(["--force"] if force else []), cid), check=False)
+        res = run(self._argv("delete", *(["--force"] if force else []), cid), check=False, timeout=ACTION_TIMEOUT)
         if res.returncode == 0:
             return
         if self.state(cid) is not None:
@@ -163,6 +174,7 @@ class Runtime:
         file_locks: bool = False,
         pre_dump: bool = False,
         parent_path: str | None = None,
+        timeout: float = DUMP_TIMEOUT,
     ) -> Result:
         work_path.mkdir(parents=True, exist_ok=True)  # crun fails if it does not exist
         args = [
@@ -178,7 +190,7 @@ class Runtime:
             *(["--parent-path", parent_path] if parent_path else []),
             cid,
         ]
-        return run(self._argv(*args), check=False)
+        return run(self._argv(*args), check=False, timeout=timeout)
 
 
 def require(info: RuntimeInfo, action: str) -> None:

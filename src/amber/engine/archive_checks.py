@@ -15,11 +15,11 @@ from amber.adapters import checkpoint_archive as archive
 from amber.adapters import criu, runtime
 from amber.adapters.criu_images import ImageDir, read_inventory
 from amber.adapters.podman_format import CPUINFO_IMG, ConfigDump
-from amber.adapters.run import find_tool, run
+from amber.adapters.run import QUERY_TIMEOUT, find_tool, run
 from amber.engine import confinement
 from amber.engine.archive_models import CheckResult, CheckStatus
 from amber.engine.runtime_rule import compatible, recorded_kind, select_runtime
-from amber.errors import AmberError, NotFoundError, UsageError
+from amber.errors import AmberError, NotFoundError, UsageError, exit_status
 from amber.models import Container, Image
 
 OK, WARN, FAIL = CheckStatus.OK, CheckStatus.WARN, CheckStatus.FAIL
@@ -147,9 +147,14 @@ def check_cpu(extracted: Path) -> CheckResult:
     if os.geteuid() != 0:
         return CheckResult("cpu", WARN, "cannot compare CPU features without root", "run the check as root")
     try:
-        res = run([find_tool("criu", "check CPU features"), "cpuinfo", "check", "-D", str(images)], check=False)
-    except AmberError as exc:
+        criu_path = find_tool("criu", "check CPU features")
+        res = run([criu_path, "cpuinfo", "check", "-D", str(images)], check=False, timeout=QUERY_TIMEOUT)
+    except AmberError as exc:  # not installed, or timed out: the message names criu
         return CheckResult("cpu", FAIL, exc.message, exc.hint or "")
+    if res.returncode < 0 or res.returncode > 1:  # killed, or an error of criu's own: not the CPU's
+        return CheckResult(
+            "cpu", FAIL, f'"criu cpuinfo check" {exit_status(res.returncode)}', "see `criu cpuinfo check` on this host"
+        )
     if res.returncode != 0:
         lines = [ln for ln in (res.stderr or res.stdout).splitlines() if ln.strip()]
         return CheckResult(
@@ -165,7 +170,7 @@ def check_kernel() -> CheckResult:
     if os.geteuid() != 0:
         return CheckResult("kernel", WARN, "cannot run `criu check` without root", "run the check as root")
     try:
-        res = run([find_tool("criu", "check kernel features"), "check"], check=False)
+        res = run([find_tool("criu", "check kernel features"), "check"], check=False, timeout=QUERY_TIMEOUT)
     except AmberError as exc:
         return CheckResult("kernel", FAIL, exc.message, exc.hint or "")
     out = [ln.strip() for ln in (res.stdout + res.stderr).splitlines() if ln.strip()]

@@ -20,6 +20,7 @@ from typing import Any
 
 from amber.adapters import checkpoint_archive as archive
 from amber.adapters import criu_memory as mem
+from amber.adapters import state
 from amber.adapters.criu_files import FileDescriptor, Socket, read_files, read_sockets
 from amber.adapters.criu_images import ImageDir, Process, read_dump_stats, read_processes
 from amber.adapters.podman_format import CPUINFO_IMG, spec_annotations
@@ -38,7 +39,7 @@ from amber.engine.archive_models import (
     ProcessChange,
     ProcessMemory,
 )
-from amber.errors import AmberError, NotFoundError, UsageError
+from amber.errors import AmberError, ConflictError, NotFoundError, UsageError
 
 CKPT = archive.CHECKPOINT_DIR + "/"
 _PAGES_RE = re.compile(r"checkpoint/pages-(\d+)\.img")
@@ -307,8 +308,14 @@ class ArchiveService:
                     regions.append(MemoryRegion(vaddr, size, offset))
                     offset += size
                 try:
-                    with open(output, "wb") as f:
+                    # Process memory holds secrets: a new file, 0600, never through a planted symlink.
+                    with state.create_private(Path(output)) as f:
                         written = reader.copy_to(f)
+                except FileExistsError as exc:
+                    raise ConflictError(
+                        f"could not write the memory of process {pid} to {output}: it exists already",
+                        hint="give a new file name (amber never overwrites a file or follows a symlink here)",
+                    ) from exc
                 except OSError as exc:
                     raise AmberError(
                         f"could not write the memory of process {pid} to {output}: {exc.strerror or exc}",

@@ -189,32 +189,29 @@ class CheckpointService:
     ) -> Report:
         p = self.containers.paths(c.id)
         exporting = opts.export is not None
-        started = time.monotonic()
-        with timed("runtime checkpoint (CRIU dump)"), _root_mode(p.merged, TARGETS[opts.target]):
-            res = rt.checkpoint(
-                c.id,
-                image_path=images,
-                work_path=work,
-                leave_running=leave_running,
-                tcp_established=opts.tcp_established,
-                file_locks=opts.file_locks,
-                pre_dump=opts.pre_checkpoint,
-                parent_path=f"../{fmt.PRE_CHECKPOINT_DIR}" if opts.with_previous else None,
-            )
-        runtime_us = int((time.monotonic() - started) * 1e6)
-        if res.returncode != 0:
-            self._fail_dump(c, work, exporting, res)
-        faults.point("after-dump")
-        criu.record_cpuinfo(images)  # lets the restoring host check its CPU first (amber archive check)
-        stats = criu.read_stats(work / fmt.STATS_DUMP, "dump") if opts.stats else {}
         stopped = not leave_running
+        # -R with an export: the container is frozen from before the dump until its rootfs diff is
+        # taken, so the diff holds the files as CRIU recorded them (sizes, contents).
+        with self._frozen(c, rt, freeze=exporting and leave_running):
+            started = time.monotonic()
+            self._dump(c, rt, work, images, leave_running, opts)
+            runtime_us = int((time.monotonic() - started) * 1e6)
+            faults.point("after-dump")
+            criu.record_cpuinfo(images)  # lets the restoring host check its CPU first (amber archive check)
+            stats = criu.read_stats(work / fmt.STATS_DUMP, "dump") if opts.stats else {}
+            try:
+                diff = self._rootfs_diff(c, work, opts) if exporting else ([], 0)
+            except BaseException as exc:
+                self._export_failed(c, work, opts, exc, stopped=stopped)
+                raise
         try:
             if exporting:
                 with timed("export"):
-                    self._export(c, work, opts)
+                    self._export(c, work, opts, *diff)
         except BaseException as exc:
             self._export_failed(c, work, opts, exc, stopped=stopped)
             raise
+        faults.point("after-archive")
         if exporting:
             scratch.discard(work)
         if stopped:
@@ -263,11 +260,55 @@ class CheckpointService:
                 f"container {c.name} is still running",
             ) from exc
 
+    def _dump(
+        self, c: Container, rt: Runtime, work: Path, images: Path, leave_running: bool, opts: CheckpointOptions
+    ) -> None:
+        """The runtime's checkpoint (CRIU's dump). A dump that fails, times out or is killed
+        leaves the container thawed; raises CommandError naming CRIU."""
+        exporting = opts.export is not None
+        p = self.containers.paths(c.id)
+        try:
+            # An archive records the root mode the engine meant to restore it expects (TARGETS);
+            # a checkpoint kept in amber's state is restored here, on this root, as it is.
+            root_mode = _root_mode(p.merged, TARGETS[opts.target]) if exporting else contextlib.nullcontext()
+            with timed("runtime checkpoint (CRIU dump)"), root_mode:
+                res = rt.checkpoint(
+                    c.id,
+                    image_path=images,
+                    work_path=work,
+                    leave_running=leave_running,
+                    tcp_established=opts.tcp_established,
+                    file_locks=opts.file_locks,
+                    pre_dump=opts.pre_checkpoint,
+                    parent_path=f"../{fmt.PRE_CHECKPOINT_DIR}" if opts.with_previous else None,
+                )
+        except CommandError as exc:  # timed out: the runtime was killed, CRIU may have been left
+            recovery.thaw(self.containers, c)
+            res = Result(exc.argv, exc.returncode, exc.stdout, exc.stderr)
+            self._fail_dump(c, work, exporting, res, timeout=exc.timeout)
+        if res.returncode != 0:
+            recovery.thaw(self.containers, c)
+            self._fail_dump(c, work, exporting, res)
+
+    @contextlib.contextmanager
+    def _frozen(self, c: Container, rt: Runtime, *, freeze: bool) -> Iterator[None]:
+        """With `freeze`, the container is paused inside the block and thawed after it, always."""
+        if not freeze:
+            yield
+            return
+        rt.pause(c.id, c.name)
+        try:
+            yield
+        finally:
+            recovery.thaw(self.containers, c)
+
     def _memory_of(self, c: Container) -> int:
         path = self.containers.cgroups_path(c)
         return scratch.container_memory(path) if path else 0
 
-    def _fail_dump(self, c: Container, work: Path, exporting: bool, res: Result) -> None:
+    def _fail_dump(
+        self, c: Container, work: Path, exporting: bool, res: Result, *, timeout: float | None = None
+    ) -> None:
         """CRIU refused: keep its log where the user can read it, leave the container as it was."""
         kept = self.containers.paths(c.id).dump_log
         log = work / fmt.DUMP_LOG
@@ -284,20 +325,18 @@ class CheckpointService:
             res.returncode,
             res.stdout,
             "\n".join([*res.stderr.splitlines()[-3:], *lines]),
-            what=f"CRIU could not checkpoint container {c.name}",
+            what=f"CRIU could not checkpoint container {c.name}"
+            + (f" ({c.runtime} checkpoint timed out after {timeout:g} s)" if timeout is not None else ""),
             hint=(f"container {c.name} is still running; " if running else "") + f"the whole CRIU log is in {kept}",
             log_path=kept,
+            timeout=timeout,
         )
 
-    def _export(self, c: Container, work: Path, opts: CheckpointOptions) -> None:
-        assert opts.export is not None
+    def _rootfs_diff(self, c: Container, work: Path, opts: CheckpointOptions) -> tuple[list[str], int]:
+        """Write rootfs-diff.tar and deleted.files into `work`: their member names and the diff's
+        size. Raises OSError or AmberError."""
         p = self.containers.paths(c.id)
-        spec = json.loads(p.config_json.read_text())
         members: list[str] = []
-        if p.log.is_file():
-            shutil.copyfile(p.log, work / fmt.CTR_LOG)
-            members.append(fmt.CTR_LOG)
-        members += [fmt.STATS_DUMP, fmt.CHECKPOINT_DIR]
         diff_size = 0
         if not opts.ignore_rootfs:
             with timed("rootfs diff"):
@@ -308,6 +347,17 @@ class CheckpointService:
             if diff.deleted:
                 (work / fmt.DELETED_FILES).write_text(json.dumps(diff.deleted))
                 members.append(fmt.DELETED_FILES)
+        return members, diff_size
+
+    def _export(self, c: Container, work: Path, opts: CheckpointOptions, diff: list[str], diff_size: int) -> None:
+        assert opts.export is not None
+        p = self.containers.paths(c.id)
+        spec = json.loads(p.config_json.read_text())
+        members: list[str] = []
+        if p.log.is_file():
+            shutil.copyfile(p.log, work / fmt.CTR_LOG)
+            members.append(fmt.CTR_LOG)
+        members += [fmt.STATS_DUMP, fmt.CHECKPOINT_DIR, *diff]
         image = self.images.get(c.image_id)
         head = {
             fmt.AMBER_MANIFEST: json.dumps(_manifest(work, c, diff_size).to_dict(), indent=2).encode(),

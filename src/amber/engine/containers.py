@@ -65,8 +65,10 @@ class ContainerService:
     def choose_runtime(self, requested: str | None) -> runtime.RuntimeInfo:
         return runtime.resolve(requested or self.runtime_choice or self.settings.default_runtime)
 
-    def lock(self, c: Container) -> contextlib.AbstractContextManager[None]:
-        return locked(self.layout.locks, c.id, f"container {c.name}")
+    def lock(self, c: Container, *, wait: bool | None = None) -> contextlib.AbstractContextManager[None]:
+        """The container's lock: a mutating command waits for it (state.lock_wait()), then raises
+        ConflictError naming the command that holds it; `wait=False` tries once."""
+        return locked(self.layout.locks, c.id, f"container {c.name}", wait=wait)
 
     def lock_names(self) -> contextlib.AbstractContextManager[None]:
         """Held while a name is checked and taken, so two commands can't take the same one."""
@@ -227,7 +229,7 @@ class ContainerService:
         if c.status != Status.RUNNING and not self.interrupted(c):
             return c
         try:
-            with self.lock(c):
+            with self.lock(c, wait=False):  # a reader never waits, and never makes a writer busy
                 return self.refresh(self.store.get(c.id))
         except ConflictError:
             return c  # another command is changing it right now; show what is recorded
@@ -261,28 +263,45 @@ class ContainerService:
 
     # -- stop / kill / rm ----------------------------------------------------------------------
     def kill(self, ref: str, sig: str = "KILL") -> Container:
-        c = self.inspect_record(ref)
-        if c.status != Status.RUNNING:
-            raise ConflictError(f"container {c.name} is not running", hint="amber ps -a shows its state")
+        """Send `sig` to the container's init, under its lock. Raises UsageError (unknown signal),
+        ConflictError (not running, or busy past the lock wait), AmberError (the runtime failed)."""
         name = sig.upper().removeprefix("SIG")
         if not name.isdigit() and not hasattr(signals, f"SIG{name}"):
             raise UsageError(f"unknown signal '{sig}'", hint="use a name like TERM, KILL, HUP or a number")
-        res = self.runtime_for(c).kill(c.id, name)
-        if res.returncode != 0:
-            raise AmberError(f"could not signal container {c.name}: {res.stderr.strip()}")
-        return c
+        c = self.store.get(ref)
+        with self.lock(c):
+            c = self.refresh(self.store.get(c.id))
+            if c.status != Status.RUNNING:
+                raise ConflictError(f"container {c.name} is not running", hint="amber ps -a shows its state")
+            res = self.runtime_for(c).kill(c.id, name)
+            if res.returncode != 0:
+                raise AmberError(f"could not signal container {c.name}: {res.stderr.strip()}")
+            return c
 
     def stop(self, ref: str, timeout: float = 10.0) -> Container:
-        c = self.inspect_record(ref)
-        if c.status != Status.RUNNING:
+        """TERM, then after `timeout` seconds KILL, under the container's lock; the container as
+        it is then. Raises ConflictError when another command is busy with it past the lock wait."""
+        c = self.store.get(ref)
+        with self.lock(c):
+            c = self.refresh(self.store.get(c.id))
+            if c.status != Status.RUNNING:
+                return c
+            rt = self.runtime_for(c)
+            rt.kill(c.id, "TERM", all_processes=True)
+            c = self._wait_locked(c, timeout)
+            if c.status == Status.RUNNING:
+                rt.kill(c.id, "KILL", all_processes=True)
+                c = self._wait_locked(c, 10)
             return c
-        rt = self.runtime_for(c)
-        rt.kill(c.id, "TERM", all_processes=True)
-        c = self.wait(c.id, timeout)
-        if c.status == Status.RUNNING:
-            rt.kill(c.id, "KILL", all_processes=True)
-            c = self.wait(c.id, 10)
-        return c
+
+    def _wait_locked(self, c: Container, timeout: float) -> Container:
+        """Poll (holding the lock) until `c` no longer runs or `timeout` seconds pass."""
+        deadline = time.monotonic() + timeout
+        while True:
+            c = self.refresh(self.store.get(c.id))
+            if c.status != Status.RUNNING or time.monotonic() > deadline:
+                return c
+            time.sleep(0.05)
 
     def cleanup(self, c: Container) -> None:
         """Release what a container that no longer runs holds: runtime state, mounts, netns."""

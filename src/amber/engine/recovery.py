@@ -11,16 +11,21 @@ command that touches the container finishes the job first.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import os
 import shutil
+import stat
 from pathlib import Path
 
+from amber.adapters import cgroups
 from amber.adapters import podman_format as fmt
 from amber.engine import scratch
 from amber.engine.restore import ContainerOps, RestoreOptions, restore_in_place
+from amber.engine.store import now
 from amber.errors import AmberError, NotFoundError
 from amber.layout import Layout, images_dir
-from amber.models import Container
+from amber.models import Container, Status
 
 
 def interrupted(layout: Layout, c: Container) -> bool:
@@ -76,17 +81,27 @@ def recover(containers: ContainerOps, c: Container) -> Container:
     except AmberError:
         marker = None  # cut by the crash: nothing to finish but the marker itself
     if marker is not None:
-        _finish_checkpoint(containers, c, marker)
+        _finish_checkpoint(containers, c, marker, p.pending_checkpoint.stat().st_mtime)
     p.pending_checkpoint.unlink(missing_ok=True)
     return containers.store.get(c.id)
 
 
-def _finish_checkpoint(containers: ContainerOps, c: Container, marker: fmt.PendingCheckpoint) -> None:
+def _finish_checkpoint(containers: ContainerOps, c: Container, marker: fmt.PendingCheckpoint, marked: float) -> None:
+    """`marked`: when the marker was written (its mtime), to tell this checkpoint's archive from
+    an older file at the export path."""
+    thaw(containers, c)  # a dump killed while it had the container frozen (or a paused -R export)
+    st = containers.runtime_state(c)
+    running = st is not None and st.running
+    done = marker.export is not None and _written_since(marker.export, marked)
     if marker.export is not None:
         for leftover in marker.export.parent.glob(f".{marker.export.name}.*.tmp"):
             leftover.unlink(missing_ok=True)
-    st = containers.runtime_state(c)
-    if not (st is not None and st.running) and (images_dir(marker.work) / fmt.INVENTORY_IMG).is_file():
+    if marker.stops and done and not running:
+        # The archive is complete and the dump stopped the container: it is checkpointed.
+        with contextlib.suppress(AmberError, OSError):
+            containers.cleanup(c)
+        containers.store.save(dataclasses.replace(c, status=Status.CHECKPOINTED, pid=0, checkpointed=now()))
+    elif not running and (images_dir(marker.work) / fmt.INVENTORY_IMG).is_file():
         # The dump stopped the container, then amber died: bring it back from its images. If that
         # fails too, the container is left stopped and the next refresh records it as exited.
         with contextlib.suppress(AmberError, OSError):
@@ -95,4 +110,24 @@ def _finish_checkpoint(containers: ContainerOps, c: Container, marker: fmt.Pendi
         scratch.discard(marker.work)
 
 
-__all__ = ["interrupted", "recover", "revive"]
+def _written_since(path: Path, since: float) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_mtime >= since
+
+
+def thaw(containers: ContainerOps, c: Container) -> bool:
+    """Thaw `c` when its cgroup is frozen (CRIU, or amber's -R pause, killed before thawing it).
+    Returns whether it was frozen; never raises for a freezer or runtime that refuses."""
+    path = containers.cgroups_path(c)
+    if not path or not cgroups.frozen(path):
+        return False
+    containers.runtime_for(c).resume(c.id)
+    with contextlib.suppress(OSError):
+        cgroups.thaw(path)
+    return True
+
+
+__all__ = ["interrupted", "recover", "revive", "thaw"]

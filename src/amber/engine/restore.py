@@ -94,6 +94,7 @@ class ContainerOps(Protocol):
     def runtime_of(self, info: RuntimeInfo) -> Runtime: ...
     def runtime_state(self, c: Container) -> fmt.RuntimeState | None: ...
     def cleanup(self, c: Container) -> None: ...
+    def cgroups_path(self, c: Container) -> str: ...
     def prepare_root(self, c: Container, *, image_layers: Sequence[Path]) -> None: ...
     def monitor_spec(self, c: Container) -> conmon.MonitorSpec: ...
     def lock(self, c: Container) -> contextlib.AbstractContextManager[None]: ...
@@ -119,6 +120,9 @@ def restore_in_place(
     image = containers.images.get(c.image_id)
     try:
         containers.prepare_root(c, image_layers=containers.images.layer_dirs(image))
+        # The modes CRIU recorded for the root and working directories, which it checks: an
+        # archive's (written for another engine's root) and this container's own alike.
+        _restore_dir_modes(p.merged, images)
         started = time.monotonic()
         with timed("runtime restore (CRIU)"):
             pid = conmon.start_monitor(
@@ -281,7 +285,6 @@ class RestoreService:
             diff = unpack / fmt.ROOTFS_DIFF
             if diff.is_file():
                 rootfs_diff.apply_rootfs_diff(diff, p.merged)
-        _restore_dir_modes(p.merged, images)
         spec = confinement.restore_spec(
             head.spec,
             rootfs=p.merged,

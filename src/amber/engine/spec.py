@@ -221,13 +221,27 @@ def _rebind(mount: dict[str, Any], files: Path, cid: str) -> dict[str, Any]:
         return mount
     dest = str(mount.get("destination", ""))
     files.mkdir(parents=True, exist_ok=True)
-    replacement = files / (dest.strip("/").replace("/", "_") or "root")
+    replacement = files / bind_source_name(dest)
     if dest in ENGINE_FILE_MOUNTS:
         if not replacement.exists():
             replacement.write_text(_file_content(dest, cid))
     else:
         replacement.mkdir(parents=True, exist_ok=True)
     return {**mount, "source": str(replacement)}
+
+
+def bind_source_name(dest: str) -> str:
+    """The file name of the fresh source for a bind at `dest`: one name per destination, never
+    shared (`/a/b` and `/a_b`, `/etc/hosts` and `/etc_hosts` differ), never a path of its own."""
+    text = dest.strip("/")
+    if not text:
+        return "root"
+    name = text.replace("%", "%25").replace("/", "%2F")
+    if name in ("root", ".", ".."):
+        name = "%" + name  # "%" appears in no other name without a hex pair after it
+    if len(name.encode()) > 200:  # too long for one file name: keep it unique with a digest
+        name = f"{name[:100]}%{hashlib.sha256(text.encode()).hexdigest()}"
+    return name
 
 
 def _file_content(dest: str, cid: str) -> str:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
-from amber.adapters.state import atomic_write_json
+from amber.adapters.state import atomic_write_json, list_dir, remove_tree
 from amber.config import Layout
 from amber.errors import ConflictError, NotFoundError, UsageError
 from amber.models import Container
@@ -69,9 +69,7 @@ class ContainerStore:
 
     def all(self) -> list[Container]:
         out: list[Container] = []
-        if not self.layout.containers.is_dir():
-            return out
-        for d in sorted(self.layout.containers.iterdir()):
+        for d in list_dir(self.layout.containers):  # PreconditionError: a file, or not root
             rec = self.record_path(d.name)
             if not rec.is_file():
                 continue
@@ -122,7 +120,8 @@ class ContainerStore:
         return f"amber_{secrets.token_hex(4)}"
 
     def delete(self, cid: str) -> None:
-        shutil.rmtree(self.layout.container_dir(cid), ignore_errors=True)
+        with contextlib.suppress(OSError):
+            remove_tree(self.layout.container_dir(cid))  # any depth: the container's upper dir is in it
 
 
 def validate_name(name: str) -> str:
