@@ -8,7 +8,9 @@ from pathlib import Path
 
 from tests.conftest import Amber
 
-COUNTER = "i=0; while :; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.1; done"
+# Written twice: a dump that freezes the shell between the truncating open and the write of one
+# file leaves the other whole, so a stopped container's counter can always be read.
+COUNTER = "i=0; while :; do i=$((i+1)); echo $i > /tmp/counter; echo $i > /tmp/counter.bak; sleep 0.1; done"
 
 
 def wait_counter(what: str, read: Callable[[], str], above: int = 0, timeout: float = 10.0) -> int:
@@ -25,8 +27,12 @@ def wait_counter(what: str, read: Callable[[], str], above: int = 0, timeout: fl
 def amber_counter(amber: Amber, name: str, above: int = 0) -> int:
     def read() -> str:
         c = amber.fresh_engine().containers.store.get(name)
-        path = amber.engine.containers.paths(c.id).upper / "tmp" / "counter"
-        return path.read_text() if path.exists() else ""
+        tmp = amber.engine.containers.paths(c.id).upper / "tmp"
+        for path in (tmp / "counter", tmp / "counter.bak"):
+            text = path.read_text().strip() if path.exists() else ""
+            if text.isdigit():
+                return text
+        return ""
 
     return wait_counter(f"amber's {name}", read, above)
 
