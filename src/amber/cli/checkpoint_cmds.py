@@ -7,7 +7,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from amber.cli.output import print_json
-from amber.errors import ExitCode
+from amber.cli.select import add_latest, chosen
+from amber.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
     from amber.engine import Engine
@@ -26,8 +27,9 @@ def _stats_json(reports: list[Report], key: str, started: float) -> dict[str, An
 
 def cmd_checkpoint(args: argparse.Namespace, engine: Engine) -> int:
     started = time.monotonic()
+    refs = [] if args.all else chosen(args, engine)
     reports = engine.checkpoint(
-        *args.containers,
+        *refs,
         all=args.all,
         export=args.export,
         compress=args.compress,
@@ -45,15 +47,36 @@ def cmd_checkpoint(args: argparse.Namespace, engine: Engine) -> int:
     if args.print_stats:
         print_json(_stats_json(reports, "checkpoint", started))
     else:
-        for r in reports:
-            print(r.name if not r.export else f"{r.name} -> {r.export}")
+        # podman prints what the user typed, and ids for --all and --latest
+        typed = refs if len(refs) == len(reports) and not args.latest else [r.id for r in reports]
+        for ref in typed:
+            print(ref)
     return ExitCode.OK
 
 
+def _restore_targets(args: argparse.Namespace, engine: Engine) -> list[str | None]:
+    if args.import_path is not None:
+        if args.all or args.latest or args.container:
+            raise UsageError("--import restores one archive", hint="leave out --all, --latest and container names")
+        return [None]
+    if args.all:
+        if args.container or args.latest:
+            raise UsageError("--all and container names cannot be used together", hint="give one of them")
+        return [c.id for c in engine.ps(all=True, filters=["status=checkpointed"])]
+    return list(chosen(args, engine, "container"))
+
+
 def cmd_restore(args: argparse.Namespace, engine: Engine) -> int:
+    targets = _restore_targets(args, engine)
+    for target in targets:
+        _restore_one(args, engine, target, typed=None if args.all or args.latest else target)
+    return ExitCode.OK
+
+
+def _restore_one(args: argparse.Namespace, engine: Engine, target: str | None, typed: str | None) -> None:
     started = time.monotonic()
     c, report = engine.restore_report(
-        args.container,
+        target,
         archive=args.import_path,
         name=args.name,
         runtime=args.runtime,
@@ -68,13 +91,13 @@ def cmd_restore(args: argparse.Namespace, engine: Engine) -> int:
     if args.print_stats:
         print_json(_stats_json([report], "restore", started))
     else:
-        print(c.name)
-    return ExitCode.OK
+        print(typed or c.id)  # podman: what the user typed; the id for --import, --all, --latest
 
 
 def _checkpoint_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("containers", nargs="*", help="containers to checkpoint")
     p.add_argument("-a", "--all", action="store_true", help="checkpoint all running containers")
+    add_latest(p)
     p.add_argument("-e", "--export", metavar="FILE", help="write the checkpoint to a portable archive")
     p.add_argument("-c", "--compress", metavar="ALGO", help="zstd (default), gzip or none; with --export only")
     p.add_argument("-R", "--leave-running", action="store_true", help="keep the container running")
@@ -107,6 +130,8 @@ def _checkpoint_parser(p: argparse.ArgumentParser) -> None:
 
 def _restore_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("container", nargs="?", help="a checkpointed container, or a checkpoint image (without --import)")
+    p.add_argument("-a", "--all", action="store_true", help="restore every checkpointed container")
+    add_latest(p)
     p.add_argument("-i", "--import", dest="import_path", metavar="FILE", help="restore from an archive")
     p.add_argument("-n", "--name", help="name of the new container (with --import or a checkpoint image)")
     p.add_argument("-k", "--keep", action="store_true", help="keep the CRIU images and logs")

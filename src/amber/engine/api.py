@@ -222,8 +222,37 @@ class Engine(CheckpointImageCalls):
 
     @with_runner
     def inspect(self, container: str) -> dict[str, Any]:
-        """A container's record, paths and OCI spec (`amber inspect`). Raises NotFoundError."""
-        return self.services.containers.inspect(container)
+        """A container's record, paths and OCI spec (`amber inspect`), with podman's inspect
+        fields (Id, Name, State, Config, ...) beside them. Raises NotFoundError."""
+        from amber.engine.podman_view import inspect_view
+        from amber.models import Container
+
+        data = self.services.containers.inspect(container)
+        c = Container.from_dict(data)
+        spec = data.get("spec")
+        data.update(inspect_view(c, self.layout.container(c.id), spec if isinstance(spec, dict) else {}))
+        return data
+
+    @with_runner
+    def latest(self) -> Container:
+        """The container created last (podman's --latest). Raises NotFoundError (none)."""
+        from amber.errors import NotFoundError
+
+        found = self.services.containers.list(all_containers=True)
+        if not found:
+            raise NotFoundError("no containers to choose the latest of", hint="amber ps -a lists the containers")
+        return max(found, key=lambda c: c.created)
+
+    @with_runner
+    def ps(self, *, all: bool = False, filters: Sequence[str] = ()) -> list[Container]:
+        """The containers `amber ps` lists: the running ones (`all`: every one), those matching
+        every `filters` key (name=, id=, status=, label=, ancestor=; one key's values OR'ed).
+        Raises UsageError (unknown filter)."""
+        from amber.engine.podman_view import matches, parse_filters
+
+        parsed = parse_filters(list(filters))
+        found = self.services.containers.list(all_containers=all or "status" in parsed)
+        return [c for c in found if matches(c, parsed)]
 
     def logs(self, container: str, *, follow: bool = False) -> Iterator[LogLine]:
         """A container's output lines; with `follow`, until it stops. Raises NotFoundError."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -154,13 +155,21 @@ class ArchiveService:
         make_want: Callable[[Path], _Want],
         observe: Callable[[archive.MemberInfo], None] | None = None,
     ) -> Iterator[Path]:
-        self.layout.tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = Path(tempfile.mkdtemp(prefix="archive-", dir=self.layout.tmp))
+        tmp = Path(tempfile.mkdtemp(prefix="archive-", dir=self._scratch_parent()))
         try:
             archive.extract_members(path, tmp, make_want(tmp), observe)
             yield tmp
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+    def _scratch_parent(self) -> Path | None:
+        """amber's tmp directory, or (a user who cannot write amber's root reading an archive
+        they can read) the system's temporary directory."""
+        try:
+            self.layout.tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except PermissionError:
+            return None
+        return self.layout.tmp if os.access(self.layout.tmp, os.W_OK | os.X_OK) else None
 
     # ------------------------------------------------------------------ inspect
     def inspect(
