@@ -27,6 +27,7 @@ from amber.errors import AmberError, UsageError, require_root
 if TYPE_CHECKING:
     from amber.adapters.checkpoint_archive import Compression
     from amber.adapters.criu_memory import SearchMatch
+    from amber.engine.archive_list import ListedArchive
     from amber.engine.archive_models import (
         ArchiveDiff,
         ArchiveInspection,
@@ -452,6 +453,15 @@ class Engine(CheckpointImageCalls):
         return self.services.archives.show([as_path(a) for a in archives])
 
     @with_runner
+    def list_archives(self, directories: Iterable[PathLike] = ()) -> list[ListedArchive]:
+        """The `checkpoint-*` archives in `directories` (default /var/lib/kubelet/checkpoints),
+        each with its summary or its error (`amber archive list`). Raises nothing."""
+        from amber.engine.archive_list import list_archives
+        from amber.engine.options import as_path
+
+        return list_archives(self.services.archives, [as_path(d) for d in directories])
+
+    @with_runner
     def inspect_archive(
         self,
         archive: PathLike,
@@ -510,12 +520,23 @@ class Engine(CheckpointImageCalls):
         )
 
     @with_runner
-    def diff_archives(self, a: PathLike, b: PathLike) -> ArchiveDiff:
-        """What changed between two checkpoints (`amber archive diff`). Raises NotFoundError,
-        ArchiveError."""
+    def diff_archives(
+        self,
+        a: PathLike,
+        b: PathLike,
+        *,
+        ps_tree_cmd: bool = True,
+        ps_tree_env: bool = False,
+        files: bool = True,
+        sockets: bool = True,
+    ) -> ArchiveDiff:
+        """What changed between two checkpoints (`amber archive diff`, checkpointctl's flags:
+        command lines, environments, open files, sockets). Raises NotFoundError, ArchiveError."""
         from amber.engine.options import as_path
 
-        return self.services.archives.diff(as_path(a), as_path(b))
+        return self.services.archives.diff(
+            as_path(a), as_path(b), ps_tree_cmd=ps_tree_cmd, ps_tree_env=ps_tree_env, files=files, sockets=sockets
+        )
 
     @with_runner
     def check_archive(

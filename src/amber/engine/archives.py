@@ -22,7 +22,7 @@ from typing import Any
 from amber.adapters import checkpoint_archive as archive
 from amber.adapters import criu_memory as mem
 from amber.adapters import state
-from amber.adapters.criu_files import FileDescriptor, Socket, read_files, read_sockets
+from amber.adapters.criu_files import read_files, read_sockets
 from amber.adapters.criu_images import ImageDir, Process, read_dump_stats, read_processes
 from amber.adapters.podman_format import CPUINFO_IMG, spec_annotations
 from amber.config import Layout
@@ -37,7 +37,6 @@ from amber.engine.archive_models import (
     Metadata,
     Mount,
     NetworkInterface,
-    ProcessChange,
     ProcessMemory,
 )
 from amber.errors import AmberError, ConflictError, NotFoundError, UsageError
@@ -142,6 +141,10 @@ class ArchiveService:
             amber=head.amber_manifest is not None,
         )
 
+    def summary_of(self, head: archive.ArchiveHead) -> ArchiveSummary:
+        """The summary from the archive's first members only (sizes left at 0). Raises nothing."""
+        return self._summary(head, (0, 0, 0))
+
     def _sizes(self, head: archive.ArchiveHead) -> tuple[int, int, int]:
         """(checkpoint/, pages, rootfs diff) sizes: amber's manifest, else the tar headers."""
         recorded = _manifest_sizes(head)
@@ -216,6 +219,7 @@ class ArchiveService:
         metadata: bool,
         pid: int | None,
         memory: bool,
+        tree_required: bool = True,
     ) -> tuple[ArchiveInspection, list[ProcessMemory]]:
         ps_tree = ps_tree or ps_tree_cmd or ps_tree_env or files or sockets or memory or pid is not None
         head = archive.read_head(path)
@@ -239,8 +243,10 @@ class ArchiveService:
             d = ImageDir(tmp / archive.CHECKPOINT_DIR, str(path))
             procs: list[Process] | None = None
             memory_table: list[ProcessMemory] = []
+            if ps_tree and not tree_required and not (d.path / "pstree.img").is_file():
+                procs, pages, memory = [], False, False
             if ps_tree:
-                procs = read_processes(d)
+                procs = procs if procs is not None else read_processes(d)
                 if pid is not None and pid not in {p.pid for p in procs}:
                     raise _no_pid(pid, path)
                 if pages:
@@ -255,8 +261,8 @@ class ArchiveService:
                 metadata=_metadata(head, summary) if metadata else None,
                 processes=procs,
                 root_pid=pid,
-                files=read_files(d, procs or []) if files else None,
-                sockets=read_sockets(d, procs or []) if sockets else None,
+                files=(read_files(d, procs) if procs else []) if files else None,
+                sockets=(read_sockets(d, procs) if procs else []) if sockets else None,
                 mounts=_mounts(head.spec) if mounts else None,
             )
         return inspection, memory_table
@@ -369,61 +375,36 @@ class ArchiveService:
             return out
 
     # ------------------------------------------------------------------ diff
-    def diff(self, a: str | Path, b: str | Path) -> ArchiveDiff:
-        flags = {
+    def diff(
+        self,
+        a: str | Path,
+        b: str | Path,
+        *,
+        ps_tree_cmd: bool = True,
+        ps_tree_env: bool = False,
+        files: bool = True,
+        sockets: bool = True,
+    ) -> ArchiveDiff:
+        """What changed from checkpoint `a` to `b` (checkpointctl's diff). An archive without
+        CRIU images (metadata only) has no processes. Raises NotFoundError, ArchiveError."""
+        from amber.engine.archive_diff import diff_inspections
+
+        flags: dict[str, Any] = {
             "ps_tree": True,
-            "ps_tree_cmd": True,
-            "ps_tree_env": False,
-            "files": True,
-            "sockets": True,
+            "ps_tree_cmd": ps_tree_cmd,
+            "ps_tree_env": ps_tree_env,
+            "files": files,
+            "sockets": sockets,
             "mounts": False,
             "stats": False,
             "metadata": False,
             "pid": None,
             "memory": True,
+            "tree_required": False,
         }
-        ia, ma = self._inspect(Path(a), **flags)  # type: ignore[arg-type]
-        ib, mb = self._inspect(Path(b), **flags)  # type: ignore[arg-type]
-        pa = {p.pid: p for p in ia.processes or []}
-        pb = {p.pid: p for p in ib.processes or []}
-        mema, memb = {m.pid: m for m in ma}, {m.pid: m for m in mb}
-        changes: list[ProcessChange] = []
-        unchanged: list[int] = []
-        for pid in sorted(pa.keys() & pb.keys()):
-            before = len(changes)
-            for fld in ("comm", "cmdline", "task_state"):
-                va, vb = getattr(pa[pid], fld), getattr(pb[pid], fld)
-                if va != vb:
-                    changes.append(ProcessChange(pid, "command" if fld == "comm" else fld, str(va), str(vb)))
-            sa = mema[pid].memory_size if pid in mema else 0
-            sb = memb[pid].memory_size if pid in memb else 0
-            if sa != sb:
-                changes.append(ProcessChange(pid, "memory_size", str(sa), str(sb)))
-            if len(changes) == before:
-                unchanged.append(pid)
-
-        def fkey(f: FileDescriptor) -> tuple[Any, ...]:
-            return f.pid, f.fd, f.type, f.path
-
-        def skey(s: Socket) -> tuple[Any, ...]:
-            return s.pid, s.kind, s.protocol, s.state, s.src, s.src_port, s.dst, s.dst_port
-
-        fa, fb = {fkey(f): f for f in ia.files or []}, {fkey(f): f for f in ib.files or []}
-        sa_, sb_ = {skey(s): s for s in ia.sockets or []}, {skey(s): s for s in ib.sockets or []}
-        return ArchiveDiff(
-            a=ia.summary,
-            b=ib.summary,
-            processes_added=[pb[p] for p in sorted(pb.keys() - pa.keys())],
-            processes_removed=[pa[p] for p in sorted(pa.keys() - pb.keys())],
-            processes_changed=changes,
-            processes_unchanged=unchanged,
-            files_added=[fb[k] for k in fb if k not in fa],
-            files_removed=[fa[k] for k in fa if k not in fb],
-            sockets_added=[sb_[k] for k in sb_ if k not in sa_],
-            sockets_removed=[sa_[k] for k in sa_ if k not in sb_],
-            memory_a=ma,
-            memory_b=mb,
-        )
+        ia, ma = self._inspect(Path(a), **flags)
+        ib, mb = self._inspect(Path(b), **flags)
+        return diff_inspections(ia, ma, ib, mb)
 
     # ------------------------------------------------------------------ check
     def check(
