@@ -27,6 +27,7 @@ from amber.adapters.criu_images import ImageDir, Process, read_dump_stats, read_
 from amber.adapters.podman_format import CPUINFO_IMG, spec_annotations
 from amber.config import Layout
 from amber.engine import archive_checks
+from amber.engine import archive_parts as parts
 from amber.engine.archive_models import (
     ArchiveDiff,
     ArchiveInspection,
@@ -34,9 +35,6 @@ from amber.engine.archive_models import (
     CheckResult,
     MemoryDump,
     MemoryRegion,
-    Metadata,
-    Mount,
-    NetworkInterface,
     ProcessMemory,
 )
 from amber.errors import AmberError, ConflictError, NotFoundError, UsageError
@@ -147,8 +145,8 @@ class ArchiveService:
 
     def _sizes(self, head: archive.ArchiveHead) -> tuple[int, int, int]:
         """(checkpoint/, pages, rootfs diff) sizes: amber's manifest, else the tar headers."""
-        recorded = _manifest_sizes(head)
-        return recorded if recorded is not None else _member_sizes(archive.list_members(head.path))
+        recorded = parts.manifest_sizes(head)
+        return recorded if recorded is not None else parts.member_sizes(archive.list_members(head.path), head.path)
 
     # ------------------------------------------------------------------ extraction
     @contextlib.contextmanager
@@ -223,7 +221,7 @@ class ArchiveService:
     ) -> tuple[ArchiveInspection, list[ProcessMemory]]:
         ps_tree = ps_tree or ps_tree_cmd or ps_tree_env or files or sockets or memory or pid is not None
         head = archive.read_head(path)
-        recorded = _manifest_sizes(head)
+        recorded = parts.manifest_sizes(head)
         members: list[archive.MemberInfo] = []  # headers seen on the one pass, when sizes are not recorded
         names = {archive.NETWORK_STATUS, *([archive.STATS_DUMP] if stats else [])}
         prefixes: list[str] = []
@@ -239,7 +237,7 @@ class ArchiveService:
         with self._extracted(
             path, lambda tmp: _Want(tmp, names, prefixes, pages=pages), None if recorded is not None else members.append
         ) as tmp:
-            sizes = recorded if recorded is not None else _member_sizes(members)
+            sizes = recorded if recorded is not None else parts.member_sizes(members, path)
             d = ImageDir(tmp / archive.CHECKPOINT_DIR, str(path))
             procs: list[Process] | None = None
             memory_table: list[ProcessMemory] = []
@@ -253,17 +251,18 @@ class ArchiveService:
                     procs = [mem.read_args(d, p, cmdline=ps_tree_cmd, env=ps_tree_env) for p in procs]
                 if memory:
                     memory_table = _memory_table(d, procs)
+            parts.require_parts(path, tmp, stats=stats, files=bool((files or sockets) and procs))
             summary = self._summary(head, sizes)
             inspection = ArchiveInspection(
                 summary=summary,
-                networks=_networks(tmp / archive.NETWORK_STATUS),
+                networks=parts.networks(tmp / archive.NETWORK_STATUS),
                 statistics=read_dump_stats(tmp / archive.STATS_DUMP, str(path)) if stats else None,
-                metadata=_metadata(head, summary) if metadata else None,
+                metadata=parts.metadata(head, summary) if metadata else None,
                 processes=procs,
                 root_pid=pid,
                 files=(read_files(d, procs) if procs else []) if files else None,
                 sockets=(read_sockets(d, procs) if procs else []) if sockets else None,
-                mounts=_mounts(head.spec) if mounts else None,
+                mounts=parts.mounts(head.spec) if mounts else None,
             )
         return inspection, memory_table
 
@@ -453,67 +452,6 @@ def _memory_table(d: ImageDir, procs: list[Process]) -> list[ProcessMemory]:
                 mem.pages_file(pagemap) if pagemap else "",
             )
         )
-    return out
-
-
-def _manifest_sizes(head: archive.ArchiveHead) -> tuple[int, int, int] | None:
-    """The sizes amber recorded in amber.manifest, if it records them."""
-    sizes = head.amber_manifest.sizes if head.amber_manifest else None
-    if sizes is None or sizes.checkpoint is None:
-        return None
-    return sizes.checkpoint, sizes.memory_pages or 0, sizes.rootfs_diff or 0
-
-
-def _member_sizes(members: Sequence[archive.MemberInfo]) -> tuple[int, int, int]:
-    checkpoint = pages = diff = 0
-    for m in members:
-        if m.type is not archive.MemberType.FILE:
-            continue
-        if m.name.startswith(CKPT):
-            checkpoint += m.size
-            if m.name.startswith(CKPT + "pages-"):
-                pages += m.size
-        elif m.name == archive.ROOTFS_DIFF:
-            diff = m.size
-    return checkpoint, pages, diff
-
-
-def _mounts(spec: dict[str, Any]) -> list[Mount]:
-    out = []
-    mounts = spec.get("mounts")
-    for m in mounts if isinstance(mounts, list) else []:
-        if isinstance(m, dict):
-            out.append(Mount(str(m.get("destination", "")), str(m.get("type", "")), str(m.get("source", ""))))
-    return out
-
-
-def _metadata(head: archive.ArchiveHead, summary: ArchiveSummary) -> Metadata:
-    return Metadata(summary.pod, summary.namespace, spec_annotations(head.spec))
-
-
-def _networks(path: Path) -> list[NetworkInterface]:
-    """Podman's network.status: {network: {interfaces: {name: {subnets: [...], mac_address}}}}."""
-    try:
-        status = json.loads(path.read_bytes())
-    except (OSError, ValueError):
-        return []
-    out = []
-    for net, data in status.items() if isinstance(status, dict) else []:
-        ifaces = data.get("interfaces") if isinstance(data, dict) else None
-        for ifname, info in ifaces.items() if isinstance(ifaces, dict) else []:
-            if not isinstance(info, dict):
-                continue
-            subnets = [s for s in info.get("subnets") or [] if isinstance(s, dict)] or [{}]
-            for s in subnets:
-                out.append(
-                    NetworkInterface(
-                        str(net),
-                        str(ifname),
-                        str(s.get("ipnet", "")),
-                        str(info.get("mac_address", "")),
-                        str(s.get("gateway", "")),
-                    )
-                )
     return out
 
 
