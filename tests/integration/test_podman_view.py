@@ -108,3 +108,63 @@ def test_archive_inspect_as_a_user_who_is_not_root() -> None:
             )
             assert done.returncode == 0, done.stderr
             assert "counter-crun" in done.stdout or "sleep" in done.stdout
+
+
+def _amber_on_pty(amber: Amber, *argv: str) -> tuple[int, str, str]:
+    """Run amber in a child whose stderr is a terminal (a pty); (exit code, stdout, the pty's text)."""
+    import os
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "amber", "--root", str(amber.root), "--runroot", str(amber.runroot), *argv],
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        )
+        os.close(slave)
+        slave = -1
+        chunks = []
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # EIO: the child closed its end
+                break
+            if not data:
+                break
+            chunks.append(data)
+        out = child.stdout.read().decode() if child.stdout else ""
+        return child.wait(timeout=120), out, b"".join(chunks).decode(errors="replace")
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+
+
+def test_progress_bar_on_a_terminal_only(amber: Amber, demo_image: str, runtime: str, tmp_path: Path) -> None:
+    assert amber("run", "-d", "--name", "prog", "--runtime", runtime, demo_image, "sleep", "1000") == 0
+    archive = tmp_path / "prog.tar.zst"
+    rc, out, tty = _amber_on_pty(amber, "checkpoint", "--export", str(archive), "prog")
+    assert rc == 0, tty
+    assert out == "prog\n"
+    assert "\rexporting [" in tty.replace("\x1b[K", "") and "/s" in tty and "left" in tty
+    assert amber("rm", "-f", "prog") == 0
+    rc, out, tty = _amber_on_pty(amber, "restore", "--import", str(archive))
+    assert rc == 0, tty
+    assert "importing [" in tty and out.strip() == amber.engine.containers.store.get("prog").id
+    assert amber("rm", "-f", "prog") == 0
+    rc, _, tty = _amber_on_pty(amber, "restore", "-q", "--import", str(archive))
+    assert rc == 0 and "importing" not in tty  # --quiet
+    # not a terminal: nothing drawn
+    assert amber("rm", "-f", "prog") == 0
+    done = subprocess.run(
+        [sys.executable, "-m", "amber", "--root", str(amber.root), "--runroot", str(amber.runroot)]
+        + ["restore", "--import", str(archive)],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "importing" not in done.stderr

@@ -7,12 +7,14 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from amber.cli.output import print_json
+from amber.cli.progress import ProgressBar, progress_bar
 from amber.cli.select import add_latest, chosen
 from amber.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
     from amber.engine import Engine
     from amber.engine.checkpoint import Report
+    from amber.models import Container
 
 
 def _stats_json(reports: list[Report], key: str, started: float) -> dict[str, Any]:
@@ -28,7 +30,24 @@ def _stats_json(reports: list[Report], key: str, started: float) -> dict[str, An
 def cmd_checkpoint(args: argparse.Namespace, engine: Engine) -> int:
     started = time.monotonic()
     refs = [] if args.all else chosen(args, engine)
-    reports = engine.checkpoint(
+    bar = progress_bar("exporting", quiet=args.quiet) if args.export else None
+    try:
+        reports = _checkpoint(args, engine, refs, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    if args.print_stats:
+        print_json(_stats_json(reports, "checkpoint", started))
+    else:
+        # podman prints what the user typed, and ids for --all and --latest
+        typed = refs if len(refs) == len(reports) and not args.latest else [r.id for r in reports]
+        for ref in typed:
+            print(ref)
+    return ExitCode.OK
+
+
+def _checkpoint(args: argparse.Namespace, engine: Engine, refs: list[str], bar: ProgressBar | None) -> list[Report]:
+    return engine.checkpoint(
         *refs,
         all=args.all,
         export=args.export,
@@ -43,15 +62,8 @@ def cmd_checkpoint(args: argparse.Namespace, engine: Engine) -> int:
         stats=args.print_stats,
         create_image=args.create_image,
         target=args.target,
+        progress=bar,
     )
-    if args.print_stats:
-        print_json(_stats_json(reports, "checkpoint", started))
-    else:
-        # podman prints what the user typed, and ids for --all and --latest
-        typed = refs if len(refs) == len(reports) and not args.latest else [r.id for r in reports]
-        for ref in typed:
-            print(ref)
-    return ExitCode.OK
 
 
 def _restore_targets(args: argparse.Namespace, engine: Engine) -> list[str | None]:
@@ -75,7 +87,22 @@ def cmd_restore(args: argparse.Namespace, engine: Engine) -> int:
 
 def _restore_one(args: argparse.Namespace, engine: Engine, target: str | None, typed: str | None) -> None:
     started = time.monotonic()
-    c, report = engine.restore_report(
+    bar = progress_bar("importing", quiet=args.quiet) if args.import_path else None
+    try:
+        c, report = _restore(args, engine, target, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    if args.print_stats:
+        print_json(_stats_json([report], "restore", started))
+    else:
+        print(typed or c.id)  # podman: what the user typed; the id for --import, --all, --latest
+
+
+def _restore(
+    args: argparse.Namespace, engine: Engine, target: str | None, bar: ProgressBar | None
+) -> tuple[Container, Report]:
+    return engine.restore_report(
         target,
         archive=args.import_path,
         name=args.name,
@@ -87,11 +114,8 @@ def _restore_one(args: argparse.Namespace, engine: Engine, target: str | None, t
         ignore_rootfs=args.ignore_rootfs,
         stats=args.print_stats,
         trust_archive=args.trust_archive,
+        progress=bar,
     )
-    if args.print_stats:
-        print_json(_stats_json([report], "restore", started))
-    else:
-        print(typed or c.id)  # podman: what the user typed; the id for --import, --all, --latest
 
 
 def _checkpoint_parser(p: argparse.ArgumentParser) -> None:
@@ -125,6 +149,7 @@ def _checkpoint_parser(p: argparse.ArgumentParser) -> None:
         help="the engine that will restore it: podman (default; also amber) or containerd "
         "(the container's root directory is recorded in the mode that engine gives it)",
     )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar while exporting")
     p.set_defaults(handler=cmd_checkpoint)
 
 
@@ -146,6 +171,7 @@ def _restore_parser(p: argparse.ArgumentParser) -> None:
         help="give the container the privileges its archive asks for (only for archives you trust)",
     )
     p.add_argument("--print-stats", action="store_true", help="print statistics as JSON (podman's shape)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar while importing")
     p.set_defaults(handler=cmd_restore)
 
 

@@ -25,7 +25,7 @@ from amber.engine.services import Services, iterate_with, with_runner
 from amber.errors import AmberError, UsageError, require_root
 
 if TYPE_CHECKING:
-    from amber.adapters.checkpoint_archive import Compression
+    from amber.adapters.checkpoint_archive import Compression, Progress
     from amber.adapters.criu_memory import SearchMatch
     from amber.engine.archive_list import ListedArchive
     from amber.engine.archive_models import (
@@ -296,6 +296,7 @@ class Engine(CheckpointImageCalls):
         stats: bool = False,
         create_image: str | None = None,
         target: str = "podman",
+        progress: Progress | None = None,
     ) -> list[Report]:
         """Checkpoint containers (or `all` running ones), one Report each (`stats`: with CRIU's
         statistics, --print-stats). With `export`, into a portable archive (several containers:
@@ -304,7 +305,8 @@ class Engine(CheckpointImageCalls):
         no dirty-memory tracking, not root), CommandError (CRIU refused: the container runs on).
         `create_image` NAME also stores the checkpoint as a checkpoint image (one container).
         `target` is the engine meant to restore it: podman (default) or containerd (they need
-        the container's root directory in different modes)."""
+        the container's root directory in different modes).
+        `progress(done, total)` is called now and then while an archive is written (bytes)."""
         from amber.adapters.checkpoint_archive import Compression
         from amber.engine.checkpoint import CheckpointOptions
         from amber.engine.options import as_path, check_checkpoint
@@ -321,6 +323,7 @@ class Engine(CheckpointImageCalls):
             with_previous=with_previous,
             stats=stats,
             target=target,
+            progress=progress,
         )
         check_checkpoint(containers, opts, all=all)
         if create_image is not None:
@@ -368,6 +371,7 @@ class Engine(CheckpointImageCalls):
         ignore_rootfs: bool = False,
         stats: bool = False,
         trust_archive: bool = False,
+        progress: Progress | None = None,
     ) -> Container:
         """A new running container from a checkpoint archive (`amber restore --import`), under
         the archive's name or `name`, with the archive's runtime unless `runtime` is given.
@@ -391,6 +395,7 @@ class Engine(CheckpointImageCalls):
             ignore_rootfs=ignore_rootfs,
             stats=stats,
             trust_archive=trust_archive,
+            progress=progress,
         )[0]
 
     @with_runner
@@ -408,11 +413,13 @@ class Engine(CheckpointImageCalls):
         ignore_rootfs: bool = False,
         stats: bool = False,
         trust_archive: bool = False,
+        progress: Progress | None = None,
     ) -> tuple[Container, Report]:
         """`restore` (a container) or `restore_archive` (an `archive`), with the Report that
         --print-stats shows. Raises what those raise, and UsageError unless exactly one of
         `container` and `archive` is given. A `container` that names no container but a
-        checkpoint image restores that image (`restore_image`)."""
+        checkpoint image restores that image (`restore_image`). `progress(done, total)` is called now and then while an
+        archive is unpacked (bytes)."""
         from amber.engine.options import as_path, check_restore
         from amber.engine.restore import RestoreOptions
 
@@ -426,6 +433,7 @@ class Engine(CheckpointImageCalls):
             ignore_rootfs=ignore_rootfs,
             stats=stats,
             trust_archive=trust_archive,
+            progress=progress,
         )
         if archive is None and container and self.is_checkpoint_image(container):
             check_restore(None, opts, archive_given=True)
