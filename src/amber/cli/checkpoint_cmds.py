@@ -79,24 +79,21 @@ def _restore_targets(args: argparse.Namespace, engine: Engine) -> list[str | Non
 
 
 def cmd_restore(args: argparse.Namespace, engine: Engine) -> int:
-    targets = _restore_targets(args, engine)
-    for target in targets:
-        _restore_one(args, engine, target, typed=None if args.all or args.latest else target)
-    return ExitCode.OK
-
-
-def _restore_one(args: argparse.Namespace, engine: Engine, target: str | None, typed: str | None) -> None:
     started = time.monotonic()
-    bar = progress_bar("importing", quiet=args.quiet) if args.import_path else None
-    try:
-        c, report = _restore(args, engine, target, bar)
-    finally:
-        if bar is not None:
-            bar.close()
+    reports = []
+    for target in _restore_targets(args, engine):
+        bar = progress_bar("importing", quiet=args.quiet) if args.import_path else None
+        try:
+            c, report = _restore(args, engine, target, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        reports.append(report)
+        if not args.print_stats:  # podman: what the user typed; the id for --import, --all, --latest
+            print(c.id if args.all or args.latest or target is None else target)
     if args.print_stats:
-        print_json(_stats_json([report], "restore", started))
-    else:
-        print(typed or c.id)  # podman: what the user typed; the id for --import, --all, --latest
+        print_json(_stats_json(reports, "restore", started))
+    return ExitCode.OK
 
 
 def _restore(

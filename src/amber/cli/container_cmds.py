@@ -73,7 +73,9 @@ def cmd_ps(args: argparse.Namespace, engine: Engine) -> int:
     if args.format is not None:
         as_json = args.format.strip() == "json"
         views = [ps_view(c) if as_json else ps_template_view(c, no_trunc=args.no_trunc) for c in containers]
-        for line in render_all(args.format, views):
+        lines = render_all(args.format, views)
+        table = args.format.startswith("table") and bool(views or lines)
+        for line in lines[1:] if table and args.noheading and len(lines) > len(views) else lines:
             print(line)
         return ExitCode.OK
     rows = [
@@ -87,7 +89,7 @@ def cmd_ps(args: argparse.Namespace, engine: Engine) -> int:
         ]
         for c in containers
     ]
-    print_table(["CONTAINER ID", "NAME", "IMAGE", "RUNTIME", "STATUS", "CREATED"], rows)
+    print_table(["CONTAINER ID", "NAME", "IMAGE", "RUNTIME", "STATUS", "CREATED"], rows, header=not args.noheading)
     return ExitCode.OK
 
 
@@ -161,6 +163,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="print ids only")
     add_latest(p)
     p.add_argument("--no-trunc", action="store_true", help="print whole ids")
+    p.add_argument("--noheading", action="store_true", help="no header line")
     p.add_argument(
         "-f",
         "--filter",

@@ -48,6 +48,8 @@ def inspect_view(c: Container, paths: ContainerLayout, spec: dict[str, Any]) -> 
     resources = linux.get("resources") or {}
     restored = c.restored and c.status == Status.RUNNING
     running = c.status == Status.RUNNING
+    checkpointed = is_checkpointed(c)
+    shown = checkpointed or restored  # podman shows the checkpoint's paths only then
     return {
         "Id": c.id,
         "Created": c.created,
@@ -66,13 +68,13 @@ def inspect_view(c: Container, paths: ContainerLayout, spec: dict[str, Any]) -> 
             "Error": "",
             "StartedAt": c.started or ZERO_TIME,
             "FinishedAt": c.finished or ZERO_TIME,
-            "Checkpointed": is_checkpointed(c),
+            "Checkpointed": checkpointed,
             "Restored": restored,
-            "CheckpointedAt": c.checkpointed or ZERO_TIME,
+            "CheckpointedAt": c.checkpointed if shown and c.checkpointed else ZERO_TIME,
             "RestoredAt": c.started if restored else ZERO_TIME,
-            "CheckpointPath": str(paths.checkpoint),
-            "CheckpointLog": str(paths.dump_log),
-            "RestoreLog": str(paths.restore_log),
+            "CheckpointPath": str(paths.checkpoint) if shown else "",
+            "CheckpointLog": str(paths.dump_log) if shown else "",
+            "RestoreLog": str(paths.restore_log) if restored else "",
         },
         "Image": c.image_id,
         "ImageName": c.image_name,

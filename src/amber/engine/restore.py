@@ -177,7 +177,14 @@ class RestoreService:
         c = self.containers.store.get(ref)
         with self.containers.lock(c):
             c = self.containers.store.get(c.id)
-            if c.status != Status.CHECKPOINTED:
+            # podman restores a container stopped after `checkpoint --leave-running` from the
+            # checkpoint that kept running left in its bundle
+            kept = (
+                c.status == Status.EXITED
+                and c.checkpointed > c.started
+                and (self.containers.paths(c.id).checkpoint / fmt.INVENTORY_IMG).is_file()
+            )
+            if c.status != Status.CHECKPOINTED and not kept:
                 raise ConflictError(
                     f"container {c.name} is {c.status}, not checkpointed: nothing to restore",
                     hint=f"checkpoint it first: amber checkpoint {c.name}",
