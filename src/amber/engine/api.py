@@ -16,20 +16,19 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from amber.adapters import run as runners
 from amber.config import Settings
 from amber.engine.api_images import CheckpointImageCalls
+from amber.engine.api_views import PodmanViewCalls
 from amber.engine.services import Services, iterate_with, with_runner
 from amber.errors import AmberError, UsageError, require_root
 
 if TYPE_CHECKING:
     from amber.adapters.checkpoint_archive import Compression, Progress
     from amber.adapters.criu_memory import SearchMatch
-    from amber.engine.archive_list import ListedArchive
     from amber.engine.archive_models import (
-        ArchiveDiff,
         ArchiveInspection,
         ArchiveSummary,
         CheckResult,
@@ -46,7 +45,7 @@ if TYPE_CHECKING:
 PathLike = str | os.PathLike[str]
 
 
-class Engine(CheckpointImageCalls):
+class Engine(CheckpointImageCalls, PodmanViewCalls):
     """amber as a library. Construction reads the settings only; nothing runs until a call."""
 
     def __init__(
@@ -220,40 +219,6 @@ class Engine(CheckpointImageCalls):
         """One container by name, id or id prefix, its state brought up to date. Raises
         NotFoundError."""
         return self.services.containers.inspect_record(container)
-
-    @with_runner
-    def inspect(self, container: str) -> dict[str, Any]:
-        """A container's record, paths and OCI spec (`amber inspect`), with podman's inspect
-        fields (Id, Name, State, Config, ...) beside them. Raises NotFoundError."""
-        from amber.engine.podman_view import inspect_view
-        from amber.models import Container
-
-        data = self.services.containers.inspect(container)
-        c = Container.from_dict(data)
-        spec = data.get("spec")
-        data.update(inspect_view(c, self.layout.container(c.id), spec if isinstance(spec, dict) else {}))
-        return data
-
-    @with_runner
-    def latest(self) -> Container:
-        """The container created last (podman's --latest). Raises NotFoundError (none)."""
-        from amber.errors import NotFoundError
-
-        found = self.services.containers.list(all_containers=True)
-        if not found:
-            raise NotFoundError("no containers to choose the latest of", hint="amber ps -a lists the containers")
-        return max(found, key=lambda c: c.created)
-
-    @with_runner
-    def ps(self, *, all: bool = False, filters: Sequence[str] = ()) -> list[Container]:
-        """The containers `amber ps` lists: the running ones (`all`: every one), those matching
-        every `filters` key (name=, id=, status=, label=, ancestor=; one key's values OR'ed).
-        Raises UsageError (unknown filter)."""
-        from amber.engine.podman_view import matches, parse_filters
-
-        parsed = parse_filters(list(filters))
-        found = self.services.containers.list(all_containers=all or "status" in parsed)
-        return [c for c in found if matches(c, parsed)]
 
     def logs(self, container: str, *, follow: bool = False) -> Iterator[LogLine]:
         """A container's output lines; with `follow`, until it stops. Raises NotFoundError."""
@@ -461,15 +426,6 @@ class Engine(CheckpointImageCalls):
         return self.services.archives.show([as_path(a) for a in archives])
 
     @with_runner
-    def list_archives(self, directories: Iterable[PathLike] = ()) -> list[ListedArchive]:
-        """The `checkpoint-*` archives in `directories` (default /var/lib/kubelet/checkpoints),
-        each with its summary or its error (`amber archive list`). Raises nothing."""
-        from amber.engine.archive_list import list_archives
-        from amber.engine.options import as_path
-
-        return list_archives(self.services.archives, [as_path(d) for d in directories])
-
-    @with_runner
     def inspect_archive(
         self,
         archive: PathLike,
@@ -525,25 +481,6 @@ class Engine(CheckpointImageCalls):
             search_regex=search_regex,
             context=context,
             output=as_path(output) if output is not None else None,
-        )
-
-    @with_runner
-    def diff_archives(
-        self,
-        a: PathLike,
-        b: PathLike,
-        *,
-        ps_tree_cmd: bool = True,
-        ps_tree_env: bool = False,
-        files: bool = True,
-        sockets: bool = True,
-    ) -> ArchiveDiff:
-        """What changed between two checkpoints (`amber archive diff`, checkpointctl's flags:
-        command lines, environments, open files, sockets). Raises NotFoundError, ArchiveError."""
-        from amber.engine.options import as_path
-
-        return self.services.archives.diff(
-            as_path(a), as_path(b), ps_tree_cmd=ps_tree_cmd, ps_tree_env=ps_tree_env, files=files, sockets=sockets
         )
 
     @with_runner
