@@ -190,3 +190,7 @@ class Layout:
 
 
 __all__ = ["ContainerLayout", "Layout", "images_dir"]
+
+# Where the kubelet keeps container checkpoints: `amber archive list` looks there by default,
+# as checkpointctl list does. amber only reads it.
+KUBELET_CHECKPOINTS = Path("/var/lib/kubelet/checkpoints")

@@ -246,10 +246,16 @@ def _extract(
     keep_owner: bool,
     max_total_size: int | None,
     observe: Callable[[MemberInfo], None] | None = None,
+    progress: Progress | None = None,
 ) -> list[str]:
     started = [False]
     label = _label(path)
-    with _open(path, buffered=True) as (comp, raw, stream), _reading(path, started), contextlib.ExitStack() as stack:
+    with (
+        _open(path, buffered=True) as (comp, raw, stream),
+        _reading(path, started),
+        contextlib.ExitStack() as stack,
+        _reporting(progress, path.stat().st_size, lambda: raw.count),
+    ):
         source: IO[bytes] | tarfile.TarFile = stream
         if comp is Compression.NONE:  # seekable: tarfile reads file data straight, without its stream buffer
             source = stack.enter_context(open_tar(_file(raw), label, stream=False))
@@ -260,14 +266,20 @@ def _extract(
 
 
 def extract_archive(
-    path: Path, dest: Path, *, skip: Callable[[str], bool] | None = None, max_total_size: int | None = None
+    path: Path,
+    dest: Path,
+    *,
+    skip: Callable[[str], bool] | None = None,
+    max_total_size: int | None = None,
+    progress: Progress | None = None,
 ) -> list[str]:
     """Extract a whole checkpoint into a bundle directory (owners kept). Returns the names written.
+    `progress` is called now and then with (archive bytes read, archive size).
 
     rootfs-diff.tar stays a file here: it is a nested tar, applied later by rootfs_diff.
     """
     want = None if skip is None else (lambda name: not skip(name))
-    written = _extract(path, dest, want, keep_owner=True, max_total_size=max_total_size)
+    written = _extract(path, dest, want, keep_owner=True, max_total_size=max_total_size, progress=progress)
     if INVENTORY not in written:
         raise _bad(
             path,
@@ -319,6 +331,55 @@ def list_members(path: Path) -> list[MemberInfo]:
     return out
 
 
+# ===================================== progress ===============================================
+@contextlib.contextmanager
+def _ticking(every: float, name: str, fn: Callable[[], None]) -> Iterator[None]:
+    """Call `fn` every `every` seconds in a thread while the body runs."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(every):
+            fn()
+
+    thread = threading.Thread(target=loop, name=name, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+Progress = Callable[[int, int], None]  # (bytes done, bytes in all): the CLI draws it, nothing prints here
+
+
+@contextlib.contextmanager
+def _reporting(progress: Progress | None, total: int, done: Callable[[], int], every: float = 0.2) -> Iterator[None]:
+    """Call `progress(done(), total)` every `every` seconds while the body runs, and once at the
+    end when it succeeded. No thread without a callback."""
+    if progress is None:
+        yield
+        return
+    with _ticking(every, "amber-progress", lambda: progress(min(done(), total), total)):
+        yield
+    progress(total, total)
+
+
+def _tree_size(bundle: Path, members: Sequence[str]) -> int:
+    """Bytes of the regular files under `members` (what the tar stream will mostly carry)."""
+    total = 0
+    for member in members:
+        top = bundle / member
+        if top.is_file():
+            total += top.stat().st_size
+            continue
+        for root, _dirs, files in os.walk(top):
+            for f in files:
+                with contextlib.suppress(OSError):
+                    total += os.lstat(os.path.join(root, f)).st_size
+    return total
+
+
 # ===================================== writing ================================================
 @contextlib.contextmanager
 def _writeback(fd: int, every: float = 0.2) -> Iterator[None]:
@@ -326,20 +387,13 @@ def _writeback(fd: int, every: float = 0.2) -> Iterator[None]:
 
     POSIX_FADV_DONTNEED starts writeback of the file's dirty pages without waiting for it.
     """
-    done = threading.Event()
 
     def kick() -> None:
-        while not done.wait(every):
-            with contextlib.suppress(OSError):
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
-    thread = threading.Thread(target=kick, name="amber-writeback", daemon=True)
-    thread.start()
-    try:
+    with _ticking(every, "amber-writeback", kick):
         yield
-    finally:
-        done.set()
-        thread.join()
 
 
 def write_archive(
@@ -350,6 +404,7 @@ def write_archive(
     *,
     head: Mapping[str, bytes],
     tmp_dir: Path | None = None,
+    progress: Progress | None = None,
 ) -> int:
     """Write a checkpoint archive atomically: `head` entries first (amber.manifest, config.dump,
     spec.dump, then any others; mode 0600), then each of `members` (paths under `bundle`, in order;
@@ -357,6 +412,7 @@ def write_archive(
 
     The archive is written to a temporary file beside `dest` (or in `tmp_dir`, which must be on
     the same filesystem), synced, then renamed: it appears whole or not at all. Returns its size.
+    `progress` is called now and then with (tar bytes written, about the bytes to write).
     """
     if compression not in WRITABLE:
         raise UsageError(f"cannot write {compression} archives", hint="use zstd, gzip or none")
@@ -375,12 +431,14 @@ def write_archive(
             writer = TarWriter(out, zero_copy=compression is Compression.NONE)
             now = int(time.time())
             first = (AMBER_MANIFEST, CONFIG_DUMP, SPEC_DUMP)
-            for name in [n for n in first if n in head] + [n for n in head if n not in first]:
-                writer.add_bytes(name, head[name], mode=0o600, mtime=now)
-            for member in members:
-                path = bundle / member
-                if os.path.lexists(path):
-                    writer.add_tree(str(path), member.strip("/"))
+            total = (_tree_size(bundle, members) + sum(len(v) for v in head.values())) if progress else 0
+            with _reporting(progress, total, lambda: writer.offset):
+                for name in [n for n in first if n in head] + [n for n in head if n not in first]:
+                    writer.add_bytes(name, head[name], mode=0o600, mtime=now)
+                for member in members:
+                    path = bundle / member
+                    if os.path.lexists(path):
+                        writer.add_tree(str(path), member.strip("/"))
             writer.close()
             if out is not raw:
                 out.close()  # ends the zstd frame / gzip trailer; raw stays open
@@ -417,6 +475,7 @@ __all__ = [  # the member names come from podman_format; readers find them here 
     "Compression",
     "MemberInfo",
     "MemberType",
+    "Progress",
     "detect_compression",
     "extract_archive",
     "extract_members",

@@ -1,17 +1,18 @@
-"""`amber archive show|inspect|memparse|diff|check`: read any checkpoint archive, as checkpointctl."""
+"""`amber archive show|inspect|memparse|diff|list|check`: read any checkpoint archive, as checkpointctl."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from amber.adapters.criu_files import Socket
 from amber.adapters.criu_images import DumpStats, Process, children
 from amber.adapters.criu_memory import HexRow, SearchMatch
 from amber.cli.output import human_size, print_json, print_table
-from amber.engine.archive_models import ArchiveDiff, ArchiveInspection, MemoryDump, ProcessMemory
+from amber.engine.archive_models import ArchiveInspection, MemoryDump, ProcessMemory
 from amber.errors import ExitCode
 
 if TYPE_CHECKING:
@@ -264,50 +265,53 @@ def cmd_memparse(args: argparse.Namespace, engine: Engine) -> int:
     return ExitCode.OK
 
 
-def diff_tree(d: ArchiveDiff) -> Node:
-    tree = Node(f"Checkpoint diff: {d.a.container} -> {d.b.container}")
-    for label, s in (("Checkpoint A", d.a), ("Checkpoint B", d.b)):
-        node = tree.add(f"{label}: {s.path}")
-        node.add(f"Created: {s.created}")
-        node.add(f"Checkpoint size: {human_size(s.checkpoint_size)}")
-    memory = tree.add("Memory changes")
-    total_a = sum(m.memory_size for m in d.memory_a)
-    total_b = sum(m.memory_size for m in d.memory_b)
-    memory.add(f"Total: {human_size(total_a)} -> {human_size(total_b)} ({total_b - total_a:+d} bytes)")
-    procs = tree.add("Process tree")
-    for p in d.processes_added:
-        procs.add(p.cmdline or p.comm, meta=f"+ {p.pid}")
-    for p in d.processes_removed:
-        procs.add(p.cmdline or p.comm, meta=f"- {p.pid}")
-    for c in d.processes_changed:
-        procs.add(f"{c.field}: {c.before!r} -> {c.after!r}", meta=f"~ {c.pid}")
-    for pid in d.processes_unchanged:
-        procs.add("unchanged", meta=f"= {pid}")
-    files = tree.add("Open files")
-    for f in d.files_added:
-        files.add(f.path, meta=f"+ {f.pid} {f.label}")
-    for f in d.files_removed:
-        files.add(f.path, meta=f"- {f.pid} {f.label}")
-    sockets = tree.add("Sockets")
-    for sign, items in (("+", d.sockets_added), ("-", d.sockets_removed)):
-        for sk in items:
-            meta, text = _socket_line(sk)
-            sockets.add(text, meta=f"{sign} {sk.pid} {meta}")
-    tree.add(
-        "Summary: "
-        + ("changed" if d.changed else "no changes")
-        + f" ({len(d.processes_added)} added, {len(d.processes_removed)} removed, "
-        f"{len(d.processes_changed)} changes)"
-    )
-    return tree
-
-
 def cmd_diff(args: argparse.Namespace, engine: Engine) -> int:
-    result = engine.diff_archives(args.a, args.b)
+    from amber.cli.archive_diff_view import render_diff
+    from amber.engine.archive_diff import checkpointctl_json
+
+    result = engine.diff_archives(
+        args.a,
+        args.b,
+        ps_tree_cmd=args.ps_tree_cmd,
+        ps_tree_env=args.ps_tree_env,
+        files=args.files,
+        sockets=args.sockets,
+    )
     if args.format == "json":
-        print_json(result.to_dict())
+        print_json(checkpointctl_json(result, ps_tree_cmd=args.ps_tree_cmd))
     else:
-        print(diff_tree(result).render())
+        print(render_diff(result, ps_tree_cmd=args.ps_tree_cmd, show_unchanged=args.show_unchanged))
+    return ExitCode.OK
+
+
+def _rfc822(stamp: str) -> str:
+    from datetime import datetime
+
+    try:
+        when = datetime.fromisoformat((stamp or "0001-01-01T00:00:00Z").replace("Z", "+00:00"))
+    except ValueError:
+        return stamp
+    return when.strftime("%d %b %y %H:%M ") + (when.tzname() or "UTC")
+
+
+def cmd_list(args: argparse.Namespace, engine: Engine) -> int:
+    from amber.layout import KUBELET_CHECKPOINTS
+
+    listed = engine.list_archives(args.directories)
+    if not listed:
+        print(f"No checkpoints found in {[str(d) for d in args.directories] or [str(KUBELET_CHECKPOINTS) + '/']}")
+        return ExitCode.OK
+    rows = []
+    for directory in dict.fromkeys(item.directory for item in listed):
+        print(f"Listing checkpoints in path: {directory}")
+        for item in (i for i in listed if i.directory == directory):
+            if item.summary is None:
+                print(f"Error extracting information from {item.path}: {item.error}", file=sys.stderr)
+                continue
+            s = item.summary
+            rows.append([s.namespace, s.pod, s.container, s.engine, _rfc822(s.checkpointed), Path(item.path).name])
+    if rows:
+        print_table(["NAMESPACE", "POD", "CONTAINER", "ENGINE", "TIME CHECKPOINTED", "CHECKPOINT NAME"], rows)
     return ExitCode.OK
 
 
@@ -360,7 +364,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("a", metavar="A")
     s.add_argument("b", metavar="B")
     s.add_argument("--format", choices=("tree", "json"), default="tree")
+    for flag, text in (
+        ("--ps-tree-cmd", "compare full command lines"),
+        ("--ps-tree-env", "compare environments"),
+        ("--files", "compare open files"),
+        ("--sockets", "compare open sockets"),
+        ("--show-unchanged", "also show what did not change"),
+    ):
+        s.add_argument(flag, action="store_true", help=text)
     s.set_defaults(handler=cmd_diff)
+
+    s = asub.add_parser("list", help="the checkpoint-* archives in directories (default: the kubelet's)")
+    s.add_argument("directories", nargs="*", metavar="DIR", help="default /var/lib/kubelet/checkpoints/")
+    s.set_defaults(handler=cmd_list)
 
     s = asub.add_parser("check", help="can this host restore the archive? (exit 1 if not)")
     s.add_argument("file", metavar="FILE")

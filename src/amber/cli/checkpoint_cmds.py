@@ -7,11 +7,14 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from amber.cli.output import print_json
-from amber.errors import ExitCode
+from amber.cli.progress import ProgressBar, progress_bar
+from amber.cli.select import add_latest, chosen
+from amber.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
     from amber.engine import Engine
     from amber.engine.checkpoint import Report
+    from amber.models import Container
 
 
 def _stats_json(reports: list[Report], key: str, started: float) -> dict[str, Any]:
@@ -26,8 +29,26 @@ def _stats_json(reports: list[Report], key: str, started: float) -> dict[str, An
 
 def cmd_checkpoint(args: argparse.Namespace, engine: Engine) -> int:
     started = time.monotonic()
-    reports = engine.checkpoint(
-        *args.containers,
+    refs = [] if args.all else chosen(args, engine)
+    bar = progress_bar("exporting", quiet=args.quiet) if args.export else None
+    try:
+        reports = _checkpoint(args, engine, refs, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    if args.print_stats:
+        print_json(_stats_json(reports, "checkpoint", started))
+    else:
+        # podman prints what the user typed, and ids for --all and --latest
+        typed = refs if len(refs) == len(reports) and not args.latest else [r.id for r in reports]
+        for ref in typed:
+            print(ref)
+    return ExitCode.OK
+
+
+def _checkpoint(args: argparse.Namespace, engine: Engine, refs: list[str], bar: ProgressBar | None) -> list[Report]:
+    return engine.checkpoint(
+        *refs,
         all=args.all,
         export=args.export,
         compress=args.compress,
@@ -41,19 +62,45 @@ def cmd_checkpoint(args: argparse.Namespace, engine: Engine) -> int:
         stats=args.print_stats,
         create_image=args.create_image,
         target=args.target,
+        progress=bar,
     )
-    if args.print_stats:
-        print_json(_stats_json(reports, "checkpoint", started))
-    else:
-        for r in reports:
-            print(r.name if not r.export else f"{r.name} -> {r.export}")
-    return ExitCode.OK
+
+
+def _restore_targets(args: argparse.Namespace, engine: Engine) -> list[str | None]:
+    if args.import_path is not None:
+        if args.all or args.latest or args.container:
+            raise UsageError("--import restores one archive", hint="leave out --all, --latest and container names")
+        return [None]
+    if args.all:
+        if args.container or args.latest:
+            raise UsageError("--all and container names cannot be used together", hint="give one of them")
+        return [c.id for c in engine.ps(all=True, filters=["status=checkpointed"])]
+    return list(chosen(args, engine, "container"))
 
 
 def cmd_restore(args: argparse.Namespace, engine: Engine) -> int:
     started = time.monotonic()
-    c, report = engine.restore_report(
-        args.container,
+    reports = []
+    for target in _restore_targets(args, engine):
+        bar = progress_bar("importing", quiet=args.quiet) if args.import_path else None
+        try:
+            c, report = _restore(args, engine, target, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        reports.append(report)
+        if not args.print_stats:  # podman: what the user typed; the id for --import, --all, --latest
+            print(c.id if args.all or args.latest or target is None else target)
+    if args.print_stats:
+        print_json(_stats_json(reports, "restore", started))
+    return ExitCode.OK
+
+
+def _restore(
+    args: argparse.Namespace, engine: Engine, target: str | None, bar: ProgressBar | None
+) -> tuple[Container, Report]:
+    return engine.restore_report(
+        target,
         archive=args.import_path,
         name=args.name,
         runtime=args.runtime,
@@ -64,17 +111,14 @@ def cmd_restore(args: argparse.Namespace, engine: Engine) -> int:
         ignore_rootfs=args.ignore_rootfs,
         stats=args.print_stats,
         trust_archive=args.trust_archive,
+        progress=bar,
     )
-    if args.print_stats:
-        print_json(_stats_json([report], "restore", started))
-    else:
-        print(c.name)
-    return ExitCode.OK
 
 
 def _checkpoint_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("containers", nargs="*", help="containers to checkpoint")
     p.add_argument("-a", "--all", action="store_true", help="checkpoint all running containers")
+    add_latest(p)
     p.add_argument("-e", "--export", metavar="FILE", help="write the checkpoint to a portable archive")
     p.add_argument("-c", "--compress", metavar="ALGO", help="zstd (default), gzip or none; with --export only")
     p.add_argument("-R", "--leave-running", action="store_true", help="keep the container running")
@@ -102,11 +146,14 @@ def _checkpoint_parser(p: argparse.ArgumentParser) -> None:
         help="the engine that will restore it: podman (default; also amber) or containerd "
         "(the container's root directory is recorded in the mode that engine gives it)",
     )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar while exporting")
     p.set_defaults(handler=cmd_checkpoint)
 
 
 def _restore_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("container", nargs="?", help="a checkpointed container, or a checkpoint image (without --import)")
+    p.add_argument("-a", "--all", action="store_true", help="restore every checkpointed container")
+    add_latest(p)
     p.add_argument("-i", "--import", dest="import_path", metavar="FILE", help="restore from an archive")
     p.add_argument("-n", "--name", help="name of the new container (with --import or a checkpoint image)")
     p.add_argument("-k", "--keep", action="store_true", help="keep the CRIU images and logs")
@@ -121,6 +168,7 @@ def _restore_parser(p: argparse.ArgumentParser) -> None:
         help="give the container the privileges its archive asks for (only for archives you trust)",
     )
     p.add_argument("--print-stats", action="store_true", help="print statistics as JSON (podman's shape)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar while importing")
     p.set_defaults(handler=cmd_restore)
 
 

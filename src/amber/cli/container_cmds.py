@@ -6,7 +6,9 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
+from amber.cli.format import Template, render_all
 from amber.cli.output import print_json, print_table
+from amber.cli.select import add_latest, chosen
 from amber.errors import ExitCode
 from amber.models import Container, Status
 
@@ -59,20 +61,40 @@ def _status(c: Container) -> str:
 
 
 def cmd_ps(args: argparse.Namespace, engine: Engine) -> int:
-    containers = engine.containers(running_only=not args.all)
+    from amber.engine.podman_view import ps_template_view, ps_view
+
+    containers = engine.ps(all=args.all or args.latest, filters=args.filter)
+    if args.latest:
+        containers = sorted(containers, key=lambda c: c.created)[-1:]
     if args.quiet:
         for c in containers:
-            print(c.id[:12])
+            print(c.id if args.no_trunc else c.id[:12])
+        return ExitCode.OK
+    if args.format is not None:
+        as_json = args.format.strip() == "json"
+        views = [ps_view(c) if as_json else ps_template_view(c, no_trunc=args.no_trunc) for c in containers]
+        lines = render_all(args.format, views)
+        table = args.format.startswith("table") and bool(views or lines)
+        for line in lines[1:] if table and args.noheading and len(lines) > len(views) else lines:
+            print(line)
         return ExitCode.OK
     rows = [
-        [c.id[:12], c.name, c.image_name, c.runtime, _status(c), c.created[:19].replace("T", " ")] for c in containers
+        [
+            c.id if args.no_trunc else c.id[:12],
+            c.name,
+            c.image_name,
+            c.runtime,
+            _status(c),
+            c.created[:19].replace("T", " "),
+        ]
+        for c in containers
     ]
-    print_table(["CONTAINER ID", "NAME", "IMAGE", "RUNTIME", "STATUS", "CREATED"], rows)
+    print_table(["CONTAINER ID", "NAME", "IMAGE", "RUNTIME", "STATUS", "CREATED"], rows, header=not args.noheading)
     return ExitCode.OK
 
 
 def cmd_logs(args: argparse.Namespace, engine: Engine) -> int:
-    for line in engine.logs(args.container, follow=args.follow):
+    for line in engine.logs(chosen(args, engine, "container")[0], follow=args.follow):
         stream = sys.stdout if line.stream == "stdout" else sys.stderr
         print(line.text, file=stream, flush=args.follow)
     return ExitCode.OK
@@ -83,7 +105,7 @@ def cmd_exec(args: argparse.Namespace, engine: Engine) -> int:
 
 
 def cmd_stop(args: argparse.Namespace, engine: Engine) -> int:
-    for ref in args.containers:
+    for ref in chosen(args, engine):
         engine.stop(ref, timeout=args.time)
         print(ref)
     return ExitCode.OK
@@ -97,14 +119,20 @@ def cmd_kill(args: argparse.Namespace, engine: Engine) -> int:
 
 
 def cmd_rm(args: argparse.Namespace, engine: Engine) -> int:
-    for ref in args.containers:
+    for ref in chosen(args, engine):
         engine.remove(ref, force=args.force)
         print(ref)
     return ExitCode.OK
 
 
 def cmd_inspect(args: argparse.Namespace, engine: Engine) -> int:
-    print_json([engine.inspect(ref) for ref in args.containers])
+    data = [engine.inspect(ref) for ref in chosen(args, engine)]
+    if args.format is None or args.format.strip() == "json":
+        print_json(data)
+        return ExitCode.OK
+    tpl = Template.parse(args.format)
+    for d in data:
+        print(tpl.render(d))
     return ExitCode.OK
 
 
@@ -133,11 +161,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("ps", help="list containers")
     p.add_argument("-a", "--all", action="store_true", help="also list containers that are not running")
     p.add_argument("-q", "--quiet", action="store_true", help="print ids only")
+    add_latest(p)
+    p.add_argument("--no-trunc", action="store_true", help="print whole ids")
+    p.add_argument("--noheading", action="store_true", help="no header line")
+    p.add_argument(
+        "-f",
+        "--filter",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="name=, id=, status=, label=, ancestor= (repeatable)",
+    )
+    p.add_argument("--format", help="json, 'table {{.ID}} {{.Names}}', or a template like '{{.Names}} {{.Status}}'")
     p.set_defaults(handler=cmd_ps)
 
     p = sub.add_parser("logs", help="print a container's output")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing until the container stops")
-    p.add_argument("container")
+    add_latest(p)
+    p.add_argument("container", nargs="?")
     p.set_defaults(handler=cmd_logs)
 
     p = sub.add_parser("exec", help="run a command in a running container")
@@ -150,7 +191,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = sub.add_parser("stop", help="stop running containers (TERM, then KILL after -t seconds)")
     p.add_argument("-t", "--time", type=float, default=10.0, help="seconds to wait before KILL (default 10)")
-    p.add_argument("containers", nargs="+")
+    add_latest(p)
+    p.add_argument("containers", nargs="*")
     p.set_defaults(handler=cmd_stop)
 
     p = sub.add_parser("kill", help="send a signal to running containers")
@@ -160,11 +202,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = sub.add_parser("rm", help="remove containers")
     p.add_argument("-f", "--force", action="store_true", help="kill running containers first")
-    p.add_argument("containers", nargs="+")
+    add_latest(p)
+    p.add_argument("containers", nargs="*")
     p.set_defaults(handler=cmd_rm)
 
     p = sub.add_parser("inspect", help="show containers' records and specs as JSON")
-    p.add_argument("containers", nargs="+")
+    p.add_argument("-f", "--format", help="json (default) or a template like '{{.State.Status}} {{.Name}}'")
+    add_latest(p)
+    p.add_argument("containers", nargs="*")
     p.set_defaults(handler=cmd_inspect)
 
     p = sub.add_parser("wait", help="wait for containers to exit, print their exit codes")

@@ -18,13 +18,14 @@ def print_error(exc: AmberError) -> None:
         print(f"hint: {exc.hint}", file=sys.stderr)
 
 
-def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, header: bool = True) -> None:
     widths = [len(h) for h in headers]
     for row in rows:
         for i, cell in enumerate(row):
             widths[i] = max(widths[i], len(cell))
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    print(fmt.format(*headers).rstrip())
+    if header:
+        print(fmt.format(*headers).rstrip())
     for row in rows:
         print(fmt.format(*row).rstrip())
 

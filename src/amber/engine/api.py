@@ -16,19 +16,19 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from amber.adapters import run as runners
 from amber.config import Settings
 from amber.engine.api_images import CheckpointImageCalls
+from amber.engine.api_views import PodmanViewCalls
 from amber.engine.services import Services, iterate_with, with_runner
 from amber.errors import AmberError, UsageError, require_root
 
 if TYPE_CHECKING:
-    from amber.adapters.checkpoint_archive import Compression
+    from amber.adapters.checkpoint_archive import Compression, Progress
     from amber.adapters.criu_memory import SearchMatch
     from amber.engine.archive_models import (
-        ArchiveDiff,
         ArchiveInspection,
         ArchiveSummary,
         CheckResult,
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 PathLike = str | os.PathLike[str]
 
 
-class Engine(CheckpointImageCalls):
+class Engine(CheckpointImageCalls, PodmanViewCalls):
     """amber as a library. Construction reads the settings only; nothing runs until a call."""
 
     def __init__(
@@ -220,11 +220,6 @@ class Engine(CheckpointImageCalls):
         NotFoundError."""
         return self.services.containers.inspect_record(container)
 
-    @with_runner
-    def inspect(self, container: str) -> dict[str, Any]:
-        """A container's record, paths and OCI spec (`amber inspect`). Raises NotFoundError."""
-        return self.services.containers.inspect(container)
-
     def logs(self, container: str, *, follow: bool = False) -> Iterator[LogLine]:
         """A container's output lines; with `follow`, until it stops. Raises NotFoundError."""
         return iterate_with(self.runner, self.services.containers.logs(container, follow=follow))
@@ -266,6 +261,7 @@ class Engine(CheckpointImageCalls):
         stats: bool = False,
         create_image: str | None = None,
         target: str = "podman",
+        progress: Progress | None = None,
     ) -> list[Report]:
         """Checkpoint containers (or `all` running ones), one Report each (`stats`: with CRIU's
         statistics, --print-stats). With `export`, into a portable archive (several containers:
@@ -274,7 +270,8 @@ class Engine(CheckpointImageCalls):
         no dirty-memory tracking, not root), CommandError (CRIU refused: the container runs on).
         `create_image` NAME also stores the checkpoint as a checkpoint image (one container).
         `target` is the engine meant to restore it: podman (default) or containerd (they need
-        the container's root directory in different modes)."""
+        the container's root directory in different modes).
+        `progress(done, total)` is called now and then while an archive is written (bytes)."""
         from amber.adapters.checkpoint_archive import Compression
         from amber.engine.checkpoint import CheckpointOptions
         from amber.engine.options import as_path, check_checkpoint
@@ -291,6 +288,7 @@ class Engine(CheckpointImageCalls):
             with_previous=with_previous,
             stats=stats,
             target=target,
+            progress=progress,
         )
         check_checkpoint(containers, opts, all=all)
         if create_image is not None:
@@ -338,6 +336,7 @@ class Engine(CheckpointImageCalls):
         ignore_rootfs: bool = False,
         stats: bool = False,
         trust_archive: bool = False,
+        progress: Progress | None = None,
     ) -> Container:
         """A new running container from a checkpoint archive (`amber restore --import`), under
         the archive's name or `name`, with the archive's runtime unless `runtime` is given.
@@ -361,6 +360,7 @@ class Engine(CheckpointImageCalls):
             ignore_rootfs=ignore_rootfs,
             stats=stats,
             trust_archive=trust_archive,
+            progress=progress,
         )[0]
 
     @with_runner
@@ -378,11 +378,13 @@ class Engine(CheckpointImageCalls):
         ignore_rootfs: bool = False,
         stats: bool = False,
         trust_archive: bool = False,
+        progress: Progress | None = None,
     ) -> tuple[Container, Report]:
         """`restore` (a container) or `restore_archive` (an `archive`), with the Report that
         --print-stats shows. Raises what those raise, and UsageError unless exactly one of
         `container` and `archive` is given. A `container` that names no container but a
-        checkpoint image restores that image (`restore_image`)."""
+        checkpoint image restores that image (`restore_image`). `progress(done, total)` is called now and then while an
+        archive is unpacked (bytes)."""
         from amber.engine.options import as_path, check_restore
         from amber.engine.restore import RestoreOptions
 
@@ -396,6 +398,7 @@ class Engine(CheckpointImageCalls):
             ignore_rootfs=ignore_rootfs,
             stats=stats,
             trust_archive=trust_archive,
+            progress=progress,
         )
         if archive is None and container and self.is_checkpoint_image(container):
             check_restore(None, opts, archive_given=True)
@@ -479,14 +482,6 @@ class Engine(CheckpointImageCalls):
             context=context,
             output=as_path(output) if output is not None else None,
         )
-
-    @with_runner
-    def diff_archives(self, a: PathLike, b: PathLike) -> ArchiveDiff:
-        """What changed between two checkpoints (`amber archive diff`). Raises NotFoundError,
-        ArchiveError."""
-        from amber.engine.options import as_path
-
-        return self.services.archives.diff(as_path(a), as_path(b))
 
     @with_runner
     def check_archive(

@@ -126,6 +126,11 @@ class ArchiveInspection:
             d["checkpointed"] = s.checkpointed
         d["engine"] = s.engine
         if self.networks:
+            # checkpointctl's top-level ip and mac: every interface's, by network then interface
+            ordered = sorted(self.networks, key=lambda n: (n.network, n.interface))
+            ips = ", ".join(n.ip.split("/", 1)[0] for n in ordered if n.ip)
+            macs = ", ".join(m for _, _, m in dict.fromkeys((n.network, n.interface, n.mac) for n in ordered) if m)
+            d |= {k: v for k, v in (("ip", ips), ("mac", macs)) if v}
             nets: dict[str, dict[str, Any]] = {}
             for n in self.networks:
                 iface = {k: v for k, v in (("ip", n.ip), ("mac", n.mac), ("gateway", n.gateway)) if v}
@@ -291,6 +296,16 @@ class ArchiveDiff:
     sockets_removed: list[Socket]
     memory_a: list[ProcessMemory]
     memory_b: list[ProcessMemory]
+    files_unchanged: list[FileDescriptor] = field(default_factory=list)
+    sockets_unchanged: list[Socket] = field(default_factory=list)
+    tree_b: ArchiveInspection | None = None  # B's process tree, for --show-unchanged
+    files_compared: bool = True
+    sockets_compared: bool = True
+
+    @property
+    def memory_change(self) -> int:
+        """Bytes of memory pages B has more than A (checkpointctl's size_change_bytes)."""
+        return self.b.memory_pages_size - self.a.memory_pages_size
 
     @property
     def changed(self) -> bool:

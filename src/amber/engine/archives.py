@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -21,11 +22,12 @@ from typing import Any
 from amber.adapters import checkpoint_archive as archive
 from amber.adapters import criu_memory as mem
 from amber.adapters import state
-from amber.adapters.criu_files import FileDescriptor, Socket, read_files, read_sockets
+from amber.adapters.criu_files import read_files, read_sockets
 from amber.adapters.criu_images import ImageDir, Process, read_dump_stats, read_processes
 from amber.adapters.podman_format import CPUINFO_IMG, spec_annotations
 from amber.config import Layout
 from amber.engine import archive_checks
+from amber.engine import archive_parts as parts
 from amber.engine.archive_models import (
     ArchiveDiff,
     ArchiveInspection,
@@ -33,10 +35,6 @@ from amber.engine.archive_models import (
     CheckResult,
     MemoryDump,
     MemoryRegion,
-    Metadata,
-    Mount,
-    NetworkInterface,
-    ProcessChange,
     ProcessMemory,
 )
 from amber.errors import AmberError, ConflictError, NotFoundError, UsageError
@@ -141,10 +139,14 @@ class ArchiveService:
             amber=head.amber_manifest is not None,
         )
 
+    def summary_of(self, head: archive.ArchiveHead) -> ArchiveSummary:
+        """The summary from the archive's first members only (sizes left at 0). Raises nothing."""
+        return self._summary(head, (0, 0, 0))
+
     def _sizes(self, head: archive.ArchiveHead) -> tuple[int, int, int]:
         """(checkpoint/, pages, rootfs diff) sizes: amber's manifest, else the tar headers."""
-        recorded = _manifest_sizes(head)
-        return recorded if recorded is not None else _member_sizes(archive.list_members(head.path))
+        recorded = parts.manifest_sizes(head)
+        return recorded if recorded is not None else parts.member_sizes(archive.list_members(head.path), head.path)
 
     # ------------------------------------------------------------------ extraction
     @contextlib.contextmanager
@@ -154,13 +156,21 @@ class ArchiveService:
         make_want: Callable[[Path], _Want],
         observe: Callable[[archive.MemberInfo], None] | None = None,
     ) -> Iterator[Path]:
-        self.layout.tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = Path(tempfile.mkdtemp(prefix="archive-", dir=self.layout.tmp))
+        tmp = Path(tempfile.mkdtemp(prefix="archive-", dir=self._scratch_parent()))
         try:
             archive.extract_members(path, tmp, make_want(tmp), observe)
             yield tmp
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+    def _scratch_parent(self) -> Path | None:
+        """amber's tmp directory, or (a user who cannot write amber's root reading an archive
+        they can read) the system's temporary directory."""
+        try:
+            self.layout.tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except PermissionError:
+            return None
+        return self.layout.tmp if os.access(self.layout.tmp, os.W_OK | os.X_OK) else None
 
     # ------------------------------------------------------------------ inspect
     def inspect(
@@ -207,10 +217,11 @@ class ArchiveService:
         metadata: bool,
         pid: int | None,
         memory: bool,
+        tree_required: bool = True,
     ) -> tuple[ArchiveInspection, list[ProcessMemory]]:
         ps_tree = ps_tree or ps_tree_cmd or ps_tree_env or files or sockets or memory or pid is not None
         head = archive.read_head(path)
-        recorded = _manifest_sizes(head)
+        recorded = parts.manifest_sizes(head)
         members: list[archive.MemberInfo] = []  # headers seen on the one pass, when sizes are not recorded
         names = {archive.NETWORK_STATUS, *([archive.STATS_DUMP] if stats else [])}
         prefixes: list[str] = []
@@ -226,29 +237,32 @@ class ArchiveService:
         with self._extracted(
             path, lambda tmp: _Want(tmp, names, prefixes, pages=pages), None if recorded is not None else members.append
         ) as tmp:
-            sizes = recorded if recorded is not None else _member_sizes(members)
+            sizes = recorded if recorded is not None else parts.member_sizes(members, path)
             d = ImageDir(tmp / archive.CHECKPOINT_DIR, str(path))
             procs: list[Process] | None = None
             memory_table: list[ProcessMemory] = []
+            if ps_tree and not tree_required and not (d.path / "pstree.img").is_file():
+                procs, pages, memory = [], False, False
             if ps_tree:
-                procs = read_processes(d)
+                procs = procs if procs is not None else read_processes(d)
                 if pid is not None and pid not in {p.pid for p in procs}:
                     raise _no_pid(pid, path)
                 if pages:
                     procs = [mem.read_args(d, p, cmdline=ps_tree_cmd, env=ps_tree_env) for p in procs]
                 if memory:
                     memory_table = _memory_table(d, procs)
+            parts.require_parts(path, tmp, stats=stats, files=bool((files or sockets) and procs))
             summary = self._summary(head, sizes)
             inspection = ArchiveInspection(
                 summary=summary,
-                networks=_networks(tmp / archive.NETWORK_STATUS),
+                networks=parts.networks(tmp / archive.NETWORK_STATUS),
                 statistics=read_dump_stats(tmp / archive.STATS_DUMP, str(path)) if stats else None,
-                metadata=_metadata(head, summary) if metadata else None,
+                metadata=parts.metadata(head, summary) if metadata else None,
                 processes=procs,
                 root_pid=pid,
-                files=read_files(d, procs or []) if files else None,
-                sockets=read_sockets(d, procs or []) if sockets else None,
-                mounts=_mounts(head.spec) if mounts else None,
+                files=(read_files(d, procs) if procs else []) if files else None,
+                sockets=(read_sockets(d, procs) if procs else []) if sockets else None,
+                mounts=parts.mounts(head.spec) if mounts else None,
             )
         return inspection, memory_table
 
@@ -360,61 +374,36 @@ class ArchiveService:
             return out
 
     # ------------------------------------------------------------------ diff
-    def diff(self, a: str | Path, b: str | Path) -> ArchiveDiff:
-        flags = {
+    def diff(
+        self,
+        a: str | Path,
+        b: str | Path,
+        *,
+        ps_tree_cmd: bool = True,
+        ps_tree_env: bool = False,
+        files: bool = True,
+        sockets: bool = True,
+    ) -> ArchiveDiff:
+        """What changed from checkpoint `a` to `b` (checkpointctl's diff). An archive without
+        CRIU images (metadata only) has no processes. Raises NotFoundError, ArchiveError."""
+        from amber.engine.archive_diff import diff_inspections
+
+        flags: dict[str, Any] = {
             "ps_tree": True,
-            "ps_tree_cmd": True,
-            "ps_tree_env": False,
-            "files": True,
-            "sockets": True,
+            "ps_tree_cmd": ps_tree_cmd,
+            "ps_tree_env": ps_tree_env,
+            "files": files,
+            "sockets": sockets,
             "mounts": False,
             "stats": False,
             "metadata": False,
             "pid": None,
             "memory": True,
+            "tree_required": False,
         }
-        ia, ma = self._inspect(Path(a), **flags)  # type: ignore[arg-type]
-        ib, mb = self._inspect(Path(b), **flags)  # type: ignore[arg-type]
-        pa = {p.pid: p for p in ia.processes or []}
-        pb = {p.pid: p for p in ib.processes or []}
-        mema, memb = {m.pid: m for m in ma}, {m.pid: m for m in mb}
-        changes: list[ProcessChange] = []
-        unchanged: list[int] = []
-        for pid in sorted(pa.keys() & pb.keys()):
-            before = len(changes)
-            for fld in ("comm", "cmdline", "task_state"):
-                va, vb = getattr(pa[pid], fld), getattr(pb[pid], fld)
-                if va != vb:
-                    changes.append(ProcessChange(pid, "command" if fld == "comm" else fld, str(va), str(vb)))
-            sa = mema[pid].memory_size if pid in mema else 0
-            sb = memb[pid].memory_size if pid in memb else 0
-            if sa != sb:
-                changes.append(ProcessChange(pid, "memory_size", str(sa), str(sb)))
-            if len(changes) == before:
-                unchanged.append(pid)
-
-        def fkey(f: FileDescriptor) -> tuple[Any, ...]:
-            return f.pid, f.fd, f.type, f.path
-
-        def skey(s: Socket) -> tuple[Any, ...]:
-            return s.pid, s.kind, s.protocol, s.state, s.src, s.src_port, s.dst, s.dst_port
-
-        fa, fb = {fkey(f): f for f in ia.files or []}, {fkey(f): f for f in ib.files or []}
-        sa_, sb_ = {skey(s): s for s in ia.sockets or []}, {skey(s): s for s in ib.sockets or []}
-        return ArchiveDiff(
-            a=ia.summary,
-            b=ib.summary,
-            processes_added=[pb[p] for p in sorted(pb.keys() - pa.keys())],
-            processes_removed=[pa[p] for p in sorted(pa.keys() - pb.keys())],
-            processes_changed=changes,
-            processes_unchanged=unchanged,
-            files_added=[fb[k] for k in fb if k not in fa],
-            files_removed=[fa[k] for k in fa if k not in fb],
-            sockets_added=[sb_[k] for k in sb_ if k not in sa_],
-            sockets_removed=[sa_[k] for k in sa_ if k not in sb_],
-            memory_a=ma,
-            memory_b=mb,
-        )
+        ia, ma = self._inspect(Path(a), **flags)
+        ib, mb = self._inspect(Path(b), **flags)
+        return diff_inspections(ia, ma, ib, mb)
 
     # ------------------------------------------------------------------ check
     def check(
@@ -463,67 +452,6 @@ def _memory_table(d: ImageDir, procs: list[Process]) -> list[ProcessMemory]:
                 mem.pages_file(pagemap) if pagemap else "",
             )
         )
-    return out
-
-
-def _manifest_sizes(head: archive.ArchiveHead) -> tuple[int, int, int] | None:
-    """The sizes amber recorded in amber.manifest, if it records them."""
-    sizes = head.amber_manifest.sizes if head.amber_manifest else None
-    if sizes is None or sizes.checkpoint is None:
-        return None
-    return sizes.checkpoint, sizes.memory_pages or 0, sizes.rootfs_diff or 0
-
-
-def _member_sizes(members: Sequence[archive.MemberInfo]) -> tuple[int, int, int]:
-    checkpoint = pages = diff = 0
-    for m in members:
-        if m.type is not archive.MemberType.FILE:
-            continue
-        if m.name.startswith(CKPT):
-            checkpoint += m.size
-            if m.name.startswith(CKPT + "pages-"):
-                pages += m.size
-        elif m.name == archive.ROOTFS_DIFF:
-            diff = m.size
-    return checkpoint, pages, diff
-
-
-def _mounts(spec: dict[str, Any]) -> list[Mount]:
-    out = []
-    mounts = spec.get("mounts")
-    for m in mounts if isinstance(mounts, list) else []:
-        if isinstance(m, dict):
-            out.append(Mount(str(m.get("destination", "")), str(m.get("type", "")), str(m.get("source", ""))))
-    return out
-
-
-def _metadata(head: archive.ArchiveHead, summary: ArchiveSummary) -> Metadata:
-    return Metadata(summary.pod, summary.namespace, spec_annotations(head.spec))
-
-
-def _networks(path: Path) -> list[NetworkInterface]:
-    """Podman's network.status: {network: {interfaces: {name: {subnets: [...], mac_address}}}}."""
-    try:
-        status = json.loads(path.read_bytes())
-    except (OSError, ValueError):
-        return []
-    out = []
-    for net, data in status.items() if isinstance(status, dict) else []:
-        ifaces = data.get("interfaces") if isinstance(data, dict) else None
-        for ifname, info in ifaces.items() if isinstance(ifaces, dict) else []:
-            if not isinstance(info, dict):
-                continue
-            subnets = [s for s in info.get("subnets") or [] if isinstance(s, dict)] or [{}]
-            for s in subnets:
-                out.append(
-                    NetworkInterface(
-                        str(net),
-                        str(ifname),
-                        str(s.get("ipnet", "")),
-                        str(info.get("mac_address", "")),
-                        str(s.get("gateway", "")),
-                    )
-                )
     return out
 
 

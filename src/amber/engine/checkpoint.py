@@ -68,6 +68,7 @@ class CheckpointOptions:
     with_previous: bool = False
     stats: bool = False  # decode CRIU's statistics (costs pycriu's import: about 0.2 s)
     target: str = DEFAULT_TARGET  # the engine meant to restore the archive: podman or containerd (TARGETS)
+    progress: archive.Progress | None = None  # told how the export's writing goes (the CLI's bar)
 
     @property
     def archive_compression(self) -> archive.Compression:
@@ -366,7 +367,9 @@ class CheckpointService:
             fmt.STATUS_DUMP: b"{}\n",  # containerd's CRI restore reads it (an empty status is enough)
         }
         with timed(f"write archive ({opts.archive_compression})"):
-            archive.write_archive(opts.export, work, members, opts.archive_compression, head=head)
+            archive.write_archive(
+                opts.export, work, members, opts.archive_compression, head=head, progress=opts.progress
+            )
 
 
 @contextlib.contextmanager

@@ -158,7 +158,9 @@ class ContainerService:
             if exc.hint is None and any("executable file not found" in d or "No such file" in d for d in exc.details):
                 raise amended(exc, hint=f"image {c.image_name} has no command '{c.command[0]}'") from exc
             raise
-        c = dataclasses.replace(c, status=Status.RUNNING, pid=pid, started=now(), exit_code=None, finished="")
+        c = dataclasses.replace(
+            c, status=Status.RUNNING, pid=pid, started=now(), exit_code=None, finished="", restored=False
+        )  # a fresh start: no longer the restored one (podman clears .State.Restored)
         self.store.save(c)
         return c
 

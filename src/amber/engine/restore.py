@@ -57,6 +57,7 @@ class RestoreOptions:
     ignore_rootfs: bool = False  # only with an archive
     stats: bool = False
     trust_archive: bool = False  # obey the archive's privileges (spec.dump, CRIU credentials)
+    progress: archive.Progress | None = None  # told how the archive's unpacking goes (the CLI's bar)
 
     def validate(self, *, archive: bool) -> None:
         """Raises UsageError for options that do not go together (`archive`: restoring one)."""
@@ -176,7 +177,14 @@ class RestoreService:
         c = self.containers.store.get(ref)
         with self.containers.lock(c):
             c = self.containers.store.get(c.id)
-            if c.status != Status.CHECKPOINTED:
+            # podman restores a container stopped after `checkpoint --leave-running` from the
+            # checkpoint that kept running left in its bundle
+            kept = (
+                c.status == Status.EXITED
+                and c.checkpointed > c.started
+                and (self.containers.paths(c.id).checkpoint / fmt.INVENTORY_IMG).is_file()
+            )
+            if c.status != Status.CHECKPOINTED and not kept:
                 raise ConflictError(
                     f"container {c.name} is {c.status}, not checkpointed: nothing to restore",
                     hint=f"checkpoint it first: amber checkpoint {c.name}",
@@ -261,7 +269,7 @@ class RestoreService:
         p = self.containers.paths(c.id)
         skip = {fmt.CONFIG_DUMP, fmt.SPEC_DUMP, fmt.AMBER_MANIFEST}
         with timed("extract archive"):
-            archive.extract_archive(head.path, unpack, skip=lambda n: n in skip)
+            archive.extract_archive(head.path, unpack, skip=lambda n: n in skip, progress=opts.progress)
         faults.point("after-extract")
         images = images_dir(unpack)
         # CRIU can spin for ever on images it cannot parse: decode the process tree first, and
