@@ -19,7 +19,8 @@ from tests.conftest import FIXTURES, Amber, mounts_under
 
 pytestmark = pytest.mark.root
 
-COUNTER = "i=0; while :; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.1; done"
+# The counter is written beside and renamed into place, so a checkpoint never sees it empty.
+COUNTER = "i=0; while :; do i=$((i+1)); echo $i > /tmp/counter.new; mv /tmp/counter.new /tmp/counter; sleep 0.1; done"
 
 
 def counter(amber: Amber, name: str) -> int:

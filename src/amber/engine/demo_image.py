@@ -28,6 +28,7 @@ APPLETS = (
     "wget",
     "dd",
     "cp",
+    "mv",
     "rm",
     "mkdir",
     "touch",
