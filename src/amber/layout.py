@@ -26,6 +26,7 @@ from amber.adapters.podman_format import (
     CHECKPOINT_DIR,
     CTR_LOG,
     DUMP_LOG,
+    NETWORK_STATUS,
     PRE_CHECKPOINT_DIR,
     RESTORE_LOG,
     STATS_RESTORE,
@@ -107,6 +108,21 @@ class ContainerLayout:
     @property
     def restore_mounts(self) -> Path:
         return self.bundle / RESTORE_MOUNTS
+
+    @property
+    def attachments(self) -> Path:
+        """The container's networks, ports and mounts as asked (engine.attachments)."""
+        return self.dir / "attachments.json"
+
+    @property
+    def network_status(self) -> Path:
+        """netavark's status of the container's networks (podman's network.status)."""
+        return self.bundle / NETWORK_STATUS
+
+    @property
+    def conntrack(self) -> Path:
+        """The host's conntrack entries of the container's connections (checkpoint --tcp-established)."""
+        return self.bundle / "conntrack.json"
 
     @property
     def pending_checkpoint(self) -> Path:

@@ -22,9 +22,10 @@ import pytest
 
 from amber.adapters import netns
 from amber.config import Layout
-from amber.engine import mount_specs, net_alloc
+from amber.engine import mount_specs
 from amber.engine.networks import NetworkService, PortMapping
 from amber.engine.volumes import VolumeService
+from tests.integration import netkit
 
 pytestmark = [
     pytest.mark.root,
@@ -35,18 +36,8 @@ pytestmark = [
 ]
 
 
-def _free_subnet() -> str:
-    routed = net_alloc.host_routes()
-    while True:
-        net = ipaddress.IPv4Network(f"10.89.{random.randint(128, 250)}.0/24")
-        if not any(net.overlaps(r) for r in routed):
-            return str(net)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+_free_subnet = netkit.free_subnet
+_free_port = netkit.free_port
 
 
 def _links() -> str:

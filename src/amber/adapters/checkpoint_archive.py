@@ -39,6 +39,7 @@ from amber.adapters.podman_format import (
     ROOTFS_DIFF,
     SPEC_DUMP,
     STATS_DUMP,
+    STATUS_DUMP,
     AmberManifest,
     ConfigDump,
 )
@@ -95,6 +96,7 @@ class ArchiveHead:
     spec: dict[str, Any]
     amber_manifest: AmberManifest | None  # None: not written by amber
     bytes_read: int  # compressed bytes consumed from the file
+    network_status: dict[str, Any] | None = None  # network.status when it comes with the metadata
 
     @property
     def config(self) -> dict[str, Any]:
@@ -212,7 +214,8 @@ def _name(ti: tarfile.TarInfo) -> str:
 
 
 def read_head(path: Path) -> ArchiveHead:
-    """config.dump, spec.dump and amber.manifest (when it comes first), reading no further.
+    """config.dump, spec.dump and amber.manifest (when it comes first), and network.status when
+    it follows them (podman's order, amber's), reading no further.
 
     Raises ArchiveError for a damaged archive or metadata of the wrong shape (naming the field),
     PreconditionError for an amber.manifest of a newer schema than this amber reads."""
@@ -223,11 +226,15 @@ def read_head(path: Path) -> ArchiveHead:
         started[0] = True
         for ti in members(tar, _label(path)):
             name = _name(ti)
-            if name in (CONFIG_DUMP, SPEC_DUMP, AMBER_MANIFEST) and name not in found:
+            if name == NETWORK_STATUS and name not in found:
+                # podman writes `null` for a container without a network: read as none at all
+                with contextlib.suppress(ArchiveError):
+                    found[name] = _json_member(path, tar, ti, name, MAX_MANIFEST_SIZE)
+            elif name in (CONFIG_DUMP, SPEC_DUMP, AMBER_MANIFEST) and name not in found:
                 limit = MAX_MANIFEST_SIZE if name == AMBER_MANIFEST else MAX_DUMP_SIZE
                 found[name] = _json_member(path, tar, ti, name, limit)
-                if CONFIG_DUMP in found and SPEC_DUMP in found:
-                    break
+            elif CONFIG_DUMP in found and SPEC_DUMP in found and name != STATUS_DUMP:
+                break
         bytes_read = raw.count
     for name in (CONFIG_DUMP, SPEC_DUMP):
         if name not in found:
@@ -235,7 +242,7 @@ def read_head(path: Path) -> ArchiveHead:
     config = ConfigDump.from_dict(found[CONFIG_DUMP], path)
     raw_manifest = found.get(AMBER_MANIFEST)
     manifest = None if raw_manifest is None else AmberManifest.from_dict(raw_manifest, path)
-    return ArchiveHead(path, comp, config, found[SPEC_DUMP], manifest, bytes_read)
+    return ArchiveHead(path, comp, config, found[SPEC_DUMP], manifest, bytes_read, found.get(NETWORK_STATUS))
 
 
 def _extract(

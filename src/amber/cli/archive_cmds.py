@@ -85,6 +85,7 @@ def inspection_tree(ins: ArchiveInspection) -> Node:
         tree.add(f"Checkpointed: {s.checkpointed}")
     tree.add(f"Engine: {s.engine}")
     _networks(tree, ins)
+    _ports_volumes(tree, ins)
     size = tree.add(f"Checkpoint size: {human_size(s.checkpoint_size)}")
     if s.memory_pages_size:
         size.add(f"Memory pages size: {human_size(s.memory_pages_size)}")
@@ -109,6 +110,14 @@ def _networks(tree: Node, ins: ArchiveInspection) -> None:
         for label, value in (("IP", n.ip), ("MAC", n.mac), ("Gateway", n.gateway)):
             if value:
                 iface.add(f"{label}: {value}")
+
+
+def _ports_volumes(tree: Node, ins: ArchiveInspection) -> None:
+    for label, items in (("Published ports", ins.ports), ("Volumes", ins.volumes)):
+        if items:
+            node = tree.add(label)
+            for item in items:
+                node.add(item)
 
 
 def _metadata(tree: Node, ins: ArchiveInspection) -> None:

@@ -63,6 +63,7 @@ def _checkpoint(args: argparse.Namespace, engine: Engine, refs: list[str], bar: 
         create_image=args.create_image,
         target=args.target,
         progress=bar,
+        ignore_volumes=args.ignore_volumes,
     )
 
 
@@ -112,6 +113,10 @@ def _restore(
         stats=args.print_stats,
         trust_archive=args.trust_archive,
         progress=bar,
+        ignore_static_ip=args.ignore_static_ip,
+        ignore_static_mac=args.ignore_static_mac,
+        ignore_volumes=args.ignore_volumes,
+        publish=args.publish,
     )
 
 
@@ -126,6 +131,7 @@ def _checkpoint_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tcp-established", action="store_true", help="checkpoint established TCP connections")
     p.add_argument("--file-locks", action="store_true", help="checkpoint file locks")
     p.add_argument("--ignore-rootfs", action="store_true", help="leave the filesystem changes out (--export)")
+    p.add_argument("--ignore-volumes", action="store_true", help="leave the named volumes out (--export)")
     p.add_argument(
         "-P",
         "--pre-checkpoint",
@@ -162,6 +168,12 @@ def _restore_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tcp-close", action="store_true", help="restore TCP connections closed")
     p.add_argument("--file-locks", action="store_true", help="restore file locks")
     p.add_argument("--ignore-rootfs", action="store_true", help="do not apply the archive's filesystem changes")
+    p.add_argument("--ignore-volumes", action="store_true", help="do not restore the archive's named volumes")
+    p.add_argument("--ignore-static-ip", action="store_true", help="take a new IP, not the recorded one")
+    p.add_argument("--ignore-static-mac", action="store_true", help="take a new MAC, not the recorded one")
+    p.add_argument(
+        "-p", "--publish", action="append", metavar="[IP:]HOST:CTR[/PROTO]", help="replace the port mappings"
+    )
     p.add_argument(
         "--trust-archive",
         action="store_true",

@@ -21,13 +21,34 @@ def _create_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runtime", help="OCI runtime: runc, crun or a path (default from the config: crun)")
     p.add_argument("-e", "--env", action="append", default=[], metavar="K=V", help="set an environment variable")
     p.add_argument("-w", "--workdir", help="working directory inside the container")
+    p.add_argument("--network", default="amber", metavar="NAME", help="network to join, or none (default: amber)")
+    p.add_argument("--ip", help="the container's IPv4 address on its network")
+    p.add_argument("--mac-address", help="the container's MAC address on its network")
+    p.add_argument(
+        "-p", "--publish", action="append", default=[], metavar="[IP:]HOST:CTR[/PROTO]", help="publish a port"
+    )
+    p.add_argument(
+        "-v", "--volume", action="append", default=[], metavar="SRC:DEST[:ro]", help="a named volume or host path"
+    )
+    p.add_argument("--tmpfs", action="append", default=[], metavar="DEST[:OPTS]", help="mount a tmpfs")
     p.add_argument("image", help="image name or id")
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="command and arguments (default: the image's)")
 
 
 def _create_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     # The global --runtime is the engine's default; a command's own --runtime wins over it.
-    return {"name": args.name, "runtime": args.runtime, "env": args.env, "workdir": args.workdir}
+    return {
+        "name": args.name,
+        "runtime": args.runtime,
+        "env": args.env,
+        "workdir": args.workdir,
+        "network": args.network,
+        "ip": args.ip,
+        "mac_address": args.mac_address,
+        "publish": args.publish,
+        "volumes": args.volume,
+        "tmpfs": args.tmpfs,
+    }
 
 
 def cmd_run(args: argparse.Namespace, engine: Engine) -> int:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Unpack
 
 from amber.adapters import run as runners
 from amber.config import Settings
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         MemoryDump,
         ProcessMemory,
     )
+    from amber.engine.attachments import AttachOptions, RestoreAttachOptions
     from amber.engine.checkpoint import Report, RestoreOptions
     from amber.engine.demo import DemoEvent
     from amber.engine.host_info import HostInfo
@@ -136,17 +137,29 @@ class Engine(CheckpointImageCalls, PodmanViewCalls):
         runtime: str | None = None,
         env: Sequence[str] = (),
         workdir: str | None = None,
+        **attach: Unpack[AttachOptions],
     ) -> Container:
         """Create a container (not started). `command` defaults to the image's; `env` holds
-        KEY=VALUE entries. Raises UsageError (no command, bad env or name), NotFoundError (image),
-        ConflictError (name taken), PreconditionError (runtime missing, not root)."""
+        KEY=VALUE entries; `attach` its network (default: amber's default one, "none": loopback
+        only), ip, mac_address, publish, volumes and tmpfs (AttachOptions). Raises UsageError (no
+        command, bad env, name or option), NotFoundError (image, bind source), ConflictError
+        (name taken), PreconditionError (runtime missing, not root)."""
+        from amber.engine.attachments import from_options
+
+        attachments = from_options(attach)
         require_root("creating a container")
         # Under the images lock: a forced removal of the image sees this container, or this
         # create sees no image.
         with self.services.images.lock():
             self.require_runnable(image)
             return self.services.containers.create(
-                image, list(command), name=name, runtime_name=runtime, env=list(env), workdir=workdir
+                image,
+                list(command),
+                name=name,
+                runtime_name=runtime,
+                env=list(env),
+                workdir=workdir,
+                attachments=attachments,
             )
 
     @with_runner
@@ -161,13 +174,14 @@ class Engine(CheckpointImageCalls, PodmanViewCalls):
         workdir: str | None = None,
         detach: bool = False,
         rm: bool = False,
+        **attach: Unpack[AttachOptions],
     ) -> Container:
         """Create and start a container. With `detach`, return it running; without, wait until it
         exits and return it exited (removed first with `rm`). Raises what `create` and `start`
         raise (nothing is left behind when the start fails), UsageError for `rm` with `detach`."""
         if rm and detach:
             raise UsageError("--rm can only be used without --detach", hint="leave out one of them")
-        c = self.create(image, command, name=name, runtime=runtime, env=env, workdir=workdir)
+        c = self.create(image, command, name=name, runtime=runtime, env=env, workdir=workdir, **attach)
         try:
             c = self.services.containers.start(c.id)
         except AmberError:
@@ -262,6 +276,7 @@ class Engine(CheckpointImageCalls, PodmanViewCalls):
         create_image: str | None = None,
         target: str = "podman",
         progress: Progress | None = None,
+        ignore_volumes: bool = False,
     ) -> list[Report]:
         """Checkpoint containers (or `all` running ones), one Report each (`stats`: with CRIU's
         statistics, --print-stats). With `export`, into a portable archive (several containers:
@@ -289,6 +304,7 @@ class Engine(CheckpointImageCalls, PodmanViewCalls):
             stats=stats,
             target=target,
             progress=progress,
+            ignore_volumes=ignore_volumes,
         )
         check_checkpoint(containers, opts, all=all)
         if create_image is not None:
@@ -307,6 +323,7 @@ class Engine(CheckpointImageCalls, PodmanViewCalls):
         tcp_close: bool = False,
         file_locks: bool = False,
         stats: bool = False,
+        **net: Unpack[RestoreAttachOptions],
     ) -> Container:
         """Bring a checkpointed container back from its kept checkpoint (`amber restore NAME`).
 
@@ -321,6 +338,7 @@ class Engine(CheckpointImageCalls, PodmanViewCalls):
             tcp_close=tcp_close,
             file_locks=file_locks,
             stats=stats,
+            **net,
         )[0]
 
     def restore_archive(
@@ -337,6 +355,7 @@ class Engine(CheckpointImageCalls, PodmanViewCalls):
         stats: bool = False,
         trust_archive: bool = False,
         progress: Progress | None = None,
+        **net: Unpack[RestoreAttachOptions],
     ) -> Container:
         """A new running container from a checkpoint archive (`amber restore --import`), under
         the archive's name or `name`, with the archive's runtime unless `runtime` is given.
@@ -361,6 +380,7 @@ class Engine(CheckpointImageCalls, PodmanViewCalls):
             stats=stats,
             trust_archive=trust_archive,
             progress=progress,
+            **net,
         )[0]
 
     @with_runner
@@ -379,6 +399,7 @@ class Engine(CheckpointImageCalls, PodmanViewCalls):
         stats: bool = False,
         trust_archive: bool = False,
         progress: Progress | None = None,
+        **net: Unpack[RestoreAttachOptions],
     ) -> tuple[Container, Report]:
         """`restore` (a container) or `restore_archive` (an `archive`), with the Report that
         --print-stats shows. Raises what those raise, and UsageError unless exactly one of
@@ -399,6 +420,10 @@ class Engine(CheckpointImageCalls, PodmanViewCalls):
             stats=stats,
             trust_archive=trust_archive,
             progress=progress,
+            ignore_static_ip=net.get("ignore_static_ip", False),
+            ignore_static_mac=net.get("ignore_static_mac", False),
+            ignore_volumes=net.get("ignore_volumes", False),
+            publish=None if net.get("publish") is None else tuple(net.get("publish") or ()),
         )
         if archive is None and container and self.is_checkpoint_image(container):
             check_restore(None, opts, archive_given=True)

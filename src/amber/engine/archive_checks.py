@@ -16,8 +16,9 @@ from amber.adapters import criu, runtime
 from amber.adapters.criu_images import ImageDir, read_inventory
 from amber.adapters.podman_format import CPUINFO_IMG, ConfigDump
 from amber.adapters.run import QUERY_TIMEOUT, find_tool, run
-from amber.engine import confinement
+from amber.engine import confinement, restore_net
 from amber.engine.archive_models import CheckResult, CheckStatus
+from amber.engine.networks import NetworkService
 from amber.engine.runtime_rule import compatible, recorded_kind, select_runtime
 from amber.errors import AmberError, NotFoundError, UsageError, exit_status
 from amber.models import Container, Image
@@ -56,6 +57,9 @@ def run_checks(
     if kernel:
         results.append(check_kernel())
     results += [check_image(head, images), check_name(head, containers, name)]
+    networks = getattr(containers, "networks", None)
+    if isinstance(networks, NetworkService):  # the container service's (a fake has none)
+        results.append(restore_net.check_network(head, networks))
     results.append(
         confinement.privileges(
             head.spec, ImageDir(extracted / archive.CHECKPOINT_DIR, str(head.path)) if extracted else None

@@ -79,6 +79,8 @@ class Metadata:
 class ArchiveInspection:
     summary: ArchiveSummary
     networks: list[NetworkInterface] = field(default_factory=list)
+    ports: list[str] = field(default_factory=list)  # published ports, [IP:]HOST:CTR/PROTO
+    volumes: list[str] = field(default_factory=list)  # -v specs: named volumes and binds
     statistics: DumpStats | None = None
     metadata: Metadata | None = None
     processes: list[Process] | None = None  # flat; the tree is built from ppid
@@ -136,6 +138,10 @@ class ArchiveInspection:
                 iface = {k: v for k, v in (("ip", n.ip), ("mac", n.mac), ("gateway", n.gateway)) if v}
                 nets.setdefault(n.network, {"name": n.network, "interfaces": {}})["interfaces"][n.interface] = iface
             d["networks"] = list(nets.values())
+        if self.ports:
+            d["ports"] = list(self.ports)
+        if self.volumes:
+            d["volumes"] = list(self.volumes)
         size = {
             "total_size": s.checkpoint_size,
             "memory_pages_size": s.memory_pages_size,

@@ -28,6 +28,7 @@ from amber.adapters.podman_format import CPUINFO_IMG, spec_annotations
 from amber.config import Layout
 from amber.engine import archive_checks
 from amber.engine import archive_parts as parts
+from amber.engine import attachments as attach
 from amber.engine.archive_models import (
     ArchiveDiff,
     ArchiveInspection,
@@ -256,6 +257,7 @@ class ArchiveService:
             inspection = ArchiveInspection(
                 summary=summary,
                 networks=parts.networks(tmp / archive.NETWORK_STATUS),
+                **_attachments(head),
                 statistics=read_dump_stats(tmp / archive.STATS_DUMP, str(path)) if stats else None,
                 metadata=parts.metadata(head, summary) if metadata else None,
                 processes=procs,
@@ -453,6 +455,12 @@ def _memory_table(d: ImageDir, procs: list[Process]) -> list[ProcessMemory]:
             )
         )
     return out
+
+
+def _attachments(head: archive.ArchiveHead) -> dict[str, list[str]]:
+    """The container's published ports and volumes, as its config.dump records them."""
+    att = attach.from_config(head.config_dump.extra, None)
+    return {"ports": [str(p) for p in att.ports], "volumes": [*att.volumes, *(f"tmpfs {t}" for t in att.tmpfs)]}
 
 
 __all__ = ["ArchiveService", "rfc3339"]

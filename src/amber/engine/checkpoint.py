@@ -17,7 +17,7 @@ import os
 import shutil
 import stat
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +25,18 @@ from amber import __version__
 from amber.adapters import checkpoint_archive as archive
 from amber.adapters import criu, rootfs_diff, runtime
 from amber.adapters import podman_format as fmt
+from amber.adapters.netavark import NetworkStatus
 from amber.adapters.run import Result
 from amber.adapters.runtime import Runtime
 from amber.adapters.state import atomic_write_json
+from amber.engine import attachments as attach
 from amber.engine import faults, recovery, scratch
 from amber.engine.containers import ContainerService
 from amber.engine.images import ImageService
 from amber.engine.restore import RestoreOptions, RestoreService
 from amber.engine.store import now
 from amber.engine.timing import timed
+from amber.engine.volumes import VolumeService, archive_member
 from amber.errors import (
     AmberError,
     CommandError,
@@ -43,7 +46,7 @@ from amber.errors import (
     UsageError,
     require_root,
 )
-from amber.layout import Layout, images_dir
+from amber.layout import ContainerLayout, Layout, images_dir
 from amber.models import Container, Image, Report, Status
 
 # The mode of the container's root directory CRIU records at dump, and checks at restore: the
@@ -64,6 +67,7 @@ class CheckpointOptions:
     tcp_established: bool = False
     file_locks: bool = False
     ignore_rootfs: bool = False  # only with export
+    ignore_volumes: bool = False  # only with export: leave the named volumes' content out
     pre_checkpoint: bool = False
     with_previous: bool = False
     stats: bool = False  # decode CRIU's statistics (costs pycriu's import: about 0.2 s)
@@ -88,6 +92,11 @@ class CheckpointOptions:
             raise UsageError(
                 f"unknown --target {self.target!r}",
                 hint=f"give one of: {', '.join(TARGETS)} (default {DEFAULT_TARGET})",
+            )
+        if self.ignore_volumes and self.export is None:
+            raise UsageError(
+                "--ignore-volumes can only be used with --export",
+                hint="add --export FILE, or leave out --ignore-volumes",
             )
         if count == 0:
             raise UsageError("you must provide at least one name or id", hint="or use --all")
@@ -198,6 +207,8 @@ class CheckpointService:
             self._dump(c, rt, work, images, leave_running, opts)
             runtime_us = int((time.monotonic() - started) * 1e6)
             faults.point("after-dump")
+            if opts.tcp_established:  # before the teardown (netavark's) forgets them
+                attach.record_connections(self.containers.attachments(c), p.network_status, p.conntrack)
             criu.record_cpuinfo(images)  # lets the restoring host check its CPU first (amber archive check)
             stats = criu.read_stats(work / fmt.STATS_DUMP, "dump") if opts.stats else {}
             try:
@@ -350,19 +361,33 @@ class CheckpointService:
                 members.append(fmt.DELETED_FILES)
         return members, diff_size
 
+    def _network_fields(
+        self, att: attach.Attachments, status: NetworkStatus | None, p: ContainerLayout
+    ) -> dict[str, Any]:
+        return attach.config_fields(att, status, attach.recorded_connections(p.conntrack))
+
     def _export(self, c: Container, work: Path, opts: CheckpointOptions, diff: list[str], diff_size: int) -> None:
         assert opts.export is not None
         p = self.containers.paths(c.id)
         spec = json.loads(p.config_json.read_text())
         members: list[str] = []
+        att = self.containers.attachments(c)
+        status = attach.read_status(p.network_status)
+        if status is not None:
+            shutil.copyfile(p.network_status, work / fmt.NETWORK_STATUS)
+            members.append(fmt.NETWORK_STATUS)
         if p.log.is_file():
             shutil.copyfile(p.log, work / fmt.CTR_LOG)
             members.append(fmt.CTR_LOG)
         members += [fmt.STATS_DUMP, fmt.CHECKPOINT_DIR, *diff]
+        if not opts.ignore_volumes:
+            members += _export_volumes_into(self.containers.volumes, att, work)
         image = self.images.get(c.image_id)
         head = {
             fmt.AMBER_MANIFEST: json.dumps(_manifest(work, c, diff_size).to_dict(), indent=2).encode(),
-            fmt.CONFIG_DUMP: json.dumps(_config_dump(c, spec, image).to_dict(), indent=2).encode(),
+            fmt.CONFIG_DUMP: json.dumps(
+                _config_dump(c, spec, image, self._network_fields(att, status, p)).to_dict(), indent=2
+            ).encode(),
             fmt.SPEC_DUMP: json.dumps(spec, indent=2).encode(),
             fmt.STATUS_DUMP: b"{}\n",  # containerd's CRI restore reads it (an empty status is enough)
         }
@@ -394,12 +419,15 @@ def _network_mode(c: Container) -> str:
     return "none" if network in ("none", "") else "bridge"
 
 
-def _config_dump(c: Container, spec: dict[str, Any], image: Image) -> fmt.ConfigDump:
+def _config_dump(
+    c: Container, spec: dict[str, Any], image: Image, network: Mapping[str, Any] | None = None
+) -> fmt.ConfigDump:
     """config.dump: the fields podman, containerd and checkpointctl read, plus amber's own.
 
     rootfsImageID is the ID podman knows the image by (its config digest, amber's ID when it has
     none); amber's own ID is in the "amber" object. rootfsImageRef (NAME@DIGEST) is written when
     the registry's manifest digest is known (pulled images): containerd pulls the base image by it.
+    `network`: the network and volume fields (engine.attachments.config_fields).
     """
     return fmt.ConfigDump(
         id=c.id,
@@ -425,8 +453,21 @@ def _config_dump(c: Container, spec: dict[str, Any], image: Image) -> fmt.Config
             "networkMode": _network_mode(c),
             "stopSignal": int(getattr(c, "stop_signal", 0) or STOP_SIGNAL),
             "stopTimeout": int(getattr(c, "stop_timeout", 0) or STOP_TIMEOUT),
+            **(network or {}),
         },
     )
+
+
+def _export_volumes_into(volumes: VolumeService, att: attach.Attachments, work: Path) -> list[str]:
+    """Each named volume's content as `volumes/<name>.tar` in `work` (podman's members)."""
+    members = []
+    for volume in att.named_volumes():
+        member = archive_member(volume.name)
+        (work / member).parent.mkdir(parents=True, exist_ok=True)
+        with (work / member).open("wb") as out:
+            volumes.export(volume.name, out)
+        members.append(member)
+    return members
 
 
 def _manifest(work: Path, c: Container, diff_size: int) -> fmt.AmberManifest:

@@ -458,11 +458,14 @@ def restore_spec(
     cid: str,
     source: str,
     trust: bool,
+    provided: Mapping[str, Path] | None = None,
 ) -> dict[str, Any]:
     """The config.json of a container restored from `archive` into amber root `root`: confined.
 
-    With `trust`, the archive's own spec (only its host handles rewritten). Raises ArchiveError
-    on a violation (without `trust`) and ConflictError when the container's cgroup exists already.
+    With `trust`, the archive's own spec (only its host handles rewritten). `provided` maps bind
+    destinations to sources amber provides (its named volumes; binds the user asked for): those
+    binds get them, every other bind an empty source in the bundle. Raises ArchiveError on a
+    violation (without `trust`) and ConflictError when the container's cgroup exists already.
     """
     confined = check_spec(archive, source, trust=trust)
     base = dict(archive) if trust else confined.spec
@@ -477,6 +480,10 @@ def restore_spec(
         cid=cid,
         key=specs.root_key(root),
     )
+    for mount in new.get("mounts", []):
+        dest = str(mount.get("destination", ""))
+        if provided and dest in provided and mount.get("type") == "bind":
+            mount["source"] = str(provided[dest])
     cgroups.refuse_existing(str(new["linux"]["cgroupsPath"]), f"container {cid[:12]}")
     return new
 

@@ -21,11 +21,15 @@ from amber.adapters import cgroups, conmon, mounts, netns, runtime
 from amber.adapters.podman_format import RuntimeState
 from amber.adapters.state import atomic_write_json, locked
 from amber.config import Settings
-from amber.engine import recovery
+from amber.engine import attachments as attach
+from amber.engine import mount_specs, recovery
 from amber.engine import spec as specs
+from amber.engine.attachments import Attachments
 from amber.engine.images import ImageService
 from amber.engine.logs import LogLine, follow_log, read_log
+from amber.engine.networks import NetworkService
 from amber.engine.store import ContainerStore, now, validate_name
+from amber.engine.volumes import VolumeService
 from amber.errors import AmberError, ConflictError, NotFoundError, UsageError, amended, require_root
 from amber.layout import NAMES_LOCK, ContainerLayout, Layout
 from amber.models import Container, Status
@@ -41,6 +45,8 @@ class ContainerService:
         self.images = images
         self.runtime_choice = runtime_choice
         self.store = ContainerStore(layout)
+        self.networks = NetworkService(layout)
+        self.volumes = VolumeService(layout)
 
     # -- helpers -------------------------------------------------------------------------------
     def paths(self, cid: str) -> ContainerLayout:
@@ -87,8 +93,13 @@ class ContainerService:
         runtime_name: str | None = None,
         env: Sequence[str] = (),
         workdir: str | None = None,
+        attachments: Attachments | None = None,
     ) -> Container:
+        """A new container (not started). `attachments`: its network, ports and mounts (none:
+        loopback only). Raises UsageError, NotFoundError (image, bind source), ConflictError."""
         require_root("creating a container")
+        att = attachments or Attachments()
+        mount_list = att.mount_specs()
         self.layout.ensure()
         info = self.choose_runtime(runtime_name)
         image = self.images.get(image_ref)
@@ -117,6 +128,8 @@ class ContainerService:
             )
             p = self.paths(cid)
             p.bundle.mkdir(parents=True, exist_ok=True)
+            extra_mounts = mount_specs.oci_mounts(mount_list, self.volumes, container_id=cid)
+            attach.save(p.attachments, att)
             spec = specs.generate(
                 cid=cid,
                 hostname=cid[:12],
@@ -127,6 +140,7 @@ class ContainerService:
                 netns=p.netns,
                 cgroups_path=specs.cgroups_path(cid, self.layout.root),
             )
+            spec["mounts"] = [*spec["mounts"], *extra_mounts]
             atomic_write_json(p.config_json, spec)
             self.store.save(c)
         return c
@@ -164,12 +178,24 @@ class ContainerService:
         self.store.save(c)
         return c
 
-    def prepare_root(self, c: Container, *, image_layers: Sequence[Path]) -> None:
+    def prepare_root(
+        self, c: Container, *, image_layers: Sequence[Path], keep_address: tuple[bool, bool] | None = None
+    ) -> None:
+        """Mount the root file system, make the network namespace and join it to the
+        container's network (`keep_address`: ask for the recorded IP, MAC again, a restore)."""
         p = self.paths(c.id)
         with contextlib.suppress(FileNotFoundError):
             p.exit_file.unlink()
         mounts.mount_overlay(image_layers, p.upper, p.work, p.merged)
         netns.create(p.netns)
+        if not self.networks.attachments(c.id):  # a restore from an archive prepares twice
+            attach.connect(
+                self.networks, c.id, c.name, p.netns, self.attachments(c), p.network_status, keep=keep_address
+            )
+
+    def attachments(self, c: Container) -> Attachments:
+        """The container's network, ports and mounts as recorded."""
+        return attach.load(self.paths(c.id).attachments)
 
     def monitor_spec(self, c: Container) -> conmon.MonitorSpec:
         p = self.paths(c.id)
@@ -261,6 +287,7 @@ class ContainerService:
         }
         with contextlib.suppress(OSError, ValueError):
             data["spec"] = json.loads(p.config_json.read_text())
+        data.update(attach.inspect_fields(self.attachments(c), self.networks.attachments(c.id), data.get("spec")))
         return data
 
     # -- stop / kill / rm ----------------------------------------------------------------------
@@ -312,6 +339,7 @@ class ContainerService:
             rt.delete(c.id, force=True)
         p = self.paths(c.id)
         mounts.unmount(p.merged)
+        attach.disconnect(self.networks, c.id, self.attachments(c))
         netns.remove(p.netns)
         cgroups.remove(self.cgroups_path(c))
 
@@ -341,6 +369,8 @@ class ContainerService:
                         break
                     time.sleep(0.05)
             self.cleanup(c)
+            for volume in self.attachments(c).named_volumes():
+                self.volumes.release(volume.name, c.id)
             self.store.delete(c.id)
             with contextlib.suppress(FileNotFoundError):
                 self.paths(c.id).exit_file.unlink()

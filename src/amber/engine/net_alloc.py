@@ -7,6 +7,7 @@ they are only ever configured on netavark's bridge and inside container network 
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
 import secrets
@@ -110,8 +111,10 @@ def allocate_ip(
     taken: dict[str, str],
     want: str | None,
     network: str,
+    after: str | None = None,
 ) -> str:
-    """A container address in `net`: `want` if free, else the lowest free one.
+    """A container address in `net`: `want` if free, else the first free one after `after` (the
+    last one handed out: addresses go round the subnet, as podman's do), else the lowest free one.
 
     `taken` maps address -> holder. Raises UsageError for an address outside the subnet (or its
     gateway, network or broadcast address), ConflictError when it is taken or the subnet is full."""
@@ -128,7 +131,11 @@ def allocate_ip(
                 hint="pick another address, or leave --ip out",
             )
         return str(ip)
-    for host in net.hosts():
+    hosts = list(net.hosts())
+    start = 0
+    with contextlib.suppress(ValueError):
+        start = hosts.index(ipaddress.IPv4Address(after)) + 1 if after else 0
+    for host in hosts[start:] + hosts[:start]:
         if host != gateway and str(host) not in taken:
             return str(host)
     raise ConflictError(f"network {network} ({net}) has no free address left", hint="detach a container first")

@@ -153,9 +153,16 @@ class NetworkService:
         leases = [Lease.from_dict(d) for d in state.read_json(path).get("leases", {}).values()]
         return sorted(leases, key=lambda lease: ipaddress.IPv4Address(lease.ip))
 
-    def _save_leases(self, name: str, leases: Iterable[Lease]) -> None:
-        data = {"leases": {lease.container_id: lease.to_dict() for lease in leases}}
-        if data["leases"]:
+    def _last(self, name: str) -> str | None:
+        """The address handed out last on network `name` (the next one comes after it)."""
+        path = self._leases_file(name)
+        last = state.read_json(path).get("last") if path.exists() else None
+        return str(last) if last else None
+
+    def _save_leases(self, name: str, leases: Iterable[Lease], last: str | None = None) -> None:
+        data: dict[str, Any] = {"leases": {lease.container_id: lease.to_dict() for lease in leases}}
+        data["last"] = last or self._last(name)
+        if data["leases"] or data["last"]:
             state.atomic_write_json(self._leases_file(name), data)
         else:
             self._leases_file(name).unlink(missing_ok=True)
@@ -281,6 +288,7 @@ class NetworkService:
                     hint="remove those containers (amber rm) first",
                 )
             self._file(name).unlink()
+            self._leases_file(name).unlink(missing_ok=True)
         return network
 
     # ------------------------------------------------------------ attach / detach
@@ -314,14 +322,16 @@ class NetworkService:
             lease = Lease(
                 container_id=container_id,
                 container_name=name,
-                ip=net_alloc.allocate_ip(subnet, gateway, {x.ip: x.container_name for x in leases}, ip, network),
+                ip=net_alloc.allocate_ip(
+                    subnet, gateway, {x.ip: x.container_name for x in leases}, ip, network, self._last(network)
+                ),
                 mac=net_alloc.allocate_mac({x.mac: x.container_name for x in leases}, mac, network),
                 interface=self._interface(container_id, interface),
                 netns=str(netns_path),
                 ports=tuple(ports),
             )
             self._check_ports(lease.ports)
-            self._save_leases(network, [*leases, lease])
+            self._save_leases(network, [*leases, lease], lease.ip)
             try:
                 return self.runner.setup(netns_path, self._options(net, lease), config_dir=self._config())
             except BaseException:

@@ -21,17 +21,21 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from amber.adapters import checkpoint_archive as archive
-from amber.adapters import conmon, criu, criu_images, criu_memory, rootfs_diff
+from amber.adapters import conmon, criu, criu_images, criu_memory, netlock, rootfs_diff
 from amber.adapters import podman_format as fmt
 from amber.adapters.runtime import Runtime, RuntimeInfo
 from amber.adapters.state import atomic_write_json
 from amber.adapters.tar.extract import extract
 from amber.adapters.tar.policy import Policy
-from amber.engine import archive_checks, confinement, faults, scratch
+from amber.engine import archive_checks, confinement, faults, restore_net, scratch
+from amber.engine import attachments as attach
+from amber.engine.attachments import Attachments
 from amber.engine.images import ImageService
+from amber.engine.networks import NetworkService
 from amber.engine.runtime_rule import select_runtime
 from amber.engine.store import ContainerStore, now, validate_name
 from amber.engine.timing import timed
+from amber.engine.volumes import VolumeService
 from amber.errors import (
     AmberError,
     ArchiveError,
@@ -58,6 +62,15 @@ class RestoreOptions:
     stats: bool = False
     trust_archive: bool = False  # obey the archive's privileges (spec.dump, CRIU credentials)
     progress: archive.Progress | None = None  # told how the archive's unpacking goes (the CLI's bar)
+    ignore_static_ip: bool = False  # take a new IP, not the recorded one
+    ignore_static_mac: bool = False  # take a new MAC, not the recorded one
+    ignore_volumes: bool = False  # only with an archive: leave the named volumes' content out
+    publish: tuple[str, ...] | None = None  # only with an archive: replaces the port mappings
+
+    @property
+    def keep_address(self) -> tuple[bool, bool]:
+        """(IP, MAC): which recorded addresses to ask for again (none for a copy under --name)."""
+        return (not self.ignore_static_ip and not self.name, not self.ignore_static_mac and not self.name)
 
     def validate(self, *, archive: bool) -> None:
         """Raises UsageError for options that do not go together (`archive`: restoring one)."""
@@ -65,6 +78,11 @@ class RestoreOptions:
             raise UsageError(
                 "--tcp-established cannot be used with --name",
                 hint="a copy under a new name cannot take over the connections: leave out --tcp-established",
+            )
+        if not archive and (self.ignore_volumes or self.publish is not None):
+            raise UsageError(
+                "--ignore-volumes and --publish can only be used with --import",
+                hint="they apply to a restore from an archive (amber restore --import ARCHIVE); leave them out here",
             )
         if not archive and (self.name or self.ignore_rootfs):
             raise UsageError(
@@ -96,10 +114,17 @@ class ContainerOps(Protocol):
     def runtime_state(self, c: Container) -> fmt.RuntimeState | None: ...
     def cleanup(self, c: Container) -> None: ...
     def cgroups_path(self, c: Container) -> str: ...
-    def prepare_root(self, c: Container, *, image_layers: Sequence[Path]) -> None: ...
+    def prepare_root(
+        self, c: Container, *, image_layers: Sequence[Path], keep_address: tuple[bool, bool] | None = None
+    ) -> None: ...
     def monitor_spec(self, c: Container) -> conmon.MonitorSpec: ...
     def lock(self, c: Container) -> contextlib.AbstractContextManager[None]: ...
     def lock_names(self) -> contextlib.AbstractContextManager[None]: ...
+    def attachments(self, c: Container) -> Attachments: ...
+    @property
+    def networks(self) -> NetworkService: ...
+    @property
+    def volumes(self) -> VolumeService: ...
 
 
 def restore_in_place(
@@ -120,10 +145,16 @@ def restore_in_place(
         )
     image = containers.images.get(c.image_id)
     try:
-        containers.prepare_root(c, image_layers=containers.images.layer_dirs(image))
+        # The new namespace is wired (same IP and MAC) before the runtime restores into it.
+        containers.prepare_root(c, image_layers=containers.images.layer_dirs(image), keep_address=opts.keep_address)
         # The modes CRIU recorded for the root and working directories, which it checks: an
         # archive's (written for another engine's root) and this container's own alike.
         _restore_dir_modes(p.merged, images)
+        locked = opts.tcp_established and containers.attachments(c).network is not None
+        if locked:  # CRIU's lock in the new namespace, the NAT'd connections' conntrack entries
+            ips = {lease.ip for lease in containers.networks.attachments(c.id).values()}
+            netlock.insert(e for e in attach.recorded_connections(p.conntrack) if e.involves(ips))
+            netlock.lock(p.netns)
         started = time.monotonic()
         with timed("runtime restore (CRIU)"):
             pid = conmon.start_monitor(
@@ -133,6 +164,8 @@ def restore_in_place(
                 runtime_opts=opts.runtime_opts(),
             )
         runtime_us = int((time.monotonic() - started) * 1e6)
+        if locked:
+            netlock.unlock(p.netns)
     except AmberError as exc:
         conmon.stop_monitor(containers.monitor_spec(c))
         containers.cleanup(c)
@@ -194,6 +227,10 @@ class RestoreService:
                 if opts.runtime
                 else self.containers.runtime_for(c).info
             )
+            if opts.ignore_static_ip or opts.ignore_static_mac:
+                path = self.containers.paths(c.id).attachments
+                att = self.containers.attachments(c)
+                attach.save(path, attach.without_static(att, ip=opts.ignore_static_ip, mac=opts.ignore_static_mac))
             return restore_in_place(self.containers, c, info, opts)
 
     def restore_archive(self, path: Path, opts: RestoreOptions) -> tuple[Container, Report]:
@@ -212,6 +249,7 @@ class RestoreService:
         name = validate_name(opts.name) if opts.name else _archive_name(config, path)
         fmt.check_spec_shape(head.spec, path)
         confinement.check_spec(head.spec, str(path), trust=opts.trust_archive)  # before any work
+        att = restore_net.plan(self.containers.networks, self.containers.volumes, head, opts)
         self.layout.ensure()
         with contextlib.ExitStack() as held:
             with self.containers.lock_names():
@@ -222,14 +260,17 @@ class RestoreService:
                 unpack = scratch.work_dir(self.layout, f"restore-{c.id[:12]}-", need)
                 marker = self.containers.paths(c.id).pending_restore
                 atomic_write_json(marker, fmt.PendingRestore(path, unpack).to_dict())
+                attach.save(self.containers.paths(c.id).attachments, att)
                 self.containers.store.save(c)
             try:
-                restored = self._unpack_and_restore(c, head, info, opts, unpack)
+                restored = self._unpack_and_restore(c, head, info, opts, unpack, att)
                 marker.unlink(missing_ok=True)
                 return restored
             except BaseException:
                 with contextlib.suppress(Exception):
                     self.containers.cleanup(c)
+                for volume in att.named_volumes():
+                    self.containers.volumes.release(volume.name, c.id)
                 self.containers.store.delete(c.id)
                 raise
             finally:
@@ -263,7 +304,13 @@ class RestoreService:
         )
 
     def _unpack_and_restore(
-        self, c: Container, head: archive.ArchiveHead, info: RuntimeInfo, opts: RestoreOptions, unpack: Path
+        self,
+        c: Container,
+        head: archive.ArchiveHead,
+        info: RuntimeInfo,
+        opts: RestoreOptions,
+        unpack: Path,
+        att: Attachments,
     ) -> tuple[Container, Report]:
         """Unpack into `unpack` (a scratch dir: tmpfs when the images fit), then restore from it."""
         p = self.containers.paths(c.id)
@@ -283,7 +330,11 @@ class RestoreService:
                     f"checkpoint archive {head.path} cannot be restored here: {result.reason}", hint=result.hint or None
                 )
         image = self.images.get(c.image_id)
-        self.containers.prepare_root(c, image_layers=self.images.layer_dirs(image))
+        if (unpack / fmt.NETWORK_STATUS).is_file():  # the addresses to ask for again
+            shutil.move(str(unpack / fmt.NETWORK_STATUS), p.network_status)
+        restore_net.keep_connections(head, p.conntrack)
+        self.containers.prepare_root(c, image_layers=self.images.layer_dirs(image), keep_address=opts.keep_address)
+        provided = restore_net.import_volumes(self.containers.volumes, att, unpack, c.id, opts)
         if not opts.ignore_rootfs:
             # Deletions first: a directory the container deleted and made again is in both lists.
             deleted = unpack / fmt.DELETED_FILES
@@ -302,10 +353,11 @@ class RestoreService:
             cid=c.id,
             source=str(head.path),
             trust=opts.trust_archive,
+            provided=provided,
         )
         self._restore_devshm(spec, unpack, p)
         atomic_write_json(p.config_json, spec)
-        for kept in (fmt.CTR_LOG, fmt.STATS_DUMP, fmt.NETWORK_STATUS):
+        for kept in (fmt.CTR_LOG, fmt.STATS_DUMP):
             if (unpack / kept).is_file():
                 shutil.move(str(unpack / kept), p.bundle / kept)
         return restore_in_place(self.containers, c, info, opts, images=images)
