@@ -317,7 +317,8 @@ class NetworkService:
                 raise ConflictError(
                     f"container {name} is already attached to network {network}", hint="detach it first"
                 )
-            net = self._routable(self._load(network), bool(leases))
+            # A container that asks for its address back (a restore) pins the subnet as a lease does.
+            net = self._routable(self._load(network), bool(leases) or ip is not None)
             subnet, gateway = net_alloc.parse_subnet(net.subnet, net.gateway)
             lease = Lease(
                 container_id=container_id,
