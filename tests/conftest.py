@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from amber.adapters import mounts
+from amber.adapters.run import run
 from amber.cli import main
 from amber.config import Settings
 from amber.engine import Engine, Services, scratch
@@ -88,11 +89,39 @@ class Amber:
         if mounts.is_mountpoint(engine.layout.netns):
             mounts.unmount(engine.layout.netns)
         shutil.rmtree(scratch.shm_base(engine.layout), ignore_errors=True)
+        with contextlib.suppress(Exception):  # a bridge netavark kept (an interface was still on it)
+            for net in engine.networks.list():
+                if Path("/sys/class/net", net.bridge).exists():
+                    run(["ip", "link", "del", net.bridge], check=False, timeout=30)
         for line in Path("/proc/mounts").read_text().splitlines():
             target = line.split()[1]
             if target.startswith(str(self.root)) or target.startswith(str(self.runroot)):
                 with contextlib.suppress(Exception):
                     mounts.unmount(Path(target))
+
+
+def _links() -> set[str]:
+    return set(os.listdir("/sys/class/net"))
+
+
+def _nft_tables() -> str:
+    if not have_root() or shutil.which("nft") is None:
+        return ""
+    return run(["nft", "list", "tables"], check=False, timeout=30).stdout
+
+
+@pytest.fixture(scope="session", autouse=True)
+def host_left_as_found() -> Iterator[None]:
+    """The session leaves no network interface behind, and removes netavark's nft table when
+    this session made it and nothing of anyone else's is in it."""
+    links, tables = _links(), _nft_tables()
+    yield
+    if "inet netavark" in _nft_tables() and "inet netavark" not in tables:
+        listing = run(["nft", "list", "table", "inet", "netavark"], check=False, timeout=30).stdout
+        if "ip saddr" not in listing:  # no network's rules left in it
+            run(["nft", "delete", "table", "inet", "netavark"], check=False, timeout=30)
+    left = sorted(name for name in _links() - links if name.startswith(("amb", "veth")))
+    assert not left, f"the tests left network interfaces behind: {left}"
 
 
 @pytest.fixture
