@@ -7,6 +7,7 @@ builds a path from a string: the engine asks the Layout.
     ROOT/containers/CID/              one container          RUNROOT/runtime/KIND/      runtime state
         container.json                its record             RUNROOT/socket/            conmon sockets
         diff/ work/ merged/           the overlay            /dev/shm/amber-HASH/       scratch in memory
+        exec/SESSION/                 an exec session (process.json, exec.log, exit file)
         dump.log                      CRIU's log of a failed checkpoint, kept
         checkpoint.pending            a checkpoint under way (PendingCheckpoint)
         restore.pending               a restore from an archive under way (PendingRestore)
@@ -106,8 +107,17 @@ class ContainerLayout:
         return self.bundle / STATS_RESTORE
 
     @property
+    def criu_restore_config(self) -> Path:
+        """CRIU options the runtime cannot pass on (restore --tcp-close), via CRIU_CONFIG_FILE."""
+        return self.bundle / "criu-restore.conf"
+
+    @property
     def restore_mounts(self) -> Path:
         return self.bundle / RESTORE_MOUNTS
+
+    def exec_session(self, sid: str) -> Path:
+        """One exec session: its process spec, log, pid files and exit file."""
+        return self.dir / "exec" / sid
 
     @property
     def attachments(self) -> Path:

@@ -10,6 +10,7 @@ from typing import Any
 class Status(enum.StrEnum):
     CREATED = "created"
     RUNNING = "running"
+    PAUSED = "paused"
     EXITED = "exited"
     CHECKPOINTED = "checkpointed"
     UNKNOWN = "unknown"
@@ -92,6 +93,10 @@ class Container:
     checkpointed: str = ""
     restored: bool = False
     restored_from: str = ""  # archive path, when made by restore --import
+    labels: dict[str, str] = field(default_factory=dict)
+    stop_signal: str = "TERM"  # what stop sends first (--stop-signal)
+    stop_timeout: float = 10.0  # seconds stop waits before KILL (--stop-timeout)
+    auto_remove: bool = False  # --rm: removed when it exits
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -117,6 +122,10 @@ class Container:
             checkpointed=str(d.get("checkpointed", "")),
             restored=bool(d.get("restored", False)),
             restored_from=str(d.get("restored_from", "")),
+            labels={str(k): str(v) for k, v in (d.get("labels") or {}).items()},
+            stop_signal=str(d.get("stop_signal") or "TERM"),
+            stop_timeout=float(d.get("stop_timeout", 10.0)),
+            auto_remove=bool(d.get("auto_remove", False)),
         )
 
 

@@ -33,6 +33,7 @@ class MonitorSpec:
     pidfile: Path  # the container's init PID
     conmon_pidfile: Path
     socket_dir: Path
+    exit_command: Sequence[str] = ()  # run by conmon when the container exits (--rm's cleanup)
 
 
 class ConmonError(AmberError):
@@ -68,26 +69,36 @@ def _read_sync(fd: int, timeout: float) -> list[dict[str, object]]:
     return messages
 
 
-def start_monitor(
-    runtime: Runtime,
-    spec: MonitorSpec,
-    *,
-    restore_from: Path | None = None,
-    runtime_opts: Sequence[str] = (),
-    timeout: float = 120.0,
-) -> int:
-    """Start conmon for a container; returns the container's PID once created (or restored)."""
+@dataclass(frozen=True)
+class ExecSpec:
+    """One exec session: conmon runs `<runtime> exec --process SPEC` with its own pipes."""
+
+    cid: str
+    session: str  # the session's id (conmon's -u)
+    name: str
+    bundle: Path  # the container's bundle
+    process_spec: Path  # the OCI process (args, env, cwd, user) as JSON
+    log_path: Path
+    exit_dir: Path  # conmon writes <exit_dir>/<cid> with the exit code: one directory a session
+    pidfile: Path
+    conmon_pidfile: Path
+    socket_dir: Path  # conmon makes <socket_dir>/<session>/attach (stdin goes in there)
+    stdin: bool = False
+
+
+def _common_argv(runtime: Runtime, spec: MonitorSpec | ExecSpec, *, uuid: str) -> list[str]:
+    """conmon's command line for a container (MonitorSpec) or an exec session (ExecSpec)."""
     conmon = find_tool("conmon", "supervise containers")
     spec.socket_dir.mkdir(parents=True, exist_ok=True)
     spec.exit_dir.mkdir(parents=True, exist_ok=True)
-    argv: list[str] = [
+    return [
         conmon,
         "--api-version",
         "1",
         "-c",
         spec.cid,
         "-u",
-        spec.cid,
+        uuid,
         "-n",
         spec.name,
         "-r",
@@ -115,15 +126,14 @@ def start_monitor(
         "--runtime-arg",
         f"--log={spec.bundle / 'oci-log'}",
     ]
-    with contextlib.suppress(FileNotFoundError):
-        (spec.bundle / "oci-log").unlink()
-    if restore_from is not None:
-        argv += ["--restore", str(restore_from)]
-        for opt in runtime_opts:
-            argv += ["--runtime-opt", opt]
+
+
+def _spawn_and_sync(argv: list[str], cwd: Path, timeout: float, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """Start conmon with a sync pipe; (the PID it reports, its message). The caller's stdio is
+    never handed on: conmon gets /dev/null and makes the container's pipes itself."""
     read_fd, write_fd = os.pipe()
     try:
-        proc = spawn(argv, env={"_OCI_SYNCPIPE": str(write_fd)}, pass_fds=(write_fd,), cwd=spec.bundle)
+        proc = spawn(argv, env={**(env or {}), "_OCI_SYNCPIPE": str(write_fd)}, pass_fds=(write_fd,), cwd=cwd)
     except BaseException:
         os.close(read_fd)
         os.close(write_fd)
@@ -146,6 +156,36 @@ def start_monitor(
             pid = data
         if isinstance(msg.get("message"), str):
             message = str(msg["message"])
+    return pid, message
+
+
+def start_monitor(
+    runtime: Runtime,
+    spec: MonitorSpec,
+    *,
+    restore_from: Path | None = None,
+    runtime_opts: Sequence[str] = (),
+    criu_config: Path | None = None,
+    timeout: float = 120.0,
+) -> int:
+    """Start conmon for a container; returns the container's PID once created (or restored).
+
+    `criu_config`: a CRIU configuration file for the restore, handed down to CRIU through the
+    environment (CRIU_CONFIG_FILE: conmon, the runtime and `criu swrk` pass it on).
+    Raises ConmonError (with the runtime's own error lines) when there is no container."""
+    argv = _common_argv(runtime, spec, uuid=spec.cid)
+    with contextlib.suppress(FileNotFoundError):
+        (spec.bundle / "oci-log").unlink()
+    if spec.exit_command:
+        argv += ["--exit-command", spec.exit_command[0]]
+        for arg in spec.exit_command[1:]:
+            argv += ["--exit-command-arg", arg]
+    if restore_from is not None:
+        argv += ["--restore", str(restore_from)]
+        for opt in runtime_opts:
+            argv += ["--runtime-opt", opt]
+    env = {"CRIU_CONFIG_FILE": str(criu_config)} if criu_config is not None else {}
+    pid, message = _spawn_and_sync(argv, spec.bundle, timeout, env=env)
     if pid <= 0:
         verb = "restore" if restore_from is not None else "create"
         raise ConmonError(
@@ -154,6 +194,28 @@ def start_monitor(
             details=_runtime_errors(spec.bundle / "oci-log", message) or ["conmon reported no container PID"],
         )
     return pid
+
+
+def start_exec(runtime: Runtime, spec: ExecSpec, *, timeout: float = 60.0) -> int:
+    """Run a process in a running container under conmon (podman's exec): the process gets
+    conmon's pipes, its output goes to the session's log, its exit code to the exit file.
+    Returns the process's PID. Raises ConmonError when the runtime could not start it."""
+    argv = _common_argv(runtime, spec, uuid=spec.session)
+    argv[argv.index(f"--log={spec.bundle / 'oci-log'}")] = f"--log={spec.log_path.parent / 'oci-log'}"
+    argv += ["--exec", "--exec-process-spec", str(spec.process_spec), *(["--stdin"] if spec.stdin else [])]
+    pid, message = _spawn_and_sync(argv, spec.log_path.parent, timeout)
+    if pid <= 0:
+        raise ConmonError(
+            f"{runtime.info.kind} could not run the command in container {spec.name}",
+            hint="is the command in the container's image? amber exec NAME ls /bin shows what is there",
+            details=_runtime_errors(spec.log_path.parent / "oci-log", message) or ["conmon reported no PID"],
+        )
+    return pid
+
+
+def attach_socket(socket_dir: Path, uuid: str) -> Path:
+    """Where conmon listens for the session's stdin (SOCK_SEQPACKET)."""
+    return socket_dir / uuid / "attach"
 
 
 def _runtime_errors(oci_log: Path, message: str) -> list[str]:

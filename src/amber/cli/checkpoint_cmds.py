@@ -6,6 +6,7 @@ import argparse
 import time
 from typing import TYPE_CHECKING, Any
 
+from amber.cli.container_cmds import container_verbs
 from amber.cli.output import print_json
 from amber.cli.progress import ProgressBar, progress_bar
 from amber.cli.select import add_latest, chosen
@@ -187,7 +188,6 @@ def _restore_parser(p: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _checkpoint_parser(sub.add_parser("checkpoint", help="checkpoint running containers"))
     _restore_parser(sub.add_parser("restore", help="restore a checkpointed container or an archive"))
-    container = sub.add_parser("container", help="container commands (podman spelling)")
-    csub = container.add_subparsers(dest="container_command", metavar="COMMAND")
+    csub = container_verbs(sub)  # amber container checkpoint|restore, next to container_cmds' verbs
     _checkpoint_parser(csub.add_parser("checkpoint", help="checkpoint running containers"))
     _restore_parser(csub.add_parser("restore", help="restore a checkpointed container or an archive"))

@@ -1,15 +1,18 @@
-"""Container commands: run, create, start, ps, logs, exec, stop, kill, rm, inspect, wait."""
+"""Container commands: run, create, start, ps, logs, exec, stop, kill, rm, inspect, wait, pause,
+unpause, diff; each also spelled `amber container VERB` (podman's), with `container ls` for ps."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, Any
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from amber.cli.format import Template, render_all
 from amber.cli.output import print_json, print_table
 from amber.cli.select import add_latest, chosen
-from amber.errors import ExitCode
+from amber.errors import ExitCode, UsageError
 from amber.models import Container, Status
 
 if TYPE_CHECKING:
@@ -31,6 +34,16 @@ def _create_args(p: argparse.ArgumentParser) -> None:
         "-v", "--volume", action="append", default=[], metavar="SRC:DEST[:ro]", help="a named volume or host path"
     )
     p.add_argument("--tmpfs", action="append", default=[], metavar="DEST[:OPTS]", help="mount a tmpfs")
+    p.add_argument("-u", "--user", help="USER[:GROUP] the command runs as (names or ids)")
+    p.add_argument("--hostname", help="the container's host name (default: its short id)")
+    p.add_argument("--env-file", action="append", default=[], metavar="FILE", help="read KEY=VALUE lines")
+    p.add_argument("-l", "--label", action="append", default=[], metavar="K=V", help="set a label")
+    p.add_argument("-m", "--memory", help="memory limit (e.g. 512m, 1g)")
+    p.add_argument("--cpus", type=float, help="CPUs the container may use (e.g. 1.5)")
+    p.add_argument("--pids-limit", type=int, help="most processes the container may have")
+    p.add_argument("--stop-signal", default="TERM", help="signal stop sends first (default TERM)")
+    p.add_argument("--stop-timeout", type=float, default=10.0, help="seconds stop waits before KILL (10)")
+    p.add_argument("--ipc", default="private", help="IPC namespace: private (default) or shareable")
     p.add_argument("image", help="image name or id")
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="command and arguments (default: the image's)")
 
@@ -48,6 +61,16 @@ def _create_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "publish": args.publish,
         "volumes": args.volume,
         "tmpfs": args.tmpfs,
+        "user": args.user,
+        "hostname": args.hostname,
+        "env_files": args.env_file,
+        "labels": args.label,
+        "memory": args.memory,
+        "cpus": args.cpus,
+        "pids_limit": args.pids_limit,
+        "stop_signal": args.stop_signal,
+        "stop_timeout": args.stop_timeout,
+        "ipc": args.ipc,
     }
 
 
@@ -69,10 +92,7 @@ def cmd_create(args: argparse.Namespace, engine: Engine) -> int:
 
 
 def cmd_start(args: argparse.Namespace, engine: Engine) -> int:
-    for ref in args.containers:
-        engine.start(ref)
-        print(ref)
-    return ExitCode.OK
+    return _each(args.containers, engine.start)
 
 
 def _status(c: Container) -> str:
@@ -122,13 +142,65 @@ def cmd_logs(args: argparse.Namespace, engine: Engine) -> int:
 
 
 def cmd_exec(args: argparse.Namespace, engine: Engine) -> int:
-    return engine.exec(args.container, args.cmd, env=args.env, workdir=args.workdir, tty=args.tty)
+    code = engine.exec(
+        args.container,
+        args.cmd,
+        env=args.env,
+        workdir=args.workdir,
+        tty=args.tty,
+        user=args.user,
+        interactive=args.interactive,
+        detach=args.detach,
+    )
+    return code if code >= 0 else ExitCode.ERROR
+
+
+def _targets(args: argparse.Namespace, engine: Engine, *, running: bool) -> list[str]:
+    """The containers named, the latest (-l), or with -a/--all every one (`running`: every
+    running one). Raises UsageError (none of them, or --all with others), NotFoundError."""
+    if args.all:
+        if args.containers or args.latest:
+            raise UsageError("--all cannot be used with containers or --latest", hint="give one of them")
+        return [c.id for c in engine.containers(running_only=running)]
+    return chosen(args, engine)
 
 
 def cmd_stop(args: argparse.Namespace, engine: Engine) -> int:
-    for ref in chosen(args, engine):
+    for ref in _targets(args, engine, running=True):
         engine.stop(ref, timeout=args.time)
         print(ref)
+    return ExitCode.OK
+
+
+def cmd_pause(args: argparse.Namespace, engine: Engine) -> int:
+    return _each(args.containers, engine.pause)
+
+
+def cmd_unpause(args: argparse.Namespace, engine: Engine) -> int:
+    return _each(args.containers, engine.unpause)
+
+
+def _each(refs: list[str], verb: Callable[[str], object]) -> int:
+    """Apply `verb` to each container, printing what the user typed (podman's output)."""
+    for ref in refs:
+        verb(ref)
+        print(ref)
+    return ExitCode.OK
+
+
+def cmd_diff(args: argparse.Namespace, engine: Engine) -> int:
+    found = engine.diff(args.container)
+    if args.format == "json":  # podman's shape
+        kinds = {"A": "added", "C": "changed", "D": "deleted"}
+        print_json({name: [c.path for c in found if c.kind == k] for k, name in kinds.items()})
+    else:
+        for change in found:
+            print(change)
+    return ExitCode.OK
+
+
+def cmd_cleanup(args: argparse.Namespace, engine: Engine) -> int:
+    engine.cleanup(args.container, rm=args.rm)
     return ExitCode.OK
 
 
@@ -140,8 +212,8 @@ def cmd_kill(args: argparse.Namespace, engine: Engine) -> int:
 
 
 def cmd_rm(args: argparse.Namespace, engine: Engine) -> int:
-    for ref in chosen(args, engine):
-        engine.remove(ref, force=args.force)
+    for ref in _targets(args, engine, running=False):
+        engine.remove(ref, force=args.force, timeout=args.time)
         print(ref)
     return ExitCode.OK
 
@@ -164,10 +236,27 @@ def cmd_wait(args: argparse.Namespace, engine: Engine) -> int:
     return ExitCode.OK
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+_GROUPS: weakref.WeakKeyDictionary[Subparsers, Subparsers] = weakref.WeakKeyDictionary()
+
+
+def container_verbs(sub: Subparsers) -> Subparsers:
+    """The verbs of `amber container ...` (made on first use; checkpoint_cmds adds its own)."""
+    if sub not in _GROUPS:
+        group = sub.add_parser("container", help="manage containers (podman's spellings: amber container run ...)")
+        _GROUPS[sub] = group.add_subparsers(dest="container_command", metavar="COMMAND", required=True)
+    return _GROUPS[sub]
+
+
+def register(sub: Subparsers) -> None:
+    _register_verbs(sub)
+    _register_verbs(container_verbs(sub), podman=True)
+
+
+def _register_verbs(sub: Subparsers, *, podman: bool = False) -> None:
     p = sub.add_parser("run", help="create and start a container")
     p.add_argument("-d", "--detach", action="store_true", help="run in the background, print the id")
-    p.add_argument("--rm", action="store_true", help="remove the container when it exits (not with --detach)")
+    p.add_argument("--rm", action="store_true", help="remove the container when it exits")
     _create_args(p)
     p.set_defaults(handler=cmd_run)
 
@@ -179,22 +268,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("containers", nargs="+")
     p.set_defaults(handler=cmd_start)
 
-    p = sub.add_parser("ps", help="list containers")
-    p.add_argument("-a", "--all", action="store_true", help="also list containers that are not running")
-    p.add_argument("-q", "--quiet", action="store_true", help="print ids only")
-    add_latest(p)
-    p.add_argument("--no-trunc", action="store_true", help="print whole ids")
-    p.add_argument("--noheading", action="store_true", help="no header line")
-    p.add_argument(
-        "-f",
-        "--filter",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="name=, id=, status=, label=, ancestor= (repeatable)",
-    )
-    p.add_argument("--format", help="json, 'table {{.ID}} {{.Names}}', or a template like '{{.Names}} {{.Status}}'")
-    p.set_defaults(handler=cmd_ps)
+    for verb in ("ps", "ls", "list") if podman else ("ps",):
+        p = sub.add_parser(verb, help="list containers")
+        p.add_argument("-a", "--all", action="store_true", help="also list containers that are not running")
+        p.add_argument("-q", "--quiet", action="store_true", help="print ids only")
+        add_latest(p)
+        p.add_argument("--no-trunc", action="store_true", help="print whole ids")
+        p.add_argument("--noheading", action="store_true", help="no header line")
+        p.add_argument(
+            "-f",
+            "--filter",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="name=, id=, status=, label=, ancestor= (repeatable)",
+        )
+        p.add_argument("--format", help="json, 'table {{.ID}} {{.Names}}', or a template like '{{.Names}} {{.Status}}'")
+        p.set_defaults(handler=cmd_ps)
 
     p = sub.add_parser("logs", help="print a container's output")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing until the container stops")
@@ -204,14 +294,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = sub.add_parser("exec", help="run a command in a running container")
     p.add_argument("-e", "--env", action="append", default=[], metavar="K=V")
-    p.add_argument("-w", "--workdir")
+    p.add_argument("-w", "--workdir", help="working directory (default: the container's)")
+    p.add_argument("-u", "--user", help="USER[:GROUP] to run as")
+    p.add_argument("-i", "--interactive", action="store_true", help="pass our stdin to the command")
+    p.add_argument("-d", "--detach", action="store_true", help="run it in the background")
     p.add_argument("-t", "--tty", action="store_true")
     p.add_argument("container")
     p.add_argument("cmd", nargs=argparse.REMAINDER)
     p.set_defaults(handler=cmd_exec)
 
-    p = sub.add_parser("stop", help="stop running containers (TERM, then KILL after -t seconds)")
-    p.add_argument("-t", "--time", type=float, default=10.0, help="seconds to wait before KILL (default 10)")
+    p = sub.add_parser("stop", help="stop running containers (stop signal, then KILL after -t seconds)")
+    p.add_argument("-t", "--time", type=float, help="seconds to wait before KILL (default: its --stop-timeout)")
+    p.add_argument("-a", "--all", action="store_true", help="stop every running container")
     add_latest(p)
     p.add_argument("containers", nargs="*")
     p.set_defaults(handler=cmd_stop)
@@ -222,7 +316,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=cmd_kill)
 
     p = sub.add_parser("rm", help="remove containers")
-    p.add_argument("-f", "--force", action="store_true", help="kill running containers first")
+    p.add_argument("-f", "--force", action="store_true", help="stop running containers first")
+    p.add_argument("-t", "--time", type=float, help="with -f: seconds to wait before KILL (default: KILL)")
+    p.add_argument("-a", "--all", action="store_true", help="remove every container")
     add_latest(p)
     p.add_argument("containers", nargs="*")
     p.set_defaults(handler=cmd_rm)
@@ -236,3 +332,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("wait", help="wait for containers to exit, print their exit codes")
     p.add_argument("containers", nargs="+")
     p.set_defaults(handler=cmd_wait)
+
+    p = sub.add_parser("diff", help="what a container changed in its file system (A/C/D lines)")
+    p.add_argument("--format", choices=("json",), help="print JSON: added, changed, deleted")
+    p.add_argument("container")
+    p.set_defaults(handler=cmd_diff)
+
+    p = sub.add_parser("pause", help="freeze every process of running containers")
+    p.add_argument("containers", nargs="+")
+    p.set_defaults(handler=cmd_pause)
+
+    p = sub.add_parser("unpause", help="thaw paused containers")
+    p.add_argument("containers", nargs="+")
+    p.set_defaults(handler=cmd_unpause)
+
+    if podman:
+        p = sub.add_parser("cleanup", help="record an exited container's end (conmon runs it)")
+        p.add_argument("--rm", action="store_true", help="remove it if it was run with --rm")
+        p.add_argument("container")
+        p.set_defaults(handler=cmd_cleanup)

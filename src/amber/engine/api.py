@@ -22,6 +22,7 @@ from amber.adapters import run as runners
 from amber.config import Settings
 from amber.engine.api_images import CheckpointImageCalls
 from amber.engine.api_views import PodmanViewCalls
+from amber.engine.run_options import RunKwargs
 from amber.engine.services import Services, iterate_with, with_runner
 from amber.errors import AmberError, UsageError, require_root
 
@@ -35,9 +36,10 @@ if TYPE_CHECKING:
         MemoryDump,
         ProcessMemory,
     )
-    from amber.engine.attachments import AttachOptions, RestoreAttachOptions
+    from amber.engine.attachments import RestoreAttachOptions
     from amber.engine.checkpoint import Report, RestoreOptions
     from amber.engine.demo import DemoEvent
+    from amber.engine.diff import Change
     from amber.engine.host_info import HostInfo
     from amber.engine.images import ImageRemoval
     from amber.engine.logs import LogLine
@@ -137,16 +139,22 @@ class Engine(CheckpointImageCalls, PodmanViewCalls):
         runtime: str | None = None,
         env: Sequence[str] = (),
         workdir: str | None = None,
-        **attach: Unpack[AttachOptions],
+        **options: Unpack[RunKwargs],
     ) -> Container:
         """Create a container (not started). `command` defaults to the image's; `env` holds
-        KEY=VALUE entries; `attach` its network (default: amber's default one, "none": loopback
-        only), ip, mac_address, publish, volumes and tmpfs (AttachOptions). Raises UsageError (no
-        command, bad env, name or option), NotFoundError (image, bind source), ConflictError
-        (name taken), PreconditionError (runtime missing, not root)."""
+        KEY=VALUE entries; `options` (engine.run_options.RunKwargs) are its network (default:
+        amber's default one, "none": loopback only), ip, mac_address, publish, volumes and tmpfs
+        (AttachOptions), and podman's run options: `user` (USER[:GROUP]), `hostname`,
+        `env_files`, `labels`, `memory` ("512m" or bytes), `cpus`, `pids_limit`, `stop_signal`
+        and `stop_timeout` (what stop does), `ipc` (private, shareable), `auto_remove` (--rm).
+        Raises UsageError (no command, bad env, name or option), NotFoundError (image, bind
+        source, env file), ConflictError (name taken), PreconditionError (runtime missing, not
+        root)."""
         from amber.engine.attachments import from_options
+        from amber.engine.run_options import make_options
 
-        attachments = from_options(attach)
+        attachments = from_options(options)
+        opts = make_options(**options)
         require_root("creating a container")
         # Under the images lock: a forced removal of the image sees this container, or this
         # create sees no image.
@@ -160,6 +168,7 @@ class Engine(CheckpointImageCalls, PodmanViewCalls):
                 env=list(env),
                 workdir=workdir,
                 attachments=attachments,
+                options=opts,
             )
 
     @with_runner
@@ -174,14 +183,14 @@ class Engine(CheckpointImageCalls, PodmanViewCalls):
         workdir: str | None = None,
         detach: bool = False,
         rm: bool = False,
-        **attach: Unpack[AttachOptions],
+        **options: Unpack[RunKwargs],
     ) -> Container:
-        """Create and start a container. With `detach`, return it running; without, wait until it
-        exits and return it exited (removed first with `rm`). Raises what `create` and `start`
-        raise (nothing is left behind when the start fails), UsageError for `rm` with `detach`."""
-        if rm and detach:
-            raise UsageError("--rm can only be used without --detach", hint="leave out one of them")
-        c = self.create(image, command, name=name, runtime=runtime, env=env, workdir=workdir, **attach)
+        """Create and start a container (options as `create`'s). With `detach`, return it
+        running (with `rm`, it is removed when it exits); without, wait until it exits and return
+        it exited (removed then with `rm`). Raises what `create` and `start` raise (nothing is
+        left behind when the start fails)."""
+        options["auto_remove"] = rm and detach  # in the foreground, finish() removes it
+        c = self.create(image, command, name=name, runtime=runtime, env=env, workdir=workdir, **options)
         try:
             c = self.services.containers.start(c.id)
         except AmberError:
@@ -207,9 +216,20 @@ class Engine(CheckpointImageCalls, PodmanViewCalls):
         return self.services.containers.start(container)
 
     @with_runner
-    def stop(self, container: str, *, timeout: float = 10.0) -> Container:
-        """TERM, then KILL after `timeout` seconds (--time). Raises NotFoundError, ConflictError."""
+    def stop(self, container: str, *, timeout: float | None = None) -> Container:
+        """The container's stop signal (TERM unless --stop-signal), then KILL after `timeout`
+        seconds (default its --stop-timeout, 10); the exit code is recorded. Raises NotFoundError."""
         return self.services.containers.stop(container, timeout=timeout)
+
+    @with_runner
+    def pause(self, container: str) -> Container:
+        """Freeze its processes. Raises NotFoundError, ConflictError (not running), CommandError."""
+        return self.services.containers.pause(container)
+
+    @with_runner
+    def unpause(self, container: str) -> Container:
+        """Thaw a paused container. Raises NotFoundError, ConflictError (not paused), CommandError."""
+        return self.services.containers.unpause(container)
 
     @with_runner
     def kill(self, container: str, signal: str = "KILL") -> Container:
@@ -218,10 +238,11 @@ class Engine(CheckpointImageCalls, PodmanViewCalls):
         return self.services.containers.kill(container, signal)
 
     @with_runner
-    def remove(self, container: str, *, force: bool = False) -> Container:
-        """Remove a container; with `force`, kill it first if it runs. Raises NotFoundError,
-        ConflictError (running without `force`, busy)."""
-        return self.services.containers.remove(container, force=force)
+    def remove(self, container: str, *, force: bool = False, timeout: float | None = None) -> Container:
+        """Remove a container; with `force`, kill it first if it runs (with `timeout`: stop it,
+        KILL after that many seconds). Raises NotFoundError, ConflictError (running without
+        `force`, busy)."""
+        return self.services.containers.remove(container, force=force, timeout=timeout)
 
     @with_runner
     def containers(self, *, running_only: bool = False) -> list[Container]:
@@ -247,10 +268,37 @@ class Engine(CheckpointImageCalls, PodmanViewCalls):
         env: Sequence[str] = (),
         workdir: str | None = None,
         tty: bool = False,
+        user: str | None = None,
+        interactive: bool = False,
+        detach: bool = False,
     ) -> int:
-        """Run a command in a running container, on our stdio; its exit code. Raises
-        NotFoundError, ConflictError (not running), UsageError (no command)."""
-        return self.services.containers.exec(container, list(command), env=list(env), workdir=workdir, tty=tty)
+        """Run a command in a running container under conmon (its pipes, never ours; output
+        printed on our stdout/stderr); its exit code, or 0 once started with `detach`.
+        `interactive` feeds our stdin to it, `user` is USER[:GROUP], `workdir` defaults to the
+        container's. Raises NotFoundError, ConflictError (not running), UsageError (no command,
+        unknown user), AmberError (the runtime could not start it)."""
+        return self.services.containers.exec(
+            container,
+            list(command),
+            env=list(env),
+            workdir=workdir,
+            tty=tty,
+            user=user,
+            interactive=interactive,
+            detach=detach,
+        )
+
+    @with_runner
+    def diff(self, container: str) -> list[Change]:
+        """What the container changed in its root file system, by path: podman's `container
+        diff` (A added, C changed, D deleted). Raises NotFoundError."""
+        return self.services.containers.diff(container)
+
+    @with_runner
+    def cleanup(self, container: str, *, rm: bool = False) -> None:
+        """Record an exited container's exit (conmon's exit command); with `rm`, remove a --rm
+        container that has exited. Raises nothing for a container gone already."""
+        self.services.containers.cleanup_exited(container, rm=rm)
 
     @with_runner
     def wait(self, container: str, *, timeout: float | None = None) -> Container:

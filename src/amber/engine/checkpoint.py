@@ -23,7 +23,7 @@ from typing import Any
 
 from amber import __version__
 from amber.adapters import checkpoint_archive as archive
-from amber.adapters import criu, rootfs_diff, runtime
+from amber.adapters import criu, rootfs_diff, runtime, task_creds
 from amber.adapters import podman_format as fmt
 from amber.adapters.netavark import NetworkStatus
 from amber.adapters.run import Result
@@ -34,6 +34,7 @@ from amber.engine import faults, recovery, scratch
 from amber.engine.containers import ContainerService
 from amber.engine.images import ImageService
 from amber.engine.restore import RestoreOptions, RestoreService
+from amber.engine.run_options import signal_number
 from amber.engine.store import now
 from amber.engine.timing import timed
 from amber.engine.volumes import VolumeService, archive_member
@@ -173,11 +174,22 @@ class CheckpointService:
                 )
 
     def _checkpoint_locked(self, c: Container, opts: CheckpointOptions) -> Report:
+        if c.status == Status.PAUSED:  # podman's words
+            raise ConflictError(
+                f"container {c.name}: cannot checkpoint containers that have been paused",
+                hint=f"unpause it first: amber unpause {c.name}",
+            )
+        if c.auto_remove and opts.export is None:
+            raise ConflictError(
+                f"container {c.name} was started with --rm: it can only be checkpointed with --export",
+                hint=f"export it: amber checkpoint --export FILE {c.name} (it is removed after the export)",
+            )
         if c.status != Status.RUNNING:
             raise ConflictError(
                 f"container {c.name} is {c.status}, not running: cannot checkpoint",
                 hint=f"start it first (amber start {c.name}), or see amber ps -a",
             )
+        _check_task_uids(c, self.containers.cgroups_path(c))
         rt = self.containers.runtime_for(c)
         runtime.require(rt.info, "checkpoint")
         p = self.containers.paths(c.id)
@@ -234,6 +246,8 @@ class CheckpointService:
         else:
             c = dataclasses.replace(c, checkpointed=now())
         self.containers.store.save(c)
+        if stopped and exporting and c.auto_remove:  # podman: a --rm container goes after its export
+            self.containers.remove_locked(c, force=False)
         return Report(c.id, c.name, runtime_us, stats, str(opts.export) if opts.export else None)
 
     def _export_failed(
@@ -451,8 +465,8 @@ def _config_dump(
             "cgroupManager": "cgroupfs",
             "createNetNS": True,
             "networkMode": _network_mode(c),
-            "stopSignal": int(getattr(c, "stop_signal", 0) or STOP_SIGNAL),
-            "stopTimeout": int(getattr(c, "stop_timeout", 0) or STOP_TIMEOUT),
+            "stopSignal": signal_number(c.stop_signal) or STOP_SIGNAL,
+            "stopTimeout": int(c.stop_timeout),
             **(network or {}),
         },
     )
@@ -498,3 +512,20 @@ def _numbered(export: Path, name: str) -> Path:
 
 
 __all__ = ["CheckpointOptions", "CheckpointService", "Report", "RestoreOptions"]
+
+
+def _check_task_uids(c: Container, cgroups_path: str) -> None:
+    """Raises PreconditionError, before anything is frozen, when CRIU would fail deep in its dump
+    (`Can't get rlimit: Operation not permitted`): a task runs as another uid than 0 and amber's
+    root lacks CAP_SYS_RESOURCE (some hosts drop it from root)."""
+    if task_creds.effective_caps() & (1 << task_creds.CAP_SYS_RESOURCE):
+        return
+    for pid in task_creds.cgroup_pids(cgroups_path):
+        ids = task_creds.uids(pid)
+        if any(ids):
+            raise PreconditionError(
+                f"cannot checkpoint container {c.name}: its process {pid} runs as uid {max(ids)}, and amber "
+                "runs without CAP_SYS_RESOURCE, which CRIU needs to dump a process of another user",
+                hint="run the container's processes as root (no -u), or run amber where root has "
+                "CAP_SYS_RESOURCE (grep CapEff /proc/self/status: bit 24)",
+            )

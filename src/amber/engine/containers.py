@@ -6,14 +6,15 @@ an OCI bundle written by amber, and a conmon process supervising the runtime's c
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import dataclasses
 import json
 import os
 import signal as signals
+import sys
 import time
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +23,17 @@ from amber.adapters.podman_format import RuntimeState
 from amber.adapters.state import atomic_write_json, locked
 from amber.config import Settings
 from amber.engine import attachments as attach
-from amber.engine import mount_specs, recovery
+from amber.engine import diff as diff_changes
+from amber.engine import exec_session, exit_codes, mount_specs, recovery, users
 from amber.engine import spec as specs
 from amber.engine.attachments import Attachments
 from amber.engine.images import ImageService
 from amber.engine.logs import LogLine, follow_log, read_log
 from amber.engine.networks import NetworkService
+from amber.engine.run_options import RunOptions
 from amber.engine.store import ContainerStore, now, validate_name
 from amber.engine.volumes import VolumeService
-from amber.errors import AmberError, ConflictError, NotFoundError, UsageError, amended, require_root
+from amber.errors import AmberError, CommandError, ConflictError, NotFoundError, UsageError, amended, require_root
 from amber.layout import NAMES_LOCK, ContainerLayout, Layout
 from amber.models import Container, Status
 
@@ -94,12 +97,15 @@ class ContainerService:
         env: Sequence[str] = (),
         workdir: str | None = None,
         attachments: Attachments | None = None,
+        options: RunOptions | None = None,
     ) -> Container:
         """A new container (not started). `attachments`: its network, ports and mounts (none:
-        loopback only). Raises UsageError, NotFoundError (image, bind source), ConflictError."""
+        loopback only); `options`: podman's run options (user, hostname, limits...). Raises
+        UsageError, NotFoundError (image, bind source, env file), ConflictError."""
         require_root("creating a container")
         att = attachments or Attachments()
         mount_list = att.mount_specs()
+        opts = options or RunOptions()
         self.layout.ensure()
         info = self.choose_runtime(runtime_name)
         image = self.images.get(image_ref)
@@ -108,9 +114,12 @@ class ContainerService:
             raise UsageError(
                 f"no command given, and image {image.name} has none", hint=f"give one: amber run {image.name} sh"
             )
+        env = [*opts.file_env(), *env]
         for item in env:
             if "=" not in item:
                 raise UsageError(f"environment entry '{item}' is not KEY=VALUE")
+        layers = list(reversed(self.images.layer_dirs(image)))
+        user = users.resolve(opts.user, layers) if opts.user else None
         with self.lock_names():
             cname = validate_name(name) if name else self.store.new_name()
             self.store.check_name_free(cname)
@@ -125,6 +134,10 @@ class ContainerService:
                 command=args,
                 created=now(),
                 status=Status.CREATED,
+                labels=dict(opts.labels),
+                stop_signal=opts.stop_signal_name(),
+                stop_timeout=opts.stop_timeout,
+                auto_remove=opts.auto_remove,
             )
             p = self.paths(cid)
             p.bundle.mkdir(parents=True, exist_ok=True)
@@ -132,13 +145,16 @@ class ContainerService:
             attach.save(p.attachments, att)
             spec = specs.generate(
                 cid=cid,
-                hostname=cid[:12],
+                hostname=opts.hostname or cid[:12],
                 rootfs=p.merged,
                 args=args,
                 env=specs.merge_env(image.config.env, env),
                 cwd=workdir or image.config.workdir or "/",
                 netns=p.netns,
                 cgroups_path=specs.cgroups_path(cid, self.layout.root),
+                user=user.to_spec() if user else None,
+                resources=opts.resources(),
+                ipc_shareable=opts.ipc == "shareable",
             )
             spec["mounts"] = [*spec["mounts"], *extra_mounts]
             atomic_write_json(p.config_json, spec)
@@ -208,7 +224,22 @@ class ContainerService:
             pidfile=p.pidfile,
             conmon_pidfile=p.conmon_pidfile,
             socket_dir=self.layout.sockets,
+            exit_command=exit_codes.cleanup_command(self.layout, c.id) if c.auto_remove else (),
         )
+
+    def cleanup_exited(self, ref: str, *, rm: bool) -> None:
+        """conmon's exit command: record the exit; with `rm`, remove the container if it has
+        exited (not when a checkpoint stopped it). Raises nothing for a container gone already."""
+        c = self.store.find(ref)
+        if c is None:
+            return
+        with locked(self.layout.locks, c.id, f"container {c.name}", wait=True):
+            c = self.store.find(c.id)
+            if c is None:
+                return
+            c = self.refresh(c)
+            if rm and c.auto_remove and c.status == Status.EXITED:
+                self.remove_locked(c, force=False)
 
     def run(self, image_ref: str, command: Sequence[str] = (), **kwargs: Any) -> Container:
         c = self.create(image_ref, command, **kwargs)
@@ -237,12 +268,18 @@ class ContainerService:
         """
         if self.interrupted(c):
             c = recovery.recover(self, c)
-        if c.status != Status.RUNNING:
+        if c.status == Status.EXITED and (c.exit_code is None or c.exit_code < 0):
+            recorded = exit_codes.recorded_exit(self.paths(c.id))
+            if recorded is not None:  # conmon wrote it after we looked: never lose it
+                c = dataclasses.replace(c, exit_code=recorded[0], finished=recorded[1])
+                self.store.save(c)
+            return c
+        if c.status not in (Status.RUNNING, Status.PAUSED):
             return c
         st = self.runtime_state(c)
         if st is not None and st.alive:
             return c
-        code, finished = _exit_status(self.paths(c.id))
+        code, finished = exit_codes.exit_status(self.paths(c.id))
         c = dataclasses.replace(c, status=Status.EXITED, exit_code=code, finished=finished, pid=0)
         self.cleanup(c)
         self.store.save(c)
@@ -254,7 +291,8 @@ class ContainerService:
 
     def inspect_record(self, ref: str) -> Container:
         c = self.store.get(ref)
-        if c.status != Status.RUNNING and not self.interrupted(c):
+        lost_code = c.status == Status.EXITED and (c.exit_code is None or c.exit_code < 0)
+        if c.status not in (Status.RUNNING, Status.PAUSED) and not lost_code and not self.interrupted(c):
             return c
         try:
             with self.lock(c, wait=False):  # a reader never waits, and never makes a writer busy
@@ -307,20 +345,27 @@ class ContainerService:
                 raise AmberError(f"could not signal container {c.name}: {res.stderr.strip()}")
             return c
 
-    def stop(self, ref: str, timeout: float = 10.0) -> Container:
-        """TERM, then after `timeout` seconds KILL, under the container's lock; the container as
-        it is then. Raises ConflictError when another command is busy with it past the lock wait."""
+    def stop(self, ref: str, timeout: float | None = None) -> Container:
+        """Send the container's stop signal (--stop-signal, TERM), then KILL after `timeout`
+        seconds (default its --stop-timeout), under the container's lock; the container as it
+        exited, its exit code recorded (the program's own, or 137 for KILL, as podman's). A
+        paused container is thawed first so it can see the signal. Raises NotFoundError,
+        ConflictError when another command is busy with it past the lock wait."""
         c = self.store.get(ref)
         with self.lock(c):
             c = self.refresh(self.store.get(c.id))
-            if c.status != Status.RUNNING:
+            if c.status not in (Status.RUNNING, Status.PAUSED):
                 return c
             rt = self.runtime_for(c)
-            rt.kill(c.id, "TERM", all_processes=True)
-            c = self._wait_locked(c, timeout)
+            if c.status == Status.PAUSED:
+                rt.resume(c.id)
+                c = dataclasses.replace(c, status=Status.RUNNING)
+                self.store.save(c)
+            rt.kill(c.id, c.stop_signal, all_processes=True)
+            c = self._wait_locked(c, c.stop_timeout if timeout is None else timeout)
             if c.status == Status.RUNNING:
                 rt.kill(c.id, "KILL", all_processes=True)
-                c = self._wait_locked(c, 10)
+                c = self._wait_locked(c, 30)
             return c
 
     def _wait_locked(self, c: Container, timeout: float) -> Container:
@@ -331,6 +376,36 @@ class ContainerService:
             if c.status != Status.RUNNING or time.monotonic() > deadline:
                 return c
             time.sleep(0.05)
+
+    def pause(self, ref: str) -> Container:
+        """Freeze every process of the container (the runtime's pause: the cgroup freezer).
+        Raises NotFoundError, ConflictError (not running), CommandError."""
+        return self._freeze(ref, pause=True)
+
+    def unpause(self, ref: str) -> Container:
+        """Thaw a paused container. Raises NotFoundError, ConflictError (not paused), CommandError."""
+        return self._freeze(ref, pause=False)
+
+    def _freeze(self, ref: str, *, pause: bool) -> Container:
+        c = self.store.get(ref)
+        with self.lock(c):
+            c = self.refresh(self.store.get(c.id))
+            want, verb = (Status.RUNNING, "pause") if pause else (Status.PAUSED, "unpause")
+            if c.status != want:
+                raise ConflictError(
+                    f"container {c.name} is {c.status}: cannot {verb} it",
+                    hint="amber pause works on running containers, amber unpause on paused ones",
+                )
+            rt = self.runtime_for(c)
+            if pause:
+                rt.pause(c.id, c.name)
+            elif (res := rt.resume(c.id)).returncode != 0:
+                raise CommandError(
+                    res.argv, res.returncode, res.stdout, res.stderr, what=f"could not unpause container {c.name}"
+                )
+            c = dataclasses.replace(c, status=Status.PAUSED if pause else Status.RUNNING)
+            self.store.save(c)
+            return c
 
     def cleanup(self, c: Container) -> None:
         """Release what a container that no longer runs holds: runtime state, mounts, netns."""
@@ -352,29 +427,47 @@ class ContainerService:
         except (OSError, ValueError, KeyError, TypeError):
             return ""
 
-    def remove(self, ref: str, *, force: bool = False) -> Container:
+    def remove(self, ref: str, *, force: bool = False, timeout: float | None = None) -> Container:
+        """Remove a container; with `force`, stop it first (`timeout` seconds before KILL: rm -t;
+        none: KILL at once). Raises NotFoundError, ConflictError (running without `force`)."""
         c = self.store.get(ref)
+        if force and timeout is not None and timeout > 0:
+            c = self.stop(c.id, timeout)
         with self.lock(c):
             c = self.refresh(self.store.get(c.id))
-            if c.status == Status.RUNNING:
-                if not force:
-                    raise ConflictError(
-                        f"container {c.name} is running", hint=f"stop it first (amber stop {c.name}) or use rm -f"
-                    )
-                self.runtime_for(c).kill(c.id, "KILL", all_processes=True)
-                deadline = time.monotonic() + 10
-                while time.monotonic() < deadline:
-                    st = self.runtime_state(c)
-                    if st is None or st.status == "stopped":
-                        break
-                    time.sleep(0.05)
-            self.cleanup(c)
-            for volume in self.attachments(c).named_volumes():
-                self.volumes.release(volume.name, c.id)
-            self.store.delete(c.id)
-            with contextlib.suppress(FileNotFoundError):
-                self.paths(c.id).exit_file.unlink()
+            return self.remove_locked(c, force=force)
+
+    def remove_locked(self, c: Container, *, force: bool) -> Container:
+        """Remove `c`, whose lock the caller holds. Raises ConflictError (running, no `force`)."""
+        if c.status in (Status.RUNNING, Status.PAUSED):
+            if not force:
+                raise ConflictError(
+                    f"container {c.name} is {c.status}", hint=f"stop it first (amber stop {c.name}) or use rm -f"
+                )
+            rt = self.runtime_for(c)
+            rt.kill(c.id, "KILL", all_processes=True)
+            if c.status == Status.PAUSED:
+                rt.resume(c.id)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                st = self.runtime_state(c)
+                if st is None or st.status == "stopped":
+                    break
+                time.sleep(0.05)
+        self.cleanup(c)
+        for volume in self.attachments(c).named_volumes():
+            self.volumes.release(volume.name, c.id)
+        self.store.delete(c.id)
+        with contextlib.suppress(FileNotFoundError):
+            self.paths(c.id).exit_file.unlink()
         return c
+
+    def diff(self, ref: str) -> builtins.list[diff_changes.Change]:
+        """What the container changed in its root file system (podman's `container diff`).
+        Raises NotFoundError (container, its image)."""
+        c = self.store.get(ref)
+        layers = list(reversed(self.images.layer_dirs(self.images.get(c.image_id))))
+        return diff_changes.changes(self.paths(c.id).upper, layers)
 
     # -- logs / exec ---------------------------------------------------------------------------
     def logs(self, ref: str, *, follow: bool = False) -> Iterator[LogLine]:
@@ -390,37 +483,42 @@ class ContainerService:
         yield from follow_log(log, running)
 
     def exec(
-        self, ref: str, argv: Sequence[str], *, env: Sequence[str] = (), workdir: str | None = None, tty: bool = False
+        self,
+        ref: str,
+        argv: Sequence[str],
+        *,
+        env: Sequence[str] = (),
+        workdir: str | None = None,
+        tty: bool = False,
+        user: str | None = None,
+        interactive: bool = False,
+        detach: bool = False,
     ) -> int:
+        """Run a command in the running container under conmon (its pipes, never ours). Its exit
+        code; with `detach`, 0 once it runs. `interactive` feeds our stdin to it. The working
+        directory defaults to the container's. Raises NotFoundError, ConflictError (not
+        running), UsageError (no command, unknown user), ConmonError (the runtime could not)."""
         c = self.inspect_record(ref)
         if c.status != Status.RUNNING:
-            raise ConflictError(f"container {c.name} is not running", hint=f"start it first: amber start {c.name}")
+            raise ConflictError(
+                f"container {c.name} is {c.status}, not running", hint=f"start it first: amber start {c.name}"
+            )
         if not argv:
             raise UsageError("exec needs a command", hint=f"amber exec {c.name} sh -c 'echo hi'")
-        return self.runtime_for(c).exec(c.id, argv, env=env, cwd=workdir, tty=tty)
-
-
-def _exit_status(p: ContainerLayout, grace: float = 2.0) -> tuple[int, str]:
-    """(exit code, when) that conmon recorded for a container the runtime no longer runs; -1
-    and now when it recorded none.
-
-    conmon writes the exit file just after it reaps the container, so the runtime can report
-    the container stopped a moment before the file is there: while conmon lives, wait for it.
-    """
-    deadline = time.monotonic() + grace
-    while True:
-        with contextlib.suppress(ValueError, OSError):
-            text = p.exit_file.read_text().strip()
-            if text:
-                return int(text), datetime.fromtimestamp(p.exit_file.stat().st_mtime, UTC).isoformat()
-        if time.monotonic() > deadline or not _alive(p.conmon_pidfile):
-            return -1, now()
-        time.sleep(0.02)
-
-
-def _alive(pidfile: Path) -> bool:
-    try:
-        os.kill(int(pidfile.read_text().strip()), 0)
-    except (OSError, ValueError):
-        return False
-    return True
+        rt = self.runtime_for(c)
+        if tty:  # a terminal is the caller's own: the runtime gives the process our pty
+            return rt.exec(c.id, argv, env=env, cwd=workdir, tty=True)
+        p = self.paths(c.id)
+        spec = json.loads(p.config_json.read_text())
+        req = exec_session.ExecRequest(
+            argv=list(argv),
+            env=list(env),
+            workdir=workdir,
+            user=users.resolve(user, [p.merged]) if user else None,
+            stdin=interactive,
+            detach=detach,
+        )
+        session = exec_session.start(rt, self.layout, p, c.id, c.name, req, spec)
+        if detach:
+            return 0
+        return exec_session.attach(session, stdin=sys.stdin.buffer if interactive else None)

@@ -90,13 +90,37 @@ class RestoreOptions:
                 hint="they apply to a restore from an archive (amber restore --import ARCHIVE); leave them out here",
             )
 
-    def runtime_opts(self) -> list[str]:
-        """What conmon passes on to `runtime restore`."""
+    def criu_config(self, info: RuntimeInfo) -> str:
+        """CRIU options for a restore that the runtime cannot pass on itself, as the lines of a
+        CRIU configuration file ("" when none). CRIU reads it from CRIU_CONFIG_FILE, which both
+        runtimes hand on to `criu swrk`."""
+        return "tcp-close\n" if self.tcp_close and not _has_tcp_close(info) else ""
+
+    def runtime_opts(self, info: RuntimeInfo) -> list[str]:
+        """What conmon passes on to `runtime restore` (`info`'s)."""
         return [
             *(["--tcp-established"] if self.tcp_established else []),
-            *(["--tcp-close"] if self.tcp_close else []),
+            *(["--tcp-close"] if self.tcp_close and not self.criu_config(info) else []),
             *(["--file-locks"] if self.file_locks else []),
         ]
+
+
+def _criu_config(p: ContainerLayout, text: str) -> Path | None:
+    """The restore's CRIU configuration file in the bundle (None, and none left, without one)."""
+    path = p.criu_restore_config
+    if not text:
+        path.unlink(missing_ok=True)
+        return None
+    path.write_text(text)
+    return path
+
+
+def _has_tcp_close(info: RuntimeInfo) -> bool:
+    """Does `<runtime> restore` take --tcp-close? Asked of its own --help."""
+    from amber.adapters.run import ACTION_TIMEOUT, run
+
+    res = run([info.path, "restore", "--help"], check=False, timeout=ACTION_TIMEOUT)
+    return "--tcp-close" in res.stdout + res.stderr
 
 
 class ContainerOps(Protocol):
@@ -114,6 +138,7 @@ class ContainerOps(Protocol):
     def runtime_state(self, c: Container) -> fmt.RuntimeState | None: ...
     def cleanup(self, c: Container) -> None: ...
     def cgroups_path(self, c: Container) -> str: ...
+    def refresh(self, c: Container) -> Container: ...
     def prepare_root(
         self, c: Container, *, image_layers: Sequence[Path], keep_address: tuple[bool, bool] | None = None
     ) -> None: ...
@@ -161,7 +186,8 @@ def restore_in_place(
                 containers.runtime_of(info),
                 containers.monitor_spec(c),
                 restore_from=images,
-                runtime_opts=opts.runtime_opts(),
+                runtime_opts=opts.runtime_opts(info),
+                criu_config=_criu_config(p, opts.criu_config(info)),
             )
         runtime_us = int((time.monotonic() - started) * 1e6)
         if locked:
@@ -209,7 +235,7 @@ class RestoreService:
         require_root("restoring a container")
         c = self.containers.store.get(ref)
         with self.containers.lock(c):
-            c = self.containers.store.get(c.id)
+            c = self.containers.refresh(self.containers.store.get(c.id))
             # podman restores a container stopped after `checkpoint --leave-running` from the
             # checkpoint that kept running left in its bundle
             kept = (

@@ -83,13 +83,22 @@ def generate(
     cwd: str,
     netns: Path,
     cgroups_path: str,
+    user: dict[str, Any] | None = None,
+    resources: dict[str, Any] | None = None,
+    ipc_shareable: bool = False,
 ) -> dict[str, Any]:
+    """The OCI spec of a new container: `user` its process's (uid, gid), `resources` the
+    memory/cpu/pids limits on top of the device rules; `ipc_shareable` marks its IPC namespace
+    as one other containers may join (podman's --ipc shareable; still its own)."""
     caps = list(CAPABILITIES)
+    annotations = {"io.container.manager": "libpod", "org.amber.container.id": cid}
+    if ipc_shareable:
+        annotations["org.amber.ipc"] = "shareable"
     return {
         "ociVersion": "1.0.2",
         "process": {
             "terminal": False,
-            "user": {"uid": 0, "gid": 0},
+            "user": dict(user) if user else {"uid": 0, "gid": 0},
             "args": list(args),
             "env": list(env),
             "cwd": cwd or "/",
@@ -100,7 +109,7 @@ def generate(
         "root": {"path": str(rootfs), "readonly": False},
         "hostname": hostname,
         "mounts": _mounts(),
-        "annotations": {"io.container.manager": "libpod", "org.amber.container.id": cid},
+        "annotations": annotations,
         "linux": {
             "namespaces": [
                 {"type": "pid"},
@@ -110,7 +119,7 @@ def generate(
                 {"type": "mount"},
             ],
             "cgroupsPath": cgroups_path,
-            "resources": {"devices": [{"allow": False, "access": "rwm"}]},
+            "resources": {"devices": [{"allow": False, "access": "rwm"}], **(resources or {})},
             "maskedPaths": list(MASKED_PATHS),
             "readonlyPaths": list(READONLY_PATHS),
         },
