@@ -27,7 +27,7 @@ from amber.adapters.runtime import Runtime, RuntimeInfo
 from amber.adapters.state import atomic_write_json
 from amber.adapters.tar.extract import extract
 from amber.adapters.tar.policy import Policy
-from amber.engine import archive_checks, confinement, faults, restore_net, scratch
+from amber.engine import archive_checks, confinement, faults, restore_net, restore_verify, scratch
 from amber.engine import attachments as attach
 from amber.engine.attachments import Attachments
 from amber.engine.images import ImageService
@@ -170,6 +170,7 @@ def restore_in_place(
         conmon.stop_monitor(containers.monitor_spec(c))
         containers.cleanup(c)
         raise _restore_failure(exc, p.restore_log) from exc
+    _verify(containers, c, info, pid)
     stats = criu.read_stats(p.stats_restore, "restore") if opts.stats else {}
     if opts.keep and images != p.checkpoint:
         shutil.rmtree(p.checkpoint, ignore_errors=True)
@@ -181,6 +182,28 @@ def restore_in_place(
     )
     containers.store.save(c)
     return c, Report(c.id, c.name, runtime_us, stats)
+
+
+def _verify(containers: ContainerOps, c: Container, info: RuntimeInfo, pid: int) -> None:
+    """The runtime said the restore worked: check the init is alive and in its own cgroup. If not,
+    stop and clean up what was started and raise AmberError saying what was seen."""
+    st = containers.runtime_state(c)
+    seen = restore_verify.inspect_init(
+        pid, containers.cgroups_path(c), runtime_status=st.status if st is not None else None
+    )
+    if seen.problem is None:
+        return
+    with contextlib.suppress(AmberError):
+        containers.runtime_of(info).kill(c.id, "KILL", all_processes=True)
+    conmon.stop_monitor(containers.monitor_spec(c))
+    with contextlib.suppress(AmberError, OSError):
+        containers.cleanup(c)
+    raise AmberError(
+        f"{info.kind} reported container {c.name} restored, but {seen.problem}",
+        hint="nothing of the restored container is left running; see the restore log "
+        f"({containers.paths(c.id).restore_log}), then try again",
+        details=seen.details,
+    )
 
 
 def _restore_failure(exc: AmberError, log: Path) -> AmberError:
