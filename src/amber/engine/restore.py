@@ -27,6 +27,7 @@ from amber.adapters.runtime import Runtime, RuntimeInfo
 from amber.adapters.state import atomic_write_json
 from amber.adapters.tar.extract import extract
 from amber.adapters.tar.policy import Policy
+from amber.config import Settings
 from amber.engine import archive_checks, confinement, faults, restore_net, restore_verify, scratch
 from amber.engine import attachments as attach
 from amber.engine.attachments import Attachments
@@ -108,6 +109,8 @@ class ContainerOps(Protocol):
     def store(self) -> ContainerStore: ...
     @property
     def images(self) -> ImageService: ...
+    @property
+    def settings(self) -> Settings: ...
     def paths(self, cid: str) -> ContainerLayout: ...
     def runtime_for(self, c: Container) -> Runtime: ...
     def runtime_of(self, info: RuntimeInfo) -> Runtime: ...
@@ -279,8 +282,8 @@ class RestoreService:
                 c = self._new_restored_record(path, head, info, image, name, opts)
                 # Locked before the record appears: nobody can take it for an interrupted restore.
                 held.enter_context(self.containers.lock(c))
-                need = head.amber_manifest.images_size if head.amber_manifest else 0
-                unpack = scratch.work_dir(self.layout, f"restore-{c.id[:12]}-", need)
+                declared = scratch.declared_size(head.amber_manifest)
+                unpack = scratch.work_dir(self.layout, f"restore-{c.id[:12]}-", declared)
                 marker = self.containers.paths(c.id).pending_restore
                 atomic_write_json(marker, fmt.PendingRestore(path, unpack).to_dict())
                 attach.save(self.containers.paths(c.id).attachments, att)
@@ -338,8 +341,14 @@ class RestoreService:
         """Unpack into `unpack` (a scratch dir: tmpfs when the images fit), then restore from it."""
         p = self.containers.paths(c.id)
         skip = {fmt.CONFIG_DUMP, fmt.SPEC_DUMP, fmt.AMBER_MANIFEST}
+        # At most max_unpacked_size; in memory (tmpfs), at most what amber.manifest declares.
+        limit = self.containers.settings.max_unpacked_size
+        if scratch.in_memory(self.layout, unpack):
+            limit = min(limit, scratch.declared_size(head.amber_manifest) + scratch.SLACK)
         with timed("extract archive"):
-            archive.extract_archive(head.path, unpack, skip=lambda n: n in skip, progress=opts.progress)
+            archive.extract_archive(
+                head.path, unpack, skip=lambda n: n in skip, max_total_size=limit, progress=opts.progress
+            )
         faults.point("after-extract")
         images = images_dir(unpack)
         # CRIU can spin for ever on images it cannot parse: decode the process tree first, and
@@ -366,7 +375,7 @@ class RestoreService:
                 rootfs_diff.apply_deleted_files(paths, p.merged)
             diff = unpack / fmt.ROOTFS_DIFF
             if diff.is_file():
-                rootfs_diff.apply_rootfs_diff(diff, p.merged)
+                rootfs_diff.apply_rootfs_diff(diff, p.merged, max_total_size=self.containers.settings.max_unpacked_size)
         spec = confinement.restore_spec(
             head.spec,
             rootfs=p.merged,
