@@ -23,7 +23,7 @@ import json
 import os
 import stat
 import tarfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +109,7 @@ def tar_bytes(entries: Sequence[Entry], *, end: bool = True) -> bytes:
     return buf.getvalue()
 
 
-def zstd(data: bytes | Sequence[bytes], level: int = 3) -> bytes:
+def zstd(data: bytes | Iterable[bytes], level: int = 3) -> bytes:
     """One zstd frame of `data` (chunks are streamed, so a bomb is never whole in memory)."""
     chunks = [data] if isinstance(data, bytes) else data
     out = io.BytesIO()
@@ -409,6 +409,41 @@ def _bomb_big_deleted_files(ctx: Ctx) -> list[Entry]:
     return [*ctx.with_rootfs_diff([file("tmp/ok", b"ok\n")]), file("deleted.files", paths)]
 
 
+def zero_diff_chunks(size: int, chunk: int = 1 << 20) -> Iterator[bytes]:
+    """The member rootfs-diff.tar (header included) whose inner tar holds one `size`-byte file of
+    zeros, as chunks: a bomb that is never whole in memory."""
+    inner = _ti("tmp/zeros", size=size).tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    inner_size = len(inner) + size + (-size % tarfile.BLOCKSIZE) + 2 * tarfile.BLOCKSIZE
+    yield _ti("rootfs-diff.tar", size=inner_size, mode=0o600).tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    yield inner
+    left = size
+    zeros = b"\0" * chunk
+    while left:
+        n = min(left, chunk)
+        yield zeros if n == chunk else zeros[:n]
+        left -= n
+    yield b"\0" * ((-size % tarfile.BLOCKSIZE) + 2 * tarfile.BLOCKSIZE + (-inner_size % tarfile.BLOCKSIZE))
+
+
+def zero_bomb_chunks(ctx: Ctx, size: int, *, declare: int) -> Iterator[bytes]:
+    """The base archive with its rootfs diff replaced by `size` bytes of zeros, its amber.manifest
+    declaring a rootfs diff of `declare` bytes (1: a lie that would make a restore choose memory)."""
+
+    def declared(manifest: dict[str, Any]) -> None:
+        manifest.setdefault("sizes", {})["rootfs_diff"] = declare
+
+    base = ctx.with_json("amber.manifest", declared)
+    yield tar_bytes([e for e in base if e.ti.name not in ("rootfs-diff.tar", "deleted.files")], end=False)
+    yield from zero_diff_chunks(size)
+    yield b"\0" * (2 * tarfile.BLOCKSIZE)
+
+
+def _bomb_manifest_lies(ctx: Ctx) -> bytes:
+    """A rootfs diff of 300 MB of zeros that amber.manifest declares as 1 byte: a restore that
+    trusted it would unpack it all into /dev/shm (RAM)."""
+    return zstd(zero_bomb_chunks(ctx, 300 << 20, declare=1), level=1)
+
+
 # --- malformed -----------------------------------------------------------------------------------
 def _truncated(ctx: Ctx) -> bytes:
     data = tar_bytes(ctx.base)
@@ -651,6 +686,7 @@ CASES: list[Case] = [
     Case("bomb-trailing-garbage", _bomb_trailing, ext=".tar.zst"),
     Case("bomb-member-1pib", _bomb_huge_member, ext=".tar.zst"),
     Case("bomb-deleted-files-20mb", _zst(_bomb_big_deleted_files), ext=".tar.zst"),
+    Case("bomb-manifest-lies-300mb", _bomb_manifest_lies, ext=".tar.zst"),
     # malformed streams
     Case("truncated", _truncated),
     Case("truncated-zstd", _truncated_zstd, ext=".tar.zst"),

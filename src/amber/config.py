@@ -18,6 +18,27 @@ DEFAULT_ROOT = Path("/var/lib/amber")
 DEFAULT_RUNROOT = Path("/run/amber")
 DEFAULT_CONFIG = Path("/etc/amber/amber.toml")
 DEFAULT_RUNTIME = "crun"
+# The most an archive may expand to when restored ([engine] max_unpacked_size, README "Limits"):
+# the checkpoint images, the rootfs diff and every other member together.
+DEFAULT_MAX_UNPACKED = 32 << 30
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(value: object, where: str) -> int:
+    """A size in bytes from an integer or a string such as "512M", "32G" (K, M, G, T: powers of
+    1024, an optional trailing "iB" or "B"). Raises UsageError naming `where` for anything else."""
+    text = str(value).strip().lower().removesuffix("ib").removesuffix("b") if not isinstance(value, int) else ""
+    try:
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        else:
+            unit = text[-1:] if text[-1:] in _UNITS and text[-1:] else ""
+            number = int(float(text[: len(text) - len(unit)]) * _UNITS[unit])
+    except (ValueError, OverflowError):
+        number = -1
+    if number <= 0:
+        raise UsageError(f"{where}: {value!r} is not a size", hint='give bytes, or a size such as "512M" or "32G"')
+    return number
 
 
 @dataclass(frozen=True)
@@ -25,6 +46,7 @@ class Settings:
     root: Path
     runroot: Path
     default_runtime: str
+    max_unpacked_size: int = DEFAULT_MAX_UNPACKED
 
     @classmethod
     def load(
@@ -54,7 +76,19 @@ class Settings:
             root=pick(root, "AMBER_ROOT", "root", DEFAULT_ROOT),
             runroot=pick(runroot, "AMBER_RUNROOT", "runroot", DEFAULT_RUNROOT),
             default_runtime=str(runtime),
+            max_unpacked_size=parse_size(
+                engine.get("max_unpacked_size", DEFAULT_MAX_UNPACKED), f"config file {path}: max_unpacked_size"
+            ),
         )
 
 
-__all__ = ["DEFAULT_CONFIG", "DEFAULT_ROOT", "DEFAULT_RUNTIME", "DEFAULT_RUNROOT", "Layout", "Settings"]
+__all__ = [
+    "DEFAULT_CONFIG",
+    "DEFAULT_MAX_UNPACKED",
+    "parse_size",
+    "DEFAULT_ROOT",
+    "DEFAULT_RUNTIME",
+    "DEFAULT_RUNROOT",
+    "Layout",
+    "Settings",
+]

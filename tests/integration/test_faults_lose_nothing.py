@@ -16,7 +16,7 @@ from amber.adapters import cgroups
 from amber.adapters.state import locked
 from amber.errors import ExitCode
 from amber.models import Status
-from tests.conftest import Amber
+from tests.conftest import Amber, mounts_under
 from tests.integration.test_checkpoint import counter, start_counter, wait_counter_above
 from tests.integration.test_faults import amber_process
 
@@ -183,3 +183,44 @@ def test_state_root_is_private_whatever_the_umask(tmp_path: Path, demo_rootfs: P
         a.cleanup()
     for d in (a.root, a.root / "containers", a.root / "images", a.runroot, a.runroot / "locks"):
         assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
+
+
+def test_a_restore_whose_init_died_fails_loudly_and_cleans_up(
+    amber: Amber,
+    demo_image: str,
+    runtime: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from amber.engine import restore_verify
+
+    start_counter(amber, demo_image, runtime)
+    archive = tmp_path / "cnt.tar"
+    assert amber("checkpoint", "-e", str(archive), "cnt") == 0
+    assert amber("rm", "cnt") == 0
+    real = restore_verify.inspect_init
+
+    def die_first(pid: int, cgroups_path: str, *, runtime_status: str | None) -> restore_verify.Seen:
+        os.kill(pid, 9)  # the restored init dies between the runtime's "done" and amber's check
+        deadline = time.monotonic() + 10
+        while (Path("/proc") / str(pid)).exists() and "Z" not in _state(pid):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        return real(pid, cgroups_path, runtime_status=runtime_status)
+
+    monkeypatch.setattr(restore_verify, "inspect_init", die_first)
+    capsys.readouterr()
+    assert amber("restore", "-i", str(archive)) == ExitCode.ERROR
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "hint: " in err and "restored, but " in err, err
+    assert "init pid" in err  # what was seen
+    assert amber.fresh_engine().containers.list(all_containers=True) == []
+    assert mounts_under(amber.root) == [] and mounts_under(amber.runroot) == []
+
+
+def _state(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"

@@ -206,6 +206,9 @@ class ConfigDump:
 
 
 # ------------------------------------------------------------------ amber.manifest
+OTHER_SIZE = "other"  # in ManifestSizes.extra: bytes of the members besides checkpoint/ and the rootfs diff
+
+
 @dataclass(frozen=True)
 class ManifestSizes:
     """Bytes of checkpoint/ (all images), of its pages-*.img, and of rootfs-diff.tar."""

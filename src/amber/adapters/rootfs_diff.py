@@ -18,6 +18,7 @@ itself is never followed -- a symlink there is removed, not its target.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import os
@@ -139,18 +140,62 @@ def create_rootfs_diff(upper: Path, tar_path: Path) -> RootfsDiff:
     return RootfsDiff(walk.changed, walk.deleted, tar_written=walk.changed > 0)
 
 
-def apply_rootfs_diff(tar_path: Path, root: Path) -> None:
+def apply_rootfs_diff(tar_path: Path, root: Path, *, max_total_size: int | None = None) -> None:
     """Extract a rootfs-diff.tar onto a container root: owners kept, devices and FIFOs allowed,
-    absolute symlinks taken as container paths, nothing written outside `root`.
+    absolute symlinks taken as container paths, nothing written outside `root`, at most
+    `max_total_size` bytes (checked against each header before its data).
 
     The tar may be compressed (containerd's CRI checkpoint gzips it): the compression is sniffed.
     Raises ArchiveError for a malformed or hostile tar, OSError when it cannot be read."""
+    policy = dataclasses.replace(ROOTFS_POLICY, max_total_size=max_total_size)
     if sniff_file(tar_path) is not Compression.NONE:
         with open(tar_path, "rb") as raw, open_tar_stream(raw) as stream:
-            extract(stream, root, ROOTFS_POLICY, archive=str(tar_path))
+            extract(stream, root, policy, archive=str(tar_path))
         return
     with open(tar_path, "rb", buffering=CHUNK) as f:
-        extract(f, root, ROOTFS_POLICY, archive=str(tar_path))
+        extract(f, root, policy, archive=str(tar_path))
+
+
+# A file with more than this many bytes of holes is refused at checkpoint (README "Limits"): the
+# rootfs diff is written dense, so its holes would become real bytes in the archive and at restore.
+MAX_SPARSE_HOLES = 64 << 20
+
+
+@dataclass(frozen=True)
+class UpperSize:
+    """What a rootfs diff of an upper directory would hold: its files' apparent bytes, and the
+    file with the most bytes of holes (relative name, apparent size, allocated bytes)."""
+
+    apparent: int
+    sparsest: tuple[str, int, int] | None
+
+
+def measure_upper(upper: Path) -> UpperSize:
+    """Walk `upper` (iteratively, any depth) for UpperSize. Unreadable entries count as empty."""
+    total = 0
+    sparsest: tuple[str, int, int] | None = None
+    stack = [(os.fspath(upper), "")]
+    while stack:
+        path, rel = stack.pop()
+        try:
+            with os.scandir(path) as it:
+                entries = list(it)
+        except OSError:
+            continue
+        for entry in entries:
+            child = f"{rel}/{entry.name}" if rel else entry.name
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                stack.append((entry.path, child))
+            elif stat.S_ISREG(st.st_mode):
+                total += st.st_size
+                holes = st.st_size - st.st_blocks * 512
+                if holes > 0 and (sparsest is None or holes > sparsest[1] - sparsest[2]):
+                    sparsest = (child, st.st_size, st.st_blocks * 512)
+    return UpperSize(total, sparsest)
 
 
 def parse_deleted_files(data: bytes, archive_name: str) -> list[str]:

@@ -194,7 +194,10 @@ class CheckpointService:
         runtime.require(rt.info, "checkpoint")
         p = self.containers.paths(c.id)
         exporting = opts.export is not None
-        work = scratch.work_dir(self.layout, f"ckpt-{c.id[:12]}-", self._memory_of(c)) if exporting else p.bundle
+        need = self._memory_of(c)
+        if exporting and not opts.ignore_rootfs:
+            need += self._rootfs_diff_size(c)  # the diff is written into the work area too
+        work = scratch.work_dir(self.layout, f"ckpt-{c.id[:12]}-", need) if exporting else p.bundle
         images = images_dir(work, pre=opts.pre_checkpoint)
         shutil.rmtree(images, ignore_errors=True)
         leave_running = opts.leave_running or opts.pre_checkpoint
@@ -327,6 +330,28 @@ class CheckpointService:
             yield
         finally:
             recovery.thaw(self.containers, c)
+
+    def _rootfs_diff_size(self, c: Container) -> int:
+        """The bytes the rootfs diff will take (written dense). Raises PreconditionError, before
+        any work, for a file with more than MAX_SPARSE_HOLES of holes, or a diff larger than
+        max_unpacked_size (no amber would restore it)."""
+        size = rootfs_diff.measure_upper(self.containers.paths(c.id).upper)
+        if size.sparsest is not None and size.sparsest[1] - size.sparsest[2] > rootfs_diff.MAX_SPARSE_HOLES:
+            name, apparent, allocated = size.sparsest
+            raise PreconditionError(
+                f"cannot checkpoint container {c.name} with its filesystem: /{name} is a sparse file of "
+                f"{apparent} bytes ({allocated} allocated), and amber writes rootfs diffs dense (at most "
+                f"{rootfs_diff.MAX_SPARSE_HOLES} bytes of holes per file)",
+                hint=f"remove or shrink /{name} in the container, or checkpoint with --ignore-rootfs",
+            )
+        limit = self.containers.settings.max_unpacked_size
+        if size.apparent > limit:
+            raise PreconditionError(
+                f"cannot checkpoint container {c.name} with its filesystem: its changes take {size.apparent} "
+                f"bytes, more than max_unpacked_size ({limit} bytes) allows an archive to expand to",
+                hint="checkpoint with --ignore-rootfs, or raise max_unpacked_size in the [engine] config",
+            )
+        return size.apparent
 
     def _memory_of(self, c: Container) -> int:
         path = self.containers.cgroups_path(c)
@@ -498,7 +523,17 @@ def _manifest(work: Path, c: Container, diff_size: int) -> fmt.AmberManifest:
         criu_version=criu.version_string(),
         container=c.name,
         runtime=c.runtime,
-        sizes=fmt.ManifestSizes(checkpoint=total, memory_pages=pages, rootfs_diff=diff_size),
+        sizes=fmt.ManifestSizes(
+            checkpoint=total, memory_pages=pages, rootfs_diff=diff_size, extra={fmt.OTHER_SIZE: _other_size(work)}
+        ),
+    )
+
+
+def _other_size(work: Path) -> int:
+    """Bytes of the archive's other members (ctr.log, stats-dump, deleted.files...), declared in
+    the manifest so a restoring amber knows what the whole archive unpacks to."""
+    return sum(
+        f.stat().st_size for f in work.iterdir() if f.is_file() and not f.is_symlink() and f.name != fmt.ROOTFS_DIFF
     )
 
 

@@ -124,7 +124,8 @@ def thaw(containers: ContainerOps, c: Container) -> bool:
     path = containers.cgroups_path(c)
     if not path or not cgroups.frozen(path):
         return False
-    containers.runtime_for(c).resume(c.id)
+    with contextlib.suppress(AmberError):  # a runtime that is missing or hangs: the freezer still works
+        containers.runtime_for(c).resume(c.id)
     with contextlib.suppress(OSError):
         cgroups.thaw(path)
     return True

@@ -27,7 +27,8 @@ from amber.adapters.runtime import Runtime, RuntimeInfo
 from amber.adapters.state import atomic_write_json
 from amber.adapters.tar.extract import extract
 from amber.adapters.tar.policy import Policy
-from amber.engine import archive_checks, confinement, faults, restore_net, scratch
+from amber.config import Settings
+from amber.engine import archive_checks, confinement, faults, restore_net, restore_verify, scratch
 from amber.engine import attachments as attach
 from amber.engine.attachments import Attachments
 from amber.engine.images import ImageService
@@ -132,6 +133,8 @@ class ContainerOps(Protocol):
     def store(self) -> ContainerStore: ...
     @property
     def images(self) -> ImageService: ...
+    @property
+    def settings(self) -> Settings: ...
     def paths(self, cid: str) -> ContainerLayout: ...
     def runtime_for(self, c: Container) -> Runtime: ...
     def runtime_of(self, info: RuntimeInfo) -> Runtime: ...
@@ -196,6 +199,7 @@ def restore_in_place(
         conmon.stop_monitor(containers.monitor_spec(c))
         containers.cleanup(c)
         raise _restore_failure(exc, p.restore_log) from exc
+    _verify(containers, c, info, pid)
     stats = criu.read_stats(p.stats_restore, "restore") if opts.stats else {}
     if opts.keep and images != p.checkpoint:
         shutil.rmtree(p.checkpoint, ignore_errors=True)
@@ -207,6 +211,28 @@ def restore_in_place(
     )
     containers.store.save(c)
     return c, Report(c.id, c.name, runtime_us, stats)
+
+
+def _verify(containers: ContainerOps, c: Container, info: RuntimeInfo, pid: int) -> None:
+    """The runtime said the restore worked: check the init is alive and in its own cgroup. If not,
+    stop and clean up what was started and raise AmberError saying what was seen."""
+    st = containers.runtime_state(c)
+    seen = restore_verify.inspect_init(
+        pid, containers.cgroups_path(c), runtime_status=st.status if st is not None else None
+    )
+    if seen.problem is None:
+        return
+    with contextlib.suppress(AmberError):
+        containers.runtime_of(info).kill(c.id, "KILL", all_processes=True)
+    conmon.stop_monitor(containers.monitor_spec(c))
+    with contextlib.suppress(AmberError, OSError):
+        containers.cleanup(c)
+    raise AmberError(
+        f"{info.kind} reported container {c.name} restored, but {seen.problem}",
+        hint="nothing of the restored container is left running; see the restore log "
+        f"({containers.paths(c.id).restore_log}), then try again",
+        details=seen.details,
+    )
 
 
 def _restore_failure(exc: AmberError, log: Path) -> AmberError:
@@ -282,8 +308,8 @@ class RestoreService:
                 c = self._new_restored_record(path, head, info, image, name, opts)
                 # Locked before the record appears: nobody can take it for an interrupted restore.
                 held.enter_context(self.containers.lock(c))
-                need = head.amber_manifest.images_size if head.amber_manifest else 0
-                unpack = scratch.work_dir(self.layout, f"restore-{c.id[:12]}-", need)
+                declared = scratch.declared_size(head.amber_manifest)
+                unpack = scratch.work_dir(self.layout, f"restore-{c.id[:12]}-", declared)
                 marker = self.containers.paths(c.id).pending_restore
                 atomic_write_json(marker, fmt.PendingRestore(path, unpack).to_dict())
                 attach.save(self.containers.paths(c.id).attachments, att)
@@ -341,8 +367,14 @@ class RestoreService:
         """Unpack into `unpack` (a scratch dir: tmpfs when the images fit), then restore from it."""
         p = self.containers.paths(c.id)
         skip = {fmt.CONFIG_DUMP, fmt.SPEC_DUMP, fmt.AMBER_MANIFEST}
+        # At most max_unpacked_size; in memory (tmpfs), at most what amber.manifest declares.
+        limit = self.containers.settings.max_unpacked_size
+        if scratch.in_memory(self.layout, unpack):
+            limit = min(limit, scratch.declared_size(head.amber_manifest) + scratch.SLACK)
         with timed("extract archive"):
-            archive.extract_archive(head.path, unpack, skip=lambda n: n in skip, progress=opts.progress)
+            archive.extract_archive(
+                head.path, unpack, skip=lambda n: n in skip, max_total_size=limit, progress=opts.progress
+            )
         faults.point("after-extract")
         images = images_dir(unpack)
         # CRIU can spin for ever on images it cannot parse: decode the process tree first, and
@@ -369,7 +401,7 @@ class RestoreService:
                 rootfs_diff.apply_deleted_files(paths, p.merged)
             diff = unpack / fmt.ROOTFS_DIFF
             if diff.is_file():
-                rootfs_diff.apply_rootfs_diff(diff, p.merged)
+                rootfs_diff.apply_rootfs_diff(diff, p.merged, max_total_size=self.containers.settings.max_unpacked_size)
         spec = confinement.restore_spec(
             head.spec,
             rootfs=p.merged,

@@ -12,9 +12,11 @@ import os
 import tempfile
 from pathlib import Path
 
+from amber.adapters.podman_format import OTHER_SIZE, AmberManifest
 from amber.layout import SHM, Layout
 
 KEEP_FREE = 1 << 30  # memory left to the host after the images are in
+SLACK = 64 << 20  # beyond the declared sizes (archives of amber before OTHER_SIZE: their logs, stats)
 
 
 def _available_memory() -> int:
@@ -54,6 +56,22 @@ def work_dir(layout: Layout, prefix: str, need: int) -> Path:
             return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
     layout.tmp.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=prefix, dir=layout.tmp))
+
+
+def declared_size(manifest: AmberManifest | None) -> int:
+    """The bytes an archive's amber.manifest says it unpacks to (images + rootfs diff), 0 when it
+    has none (podman's archives): such an archive is unpacked on disk."""
+    if manifest is None or manifest.sizes is None:
+        return 0
+    sizes = manifest.sizes
+    other = sizes.extra.get(OTHER_SIZE, 0)
+    other = other if isinstance(other, int) and not isinstance(other, bool) and other > 0 else 0
+    return max(sizes.checkpoint or 0, 0) + max(sizes.rootfs_diff or 0, 0) + other
+
+
+def in_memory(layout: Layout, path: Path) -> bool:
+    """Is the work directory `path` on the tmpfs (so bounded by what was declared for it)?"""
+    return path.parent == shm_base(layout)
 
 
 def is_scratch(layout: Layout, path: Path) -> bool:
