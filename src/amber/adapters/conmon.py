@@ -140,7 +140,6 @@ def _spawn_and_sync(argv: list[str], cwd: Path, timeout: float, env: dict[str, s
         raise
     # conmon's first process exits at once (it forks); its child keeps the sync pipe.
     os.close(write_fd)
-    started = time.monotonic()
     try:
         messages = _read_sync(read_fd, timeout)
     finally:
@@ -186,10 +185,11 @@ def start_monitor(
         for opt in runtime_opts:
             argv += ["--runtime-opt", opt]
     env = {"CRIU_CONFIG_FILE": str(criu_config)} if criu_config is not None else {}
+    started = time.monotonic()
     pid, message = _spawn_and_sync(argv, spec.bundle, timeout, env=env)
     if pid <= 0:
         verb = "restore" if restore_from is not None else "create"
-        timed_out = not messages and time.monotonic() - started >= timeout
+        timed_out = not message and time.monotonic() - started >= timeout
         raise ConmonError(
             f"{runtime.info.kind} could not {verb} container {spec.name}"
             + (f": conmon and {runtime.info.kind} gave no answer in {timeout:g} s (timed out)" if timed_out else ""),
