@@ -24,9 +24,8 @@ from amber.engine.checkpoint import TARGETS, CheckpointOptions, _config_dump, _r
 from amber.engine.images import ImageService
 from amber.errors import ArchiveError, UsageError
 from amber.models import Container, Image
-
-from .test_image_sources import L1, Oci, docker_save, write_dir, write_tar
-from .test_layers import f, tar_bytes
+from tests.unit.adapters.test_image_sources import L1, Oci, docker_save, write_dir, write_tar
+from tests.unit.adapters.test_layers import f, tar_bytes
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from amber.engine import net_alloc
 from amber.engine.networks import DEFAULT_NETWORK, NetworkService
 from amber.errors import AmberError, CommandError, ConflictError, NotFoundError, UsageError
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 CID = "c" * 64
 
 

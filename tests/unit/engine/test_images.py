@@ -13,11 +13,10 @@ from amber.cli import main
 from amber.config import Layout
 from amber.engine.images import ImageService, normalize_name
 from amber.errors import ArchiveError, ConflictError, NotFoundError, UsageError
+from tests.unit.adapters.test_image_sources import L1, L2, Oci, docker_save, sha, write_dir, write_tar
+from tests.unit.adapters.test_layers import d, f, tar_bytes
 
-from .test_image_sources import L1, L2, Oci, docker_save, sha, write_dir, write_tar
-from .test_layers import d, f, tar_bytes
-
-FIXTURE = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "podman-5.4.2" / "busybox-rootfs.tar"
+FIXTURE = Path(__file__).resolve().parents[3] / ".." / "shared" / "fixtures" / "podman-5.4.2" / "busybox-rootfs.tar"
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from amber.adapters.run import run
 from amber.adapters.tar.writer import TarWriter
 from amber.errors import ArchiveError, NotFoundError, UsageError
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "podman-5.4.2"
+FIXTURES = Path(__file__).resolve().parents[4] / "shared" / "fixtures" / "podman-5.4.2"
 PODMAN = {"counter-crun.tar.zst": ("crun", ca.Compression.ZSTD), "counter-runc.tar": ("runc", ca.Compression.NONE)}
 
 CONFIG = {
