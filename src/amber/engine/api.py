@@ -14,12 +14,13 @@ Paths may be str or os.PathLike. Every error is an amber.errors exception (docs/
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Unpack
 
 from amber.adapters import run as runners
 from amber.config import Settings
+from amber.engine.api_archives import ArchiveCalls
 from amber.engine.api_images import CheckpointImageCalls
 from amber.engine.api_views import PodmanViewCalls
 from amber.engine.run_options import RunKwargs
@@ -28,14 +29,6 @@ from amber.errors import AmberError, UsageError, require_root
 
 if TYPE_CHECKING:
     from amber.adapters.checkpoint_archive import Compression, Progress
-    from amber.adapters.criu_memory import SearchMatch
-    from amber.engine.archive_models import (
-        ArchiveInspection,
-        ArchiveSummary,
-        CheckResult,
-        MemoryDump,
-        ProcessMemory,
-    )
     from amber.engine.attachments import RestoreAttachOptions
     from amber.engine.checkpoint import Report, RestoreOptions
     from amber.engine.demo import DemoEvent
@@ -48,7 +41,7 @@ if TYPE_CHECKING:
 PathLike = str | os.PathLike[str]
 
 
-class Engine(CheckpointImageCalls, PodmanViewCalls):
+class Engine(CheckpointImageCalls, PodmanViewCalls, ArchiveCalls):
     """amber as a library. Construction reads the settings only; nothing runs until a call."""
 
     def __init__(
@@ -488,83 +481,6 @@ class Engine(CheckpointImageCalls, PodmanViewCalls):
 
     def _restore_archive(self, archive: os.PathLike[str], opts: RestoreOptions) -> tuple[Container, Report]:
         return self.services.checkpoints.restore_archive(Path(archive), opts)
-
-    # ================================ archives ================================================
-    @with_runner
-    def show_archives(self, archives: Iterable[PathLike]) -> list[ArchiveSummary]:
-        """One summary per checkpoint archive, read from its first members (`amber archive show`).
-        Raises NotFoundError, ArchiveError."""
-        from amber.engine.options import as_path
-
-        return self.services.archives.show([as_path(a) for a in archives])
-
-    @with_runner
-    def inspect_archive(
-        self,
-        archive: PathLike,
-        *,
-        all: bool = False,
-        ps_tree: bool = False,
-        ps_tree_cmd: bool = False,
-        ps_tree_env: bool = False,
-        files: bool = False,
-        sockets: bool = False,
-        mounts: bool = False,
-        stats: bool = False,
-        metadata: bool = False,
-        pid: int | None = None,
-    ) -> ArchiveInspection:
-        """What a checkpoint archive holds (`amber archive inspect`): `all` turns on every part
-        but the bare process tree. Raises NotFoundError (archive, `pid`), ArchiveError."""
-        from amber.engine.options import as_path
-
-        return self.services.archives.inspect(
-            as_path(archive),
-            ps_tree=ps_tree,
-            ps_tree_cmd=ps_tree_cmd or all,
-            ps_tree_env=ps_tree_env or all,
-            files=files or all,
-            sockets=sockets or all,
-            mounts=mounts or all,
-            stats=stats or all,
-            metadata=metadata or all,
-            pid=pid,
-        )
-
-    @with_runner
-    def memparse(
-        self,
-        archive: PathLike,
-        *,
-        pid: int | None = None,
-        search: str | None = None,
-        search_regex: str | None = None,
-        context: int = 0,
-        output: PathLike | None = None,
-    ) -> list[ProcessMemory] | MemoryDump | list[SearchMatch]:
-        """An archive's memory (`amber archive memparse`): sizes per process; with `pid`, its
-        pages (or written raw to `output`); with a search, the matches. Raises UsageError (both
-        searches, bad regex), NotFoundError (archive, pid), ArchiveError."""
-        from amber.engine.options import as_path
-
-        return self.services.archives.memparse(
-            as_path(archive),
-            pid=pid,
-            search=search,
-            search_regex=search_regex,
-            context=context,
-            output=as_path(output) if output is not None else None,
-        )
-
-    @with_runner
-    def check_archive(
-        self, archive: PathLike, *, runtime: str | None = None, name: str | None = None
-    ) -> list[CheckResult]:
-        """Could this host restore the archive (`amber archive check`)? One result per check;
-        nothing changes. Raises NotFoundError, ArchiveError (unreadable archive)."""
-        from amber.engine.options import as_path
-
-        return self.services.archives.check(as_path(archive), runtime=runtime or self.runtime_choice, name=name)
 
     # ================================ host ====================================================
     @with_runner
