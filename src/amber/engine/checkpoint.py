@@ -17,11 +17,10 @@ import os
 import shutil
 import stat
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from amber import __version__
 from amber.adapters import checkpoint_archive as archive
 from amber.adapters import criu, rootfs_diff, runtime, task_creds
 from amber.adapters import podman_format as fmt
@@ -29,12 +28,11 @@ from amber.adapters.netavark import NetworkStatus
 from amber.adapters.run import Result
 from amber.adapters.runtime import Runtime
 from amber.adapters.state import atomic_write_json
+from amber.engine import archive_meta, faults, recovery, scratch
 from amber.engine import attachments as attach
-from amber.engine import faults, recovery, scratch
 from amber.engine.containers import ContainerService
 from amber.engine.images import ImageService
 from amber.engine.restore import RestoreOptions, RestoreService
-from amber.engine.run_options import signal_number
 from amber.engine.store import now
 from amber.engine.timing import timed
 from amber.engine.volumes import VolumeService, archive_member
@@ -48,15 +46,13 @@ from amber.errors import (
     require_root,
 )
 from amber.layout import ContainerLayout, Layout, images_dir
-from amber.models import Container, Image, Report, Status
+from amber.models import Container, Report, Status
 
 # The mode of the container's root directory CRIU records at dump, and checks at restore: the
 # restoring engine's root must have it. podman's overlay gives every root 0555; containerd's
 # snapshotter 0755. amber writes for podman unless told the archive is for containerd.
 TARGETS = {"podman": 0o555, "containerd": 0o755}
 DEFAULT_TARGET = "podman"
-STOP_SIGNAL = 15  # SIGTERM, as podman's default (config.dump stopSignal)
-STOP_TIMEOUT = 10  # seconds, as podman's default (config.dump stopTimeout; 0 means SIGKILL at once)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -423,9 +419,9 @@ class CheckpointService:
             members += _export_volumes_into(self.containers.volumes, att, work)
         image = self.images.get(c.image_id)
         head = {
-            fmt.AMBER_MANIFEST: json.dumps(_manifest(work, c, diff_size).to_dict(), indent=2).encode(),
+            fmt.AMBER_MANIFEST: json.dumps(archive_meta.manifest(work, c, diff_size).to_dict(), indent=2).encode(),
             fmt.CONFIG_DUMP: json.dumps(
-                _config_dump(c, spec, image, self._network_fields(att, status, p)).to_dict(), indent=2
+                archive_meta.config_dump(c, spec, image, self._network_fields(att, status, p)).to_dict(), indent=2
             ).encode(),
             fmt.SPEC_DUMP: json.dumps(spec, indent=2).encode(),
             fmt.STATUS_DUMP: b"{}\n",  # containerd's CRI restore reads it (an empty status is enough)
@@ -452,51 +448,6 @@ def _root_mode(root: Path, mode: int) -> Iterator[None]:
             os.chmod(root, before)
 
 
-def _network_mode(c: Container) -> str:
-    """podman's networkMode: "none" for a container without a network (lo only), else "bridge"."""
-    network = str(getattr(c, "network", "") or "none")
-    return "none" if network in ("none", "") else "bridge"
-
-
-def _config_dump(
-    c: Container, spec: dict[str, Any], image: Image, network: Mapping[str, Any] | None = None
-) -> fmt.ConfigDump:
-    """config.dump: the fields podman, containerd and checkpointctl read, plus amber's own.
-
-    rootfsImageID is the ID podman knows the image by (its config digest, amber's ID when it has
-    none); amber's own ID is in the "amber" object. rootfsImageRef (NAME@DIGEST) is written when
-    the registry's manifest digest is known (pulled images): containerd pulls the base image by it.
-    `network`: the network and volume fields (engine.attachments.config_fields).
-    """
-    return fmt.ConfigDump(
-        id=c.id,
-        name=c.name,
-        rootfs_image_id=image.peer_id,
-        rootfs_image_ref=image.repo_digest or None,
-        rootfs_image_name=image.name,
-        raw_image_name=image.name,
-        runtime=c.runtime,
-        created_time=c.created,
-        checkpointed_time=now(),
-        command=tuple(c.command),
-        amber=fmt.AmberConfigInfo(
-            version=__version__, runtime_path=c.runtime_path, criu_version=criu.version_string(), image_id=image.id
-        ),
-        extra={
-            "spec": spec,
-            "pod": "",
-            "namedVolumes": [],
-            "logDriver": "k8s-file",
-            "cgroupManager": "cgroupfs",
-            "createNetNS": True,
-            "networkMode": _network_mode(c),
-            "stopSignal": signal_number(c.stop_signal) or STOP_SIGNAL,
-            "stopTimeout": int(c.stop_timeout),
-            **(network or {}),
-        },
-    )
-
-
 def _export_volumes_into(volumes: VolumeService, att: attach.Attachments, work: Path) -> list[str]:
     """Each named volume's content as `volumes/<name>.tar` in `work` (podman's members)."""
     members = []
@@ -507,34 +458,6 @@ def _export_volumes_into(volumes: VolumeService, att: attach.Attachments, work: 
             volumes.export(volume.name, out)
         members.append(member)
     return members
-
-
-def _manifest(work: Path, c: Container, diff_size: int) -> fmt.AmberManifest:
-    total = pages = 0
-    for f in images_dir(work).iterdir():
-        if f.is_file():
-            size = f.stat().st_size
-            total += size
-            if f.name.startswith("pages-"):
-                pages += size
-    return fmt.AmberManifest(
-        schema_version=fmt.MANIFEST_SCHEMA,
-        amber_version=__version__,
-        criu_version=criu.version_string(),
-        container=c.name,
-        runtime=c.runtime,
-        sizes=fmt.ManifestSizes(
-            checkpoint=total, memory_pages=pages, rootfs_diff=diff_size, extra={fmt.OTHER_SIZE: _other_size(work)}
-        ),
-    )
-
-
-def _other_size(work: Path) -> int:
-    """Bytes of the archive's other members (ctr.log, stats-dump, deleted.files...), declared in
-    the manifest so a restoring amber knows what the whole archive unpacks to."""
-    return sum(
-        f.stat().st_size for f in work.iterdir() if f.is_file() and not f.is_symlink() and f.name != fmt.ROOTFS_DIFF
-    )
 
 
 def _numbered(export: Path, name: str) -> Path:

@@ -20,7 +20,8 @@ from amber.adapters import rootfs_diff, skopeo
 from amber.cli import main
 from amber.config import Layout
 from amber.engine import checkpoint_images, confinement
-from amber.engine.checkpoint import TARGETS, CheckpointOptions, _config_dump, _root_mode
+from amber.engine.archive_meta import config_dump as _config_dump
+from amber.engine.checkpoint import TARGETS, CheckpointOptions, _root_mode
 from amber.engine.images import ImageService
 from amber.errors import ArchiveError, UsageError
 from amber.models import Container, Image

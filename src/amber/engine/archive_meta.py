@@ -1,0 +1,92 @@
+"""What an archive says about its container: config.dump (podman's, containerd's and
+checkpointctl's fields, plus amber's) and amber.manifest (sizes, versions), built at checkpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from amber import __version__
+from amber.adapters import criu
+from amber.adapters import podman_format as fmt
+from amber.engine.run_options import signal_number
+from amber.engine.store import now
+from amber.layout import images_dir
+from amber.models import Container, Image
+
+STOP_SIGNAL = 15  # SIGTERM, as podman's default (config.dump stopSignal)
+STOP_TIMEOUT = 10  # seconds, as podman's default (config.dump stopTimeout; 0 means SIGKILL at once)
+
+
+def network_mode(c: Container) -> str:
+    """podman's networkMode: "none" for a container without a network (lo only), else "bridge"."""
+    network = str(getattr(c, "network", "") or "none")
+    return "none" if network in ("none", "") else "bridge"
+
+
+def config_dump(
+    c: Container, spec: dict[str, Any], image: Image, network: Mapping[str, Any] | None = None
+) -> fmt.ConfigDump:
+    """config.dump: the fields podman, containerd and checkpointctl read, plus amber's own.
+
+    rootfsImageID is the ID podman knows the image by (its config digest, amber's ID when it has
+    none); amber's own ID is in the "amber" object. rootfsImageRef (NAME@DIGEST) is written when
+    the registry's manifest digest is known (pulled images): containerd pulls the base image by it.
+    `network`: the network and volume fields (engine.attachments.config_fields).
+    """
+    return fmt.ConfigDump(
+        id=c.id,
+        name=c.name,
+        rootfs_image_id=image.peer_id,
+        rootfs_image_ref=image.repo_digest or None,
+        rootfs_image_name=image.name,
+        raw_image_name=image.name,
+        runtime=c.runtime,
+        created_time=c.created,
+        checkpointed_time=now(),
+        command=tuple(c.command),
+        amber=fmt.AmberConfigInfo(
+            version=__version__, runtime_path=c.runtime_path, criu_version=criu.version_string(), image_id=image.id
+        ),
+        extra={
+            "spec": spec,
+            "pod": "",
+            "namedVolumes": [],
+            "logDriver": "k8s-file",
+            "cgroupManager": "cgroupfs",
+            "createNetNS": True,
+            "networkMode": network_mode(c),
+            "stopSignal": signal_number(c.stop_signal) or STOP_SIGNAL,
+            "stopTimeout": int(c.stop_timeout),
+            **(network or {}),
+        },
+    )
+
+
+def manifest(work: Path, c: Container, diff_size: int) -> fmt.AmberManifest:
+    total = pages = 0
+    for f in images_dir(work).iterdir():
+        if f.is_file():
+            size = f.stat().st_size
+            total += size
+            if f.name.startswith("pages-"):
+                pages += size
+    return fmt.AmberManifest(
+        schema_version=fmt.MANIFEST_SCHEMA,
+        amber_version=__version__,
+        criu_version=criu.version_string(),
+        container=c.name,
+        runtime=c.runtime,
+        sizes=fmt.ManifestSizes(
+            checkpoint=total, memory_pages=pages, rootfs_diff=diff_size, extra={fmt.OTHER_SIZE: other_size(work)}
+        ),
+    )
+
+
+def other_size(work: Path) -> int:
+    """Bytes of the archive's other members (ctr.log, stats-dump, deleted.files...), declared in
+    the manifest so a restoring amber knows what the whole archive unpacks to."""
+    return sum(
+        f.stat().st_size for f in work.iterdir() if f.is_file() and not f.is_symlink() and f.name != fmt.ROOTFS_DIFF
+    )
