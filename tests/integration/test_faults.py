@@ -101,7 +101,8 @@ def test_checkpoint_while_another_command_holds_the_lock(amber: Amber, demo_imag
     engine = amber.fresh_engine()
     archive = tmp_path / "cnt.tar"
     with engine.containers.lock(engine.containers.store.get("cnt")):
-        proc = amber_process(amber, "checkpoint", "-R", "-e", str(archive), "cnt")
+        # It waits for the lock a bounded time (AMBER_LOCK_WAIT, here 2 s), then says busy.
+        proc = amber_process(amber, "checkpoint", "-R", "-e", str(archive), "cnt", env={"AMBER_LOCK_WAIT": "2"})
         code = proc.wait(120)
         err = proc.stderr.read().decode() if proc.stderr else ""
     assert code == ExitCode.CONFLICT, err
