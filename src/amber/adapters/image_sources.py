@@ -28,26 +28,18 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any
 
-from amber.adapters.layers import HOSTILE_HINT
-from amber.adapters.tar.compression import READ_ERRORS, Compression, open_tar_stream, sniff_file
-from amber.adapters.tar.extract import extract
+from amber.adapters.image_trees import SUPPORTED, DirTree, TarTree, Tree, bad_image, not_an_image, unpack
+from amber.adapters.tar.compression import Compression, open_tar_stream, sniff_file
 from amber.adapters.tar.headers import members, open_tar
-from amber.adapters.tar.names import split_name
-from amber.adapters.tar.policy import Duplicates, Policy
 from amber.errors import ArchiveError, NotFoundError
 from amber.models import ImageConfig
 
 log = logging.getLogger("amber.image_sources")
 
-SUPPORTED = (
-    "a rootfs tarball (tar, tar.gz, tar.zst, tar.xz; as for podman import), an OCI image layout "
-    "directory, an oci-archive tarball, or a docker save tarball (registries are not supported yet)"
-)
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 MAX_JSON = 16 << 20
-MAX_LINK_HOPS = 8
 MAX_INDEX_DEPTH = 4
 SCAN_FOREIGN_LIMIT = 256
 UNPACK_PREFIX = "image-import-"
@@ -101,16 +93,6 @@ class ImageSource:
     config_digest: str = ""  # sha256 hex of the config blob (podman's image ID); "" for a rootfs
 
 
-def not_an_image(path: Path, why: str) -> ArchiveError:
-    return ArchiveError(f"{path} is not an image: {why}", hint=f"amber image import reads {SUPPORTED}")
-
-
-def bad_image(path: Path, why: str) -> ArchiveError:
-    return ArchiveError(
-        f"{path}: {why}", hint="the image is damaged or was written by an unsupported tool; export it again"
-    )
-
-
 @contextlib.contextmanager
 def open_source(path: Path, tmp_dir: Path) -> Iterator[ImageSource]:
     """Recognize `path` and describe the image it holds. Layers can be opened inside the `with`."""
@@ -132,22 +114,22 @@ def open_source(path: Path, tmp_dir: Path) -> Iterator[ImageSource]:
         )
     elif compression is Compression.NONE:
         with path.open("rb") as f, open_tar(f, str(path), stream=False) as tar:
-            yield _read_tree(_TarTree(tar, path), kind)
+            yield _read_tree(TarTree(tar, path), kind)
     else:
         tmp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         work = Path(tempfile.mkdtemp(dir=tmp_dir, prefix=UNPACK_PREFIX))
         try:
-            aliases = _unpack(path, work)
-            yield _read_tree(_DirTree(work, path, aliases), kind)
+            aliases = unpack(path, work)
+            yield _read_tree(DirTree(work, path, aliases), kind)
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
 
 def _read_dir(path: Path) -> ImageSource:
     if (path / "oci-layout").is_file() and (path / "index.json").is_file():
-        return _read_tree(_DirTree(path, path), SourceKind.OCI_LAYOUT)
+        return _read_tree(DirTree(path, path), SourceKind.OCI_LAYOUT)
     if (path / "manifest.json").is_file():
-        return _read_tree(_DirTree(path, path), SourceKind.DOCKER_SAVE)
+        return _read_tree(DirTree(path, path), SourceKind.DOCKER_SAVE)
     raise not_an_image(path, "a directory without oci-layout and index.json (nor a docker save manifest.json)")
 
 
@@ -202,126 +184,10 @@ def _decide(path: Path, tops: set[str], foreign: int) -> SourceKind:
     return SourceKind.ROOTFS
 
 
-# -- trees: an OCI layout or docker save as a directory or an uncompressed tar -----------------
-
-
-class _Tree(Protocol):
-    source: Path
-
-    def open(self, name: str) -> IO[bytes]: ...
-
-
-def _key(name: str) -> str:
-    return "/".join(split_name(name))
-
-
-class _DirTree:
-    """A directory: the user's OCI layout, or our private unpack of a compressed archive."""
-
-    def __init__(self, root: Path, source: Path, aliases: dict[str, str] | None = None) -> None:
-        self.root = root
-        self.source = source
-        self.aliases = aliases or {}
-
-    def open(self, name: str) -> IO[bytes]:
-        key = _checked_key(self.source, name)
-        for _ in range(MAX_LINK_HOPS):
-            if key not in self.aliases:
-                break
-            key = self.aliases[key]
-        try:
-            return (self.root / key).open("rb")
-        except FileNotFoundError:
-            raise bad_image(self.source, f"{name} is missing") from None
-        except OSError as exc:
-            raise bad_image(self.source, f"cannot read {name}: {exc.strerror}") from exc
-
-
-def _checked_key(source: Path, name: str) -> str:
-    """The normalized key of a name an image's metadata refers to, or the error naming it."""
-    try:
-        return _key(name)
-    except ValueError as exc:
-        raise bad_image(source, f"refers to {name!r}, but {exc}") from None
-
-
-class _TarTree:
-    """An uncompressed tar read in place; symlinks and hard links inside it are resolved in it."""
-
-    def __init__(self, tar: tarfile.TarFile, source: Path) -> None:
-        self.tar = tar
-        self.source = source
-        self.members: dict[str, tarfile.TarInfo] = {}
-        for m in members(tar, str(source)):
-            with contextlib.suppress(ValueError):
-                self.members[_key(m.name)] = m
-
-    def open(self, name: str) -> IO[bytes]:
-        key = _checked_key(self.source, name)
-        for _ in range(MAX_LINK_HOPS):
-            m = self.members.get(key)
-            if m is None:
-                raise bad_image(self.source, f"{name} is missing")
-            if m.isreg():
-                f = self.tar.extractfile(m)
-                assert f is not None
-                return f
-            if not (m.issym() or m.islnk()):
-                raise bad_image(self.source, f"{name} is not a regular file")
-            key = _link_target(key, m)
-        raise bad_image(self.source, f"{name}: too many levels of links")
-
-
-def _link_target(key: str, m: tarfile.TarInfo) -> str:
-    """Where a link member points, as a key in the same archive (ValueError when it leaves it)."""
-    if m.islnk():
-        return _key(m.linkname)
-    parts: list[str] = [] if m.linkname.startswith("/") else key.split("/")[:-1]
-    for comp in m.linkname.split("/"):
-        if comp == "..":
-            if not parts:
-                raise ValueError(f"symlink {key} points outside the archive")
-            parts.pop()
-        elif comp not in ("", "."):
-            parts.append(comp)
-    return "/".join(parts)
-
-
-def _unpack(path: Path, work: Path) -> dict[str, str]:
-    """Unpack the regular files of a compressed archive into `work` (ours, no symlinks in it),
-    through the tar engine. Links are not created: they are returned as aliases {name: target}.
-    """
-    aliases: dict[str, str] = {}
-    regular: set[str] = set()
-
-    def observe(key: str, m: tarfile.TarInfo) -> None:
-        regular.discard(key)
-        if m.isreg():
-            regular.add(key)
-        elif m.issym() or m.islnk():
-            try:
-                aliases[key] = _link_target(key, m)
-            except ValueError as exc:
-                raise ArchiveError(f"{path}: member {m.name!r}: {exc}", hint=HOSTILE_HINT) from None
-
-    try:
-        with path.open("rb") as raw, open_tar_stream(raw) as plain:
-            extract(plain, work, _UNPACK_POLICY, archive=str(path), want=regular.__contains__, observe=observe)
-    except READ_ERRORS as exc:
-        raise ArchiveError(
-            f"could not unpack {path} into {work}: {exc}", hint=f"check free space under {work.parent}"
-        ) from exc
-    return aliases
-
-
-# Only regular files are created, in a private directory: no owners, no xattrs, no specials.
-_UNPACK_POLICY = Policy(duplicates=Duplicates.REPLACE, xattr_allowed=lambda _: False, hint=HOSTILE_HINT)
-
-
 # -- reading blobs and JSON --------------------------------------------------------------------
 
 
-def _read_bytes(tree: _Tree, name: str) -> bytes:
+def _read_bytes(tree: Tree, name: str) -> bytes:
     with tree.open(name) as f:
         data = f.read(MAX_JSON + 1)
     if len(data) > MAX_JSON:
@@ -329,14 +195,14 @@ def _read_bytes(tree: _Tree, name: str) -> bytes:
     return data
 
 
-def _parse_json(tree: _Tree, name: str, data: bytes) -> Any:
+def _parse_json(tree: Tree, name: str, data: bytes) -> Any:
     try:
         return json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise bad_image(tree.source, f"{name} is not valid JSON: {exc}") from exc
 
 
-def _read_json(tree: _Tree, name: str) -> Any:
+def _read_json(tree: Tree, name: str) -> Any:
     return _parse_json(tree, name, _read_bytes(tree, name))
 
 
@@ -353,7 +219,7 @@ class _Descriptor:
         return f"blobs/sha256/{self.digest}"
 
 
-def _descriptor(tree: _Tree, d: Any, what: str) -> _Descriptor:
+def _descriptor(tree: Tree, d: Any, what: str) -> _Descriptor:
     if not isinstance(d, dict):
         raise bad_image(tree.source, f"{what} is not a descriptor object")
     match = DIGEST.fullmatch(str(d.get("digest", "")))
@@ -372,7 +238,7 @@ def _descriptor(tree: _Tree, d: Any, what: str) -> _Descriptor:
     )
 
 
-def _read_blob_json(tree: _Tree, desc: _Descriptor, what: str) -> Any:
+def _read_blob_json(tree: Tree, desc: _Descriptor, what: str) -> Any:
     data = _read_bytes(tree, desc.path)
     if hashlib.sha256(data).hexdigest() != desc.digest or len(data) != desc.size:
         raise bad_image(tree.source, f"{what} blob {desc.digest[:12]} does not match its digest or size")
@@ -382,13 +248,13 @@ def _read_blob_json(tree: _Tree, desc: _Descriptor, what: str) -> Any:
 # -- OCI layout ---------------------------------------------------------------------------------
 
 
-def _read_tree(tree: _Tree, kind: SourceKind) -> ImageSource:
+def _read_tree(tree: Tree, kind: SourceKind) -> ImageSource:
     if kind is SourceKind.DOCKER_SAVE:
         return _read_docker(tree, kind)
     return _read_oci(tree, kind)
 
 
-def _read_oci(tree: _Tree, kind: SourceKind) -> ImageSource:
+def _read_oci(tree: Tree, kind: SourceKind) -> ImageSource:
     layout = _read_json(tree, "oci-layout")
     if not isinstance(layout, dict) or "imageLayoutVersion" not in layout:
         raise bad_image(tree.source, "oci-layout has no imageLayoutVersion")
@@ -404,7 +270,7 @@ def _read_oci(tree: _Tree, kind: SourceKind) -> ImageSource:
     return _image(tree, kind, sources, config, config_desc.digest)
 
 
-def _choose_manifest(tree: _Tree, index: Any, what: str, depth: int) -> _Descriptor:
+def _choose_manifest(tree: Tree, index: Any, what: str, depth: int) -> _Descriptor:
     if not isinstance(index, dict) or not isinstance(index.get("manifests"), list) or not index["manifests"]:
         raise bad_image(tree.source, f"{what} lists no manifests")
     descs = [_descriptor(tree, d, f"a manifest of {what}") for d in index["manifests"]]
@@ -429,7 +295,7 @@ def _choose_manifest(tree: _Tree, index: Any, what: str, depth: int) -> _Descrip
     return chosen
 
 
-def _oci_layer(tree: _Tree, d: _Descriptor, diff_id: str | None) -> LayerSource:
+def _oci_layer(tree: Tree, d: _Descriptor, diff_id: str | None) -> LayerSource:
     if d.media_type and d.media_type not in LAYER_TYPES:
         raise bad_image(
             tree.source,
@@ -446,14 +312,14 @@ def _oci_layer(tree: _Tree, d: _Descriptor, diff_id: str | None) -> LayerSource:
     )
 
 
-def _opener(tree: _Tree, name: str) -> Callable[[], IO[bytes]]:
+def _opener(tree: Tree, name: str) -> Callable[[], IO[bytes]]:
     return lambda: tree.open(name)
 
 
 # -- config --------------------------------------------------------------------------------------
 
 
-def _diff_ids(tree: _Tree, config: Any, n_layers: int) -> list[str | None]:
+def _diff_ids(tree: Tree, config: Any, n_layers: int) -> list[str | None]:
     rootfs = config.get("rootfs") if isinstance(config, dict) else None
     raw = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
     if raw is None:
@@ -473,7 +339,7 @@ def _diff_ids(tree: _Tree, config: Any, n_layers: int) -> list[str | None]:
     return out
 
 
-def _strings(tree: _Tree, cfg: dict[str, Any], key: str) -> list[str]:
+def _strings(tree: Tree, cfg: dict[str, Any], key: str) -> list[str]:
     value = cfg.get(key)
     if value is None:
         return []
@@ -483,7 +349,7 @@ def _strings(tree: _Tree, cfg: dict[str, Any], key: str) -> list[str]:
 
 
 def _image(
-    tree: _Tree, kind: SourceKind, sources: tuple[LayerSource, ...], config: Any, config_digest: str
+    tree: Tree, kind: SourceKind, sources: tuple[LayerSource, ...], config: Any, config_digest: str
 ) -> ImageSource:
     if not isinstance(config, dict):
         raise bad_image(tree.source, "the image config is not a JSON object")
@@ -508,7 +374,7 @@ def _image(
 # -- docker save -----------------------------------------------------------------------------------
 
 
-def _read_docker(tree: _Tree, kind: SourceKind) -> ImageSource:
+def _read_docker(tree: Tree, kind: SourceKind) -> ImageSource:
     manifest = _read_json(tree, "manifest.json")
     if not isinstance(manifest, list) or not manifest or not isinstance(manifest[0], dict):
         raise bad_image(tree.source, "manifest.json is not a list of images")
