@@ -3,8 +3,8 @@
 From containers/podman test/system/520-checkpoint.bats and test/e2e/checkpoint_test.go: every
 case that needs no networking (ports, IPs, TCP connections), volumes, pods or checkpoint images.
 Each test's docstring is the podman case's name. ALPINE's `top` becomes the demo image's
-`sleep`; podman's `rm -t 0 -fa` cleanup is the fixture's. A case that needs an item of part A of
-issue 11 (exec -d, --rm, pause, rm -a) is marked xfail until it lands.
+`sleep`; podman's `rm -t 0 -fa` cleanup is the fixture's. Part A of issue 11 (exec -d,
+--rm, pause, rm -a, container diff) has landed; the cases that still fail say why (xfail).
 """
 
 from __future__ import annotations
@@ -23,10 +23,6 @@ pytestmark = pytest.mark.root
 
 STATE = "{{.State.Status}}:{{.State.Running}}:{{.State.Paused}}:{{.State.Checkpointed}}"
 TOP = ("sleep", "1000")
-
-
-def part_a(item: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason=f"needs part A: {item}")
 
 
 class Cli:
@@ -125,7 +121,6 @@ def test_bats_checkpoint_restore_print_ids_or_raw_input(cli: Cli) -> None:
     cli.ok("rm", "-f", ctr, "rawname")
 
 
-@part_a("exec -d")
 def test_bats_checkpoint_file_locks(cli: Cli, flock_image: str) -> None:
     """podman checkpoint --file-locks"""
     cli.image = flock_image
@@ -215,7 +210,6 @@ def test_e2e_checkpoint_a_running_container_by_name(cli: Cli, demo_image: str) -
     cli.ok("rm", "-f", "test_name", short)
 
 
-@part_a("pause")
 def test_e2e_pause_a_checkpointed_container_by_id(cli: Cli) -> None:
     """podman pause a checkpointed container by id"""
     cid = cli.run()
@@ -283,7 +277,6 @@ def _migrate(cli: Cli, tmp_path: Path, *compress: str) -> tuple[str, Path]:
     return cid, archive
 
 
-@part_a("--rm")
 def test_e2e_checkpoint_container_with_export_migration(cli: Cli, tmp_path: Path) -> None:
     """podman checkpoint container with export (migration)"""
     _cid, archive = _migrate(cli, tmp_path)
@@ -293,7 +286,10 @@ def test_e2e_checkpoint_container_with_export_migration(cli: Cli, tmp_path: Path
     assert cli.running() == 2 and "Up" in cli.status()
 
 
-@part_a("--rm")
+@pytest.mark.xfail(
+    strict=True,
+    reason="restore --import does not yet carry --rm (auto-remove) over from the archive: the copy stays",
+)
 def test_e2e_checkpoint_container_with_export_and_different_compression_algorithms(cli: Cli, tmp_path: Path) -> None:
     """podman checkpoint container with export and different compression algorithms"""
     cid, archive = _migrate(cli, tmp_path)
@@ -308,7 +304,9 @@ def test_e2e_checkpoint_container_with_export_and_different_compression_algorith
     assert cli.running() == 1 and cli.containers() == 1
 
 
-@part_a("--rm, container diff")
+@pytest.mark.xfail(
+    strict=True, reason="container diff also lists C /tmp (the case expects only /etc's and /test.output's lines)"
+)
 def test_e2e_checkpoint_and_restore_container_with_root_file_system_changes(cli: Cli, tmp_path: Path) -> None:
     """podman checkpoint and restore container with root file-system changes"""
     cid = cli.run("--rm")
@@ -325,7 +323,6 @@ def test_e2e_checkpoint_and_restore_container_with_root_file_system_changes(cli:
     assert sorted(cli.ok("container", "diff", cid).splitlines()) == ["A /test.output", "C /etc", "D /etc/motd"]
 
 
-@part_a("--rm")
 def test_e2e_root_file_system_changes_using_ignore_rootfs_during_restore(cli: Cli, tmp_path: Path) -> None:
     """podman checkpoint and restore container with root file-system changes using --ignore-rootfs during restore"""
     cid = cli.run("--rm")
@@ -339,7 +336,6 @@ def test_e2e_root_file_system_changes_using_ignore_rootfs_during_restore(cli: Cl
     assert rc == 1
 
 
-@part_a("--rm")
 def test_e2e_root_file_system_changes_using_ignore_rootfs_during_checkpoint(cli: Cli, tmp_path: Path) -> None:
     """podman checkpoint and restore container with root file-system changes using --ignore-rootfs during checkpoint"""
     cid = cli.run("--rm")
@@ -353,7 +349,6 @@ def test_e2e_root_file_system_changes_using_ignore_rootfs_during_checkpoint(cli:
     assert rc == 1
 
 
-@part_a("--rm")
 def test_e2e_checkpoint_and_run_exec_in_restored_container(cli: Cli, tmp_path: Path) -> None:
     """podman checkpoint and run exec in restored container"""
     cid, archive = _migrate(cli, tmp_path)
@@ -363,7 +358,6 @@ def test_e2e_checkpoint_and_run_exec_in_restored_container(cli: Cli, tmp_path: P
     assert cid in cli.ok("exec", cid, "cat", "/test.output")
 
 
-@part_a("--rm")
 def test_e2e_checkpoint_a_container_started_with_rm(cli: Cli, tmp_path: Path) -> None:
     """podman checkpoint a container started with --rm"""
     cid = cli.run("--rm")
@@ -397,7 +391,9 @@ def test_e2e_checkpoint_container_with_pre_checkpoint(cli: Cli) -> None:
     cli.ok("rm", "-f", cid)
 
 
-@part_a("--rm")
+@pytest.mark.xfail(
+    strict=True, reason="the case opens the default (zstd) archive with Python's tarfile, which cannot read zstd"
+)
 def test_e2e_checkpoint_container_with_export_and_statistics(cli: Cli, tmp_path: Path) -> None:
     """podman checkpoint container with export and statistics"""
     _cid, archive = _migrate(cli, tmp_path)
@@ -439,7 +435,6 @@ def test_e2e_checkpoint_and_restore_container_with_file_locks(cli: Cli, flock_im
     assert cli.running() == 0
 
 
-@part_a("--rm")
 def test_e2e_checkpoint_container_with_export_and_verify_runtime(cli: Cli, tmp_path: Path) -> None:
     """podman checkpoint container with export and verify runtime"""
     cid = cli.run("--rm")
@@ -452,7 +447,6 @@ def test_e2e_checkpoint_container_with_export_and_verify_runtime(cli: Cli, tmp_p
     assert cli.ok("inspect", "--format", "{{.OCIRuntime}}", cid) == runtime
 
 
-@part_a("--rm")
 def test_e2e_checkpoint_container_with_export_and_try_to_change_the_runtime(cli: Cli, tmp_path: Path) -> None:
     """podman checkpoint container with export and try to change the runtime"""
     other = "crun" if cli.runtime == "runc" else "runc"
@@ -466,7 +460,6 @@ def test_e2e_checkpoint_container_with_export_and_try_to_change_the_runtime(cli:
     assert cli.ok("inspect", "--format", "{{.OCIRuntime}}", cid) == cli.runtime
 
 
-@part_a("--rm")
 def test_e2e_checkpoint_and_restore_dev_shm_content_with_export_and_import(cli: Cli, tmp_path: Path) -> None:
     """podman checkpoint and restore dev/shm content with --export and --import"""
     cid = cli.run("--rm")
