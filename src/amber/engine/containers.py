@@ -393,7 +393,7 @@ class ContainerService:
             want, verb = (Status.RUNNING, "pause") if pause else (Status.PAUSED, "unpause")
             if c.status != want:
                 raise ConflictError(
-                    f"container {c.name} is {c.status}: cannot {verb} it",
+                    f"container {c.name} is {c.status}, not {want}: cannot {verb} it",
                     hint="amber pause works on running containers, amber unpause on paused ones",
                 )
             rt = self.runtime_for(c)
