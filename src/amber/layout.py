@@ -206,6 +206,35 @@ class Layout:
         """The OCI bundle: config.json, ctr.log, checkpoint/ (podman calls it userdata)."""
         return self.container(cid).bundle
 
+    # networks and volumes: definitions and volumes are lasting state (under root); leases and
+    # netavark's firewall state die with the network namespaces on a reboot (under runroot)
+    @property
+    def networks_dir(self) -> Path:
+        """One `<name>.json` per network."""
+        return self.root / "networks"
+
+    @property
+    def leases_dir(self) -> Path:
+        """One `<name>.leases.json` per network: the addresses given to containers."""
+        return self.runroot / "networks"
+
+    @property
+    def netavark_config(self) -> Path:
+        """netavark's --config directory: its firewall state for this amber root."""
+        return self.runroot / "netavark"
+
+    @property
+    def volumes_dir(self) -> Path:
+        """One directory per named volume: `volume.json` and the content in `_data/`."""
+        return self.root / "volumes"
+
+    def volume_dir(self, name: str) -> Path:
+        return self.volumes_dir / name
+
+    def volume_data(self, name: str) -> Path:
+        """What a container sees at the volume's mount point (podman's `_data`)."""
+        return self.volumes_dir / name / "_data"
+
     def ensure(self) -> None:
         """Make amber's directories, each 0700 whatever the umask (the roots too when this makes
         them). Raises PreconditionError when a root is read-only, a file, or not amber's to use."""

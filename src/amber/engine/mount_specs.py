@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from amber.engine import netvol_paths
+from amber.engine import naming
 from amber.engine.volumes import VolumeService
 from amber.errors import NotFoundError, UsageError
 
@@ -72,7 +72,7 @@ def parse_volume(text: str) -> VolumeMount | BindMount:
     source, dest = parts[0], _destination(parts[1], text)
     if source.startswith(("/", ".")):
         return BindMount(Path(os.path.abspath(source)), dest, read_only)
-    if not netvol_paths.NAME_RE.match(source):
+    if not naming.NAME_RE.match(source):
         raise UsageError(
             f"volume {text!r}: {source!r} is neither a volume name nor an absolute path",
             hint="volume names use letters, digits, '_', '.' and '-'; host paths start with /",
@@ -131,7 +131,7 @@ def oci_mounts(
             volumes.create(spec.name, exist_ok=True)
             if container_id is not None:
                 volumes.use(spec.name, container_id)
-            source = netvol_paths.volume_data(volumes.layout, spec.name)
+            source = volumes.layout.volume_data(spec.name)
             options = ["rbind", "rprivate", "nosuid", "nodev"]
         else:
             source = spec.source

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from amber.adapters import netavark, state
 from amber.adapters.netavark import NetworkStatus, PortMapping
 from amber.config import Layout
-from amber.engine import net_alloc, netvol_paths
+from amber.engine import naming, net_alloc
 from amber.errors import AmberError, ConflictError, NotFoundError, UsageError
 
 __all__ = ["DEFAULT_NETWORK", "Lease", "Network", "NetworkService", "NetworkStatus", "PortMapping"]
@@ -129,10 +129,10 @@ class NetworkService:
 
     # ------------------------------------------------------------ storage
     def _file(self, name: str) -> Path:
-        return netvol_paths.networks_dir(self.layout) / f"{name}.json"
+        return self.layout.networks_dir / f"{name}.json"
 
     def _leases_file(self, name: str) -> Path:
-        return netvol_paths.leases_dir(self.layout) / f"{name}.leases.json"
+        return self.layout.leases_dir / f"{name}.leases.json"
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -140,7 +140,7 @@ class NetworkService:
             yield
 
     def _all(self) -> list[Network]:
-        d = netvol_paths.networks_dir(self.layout)
+        d = self.layout.networks_dir
         if not d.is_dir():
             return []
         return sorted((Network.from_dict(state.read_json(p)) for p in d.glob("*.json")), key=lambda n: n.name)
@@ -175,7 +175,7 @@ class NetworkService:
 
         Raises UsageError for a bad name, subnet or gateway; ConflictError when the name is
         taken or the subnet overlaps another network or a route of the host."""
-        netvol_paths.check_name(name)
+        naming.check_name(name)
         with self._locked():
             return self._create(name, subnet, gateway, internal)
 
@@ -387,7 +387,7 @@ class NetworkService:
         return moved
 
     def _config(self) -> Path:
-        return netvol_paths.netavark_config(self.layout)
+        return self.layout.netavark_config
 
     def _options(self, net: Network, lease: Lease) -> netavark.NetworkOptions:
         return netavark.NetworkOptions(

@@ -18,7 +18,6 @@ from amber.adapters import checkpoint_archive as archive
 from amber.adapters import state
 from amber.adapters.netavark import NetworkStatus, PortMapping
 from amber.engine import attachments as attach
-from amber.engine import netvol_paths
 from amber.engine.archive_models import CheckResult, CheckStatus
 from amber.engine.attachments import Attachments
 from amber.engine.networks import DEFAULT_NETWORK, Network, NetworkService
@@ -145,7 +144,7 @@ def import_volumes(
             with tar.open("rb") as f:
                 volumes.import_(volume.name, f, archive_name=f"{archive_member(volume.name)} in {unpack}")
         volumes.use(volume.name, cid)
-        provided[volume.destination] = netvol_paths.volume_data(volumes.layout, volume.name)
+        provided[volume.destination] = volumes.layout.volume_data(volume.name)
     if opts.trust_archive:
         provided.update({b.destination: b.source for b in att.binds()})
     shutil.rmtree(unpack / "volumes", ignore_errors=True)

@@ -26,7 +26,7 @@ from amber.adapters.tar.extract import extract
 from amber.adapters.tar.policy import Policy
 from amber.adapters.tar.writer import TarWriter
 from amber.config import Layout
-from amber.engine import netvol_paths
+from amber.engine import naming
 from amber.errors import ConflictError, NotFoundError
 
 ARCHIVE_DIR = "volumes"  # checkpointctl's CheckpointVolumesDirectory
@@ -81,7 +81,7 @@ class VolumeService:
         return cls(layout)
 
     def _meta(self, name: str) -> Path:
-        return netvol_paths.volume_dir(self.layout, name) / "volume.json"
+        return self.layout.volume_dir(name) / "volume.json"
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -93,26 +93,26 @@ class VolumeService:
 
     def get(self, name: str) -> Volume:
         """Raises NotFoundError."""
-        netvol_paths.check_name(name)
+        naming.check_name(name)
         if not self.exists(name):
             raise NotFoundError(f"no such volume: {name}", hint="amber volume ls lists them")
         return Volume.from_dict(state.read_json(self._meta(name)))
 
     def list(self) -> list[Volume]:
-        base = netvol_paths.volumes_dir(self.layout)
+        base = self.layout.volumes_dir
         if not base.is_dir():
             return []
         return [self.get(p.parent.name) for p in sorted(base.glob("*/volume.json"))]
 
     def create(self, name: str, *, exist_ok: bool = False) -> Volume:
         """Make an empty volume. Raises UsageError (bad name), ConflictError (exists)."""
-        netvol_paths.check_name(name)
+        naming.check_name(name)
         with self._locked():
             if self.exists(name):
                 if exist_ok:
                     return self.get(name)
                 raise ConflictError(f"volume {name} already exists", hint="pick another name, or amber volume rm it")
-            return self._make(netvol_paths.volume_dir(self.layout, name), name)
+            return self._make(self.layout.volume_dir(name), name)
 
     def _make(self, directory: Path, name: str) -> Volume:
         data = directory / "_data"
@@ -121,7 +121,7 @@ class VolumeService:
         volume = Volume(
             name=name,
             created=datetime.now(UTC).isoformat(timespec="seconds"),
-            mountpoint=str(netvol_paths.volume_data(self.layout, name)),
+            mountpoint=str(self.layout.volume_data(name)),
         )
         state.atomic_write_json(directory / "volume.json", volume.to_dict())
         return volume
@@ -139,7 +139,7 @@ class VolumeService:
                     f"volume {name} is in use by container(s) {', '.join(u[:12] for u in users)}",
                     hint="remove those containers (amber rm) first",
                 )
-            directory = netvol_paths.volume_dir(self.layout, name)
+            directory = self.layout.volume_dir(name)
             self._meta(name).unlink()
             shutil.rmtree(directory, ignore_errors=True)
         return volume
@@ -167,7 +167,7 @@ class VolumeService:
         every entry by relative name, directories before their contents (podman's layout).
 
         Raises NotFoundError."""
-        data = netvol_paths.volume_data(self.layout, self.get(name).name)
+        data = self.layout.volume_data(self.get(name).name)
         writer = TarWriter(out)
         writer.add(str(data), "./")
         with os.scandir(data) as it:
@@ -182,8 +182,8 @@ class VolumeService:
         The stream is hostile input: amber's extractor refuses escapes, links out, devices and
         FIFOs. On any failure no volume is left. Raises UsageError (bad name), ConflictError
         (the volume exists), ArchiveError (a bad or hostile stream)."""
-        netvol_paths.check_name(name)
-        base = netvol_paths.volumes_dir(self.layout)
+        naming.check_name(name)
+        base = self.layout.volumes_dir
         base.mkdir(parents=True, exist_ok=True, mode=0o700)
         with self._locked():
             if self.exists(name):
@@ -195,7 +195,7 @@ class VolumeService:
                 volume = self._make(staging, name)
                 # The volume's `./` entry carries its root's mode and owner (a database's 0700).
                 extract(source, staging / "_data", Policy(keep_owner=True, root_entry=True), archive=archive_name)
-                staging.rename(netvol_paths.volume_dir(self.layout, name))
+                staging.rename(self.layout.volume_dir(name))
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
