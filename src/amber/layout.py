@@ -206,6 +206,14 @@ class Layout:
         """The OCI bundle: config.json, ctr.log, checkpoint/ (podman calls it userdata)."""
         return self.container(cid).bundle
 
+    @property
+    def checkpoint_image_markers(self) -> Path:
+        """One `<image id>.json` per checkpoint image in the store (its annotations)."""
+        return self.images / "checkpoints"
+
+    def checkpoint_image_marker(self, image_id: str) -> Path:
+        return self.checkpoint_image_markers / f"{image_id}.json"
+
     # networks and volumes: definitions and volumes are lasting state (under root); leases and
     # netavark's firewall state die with the network namespaces on a reboot (under runroot)
     @property

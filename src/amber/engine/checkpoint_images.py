@@ -35,7 +35,6 @@ from amber.models import Image, ImageConfig
 
 log = logging.getLogger("amber.checkpoint_images")
 
-MARKERS = "checkpoints"
 PULL_TAG = "pulled"
 
 
@@ -80,7 +79,7 @@ class CheckpointImages:
 
     # -- markers -------------------------------------------------------------------------------
     def _marker(self, iid: str) -> Path:
-        return self.layout.images / MARKERS / f"{iid}.json"
+        return self.layout.checkpoint_image_marker(iid)
 
     def _mark_id(self, iid: str, annotations: CheckpointAnnotations) -> None:
         path = self._marker(iid)
@@ -89,7 +88,7 @@ class CheckpointImages:
 
     def checkpoint_ids(self) -> set[str]:
         """Ids of the stored images that are checkpoint images (for `image ls` to mark them)."""
-        where = self.layout.images / MARKERS
+        where = self.layout.checkpoint_image_markers
         return {p.stem for p in where.glob("*.json")} if where.is_dir() else set()
 
     def annotations_of(self, image: Image) -> CheckpointAnnotations | None:
