@@ -168,7 +168,7 @@ def test_image_ls_marks_checkpoint_images(tmp_path: Path, capsys: pytest.Capture
     iid = capsys.readouterr().out.strip()
     assert main([*base, "images"]) == 0
     assert "KIND" not in capsys.readouterr().out  # podman's columns while there is no checkpoint image
-    marker = tmp_path / "root" / "images" / checkpoint_images.MARKERS / f"{iid}.json"
+    marker = tmp_path / "root" / "images" / "checkpoints" / f"{iid}.json"
     marker.parent.mkdir(parents=True)
     marker.write_text(json.dumps({"id": iid, "annotations": {"name": "web", "runtime": "runc"}}))
     assert main([*base, "images"]) == 0
