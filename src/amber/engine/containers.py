@@ -155,6 +155,7 @@ class ContainerService:
                 user=user.to_spec() if user else None,
                 resources=opts.resources(),
                 ipc_shareable=opts.ipc == "shareable",
+                auto_remove=opts.auto_remove,
             )
             spec["mounts"] = [*spec["mounts"], *extra_mounts]
             atomic_write_json(p.config_json, spec)
@@ -392,7 +393,7 @@ class ContainerService:
             c = self.refresh(self.store.get(c.id))
             want, verb = (Status.RUNNING, "pause") if pause else (Status.PAUSED, "unpause")
             if c.status != want:
-                raise ConflictError(
+                raise ConflictError(  # podman: '"exited" is not running, can't pause'
                     f"container {c.name} is {c.status}, not {want}: cannot {verb} it",
                     hint="amber pause works on running containers, amber unpause on paused ones",
                 )

@@ -22,20 +22,31 @@ class Change:
         return f"{self.kind} {self.path}"
 
 
-def _in_lower(layers: Sequence[Path], rel: str) -> bool:
-    """Does the image (its layers, top first) have `rel`? A whiteout or an opaque directory above
-    hides what lies below."""
+def _in_lower(layers: Sequence[Path], rel: str) -> Path | None:
+    """The image's `rel` (its layers, top first), None when it has none. A whiteout or an opaque
+    directory above hides what lies below."""
     parts = rel.split("/")
     for layer in layers:
         for i in range(1, len(parts)):
             parent = layer.joinpath(*parts[:i])
             if _whiteout(layer.joinpath(*parts[: i - 1], f".wh.{parts[i - 1]}")) or _opaque(parent):
-                return False
+                return None
         if _whiteout(layer.joinpath(*parts[:-1], f".wh.{parts[-1]}")) or _whiteout_dev(layer / rel):
-            return False
+            return None
         if os.path.lexists(layer / rel):
-            return True
-    return False
+            return layer / rel
+    return None
+
+
+def _dir_changed(st: os.stat_result, lower: Path) -> bool:
+    """Did a copied-up directory change itself? podman (containers/storage) compares the mode,
+    owner and device, never a directory's mtime: a directory that was only copied up (a file made
+    and removed in it) is not a change."""
+    try:
+        old = os.lstat(lower)
+    except OSError:
+        return True
+    return (st.st_mode, st.st_uid, st.st_gid, st.st_rdev) != (old.st_mode, old.st_uid, old.st_gid, old.st_rdev)
 
 
 def _whiteout(path: Path) -> bool:
@@ -73,12 +84,17 @@ def _walk(path: Path, rel: str, layers: Sequence[Path]) -> Iterator[Change]:
         if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
             yield Change("/" + child, "D")
             continue
-        existed = _in_lower(layers, child)
-        yield Change("/" + child, "C" if existed else "A")
-        if stat.S_ISDIR(st.st_mode):
-            if existed and _opaque(Path(entry.path)):
-                yield from _hidden(child, layers, Path(entry.path))
-            yield from _walk(Path(entry.path), child, layers)
+        lower = _in_lower(layers, child)
+        if not stat.S_ISDIR(st.st_mode):
+            yield Change("/" + child, "A" if lower is None else "C")
+            continue
+        below = list(_hidden(child, layers, Path(entry.path))) if lower and _opaque(Path(entry.path)) else []
+        below += _walk(Path(entry.path), child, layers)
+        if lower is None:
+            yield Change("/" + child, "A")
+        elif below or _dir_changed(st, lower):  # podman: a directory with changes below is changed
+            yield Change("/" + child, "C")
+        yield from below
 
 
 def _hidden(rel: str, layers: Sequence[Path], upper_dir: Path) -> Iterator[Change]:

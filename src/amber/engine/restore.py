@@ -34,6 +34,7 @@ from amber.engine.attachments import Attachments
 from amber.engine.images import ImageService
 from amber.engine.networks import NetworkService
 from amber.engine.runtime_rule import select_runtime
+from amber.engine.spec import AUTOREMOVE_ANNOTATION
 from amber.engine.store import ContainerStore, now, validate_name
 from amber.engine.timing import timed
 from amber.engine.volumes import VolumeService
@@ -353,6 +354,7 @@ class RestoreService:
             created=config.created_time or now(),
             status=Status.CREATED,
             restored_from=str(path),
+            auto_remove=fmt.spec_annotations(head.spec).get(AUTOREMOVE_ANNOTATION) == "TRUE",  # podman keeps --rm
         )
 
     def _unpack_and_restore(

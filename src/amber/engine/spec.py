@@ -16,6 +16,7 @@ from typing import Any
 from amber.layout import RESTORE_MOUNTS
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+AUTOREMOVE_ANNOTATION = "io.podman.annotations.autoremove"  # podman: "TRUE" for a --rm container
 
 CAPABILITIES = [
     "CAP_CHOWN",
@@ -86,14 +87,18 @@ def generate(
     user: dict[str, Any] | None = None,
     resources: dict[str, Any] | None = None,
     ipc_shareable: bool = False,
+    auto_remove: bool = False,
 ) -> dict[str, Any]:
     """The OCI spec of a new container: `user` its process's (uid, gid), `resources` the
     memory/cpu/pids limits on top of the device rules; `ipc_shareable` marks its IPC namespace
-    as one other containers may join (podman's --ipc shareable; still its own)."""
+    as one other containers may join (podman's --ipc shareable; still its own); `auto_remove`
+    (--rm) is podman's autoremove annotation, so a restore from the archive keeps --rm."""
     caps = list(CAPABILITIES)
     annotations = {"io.container.manager": "libpod", "org.amber.container.id": cid}
     if ipc_shareable:
         annotations["org.amber.ipc"] = "shareable"
+    if auto_remove:
+        annotations[AUTOREMOVE_ANNOTATION] = "TRUE"
     return {
         "ociVersion": "1.0.2",
         "process": {

@@ -12,7 +12,8 @@ import pytest
 import amber
 from amber.cli import main
 from amber.config import Settings
-from amber.errors import NotFoundError, UsageError
+from amber.errors import ConflictError, NotFoundError, UsageError
+from amber.models import Container, Status
 from tests.unit.fake_runner import stack
 
 
@@ -124,3 +125,14 @@ def test_version_command_names_the_stack(capsys: pytest.CaptureFixture[str], tmp
     assert main(["--root", str(tmp_path), "--runroot", str(tmp_path), "version"]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"amber:    {amber.__version__}\ncriu:     ")
+
+
+@pytest.mark.parametrize("status", [Status.CHECKPOINTED, Status.EXITED])
+def test_pause_names_what_is_not_running(eng: amber.Engine, status: Status) -> None:
+    """podman: '"exited" is not running, can't pause'."""
+    c = Container("c" * 64, "one", "i", "img", "runc", "/usr/bin/runc", ["sh"], "now", status=status, exit_code=0)
+    eng.services.containers.store.save(c)
+    with pytest.raises(ConflictError, match=f"one is {status}, not running: cannot pause it"):
+        eng.pause("one")
+    with pytest.raises(ConflictError, match="not paused: cannot unpause it"):
+        eng.unpause("one")

@@ -27,6 +27,16 @@ def test_generated_spec_is_podman_readable() -> None:
     assert spec["annotations"]["io.container.manager"] == "libpod"
     assert {"type": "network", "path": "/run/x"} in spec["linux"]["namespaces"]
     assert spec["root"]["path"] == "/r"
+    assert specs.AUTOREMOVE_ANNOTATION not in spec["annotations"]
+
+
+def test_rm_is_podmans_autoremove_annotation() -> None:
+    """--rm is in the spec as podman records it, so a restore from the archive keeps it."""
+    spec = specs.generate(
+        cid="a" * 64, hostname="h", rootfs=Path("/r"), args=["sh"], env=[], cwd="/", netns=Path("/n"),
+        cgroups_path="/amber/x", auto_remove=True,
+    )  # fmt: skip
+    assert spec["annotations"]["io.podman.annotations.autoremove"] == "TRUE"
 
 
 def test_merge_env_user_wins_and_path_present() -> None:
