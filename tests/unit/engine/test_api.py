@@ -10,10 +10,16 @@ from pathlib import Path
 import pytest
 
 import amber
+from amber.adapters import podman_format as fmt
+from amber.adapters.checkpoint_archive import ArchiveHead
+from amber.adapters.runtime import RuntimeInfo
+from amber.adapters.tar.compression import Compression
 from amber.cli import main
 from amber.config import Settings
+from amber.engine.restore import RestoreOptions
+from amber.engine.spec import AUTOREMOVE_ANNOTATION
 from amber.errors import ConflictError, NotFoundError, UsageError
-from amber.models import Container, Status
+from amber.models import Container, Image, Status
 from tests.unit.fake_runner import stack
 
 
@@ -136,3 +142,14 @@ def test_pause_names_what_is_not_running(eng: amber.Engine, status: Status) -> N
         eng.pause("one")
     with pytest.raises(ConflictError, match="not paused: cannot unpause it"):
         eng.unpause("one")
+
+
+@pytest.mark.parametrize(("annotations", "auto_remove"), [({AUTOREMOVE_ANNOTATION: "TRUE"}, True), ({}, False)])
+def test_restore_keeps_rm_from_the_spec(eng: amber.Engine, annotations: dict[str, str], auto_remove: bool) -> None:
+    """podman keeps --rm across export and import: its autoremove annotation is in spec.dump."""
+    path = eng.layout.root / "a.tar"
+    head = ArchiveHead(path, Compression.NONE, fmt.ConfigDump(id="a" * 64), {"annotations": annotations}, None, 0)
+    image = Image("i" * 64, ["localhost/x:1"], [], "now", 0)
+    runc = RuntimeInfo("runc", "/usr/bin/runc", "1", True)
+    c = eng.services.checkpoints.restores._new_restored_record(path, head, runc, image, "web", RestoreOptions())
+    assert c.auto_remove is auto_remove
