@@ -3,8 +3,8 @@
 From containers/podman test/system/520-checkpoint.bats and test/e2e/checkpoint_test.go: every
 case that needs no networking (ports, IPs, TCP connections), volumes, pods or checkpoint images.
 Each test's docstring is the podman case's name. ALPINE's `top` becomes the demo image's
-`sleep`; podman's `rm -t 0 -fa` cleanup is the fixture's. A case that needs an item of part A of
-issue 11 (exec -d, --rm, pause, rm -a) is marked xfail until it lands.
+`sleep`; podman's `rm -t 0 -fa` cleanup is the fixture's. Part A of issue 11 (exec -d, --rm,
+pause, rm -a) has landed: no case is marked xfail.
 """
 
 from __future__ import annotations
