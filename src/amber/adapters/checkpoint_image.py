@@ -192,30 +192,24 @@ def from_head(
 
     Raises ArchiveError when config.dump names no container or no runtime.
     """
-    config = head.config
-    name, runtime = config.get("name"), config.get("runtime")
-    if not isinstance(name, str) or not name or not isinstance(runtime, str) or not runtime:
+    config = head.config_dump  # typed and checked when the head was read
+    name, runtime = config.name, config.runtime
+    if not name or not runtime:
         raise ArchiveError(
             f"checkpoint archive {head.path} does not record its container's name and runtime in config.dump",
             hint="make the checkpoint again with amber checkpoint --export or podman container checkpoint --export",
         )
-    own = config.get("amber")
-    amber: dict[str, Any] = own if isinstance(own, dict) else {}
-    manifest = head.manifest or {}
-    criu = str(manifest.get("criu_version") or amber.get("criuVersion") or "")
+    manifest_criu = head.amber_manifest.criu_version if head.amber_manifest else None
+    criu = str(manifest_criu or (config.amber.criu_version if config.amber else None) or "")
     facts = facts or host_facts()
-
-    def text(key: str) -> str:
-        value = config.get(key)
-        return value if isinstance(value, str) else ""
 
     return CheckpointAnnotations(
         name=name,
         runtime=Path(runtime.rstrip("/")).name,  # a path from an archive is only a name here
         runtime_version=runtime_version,
-        raw_image_name=text("RawImageName") or text("rootfsImageName"),
-        rootfs_image_id=text("rootfsImageID"),
-        rootfs_image_name=text("rootfsImageName"),
+        raw_image_name=config.raw_image_name or config.rootfs_image_name or "",
+        rootfs_image_id=config.rootfs_image_id or "",
+        rootfs_image_name=config.rootfs_image_name or "",
         engine=ENGINE,
         engine_version=engine_version,
         criu_version=criu_int(criu) if criu and criu != "unknown" else "",

@@ -148,7 +148,7 @@ class CheckpointImages:
         ref = normalize_name(name)
         head = archive.read_head(archive_path)
         annotations = checkpoint_image.from_head(
-            head, engine_version=__version__, runtime_version=_runtime_version(head.config.get("runtime"))
+            head, engine_version=__version__, runtime_version=_runtime_version(head.config_dump.runtime)
         )
         self.layout.ensure()
         with oci_layout.work_dir(self.layout.tmp, "create-") as work:
