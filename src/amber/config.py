@@ -47,6 +47,7 @@ class Settings:
     runroot: Path
     default_runtime: str
     max_unpacked_size: int = DEFAULT_MAX_UNPACKED
+    compress_level: int | None = None  # [engine] compress_level: an export's default level (None: built in)
 
     @classmethod
     def load(
@@ -79,7 +80,18 @@ class Settings:
             max_unpacked_size=parse_size(
                 engine.get("max_unpacked_size", DEFAULT_MAX_UNPACKED), f"config file {path}: max_unpacked_size"
             ),
+            compress_level=_level(engine.get("compress_level"), f"config file {path}: compress_level"),
         )
+
+
+def _level(value: object, where: str) -> int | None:
+    """A compression level from the config (checked against the compression at checkpoint).
+    Raises UsageError naming `where` for a value that is not a positive integer."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UsageError(f"{where}: {value!r} is not a compression level", hint="give an integer: zstd 1-19, gzip 1-9")
+    return value
 
 
 __all__ = [

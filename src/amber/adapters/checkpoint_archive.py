@@ -11,22 +11,18 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import gzip
 import io
 import json
 import os
 import stat
 import tarfile
-import tempfile
-import threading
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import zstandard
-
+from amber.adapters.archive_writer import write_archive as write_archive
+from amber.adapters.archive_writer import write_archive_stream as write_archive_stream
 from amber.adapters.podman_format import (
     AMBER_MANIFEST,
     CHECKPOINT_DIR,
@@ -46,7 +42,6 @@ from amber.adapters.podman_format import (
 from amber.adapters.tar.compression import (
     CHUNK,
     READ_ERRORS,
-    WRITABLE,
     Counting,
     EofGuard,
     decompressor,
@@ -57,13 +52,12 @@ from amber.adapters.tar.compression import Compression as Compression  # re-expo
 from amber.adapters.tar.extract import extract
 from amber.adapters.tar.headers import members, open_tar
 from amber.adapters.tar.policy import Policy
-from amber.adapters.tar.writer import TarWriter
-from amber.errors import ArchiveError, NotFoundError, UsageError
+from amber.adapters.tar.progress import Progress as Progress  # re-exported: the engine's callbacks
+from amber.adapters.tar.progress import reporting as _reporting
+from amber.errors import ArchiveError, NotFoundError
 
 MAX_DUMP_SIZE = 16 << 20  # config.dump, spec.dump
 MAX_MANIFEST_SIZE = 1 << 20
-ZSTD_LEVEL = 1  # measured: 1 GiB in 1.3 s on 2 cores (level 3: 2.8 s); podman uses about 3
-GZIP_LEVEL = 6  # Go's gzip default, podman's
 
 
 class MemberType(enum.StrEnum):
@@ -338,134 +332,6 @@ def list_members(path: Path) -> list[MemberInfo]:
     return out
 
 
-# ===================================== progress ===============================================
-@contextlib.contextmanager
-def _ticking(every: float, name: str, fn: Callable[[], None]) -> Iterator[None]:
-    """Call `fn` every `every` seconds in a thread while the body runs."""
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.wait(every):
-            fn()
-
-    thread = threading.Thread(target=loop, name=name, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-
-
-Progress = Callable[[int, int], None]  # (bytes done, bytes in all): the CLI draws it, nothing prints here
-
-
-@contextlib.contextmanager
-def _reporting(progress: Progress | None, total: int, done: Callable[[], int], every: float = 0.2) -> Iterator[None]:
-    """Call `progress(done(), total)` every `every` seconds while the body runs, and once at the
-    end when it succeeded. No thread without a callback."""
-    if progress is None:
-        yield
-        return
-    with _ticking(every, "amber-progress", lambda: progress(min(done(), total), total)):
-        yield
-    progress(total, total)
-
-
-def _tree_size(bundle: Path, members: Sequence[str]) -> int:
-    """Bytes of the regular files under `members` (what the tar stream will mostly carry)."""
-    total = 0
-    for member in members:
-        top = bundle / member
-        if top.is_file():
-            total += top.stat().st_size
-            continue
-        for root, _dirs, files in os.walk(top):
-            for f in files:
-                with contextlib.suppress(OSError):
-                    total += os.lstat(os.path.join(root, f)).st_size
-    return total
-
-
-# ===================================== writing ================================================
-@contextlib.contextmanager
-def _writeback(fd: int, every: float = 0.2) -> Iterator[None]:
-    """Keep the kernel writing the archive to disk while we produce it, so the final fsync is short.
-
-    POSIX_FADV_DONTNEED starts writeback of the file's dirty pages without waiting for it.
-    """
-
-    def kick() -> None:
-        with contextlib.suppress(OSError):
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-
-    with _ticking(every, "amber-writeback", kick):
-        yield
-
-
-def write_archive(
-    dest: Path,
-    bundle: Path,
-    members: Sequence[str],
-    compression: Compression,
-    *,
-    head: Mapping[str, bytes],
-    tmp_dir: Path | None = None,
-    progress: Progress | None = None,
-) -> int:
-    """Write a checkpoint archive atomically: `head` entries first (amber.manifest, config.dump,
-    spec.dump, then any others; mode 0600), then each of `members` (paths under `bundle`, in order;
-    directories walked depth first in byte order; missing ones skipped, sockets too).
-
-    The archive is written to a temporary file beside `dest` (or in `tmp_dir`, which must be on
-    the same filesystem), synced, then renamed: it appears whole or not at all. Returns its size.
-    `progress` is called now and then with (tar bytes written, about the bytes to write).
-    """
-    if compression not in WRITABLE:
-        raise UsageError(f"cannot write {compression} archives", hint="use zstd, gzip or none")
-    where = tmp_dir or dest.parent
-    fd, tmp = tempfile.mkstemp(dir=where, prefix=f".{dest.name}.", suffix=".tmp")
-    try:
-        with open(fd, "wb", buffering=CHUNK) as raw, _writeback(raw.fileno()):
-            out: Any
-            if compression is Compression.ZSTD:
-                cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1)
-                out = cctx.stream_writer(raw, closefd=False, write_size=CHUNK)
-            elif compression is Compression.GZIP:
-                out = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=GZIP_LEVEL, mtime=0)
-            else:
-                out = raw
-            writer = TarWriter(out, zero_copy=compression is Compression.NONE)
-            now = int(time.time())
-            first = (AMBER_MANIFEST, CONFIG_DUMP, SPEC_DUMP)
-            total = (_tree_size(bundle, members) + sum(len(v) for v in head.values())) if progress else 0
-            with _reporting(progress, total, lambda: writer.offset):
-                for name in [n for n in first if n in head] + [n for n in head if n not in first]:
-                    writer.add_bytes(name, head[name], mode=0o600, mtime=now)
-                for member in members:
-                    path = bundle / member
-                    if os.path.lexists(path):
-                        writer.add_tree(str(path), member.strip("/"))
-            writer.close()
-            if out is not raw:
-                out.close()  # ends the zstd frame / gzip trailer; raw stays open
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):
-        dfd = os.open(dest.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    return dest.stat().st_size
-
-
 __all__ = [  # the member names come from podman_format; readers find them here too
     "AMBER_MANIFEST",
     "CHECKPOINT_DIR",
@@ -489,4 +355,5 @@ __all__ = [  # the member names come from podman_format; readers find them here 
     "list_members",
     "read_head",
     "write_archive",
+    "write_archive_stream",
 ]

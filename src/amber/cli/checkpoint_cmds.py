@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
+import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from amber.cli.container_cmds import container_verbs
 from amber.cli.output import print_json
@@ -30,28 +34,60 @@ def _stats_json(reports: list[Report], key: str, started: float) -> dict[str, An
 
 def cmd_checkpoint(args: argparse.Namespace, engine: Engine) -> int:
     started = time.monotonic()
+    stream = _stdout_stream() if args.export == STDOUT else None
     refs = [] if args.all else chosen(args, engine)
     bar = progress_bar("exporting", quiet=args.quiet) if args.export else None
     try:
-        reports = _checkpoint(args, engine, refs, bar)
+        reports = _checkpoint(args, engine, refs, bar, stream)
+    except BaseException:
+        if stream is not None:  # what is left in stdout's buffer must not be flushed at exit
+            _drop_stdout()
+        raise
     finally:
         if bar is not None:
             bar.close()
+    out = sys.stderr if stream is not None else sys.stdout  # stdout carries the archive, nothing else
     if args.print_stats:
-        print_json(_stats_json(reports, "checkpoint", started))
+        print(json.dumps(_stats_json(reports, "checkpoint", started), indent=4), file=out)
     else:
         # podman prints what the user typed, and ids for --all and --latest
         typed = refs if len(refs) == len(reports) and not args.latest else [r.id for r in reports]
         for ref in typed:
-            print(ref)
+            print(ref, file=out)
     return ExitCode.OK
 
 
-def _checkpoint(args: argparse.Namespace, engine: Engine, refs: list[str], bar: ProgressBar | None) -> list[Report]:
+STDOUT = "-"  # --export -: the archive goes to stdout
+
+
+def _stdout_stream() -> BinaryIO:
+    """stdout, for the archive. Raises UsageError when it is a terminal."""
+    if sys.stdout.isatty():
+        raise UsageError(
+            "refusing to write a checkpoint archive to a terminal (--export -)",
+            hint="redirect stdout (> FILE) or pipe it: amber checkpoint --export - NAME | amber restore --import -",
+        )
+    sys.stdout.flush()
+    return sys.stdout.buffer
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null: a failed stream is not written to further (no flush error at exit)."""
+    with contextlib.suppress(OSError, ValueError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+
+
+def _checkpoint(
+    args: argparse.Namespace, engine: Engine, refs: list[str], bar: ProgressBar | None, stream: BinaryIO | None
+) -> list[Report]:
     return engine.checkpoint(
         *refs,
         all=args.all,
-        export=args.export,
+        export=None if stream is not None else args.export,
+        export_to=stream,
+        compress_level=args.compress_level,
         compress=args.compress,
         leave_running=args.leave_running,
         keep=args.keep,
@@ -125,8 +161,19 @@ def _checkpoint_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("containers", nargs="*", help="containers to checkpoint")
     p.add_argument("-a", "--all", action="store_true", help="checkpoint all running containers")
     add_latest(p)
-    p.add_argument("-e", "--export", metavar="FILE", help="write the checkpoint to a portable archive")
+    p.add_argument(
+        "-e",
+        "--export",
+        metavar="FILE",
+        help="write the checkpoint to a portable archive (-: to stdout, not a terminal)",
+    )
     p.add_argument("-c", "--compress", metavar="ALGO", help="zstd (default), gzip or none; with --export only")
+    p.add_argument(
+        "--compress-level",
+        type=int,
+        metavar="N",
+        help="compression level: zstd 1-19 (default 2), gzip 1-9 (default 6); config: [engine] compress_level",
+    )
     p.add_argument("-R", "--leave-running", action="store_true", help="keep the container running")
     p.add_argument("-k", "--keep", action="store_true", help="keep the CRIU images and logs")
     p.add_argument("--tcp-established", action="store_true", help="checkpoint established TCP connections")

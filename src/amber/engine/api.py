@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Unpack
+from typing import IO, TYPE_CHECKING, Unpack
 
 from amber.adapters import run as runners
 from amber.config import Settings
@@ -318,6 +318,8 @@ class Engine(CheckpointImageCalls, PodmanViewCalls, ArchiveCalls):
         target: str = "podman",
         progress: Progress | None = None,
         ignore_volumes: bool = False,
+        export_to: IO[bytes] | None = None,
+        compress_level: int | None = None,
     ) -> list[Report]:
         """Checkpoint containers (or `all` running ones), one Report each (`stats`: with CRIU's
         statistics, --print-stats). With `export`, into a portable archive (several containers:
@@ -327,13 +329,20 @@ class Engine(CheckpointImageCalls, PodmanViewCalls, ArchiveCalls):
         `create_image` NAME also stores the checkpoint as a checkpoint image (one container).
         `target` is the engine meant to restore it: podman (default) or containerd (they need
         the container's root directory in different modes).
-        `progress(done, total)` is called now and then while an archive is written (bytes)."""
+        `progress(done, total)` is called now and then while an archive is written (bytes).
+        `export_to`, instead of `export`: a binary stream (a pipe, a socket) the archive of one
+        container is written to as it is made; it is flushed, not closed. When writing it fails,
+        AmberError says the stream is incomplete and the container is left as it was (running).
+        `compress_level`: zstd 1-19, gzip 1-9 (default: the config's [engine] compress_level,
+        else zstd 2, gzip 6)."""
         from amber.adapters.checkpoint_archive import Compression
         from amber.engine.checkpoint import CheckpointOptions
         from amber.engine.options import as_path, check_checkpoint
 
         opts = CheckpointOptions(
             export=as_path(export) if export is not None else None,
+            export_to=export_to,
+            compress_level=compress_level,
             compression=Compression.parse(str(compress)) if compress is not None else None,
             leave_running=leave_running,
             keep=keep,
@@ -349,6 +358,8 @@ class Engine(CheckpointImageCalls, PodmanViewCalls, ArchiveCalls):
         )
         check_checkpoint(containers, opts, all=all)
         if create_image is not None:
+            if export_to is not None:
+                raise UsageError("--create-image cannot write to a stream", hint="export to a file, or leave one out")
             return self._checkpoint_to_image(containers, opts, create_image)
         if all:
             return self.services.checkpoints.checkpoint_all(opts)

@@ -12,30 +12,31 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import shutil
 import stat
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO
+
+import zstandard
 
 from amber.adapters import checkpoint_archive as archive
-from amber.adapters import criu, rootfs_diff, runtime, task_creds
+from amber.adapters import criu, runtime, task_creds
 from amber.adapters import podman_format as fmt
-from amber.adapters.netavark import NetworkStatus
 from amber.adapters.run import Result
 from amber.adapters.runtime import Runtime
 from amber.adapters.state import atomic_write_json
-from amber.engine import archive_meta, faults, recovery, scratch
+from amber.adapters.tar.compression import check_level
 from amber.engine import attachments as attach
+from amber.engine import faults, recovery, scratch
+from amber.engine.checkpoint_export import Exporter
 from amber.engine.containers import ContainerService
 from amber.engine.images import ImageService
 from amber.engine.restore import RestoreOptions, RestoreService
 from amber.engine.store import now
 from amber.engine.timing import timed
-from amber.engine.volumes import VolumeService, archive_member
 from amber.errors import (
     AmberError,
     CommandError,
@@ -45,7 +46,7 @@ from amber.errors import (
     UsageError,
     require_root,
 )
-from amber.layout import ContainerLayout, Layout, images_dir
+from amber.layout import Layout, images_dir
 from amber.models import Container, Report, Status
 
 # The mode of the container's root directory CRIU records at dump, and checks at restore: the
@@ -58,6 +59,8 @@ DEFAULT_TARGET = "podman"
 @dataclasses.dataclass(frozen=True)
 class CheckpointOptions:
     export: Path | None = None
+    export_to: IO[bytes] | None = None  # instead of `export`: a stream (a pipe, a socket), written as made
+    compress_level: int | None = None  # with an export; None: the config's, else the compression's default
     compression: archive.Compression | None = None  # only with export; None: zstd
     leave_running: bool = False
     keep: bool = False
@@ -75,13 +78,35 @@ class CheckpointOptions:
     def archive_compression(self) -> archive.Compression:
         return self.compression or archive.Compression.ZSTD
 
+    @property
+    def exporting(self) -> bool:
+        return self.export is not None or self.export_to is not None
+
+    @property
+    def destination(self) -> str:
+        """What the archive goes to, for messages."""
+        return f"checkpoint archive {self.export}" if self.export is not None else "the checkpoint archive stream"
+
     def validate(self, count: int | None = None) -> None:
         """Raises UsageError for options that do not go together, or (`count`) no container."""
-        if self.compression is not None and self.export is None:
+        if self.export is not None and self.export_to is not None:
+            raise UsageError("an archive goes to a file or to a stream, not both", hint="give one of them")
+        if self.export_to is not None and count != 1:
+            raise UsageError(
+                "a checkpoint written to a stream takes exactly one container",
+                hint="checkpoint one container per stream, or export each to a file (--all --export FILE)",
+            )
+        if self.compress_level is not None and not self.exporting:
+            raise UsageError(
+                "--compress-level can only be used with --export",
+                hint="add --export FILE, or leave out --compress-level",
+            )
+        check_level(self.archive_compression, self.compress_level)
+        if self.compression is not None and not self.exporting:
             raise UsageError(
                 "--compress can only be used with --export", hint="add --export FILE, or leave out --compress"
             )
-        if self.ignore_rootfs and self.export is None:
+        if self.ignore_rootfs and not self.exporting:
             raise UsageError(
                 "--ignore-rootfs can only be used with --export", hint="add --export FILE, or leave out --ignore-rootfs"
             )
@@ -90,7 +115,7 @@ class CheckpointOptions:
                 f"unknown --target {self.target!r}",
                 hint=f"give one of: {', '.join(TARGETS)} (default {DEFAULT_TARGET})",
             )
-        if self.ignore_volumes and self.export is None:
+        if self.ignore_volumes and not self.exporting:
             raise UsageError(
                 "--ignore-volumes can only be used with --export",
                 hint="add --export FILE, or leave out --ignore-volumes",
@@ -110,6 +135,7 @@ class CheckpointService:
         self.containers = containers
         self.images = images
         self.restores = RestoreService(layout, containers, images)
+        self.exporter = Exporter(containers, images)
 
     # ================================ checkpoint ==============================================
     def checkpoint(self, refs: Sequence[str], opts: CheckpointOptions) -> list[Report]:
@@ -156,6 +182,8 @@ class CheckpointService:
                 "(CONFIG_MEM_SOFT_DIRTY is not set; `criu check --feature mem_dirty_track` fails)",
                 hint="take a full checkpoint instead (leave out --pre-checkpoint/--with-previous)",
             )
+        if opts.exporting:
+            self.exporter.level(opts)  # a config level the compression lacks: refused before the dump
         if opts.export is not None:
             parent = opts.export.resolve().parent
             if not parent.is_dir():
@@ -175,7 +203,7 @@ class CheckpointService:
                 f"container {c.name}: cannot checkpoint containers that have been paused",
                 hint=f"unpause it first: amber unpause {c.name}",
             )
-        if c.auto_remove and opts.export is None:
+        if c.auto_remove and not opts.exporting:
             raise ConflictError(
                 f"container {c.name} was started with --rm: it can only be checkpointed with --export",
                 hint=f"export it: amber checkpoint --export FILE {c.name} (it is removed after the export)",
@@ -189,10 +217,10 @@ class CheckpointService:
         rt = self.containers.runtime_for(c)
         runtime.require(rt.info, "checkpoint")
         p = self.containers.paths(c.id)
-        exporting = opts.export is not None
+        exporting = opts.exporting
         need = self._memory_of(c)
         if exporting and not opts.ignore_rootfs:
-            need += self._rootfs_diff_size(c)  # the diff is written into the work area too
+            need += self.exporter.diff_size(c)  # the diff is written into the work area too
         work = scratch.work_dir(self.layout, f"ckpt-{c.id[:12]}-", need) if exporting else p.bundle
         images = images_dir(work, pre=opts.pre_checkpoint)
         shutil.rmtree(images, ignore_errors=True)
@@ -209,7 +237,7 @@ class CheckpointService:
         self, c: Container, rt: Runtime, work: Path, images: Path, leave_running: bool, opts: CheckpointOptions
     ) -> Report:
         p = self.containers.paths(c.id)
-        exporting = opts.export is not None
+        exporting = opts.exporting
         stopped = not leave_running
         # -R with an export: the container is frozen from before the dump until its rootfs diff is
         # taken, so the diff holds the files as CRIU recorded them (sizes, contents).
@@ -223,14 +251,14 @@ class CheckpointService:
             criu.record_cpuinfo(images)  # lets the restoring host check its CPU first (amber archive check)
             stats = criu.read_stats(work / fmt.STATS_DUMP, "dump") if opts.stats else {}
             try:
-                diff = self._rootfs_diff(c, work, opts) if exporting else ([], 0)
+                diff = self.exporter.rootfs_diff(c, work, opts) if exporting else ([], 0)
             except BaseException as exc:
                 self._export_failed(c, work, opts, exc, stopped=stopped)
                 raise
         try:
             if exporting:
                 with timed("export"):
-                    self._export(c, work, opts, *diff)
+                    self.exporter.write(c, work, opts, *diff)
         except BaseException as exc:
             self._export_failed(c, work, opts, exc, stopped=stopped)
             raise
@@ -261,7 +289,7 @@ class CheckpointService:
                 recovery.revive(self.containers, c, work)
             except (AmberError, OSError) as failure:
                 revive_error = failure
-        if opts.export is not None:
+        if opts.exporting:
             scratch.discard(work)
         why = exc.strerror if isinstance(exc, OSError) else str(exc) or type(exc).__name__
         if revive_error is not None:
@@ -272,17 +300,21 @@ class CheckpointService:
                     dataclasses.replace(c, status=Status.CHECKPOINTED, pid=0, checkpointed=now())
                 )
             raise AmberError(
-                f"could not write checkpoint archive {opts.export}: {why}; and container {c.name}, which the "
+                f"could not write {opts.destination}: {why}{_incomplete(opts)}; and container {c.name}, which the "
                 f"dump had stopped, could not be restored from its images: {revive_error}",
                 hint=(f"its images are kept in {images}: amber restore {c.name} tries again" if kept else None)
                 or f"the container is stopped; start it again: amber start {c.name}",
                 details=revive_error.details if isinstance(revive_error, AmberError) else (),
             ) from revive_error
-        if isinstance(exc, OSError):
+        if isinstance(exc, OSError) or (opts.export_to is not None and isinstance(exc, zstandard.ZstdError)):
             raise AmberError(
-                f"could not write checkpoint archive {opts.export}: {why}",
-                hint="check the free space and permissions of the target directory; "
-                f"container {c.name} is still running",
+                f"could not write {opts.destination}: {why}{_incomplete(opts)}",
+                hint=(
+                    "check the free space and permissions of the target directory"
+                    if opts.export_to is None
+                    else "the reader of the stream stopped or failed: discard what it received"
+                )
+                + f"; container {c.name} is still running",
             ) from exc
 
     def _dump(
@@ -290,7 +322,7 @@ class CheckpointService:
     ) -> None:
         """The runtime's checkpoint (CRIU's dump). A dump that fails, times out or is killed
         leaves the container thawed; raises CommandError naming CRIU."""
-        exporting = opts.export is not None
+        exporting = opts.exporting
         p = self.containers.paths(c.id)
         try:
             # An archive records the root mode the engine meant to restore it expects (TARGETS);
@@ -327,28 +359,6 @@ class CheckpointService:
         finally:
             recovery.thaw(self.containers, c)
 
-    def _rootfs_diff_size(self, c: Container) -> int:
-        """The bytes the rootfs diff will take (written dense). Raises PreconditionError, before
-        any work, for a file with more than MAX_SPARSE_HOLES of holes, or a diff larger than
-        max_unpacked_size (no amber would restore it)."""
-        size = rootfs_diff.measure_upper(self.containers.paths(c.id).upper)
-        if size.sparsest is not None and size.sparsest[1] - size.sparsest[2] > rootfs_diff.MAX_SPARSE_HOLES:
-            name, apparent, allocated = size.sparsest
-            raise PreconditionError(
-                f"cannot checkpoint container {c.name} with its filesystem: /{name} is a sparse file of "
-                f"{apparent} bytes ({allocated} allocated), and amber writes rootfs diffs dense (at most "
-                f"{rootfs_diff.MAX_SPARSE_HOLES} bytes of holes per file)",
-                hint=f"remove or shrink /{name} in the container, or checkpoint with --ignore-rootfs",
-            )
-        limit = self.containers.settings.max_unpacked_size
-        if size.apparent > limit:
-            raise PreconditionError(
-                f"cannot checkpoint container {c.name} with its filesystem: its changes take {size.apparent} "
-                f"bytes, more than max_unpacked_size ({limit} bytes) allows an archive to expand to",
-                hint="checkpoint with --ignore-rootfs, or raise max_unpacked_size in the [engine] config",
-            )
-        return size.apparent
-
     def _memory_of(self, c: Container) -> int:
         path = self.containers.cgroups_path(c)
         return scratch.container_memory(path) if path else 0
@@ -365,8 +375,7 @@ class CheckpointService:
         if exporting:
             scratch.discard(work)
         # CRIU resumes the tasks when a dump fails; if the container died anyway, say so.
-        st = self.containers.runtime_state(c)
-        running = st is not None and st.running
+        running = _running(self.containers, c)
         raise CommandError(
             res.argv,
             res.returncode,
@@ -378,58 +387,6 @@ class CheckpointService:
             log_path=kept,
             timeout=timeout,
         )
-
-    def _rootfs_diff(self, c: Container, work: Path, opts: CheckpointOptions) -> tuple[list[str], int]:
-        """Write rootfs-diff.tar and deleted.files into `work`: their member names and the diff's
-        size. Raises OSError or AmberError."""
-        p = self.containers.paths(c.id)
-        members: list[str] = []
-        diff_size = 0
-        if not opts.ignore_rootfs:
-            with timed("rootfs diff"):
-                diff = rootfs_diff.create_rootfs_diff(p.upper, work / fmt.ROOTFS_DIFF)
-            if diff.tar_written:
-                members.append(fmt.ROOTFS_DIFF)
-                diff_size = (work / fmt.ROOTFS_DIFF).stat().st_size
-            if diff.deleted:
-                (work / fmt.DELETED_FILES).write_text(json.dumps(diff.deleted))
-                members.append(fmt.DELETED_FILES)
-        return members, diff_size
-
-    def _network_fields(
-        self, att: attach.Attachments, status: NetworkStatus | None, p: ContainerLayout
-    ) -> dict[str, Any]:
-        return attach.config_fields(att, status, attach.recorded_connections(p.conntrack))
-
-    def _export(self, c: Container, work: Path, opts: CheckpointOptions, diff: list[str], diff_size: int) -> None:
-        assert opts.export is not None
-        p = self.containers.paths(c.id)
-        spec = json.loads(p.config_json.read_text())
-        members: list[str] = []
-        att = self.containers.attachments(c)
-        status = attach.read_status(p.network_status)
-        if status is not None:
-            shutil.copyfile(p.network_status, work / fmt.NETWORK_STATUS)
-            members.append(fmt.NETWORK_STATUS)
-        if p.log.is_file():
-            shutil.copyfile(p.log, work / fmt.CTR_LOG)
-            members.append(fmt.CTR_LOG)
-        members += [fmt.STATS_DUMP, fmt.CHECKPOINT_DIR, *diff]
-        if not opts.ignore_volumes:
-            members += _export_volumes_into(self.containers.volumes, att, work)
-        image = self.images.get(c.image_id)
-        head = {
-            fmt.AMBER_MANIFEST: json.dumps(archive_meta.manifest(work, c, diff_size).to_dict(), indent=2).encode(),
-            fmt.CONFIG_DUMP: json.dumps(
-                archive_meta.config_dump(c, spec, image, self._network_fields(att, status, p)).to_dict(), indent=2
-            ).encode(),
-            fmt.SPEC_DUMP: json.dumps(spec, indent=2).encode(),
-            fmt.STATUS_DUMP: b"{}\n",  # containerd's CRI restore reads it (an empty status is enough)
-        }
-        with timed(f"write archive ({opts.archive_compression})"):
-            archive.write_archive(
-                opts.export, work, members, opts.archive_compression, head=head, progress=opts.progress
-            )
 
 
 @contextlib.contextmanager
@@ -448,16 +405,13 @@ def _root_mode(root: Path, mode: int) -> Iterator[None]:
             os.chmod(root, before)
 
 
-def _export_volumes_into(volumes: VolumeService, att: attach.Attachments, work: Path) -> list[str]:
-    """Each named volume's content as `volumes/<name>.tar` in `work` (podman's members)."""
-    members = []
-    for volume in att.named_volumes():
-        member = archive_member(volume.name)
-        (work / member).parent.mkdir(parents=True, exist_ok=True)
-        with (work / member).open("wb") as out:
-            volumes.export(volume.name, out)
-        members.append(member)
-    return members
+def _incomplete(opts: CheckpointOptions) -> str:
+    return "; the stream is incomplete" if opts.export_to is not None else ""
+
+
+def _running(containers: ContainerService, c: Container) -> bool:
+    st = containers.runtime_state(c)
+    return st is not None and st.running
 
 
 def _numbered(export: Path, name: str) -> Path:

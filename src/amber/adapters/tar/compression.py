@@ -59,7 +59,43 @@ class Compression(enum.StrEnum):
 
 
 WRITABLE = frozenset({Compression.NONE, Compression.GZIP, Compression.ZSTD})
+# The levels a writer may use, and its default (README "Speed": chosen from measured size and time).
+LEVELS = {Compression.ZSTD: range(1, 20), Compression.GZIP: range(1, 10)}
+DEFAULT_LEVELS = {Compression.ZSTD: 2, Compression.GZIP: 6}  # gzip 6: Go's default, podman's
 _BZIP2_BLOCKS = (b"\x31\x41\x59\x26\x53\x59", b"\x17\x72\x45\x38\x50\x90")  # first block, or end of stream
+
+
+def check_level(kind: Compression, level: int | None, source: str = "--compress-level") -> None:
+    """Raises UsageError when `level` (given by `source`) is not one `kind` can write with."""
+    if level is None:
+        return
+    levels = LEVELS.get(kind)
+    if levels is None:
+        raise UsageError(
+            f"{source} {level}: {kind} archives have no compression level",
+            hint="leave out the level, or use --compress zstd or gzip",
+        )
+    if level not in levels:
+        raise UsageError(
+            f"{source} {level} is out of range for {kind}",
+            hint=f"give {levels.start} to {levels.stop - 1} (default {DEFAULT_LEVELS[kind]})",
+        )
+
+
+def compressor(raw: IO[bytes], kind: Compression, level: int | None = None) -> Any:
+    """A writer compressing into `raw` with `level` (None: DEFAULT_LEVELS); `raw` itself for NONE.
+
+    Close it to end the stream (zstd's frame, gzip's trailer); `raw` stays open. zstd runs on
+    every core. Raises UsageError for a kind amber cannot write or a level out of its range."""
+    if kind not in WRITABLE:
+        raise UsageError(f"cannot write {kind} archives", hint="use zstd, gzip or none")
+    if kind is Compression.NONE:
+        return raw
+    check_level(kind, level)
+    chosen = DEFAULT_LEVELS[kind] if level is None else level
+    if kind is Compression.ZSTD:
+        return zstandard.ZstdCompressor(level=chosen, threads=-1).stream_writer(raw, closefd=False, write_size=CHUNK)
+    return gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=chosen, mtime=0)
 
 
 def sniff(head: bytes) -> Compression:

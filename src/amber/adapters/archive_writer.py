@@ -1,0 +1,142 @@
+"""Writing checkpoint archives in podman's format (amber's metadata first): to any binary stream
+(a pipe, a socket: `checkpoint --export -`, migration) or atomically to a file.
+
+Reading them is in checkpoint_archive, which re-exports these names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import stat
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+from amber.adapters.podman_format import AMBER_MANIFEST, CONFIG_DUMP, SPEC_DUMP
+from amber.adapters.tar.compression import CHUNK, WRITABLE, Compression, check_level, compressor
+from amber.adapters.tar.progress import Progress, reporting, ticking
+from amber.adapters.tar.writer import TarWriter
+from amber.errors import UsageError
+
+
+def _tree_size(bundle: Path, members: Sequence[str]) -> int:
+    """Bytes of the regular files under `members` (what the tar stream will mostly carry)."""
+    total = 0
+    for member in members:
+        top = bundle / member
+        if top.is_file():
+            total += top.stat().st_size
+            continue
+        for root, _dirs, files in os.walk(top):
+            for f in files:
+                with contextlib.suppress(OSError):
+                    total += os.lstat(os.path.join(root, f)).st_size
+    return total
+
+
+# ===================================== writing ================================================
+@contextlib.contextmanager
+def _writeback(fd: int, every: float = 0.2) -> Iterator[None]:
+    """Keep the kernel writing the archive to disk while we produce it, so the final fsync is short.
+
+    POSIX_FADV_DONTNEED starts writeback of the file's dirty pages without waiting for it.
+    """
+
+    def kick() -> None:
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+    with ticking(every, "amber-writeback", kick):
+        yield
+
+
+def write_archive_stream(
+    out: IO[bytes],
+    bundle: Path,
+    members: Sequence[str],
+    compression: Compression,
+    *,
+    head: Mapping[str, bytes],
+    level: int | None = None,
+    progress: Progress | None = None,
+) -> None:
+    """Write a checkpoint archive to the binary stream `out` (a file, a pipe, a socket): `head`
+    entries first (amber.manifest, config.dump, spec.dump, then any others; mode 0600), then each
+    of `members` (paths under `bundle`, in order; directories walked depth first in byte order;
+    missing ones skipped, sockets too), compressed with `level` (None: the default).
+
+    `out` is flushed, not closed. Raises UsageError (compression, level), OSError (reading the
+    bundle, writing `out`: the stream is then incomplete). `progress` is called now and then
+    with (tar bytes written, about the bytes to write)."""
+    packed = compressor(out, compression, level)
+    writer = TarWriter(packed, zero_copy=compression is Compression.NONE and _is_file(out))
+    now = int(time.time())
+    first = (AMBER_MANIFEST, CONFIG_DUMP, SPEC_DUMP)
+    total = (_tree_size(bundle, members) + sum(len(v) for v in head.values())) if progress else 0
+    with reporting(progress, total, lambda: writer.offset):
+        for name in [n for n in first if n in head] + [n for n in head if n not in first]:
+            writer.add_bytes(name, head[name], mode=0o600, mtime=now)
+        for member in members:
+            path = bundle / member
+            if os.path.lexists(path):
+                writer.add_tree(str(path), member.strip("/"))
+        writer.close()
+        if packed is not out:
+            packed.close()  # ends the zstd frame / gzip trailer; `out` stays open
+        out.flush()
+
+
+def _is_file(out: IO[bytes]) -> bool:
+    """Is `out` a regular file (copy_file_range can write into it)?"""
+    try:
+        return stat.S_ISREG(os.fstat(out.fileno()).st_mode)
+    except (OSError, AttributeError, io.UnsupportedOperation):
+        return False
+
+
+def write_archive(
+    dest: Path,
+    bundle: Path,
+    members: Sequence[str],
+    compression: Compression,
+    *,
+    head: Mapping[str, bytes],
+    tmp_dir: Path | None = None,
+    level: int | None = None,
+    progress: Progress | None = None,
+) -> int:
+    """Write a checkpoint archive atomically, as write_archive_stream lays it out.
+
+    The archive is written to a temporary file beside `dest` (or in `tmp_dir`, which must be on
+    the same filesystem), synced, then renamed: it appears whole or not at all. Returns its size.
+    Raises UsageError (compression, level), OSError (reading the bundle, writing the file).
+    """
+    if compression not in WRITABLE:
+        raise UsageError(f"cannot write {compression} archives", hint="use zstd, gzip or none")
+    check_level(compression, level)
+    where = tmp_dir or dest.parent
+    fd, tmp = tempfile.mkstemp(dir=where, prefix=f".{dest.name}.", suffix=".tmp")
+    try:
+        with open(fd, "wb", buffering=CHUNK) as raw, _writeback(raw.fileno()):
+            write_archive_stream(raw, bundle, members, compression, head=head, level=level, progress=progress)
+            os.fsync(raw.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):
+        dfd = os.open(dest.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    return dest.stat().st_size
+
+
+__all__ = ["write_archive", "write_archive_stream"]

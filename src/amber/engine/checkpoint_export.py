@@ -1,0 +1,146 @@
+"""The export step of a checkpoint: the rootfs diff, the metadata and the archive itself, written
+to a file or a stream (engine.checkpoint runs it after CRIU's dump).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from amber.adapters import checkpoint_archive as archive
+from amber.adapters import podman_format as fmt
+from amber.adapters import rootfs_diff
+from amber.adapters.netavark import NetworkStatus
+from amber.adapters.tar.compression import check_level
+from amber.engine import archive_meta
+from amber.engine import attachments as attach
+from amber.engine.containers import ContainerService
+from amber.engine.images import ImageService
+from amber.engine.timing import timed
+from amber.engine.volumes import VolumeService, archive_member
+from amber.errors import PreconditionError
+from amber.layout import ContainerLayout
+from amber.models import Container
+
+if TYPE_CHECKING:
+    from amber.engine.checkpoint import CheckpointOptions
+
+
+class Exporter:
+    """Writes a dumped container's archive (its images are in a work directory)."""
+
+    def __init__(self, containers: ContainerService, images: ImageService) -> None:
+        self.containers = containers
+        self.images = images
+
+    def diff_size(self, c: Container) -> int:
+        """The bytes the rootfs diff will take (written dense). Raises PreconditionError, before
+        any work, for a file with more than MAX_SPARSE_HOLES of holes, or a diff larger than
+        max_unpacked_size (no amber would restore it)."""
+        size = rootfs_diff.measure_upper(self.containers.paths(c.id).upper)
+        if size.sparsest is not None and size.sparsest[1] - size.sparsest[2] > rootfs_diff.MAX_SPARSE_HOLES:
+            name, apparent, allocated = size.sparsest
+            raise PreconditionError(
+                f"cannot checkpoint container {c.name} with its filesystem: /{name} is a sparse file of "
+                f"{apparent} bytes ({allocated} allocated), and amber writes rootfs diffs dense (at most "
+                f"{rootfs_diff.MAX_SPARSE_HOLES} bytes of holes per file)",
+                hint=f"remove or shrink /{name} in the container, or checkpoint with --ignore-rootfs",
+            )
+        limit = self.containers.settings.max_unpacked_size
+        if size.apparent > limit:
+            raise PreconditionError(
+                f"cannot checkpoint container {c.name} with its filesystem: its changes take {size.apparent} "
+                f"bytes, more than max_unpacked_size ({limit} bytes) allows an archive to expand to",
+                hint="checkpoint with --ignore-rootfs, or raise max_unpacked_size in the [engine] config",
+            )
+        return size.apparent
+
+    def rootfs_diff(self, c: Container, work: Path, opts: CheckpointOptions) -> tuple[list[str], int]:
+        """Write rootfs-diff.tar and deleted.files into `work`: their member names and the diff's
+        size. Raises OSError or AmberError."""
+        p = self.containers.paths(c.id)
+        members: list[str] = []
+        diff_size = 0
+        if not opts.ignore_rootfs:
+            with timed("rootfs diff"):
+                diff = rootfs_diff.create_rootfs_diff(p.upper, work / fmt.ROOTFS_DIFF)
+            if diff.tar_written:
+                members.append(fmt.ROOTFS_DIFF)
+                diff_size = (work / fmt.ROOTFS_DIFF).stat().st_size
+            if diff.deleted:
+                (work / fmt.DELETED_FILES).write_text(json.dumps(diff.deleted))
+                members.append(fmt.DELETED_FILES)
+        return members, diff_size
+
+    def _network_fields(
+        self, att: attach.Attachments, status: NetworkStatus | None, p: ContainerLayout
+    ) -> dict[str, Any]:
+        return attach.config_fields(att, status, attach.recorded_connections(p.conntrack))
+
+    def write(self, c: Container, work: Path, opts: CheckpointOptions, diff: list[str], diff_size: int) -> None:
+        p = self.containers.paths(c.id)
+        spec = json.loads(p.config_json.read_text())
+        members: list[str] = []
+        att = self.containers.attachments(c)
+        status = attach.read_status(p.network_status)
+        if status is not None:
+            shutil.copyfile(p.network_status, work / fmt.NETWORK_STATUS)
+            members.append(fmt.NETWORK_STATUS)
+        if p.log.is_file():
+            shutil.copyfile(p.log, work / fmt.CTR_LOG)
+            members.append(fmt.CTR_LOG)
+        members += [fmt.STATS_DUMP, fmt.CHECKPOINT_DIR, *diff]
+        if not opts.ignore_volumes:
+            members += _export_volumes_into(self.containers.volumes, att, work)
+        image = self.images.get(c.image_id)
+        head = {
+            fmt.AMBER_MANIFEST: json.dumps(archive_meta.manifest(work, c, diff_size).to_dict(), indent=2).encode(),
+            fmt.CONFIG_DUMP: json.dumps(
+                archive_meta.config_dump(c, spec, image, self._network_fields(att, status, p)).to_dict(), indent=2
+            ).encode(),
+            fmt.SPEC_DUMP: json.dumps(spec, indent=2).encode(),
+            fmt.STATUS_DUMP: b"{}\n",  # containerd's CRI restore reads it (an empty status is enough)
+        }
+        level = self.level(opts)
+        with timed(f"write archive ({opts.archive_compression})"):
+            if opts.export_to is not None:
+                archive.write_archive_stream(
+                    opts.export_to,
+                    work,
+                    members,
+                    opts.archive_compression,
+                    head=head,
+                    level=level,
+                    progress=opts.progress,
+                )
+            else:
+                assert opts.export is not None
+                archive.write_archive(
+                    opts.export, work, members, opts.archive_compression, head=head, level=level, progress=opts.progress
+                )
+
+    def level(self, opts: CheckpointOptions) -> int | None:
+        """The export's compression level: the option's, else the config's. Raises UsageError for a
+        config level the chosen compression does not have."""
+        if opts.compress_level is not None or opts.compression is not None:
+            return opts.compress_level  # a compression chosen without a level: its own default
+        level = self.containers.settings.compress_level
+        check_level(opts.archive_compression, level, "config setting [engine] compress_level")
+        return level
+
+
+def _export_volumes_into(volumes: VolumeService, att: attach.Attachments, work: Path) -> list[str]:
+    """Each named volume's content as `volumes/<name>.tar` in `work` (podman's members)."""
+    members = []
+    for volume in att.named_volumes():
+        member = archive_member(volume.name)
+        (work / member).parent.mkdir(parents=True, exist_ok=True)
+        with (work / member).open("wb") as out:
+            volumes.export(volume.name, out)
+        members.append(member)
+    return members
+
+
+__all__ = ["Exporter"]
