@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Unpack
+from typing import IO, TYPE_CHECKING, Unpack
 
 from amber.adapters import run as runners
 from amber.config import Settings
@@ -384,7 +384,7 @@ class Engine(CheckpointImageCalls, PodmanViewCalls, ArchiveCalls):
 
     def restore_archive(
         self,
-        archive: PathLike,
+        archive: PathLike | IO[bytes],
         *,
         name: str | None = None,
         runtime: str | None = None,
@@ -400,6 +400,8 @@ class Engine(CheckpointImageCalls, PodmanViewCalls, ArchiveCalls):
     ) -> Container:
         """A new running container from a checkpoint archive (`amber restore --import`), under
         the archive's name or `name`, with the archive's runtime unless `runtime` is given.
+        `archive` is a path, or a binary reader (stdin, a socket's makefile("rb")) read once, with
+        the same checks: a terminal is refused (UsageError), a stream cut short is an ArchiveError.
 
         Raises UsageError (options), NotFoundError (archive, its image), ConflictError (name
         taken), ArchiveError (malformed or hostile archive), RuntimeMismatchError (`runtime`
@@ -429,7 +431,7 @@ class Engine(CheckpointImageCalls, PodmanViewCalls, ArchiveCalls):
         self,
         container: str | None = None,
         *,
-        archive: PathLike | None = None,
+        archive: PathLike | IO[bytes] | None = None,
         name: str | None = None,
         runtime: str | None = None,
         keep: bool = False,
@@ -470,8 +472,10 @@ class Engine(CheckpointImageCalls, PodmanViewCalls, ArchiveCalls):
             check_restore(None, opts, archive_given=True)
             return self._restore_image(container, opts)
         check_restore(container, opts, archive_given=archive is not None)
-        if archive is not None:
+        if isinstance(archive, str | os.PathLike):
             return self._restore_archive(as_path(archive), opts)
+        if archive is not None:
+            return self._restore_stream(archive, opts)
         assert container is not None  # check_restore refuses neither
         return self._restore_container(container, opts)
 
@@ -481,6 +485,9 @@ class Engine(CheckpointImageCalls, PodmanViewCalls, ArchiveCalls):
 
     def _restore_archive(self, archive: os.PathLike[str], opts: RestoreOptions) -> tuple[Container, Report]:
         return self.services.checkpoints.restore_archive(Path(archive), opts)
+
+    def _restore_stream(self, source: IO[bytes], opts: RestoreOptions) -> tuple[Container, Report]:
+        return self.services.checkpoints.restore_stream(source, _stream_name(source), opts)
 
     # ================================ host ====================================================
     @with_runner
@@ -504,3 +511,9 @@ class Engine(CheckpointImageCalls, PodmanViewCalls, ArchiveCalls):
 
 def _text(value: PathLike | None) -> str | None:
     return os.fspath(value) if value is not None else None
+
+
+def _stream_name(source: IO[bytes]) -> Path:
+    """What an archive read from a stream is called in messages: `<stdin>`, else `(stream)`."""
+    name = getattr(source, "name", None)
+    return Path(name if isinstance(name, str) and name else "(stream)")

@@ -19,7 +19,7 @@ import stat
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from amber.adapters import checkpoint_archive as archive
 from amber.adapters import criu, rootfs_diff, runtime, task_creds
@@ -147,6 +147,10 @@ class CheckpointService:
     def restore_archive(self, path: Path, opts: RestoreOptions) -> tuple[Container, Report]:
         """A new container from a checkpoint archive: see RestoreService.restore_archive."""
         return self.restores.restore_archive(path, opts)
+
+    def restore_stream(self, source: IO[bytes], path: Path, opts: RestoreOptions) -> tuple[Container, Report]:
+        """A new container from an archive read once from a stream: see RestoreService.restore_stream."""
+        return self.restores.restore_stream(source, path, opts)
 
     # ================================ checkpoint internals ====================================
     def _check_host(self, opts: CheckpointOptions) -> None:
