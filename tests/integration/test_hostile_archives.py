@@ -24,6 +24,7 @@ from amber.adapters.checkpoint_archive import read_head
 from amber.engine.demo_image import build_rootfs_tar
 from tests import hostile_corpus as hc
 from tests.conftest import Amber, have_stack, mounts_under
+from tests.integration.streams import piped_stdin
 from tests.integration.test_checkpoint import start_counter
 
 pytestmark = pytest.mark.root
@@ -154,6 +155,28 @@ def test_restore_refuses_hostile_archive(w: World, name: str, capfd: pytest.Capt
     assert_clean_error(rc, err, frozenset(allowed), what)
     assert elapsed < TIME_LIMIT, f"{what} took {elapsed:.1f} s"
     if rc == 0:  # a confined, harmless archive that restored: the container is an ordinary one
+        assert w.amber("rm", "-f", "cnt") == 0
+    assert_no_state(w, what)
+
+
+@pytest.mark.parametrize("name", _params("bug"))
+def test_stdin_refuses_as_a_file_does(
+    w: World, name: str, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same archive through `restore --import -` (a pipe): the same exit code, nothing outside."""
+    path = w.corpus[name]
+    rc_file = w.amber("restore", "-i", str(path))
+    w.reset()
+    before = w.outside()
+    capfd.readouterr()
+    with piped_stdin(monkeypatch, path):
+        rc = w.amber("restore", "-i", "-")
+    err = capfd.readouterr().err
+    what = f"restore of {name} from stdin"
+    assert_nothing_outside(w, before, what)
+    assert rc == rc_file, f"{what}: exit code {rc}, from the file {rc_file}\n{err}"
+    assert_clean_error(rc, err, frozenset({rc_file}), what)
+    if rc == 0:
         assert w.amber("rm", "-f", "cnt") == 0
     assert_no_state(w, what)
 

@@ -120,7 +120,7 @@ def cmd_restore(args: argparse.Namespace, engine: Engine) -> int:
     started = time.monotonic()
     reports = []
     for target in _restore_targets(args, engine):
-        bar = progress_bar("importing", quiet=args.quiet) if args.import_path else None
+        bar = progress_bar("importing", quiet=args.quiet) if args.import_path not in (None, "-") else None
         try:
             c, report = _restore(args, engine, target, bar)
         finally:
@@ -139,7 +139,7 @@ def _restore(
 ) -> tuple[Container, Report]:
     return engine.restore_report(
         target,
-        archive=args.import_path,
+        archive=sys.stdin.buffer if args.import_path == "-" else args.import_path,
         name=args.name,
         runtime=args.runtime,
         keep=args.keep,
@@ -208,7 +208,9 @@ def _restore_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("container", nargs="?", help="a checkpointed container, or a checkpoint image (without --import)")
     p.add_argument("-a", "--all", action="store_true", help="restore every checkpointed container")
     add_latest(p)
-    p.add_argument("-i", "--import", dest="import_path", metavar="FILE", help="restore from an archive")
+    p.add_argument(
+        "-i", "--import", dest="import_path", metavar="FILE", help="restore from an archive (- reads it from stdin)"
+    )
     p.add_argument("-n", "--name", help="name of the new container (with --import or a checkpoint image)")
     p.add_argument("-k", "--keep", action="store_true", help="keep the CRIU images and logs")
     p.add_argument("--runtime", help="runtime to restore with (must be able to restore the archive)")

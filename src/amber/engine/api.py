@@ -395,7 +395,7 @@ class Engine(CheckpointImageCalls, PodmanViewCalls, ArchiveCalls):
 
     def restore_archive(
         self,
-        archive: PathLike,
+        archive: PathLike | IO[bytes],
         *,
         name: str | None = None,
         runtime: str | None = None,
@@ -411,6 +411,8 @@ class Engine(CheckpointImageCalls, PodmanViewCalls, ArchiveCalls):
     ) -> Container:
         """A new running container from a checkpoint archive (`amber restore --import`), under
         the archive's name or `name`, with the archive's runtime unless `runtime` is given.
+        `archive` is a path, or a binary reader (stdin, a socket's makefile("rb")) read once, with
+        the same checks: a terminal is refused (UsageError), a stream cut short is an ArchiveError.
 
         Raises UsageError (options), NotFoundError (archive, its image), ConflictError (name
         taken), ArchiveError (malformed or hostile archive), RuntimeMismatchError (`runtime`
@@ -440,7 +442,7 @@ class Engine(CheckpointImageCalls, PodmanViewCalls, ArchiveCalls):
         self,
         container: str | None = None,
         *,
-        archive: PathLike | None = None,
+        archive: PathLike | IO[bytes] | None = None,
         name: str | None = None,
         runtime: str | None = None,
         keep: bool = False,
@@ -481,8 +483,10 @@ class Engine(CheckpointImageCalls, PodmanViewCalls, ArchiveCalls):
             check_restore(None, opts, archive_given=True)
             return self._restore_image(container, opts)
         check_restore(container, opts, archive_given=archive is not None)
-        if archive is not None:
+        if isinstance(archive, str | os.PathLike):
             return self._restore_archive(as_path(archive), opts)
+        if archive is not None:
+            return self._restore_stream(archive, opts)
         assert container is not None  # check_restore refuses neither
         return self._restore_container(container, opts)
 
@@ -492,6 +496,9 @@ class Engine(CheckpointImageCalls, PodmanViewCalls, ArchiveCalls):
 
     def _restore_archive(self, archive: os.PathLike[str], opts: RestoreOptions) -> tuple[Container, Report]:
         return self.services.checkpoints.restore_archive(Path(archive), opts)
+
+    def _restore_stream(self, source: IO[bytes], opts: RestoreOptions) -> tuple[Container, Report]:
+        return self.services.checkpoints.restore_stream(source, _stream_name(source), opts)
 
     # ================================ host ====================================================
     @with_runner
@@ -515,3 +522,9 @@ class Engine(CheckpointImageCalls, PodmanViewCalls, ArchiveCalls):
 
 def _text(value: PathLike | None) -> str | None:
     return os.fspath(value) if value is not None else None
+
+
+def _stream_name(source: IO[bytes]) -> Path:
+    """What an archive read from a stream is called in messages: `<stdin>`, else `(stream)`."""
+    name = getattr(source, "name", None)
+    return Path(name if isinstance(name, str) and name else "(stream)")

@@ -174,6 +174,10 @@ class CheckpointService:
         """A new container from a checkpoint archive: see RestoreService.restore_archive."""
         return self.restores.restore_archive(path, opts)
 
+    def restore_stream(self, source: IO[bytes], path: Path, opts: RestoreOptions) -> tuple[Container, Report]:
+        """A new container from an archive read once from a stream: see RestoreService.restore_stream."""
+        return self.restores.restore_stream(source, path, opts)
+
     # ================================ checkpoint internals ====================================
     def _check_host(self, opts: CheckpointOptions) -> None:
         if (opts.pre_checkpoint or opts.with_previous) and not criu.dirty_tracking():

@@ -15,14 +15,16 @@ import dataclasses
 import os
 import shutil
 import stat
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 from amber.adapters import checkpoint_archive as archive
 from amber.adapters import conmon, criu, criu_images, criu_memory, netlock, rootfs_diff
 from amber.adapters import podman_format as fmt
+from amber.adapters.checkpoint_stream import ArchiveStream
 from amber.adapters.runtime import Runtime, RuntimeInfo
 from amber.adapters.state import atomic_write_json
 from amber.adapters.tar.extract import extract
@@ -33,6 +35,7 @@ from amber.engine import attachments as attach
 from amber.engine.attachments import Attachments
 from amber.engine.images import ImageService
 from amber.engine.networks import NetworkService
+from amber.engine.restore_options import RestoreOptions, criu_config_file
 from amber.engine.runtime_rule import select_runtime
 from amber.engine.spec import AUTOREMOVE_ANNOTATION
 from amber.engine.store import ContainerStore, now, validate_name
@@ -51,78 +54,7 @@ from amber.errors import (
 from amber.layout import ContainerLayout, Layout, images_dir
 from amber.models import Container, Image, Report, Status
 
-
-@dataclasses.dataclass(frozen=True)
-class RestoreOptions:
-    name: str | None = None  # only with an archive
-    runtime: str | None = None
-    keep: bool = False
-    tcp_established: bool = False
-    tcp_close: bool = False
-    file_locks: bool = False
-    ignore_rootfs: bool = False  # only with an archive
-    stats: bool = False
-    trust_archive: bool = False  # obey the archive's privileges (spec.dump, CRIU credentials)
-    progress: archive.Progress | None = None  # told how the archive's unpacking goes (the CLI's bar)
-    ignore_static_ip: bool = False  # take a new IP, not the recorded one
-    ignore_static_mac: bool = False  # take a new MAC, not the recorded one
-    ignore_volumes: bool = False  # only with an archive: leave the named volumes' content out
-    publish: tuple[str, ...] | None = None  # only with an archive: replaces the port mappings
-
-    @property
-    def keep_address(self) -> tuple[bool, bool]:
-        """(IP, MAC): which recorded addresses to ask for again (none for a copy under --name)."""
-        return (not self.ignore_static_ip and not self.name, not self.ignore_static_mac and not self.name)
-
-    def validate(self, *, archive: bool) -> None:
-        """Raises UsageError for options that do not go together (`archive`: restoring one)."""
-        if self.tcp_established and self.name:
-            raise UsageError(
-                "--tcp-established cannot be used with --name",
-                hint="a copy under a new name cannot take over the connections: leave out --tcp-established",
-            )
-        if not archive and (self.ignore_volumes or self.publish is not None):
-            raise UsageError(
-                "--ignore-volumes and --publish can only be used with --import",
-                hint="they apply to a restore from an archive (amber restore --import ARCHIVE); leave them out here",
-            )
-        if not archive and (self.name or self.ignore_rootfs):
-            raise UsageError(
-                "--name and --ignore-rootfs can only be used with --import",
-                hint="they apply to a restore from an archive (amber restore --import ARCHIVE); leave them out here",
-            )
-
-    def criu_config(self, info: RuntimeInfo) -> str:
-        """CRIU options for a restore that the runtime cannot pass on itself, as the lines of a
-        CRIU configuration file ("" when none). CRIU reads it from CRIU_CONFIG_FILE, which both
-        runtimes hand on to `criu swrk`."""
-        return "tcp-close\n" if self.tcp_close and not _has_tcp_close(info) else ""
-
-    def runtime_opts(self, info: RuntimeInfo) -> list[str]:
-        """What conmon passes on to `runtime restore` (`info`'s)."""
-        return [
-            *(["--tcp-established"] if self.tcp_established else []),
-            *(["--tcp-close"] if self.tcp_close and not self.criu_config(info) else []),
-            *(["--file-locks"] if self.file_locks else []),
-        ]
-
-
-def _criu_config(p: ContainerLayout, text: str) -> Path | None:
-    """The restore's CRIU configuration file in the bundle (None, and none left, without one)."""
-    path = p.criu_restore_config
-    if not text:
-        path.unlink(missing_ok=True)
-        return None
-    path.write_text(text)
-    return path
-
-
-def _has_tcp_close(info: RuntimeInfo) -> bool:
-    """Does `<runtime> restore` take --tcp-close? Asked of its own --help."""
-    from amber.adapters.run import ACTION_TIMEOUT, run
-
-    res = run([info.path, "restore", "--help"], check=False, timeout=ACTION_TIMEOUT)
-    return "--tcp-close" in res.stdout + res.stderr
+Unpacker = Callable[[Path, int], object]  # (work directory, most bytes): unpacks the archive there
 
 
 class ContainerOps(Protocol):
@@ -191,7 +123,7 @@ def restore_in_place(
                 containers.monitor_spec(c),
                 restore_from=images,
                 runtime_opts=opts.runtime_opts(info),
-                criu_config=_criu_config(p, opts.criu_config(info)),
+                criu_config=criu_config_file(p, opts.criu_config(info)),
             )
         runtime_us = int((time.monotonic() - started) * 1e6)
         if locked:
@@ -296,6 +228,46 @@ class RestoreService:
         opts.validate(archive=True)
         require_root("restoring a container")
         head = archive.read_head(path)
+
+        def unpack_into(unpack: Path, limit: int) -> None:
+            skip = {fmt.CONFIG_DUMP, fmt.SPEC_DUMP, fmt.AMBER_MANIFEST}
+            archive.extract_archive(
+                path, unpack, skip=lambda n: n in skip, max_total_size=limit, progress=opts.progress
+            )
+
+        return self._restore_from(head, unpack_into, opts)
+
+    def restore_stream(self, source: IO[bytes], path: Path, opts: RestoreOptions) -> tuple[Container, Report]:
+        """restore_archive from a stream read once (stdin, a socket), named `path` in messages.
+
+        The same checks, in the same order, as from a file: members before the metadata (podman's
+        order) are spooled, bounded (checkpoint_stream). Raises what restore_archive raises, and
+        UsageError when `source` is a terminal. A stream cut short leaves nothing behind."""
+        opts.validate(archive=True)
+        if _is_terminal(source):
+            raise UsageError(
+                "refusing to read a checkpoint archive from a terminal",
+                hint="pipe one in (amber restore --import - < ARCHIVE), or give its path to --import",
+            )
+        require_root("restoring a container")
+        self.layout.ensure()
+        self.layout.tmp.mkdir(parents=True, exist_ok=True)
+        spool = Path(tempfile.mkdtemp(prefix="restore-spool-", dir=self.layout.tmp))
+        limit = self.containers.settings.max_unpacked_size
+        try:
+            with ArchiveStream(source, path, spool, max_total_size=limit) as stream:
+                assert stream.head is not None
+                return self._restore_from(
+                    stream.head, lambda unpack, most: stream.extract_rest(unpack, max_total_size=most), opts
+                )
+        finally:
+            scratch.discard(spool)
+
+    def _restore_from(
+        self, head: archive.ArchiveHead, unpack_into: Unpacker, opts: RestoreOptions
+    ) -> tuple[Container, Report]:
+        """restore_archive once the head is read: checks, the record, then `unpack_into`."""
+        path = head.path
         config = head.config_dump
         info = select_runtime(config.runtime or "", opts.runtime, str(path))
         image = self._archive_image(config, path)
@@ -316,7 +288,7 @@ class RestoreService:
                 attach.save(self.containers.paths(c.id).attachments, att)
                 self.containers.store.save(c)
             try:
-                restored = self._unpack_and_restore(c, head, info, opts, unpack, att)
+                restored = self._unpack_and_restore(c, head, info, opts, unpack, att, unpack_into)
                 marker.unlink(missing_ok=True)
                 return restored
             except BaseException:
@@ -365,18 +337,16 @@ class RestoreService:
         opts: RestoreOptions,
         unpack: Path,
         att: Attachments,
+        unpack_into: Unpacker,
     ) -> tuple[Container, Report]:
         """Unpack into `unpack` (a scratch dir: tmpfs when the images fit), then restore from it."""
         p = self.containers.paths(c.id)
-        skip = {fmt.CONFIG_DUMP, fmt.SPEC_DUMP, fmt.AMBER_MANIFEST}
         # At most max_unpacked_size; in memory (tmpfs), at most what amber.manifest declares.
         limit = self.containers.settings.max_unpacked_size
         if scratch.in_memory(self.layout, unpack):
             limit = min(limit, scratch.declared_size(head.amber_manifest) + scratch.SLACK)
         with timed("extract archive"):
-            archive.extract_archive(
-                head.path, unpack, skip=lambda n: n in skip, max_total_size=limit, progress=opts.progress
-            )
+            unpack_into(unpack, limit)
         faults.point("after-extract")
         images = images_dir(unpack)
         # CRIU can spin for ever on images it cannot parse: decode the process tree first, and
@@ -479,6 +449,12 @@ def _archive_name(config: fmt.ConfigDump, path: Path) -> str:
         raise ArchiveError(
             f"checkpoint archive {path} records an invalid container name {name!r}", hint="give another with --name"
         ) from exc
+
+
+def _is_terminal(source: IO[bytes]) -> bool:
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        return bool(source.isatty())
+    return False
 
 
 def _is_hex_id(value: str) -> bool:

@@ -1,0 +1,88 @@
+"""The options of a restore (`amber restore`, in place or from an archive) and how they reach
+the runtime and CRIU."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from amber.adapters import checkpoint_archive as archive
+from amber.adapters.runtime import RuntimeInfo
+from amber.errors import UsageError
+from amber.layout import ContainerLayout
+
+
+@dataclasses.dataclass(frozen=True)
+class RestoreOptions:
+    name: str | None = None  # only with an archive
+    runtime: str | None = None
+    keep: bool = False
+    tcp_established: bool = False
+    tcp_close: bool = False
+    file_locks: bool = False
+    ignore_rootfs: bool = False  # only with an archive
+    stats: bool = False
+    trust_archive: bool = False  # obey the archive's privileges (spec.dump, CRIU credentials)
+    progress: archive.Progress | None = None  # told how the archive's unpacking goes (the CLI's bar)
+    ignore_static_ip: bool = False  # take a new IP, not the recorded one
+    ignore_static_mac: bool = False  # take a new MAC, not the recorded one
+    ignore_volumes: bool = False  # only with an archive: leave the named volumes' content out
+    publish: tuple[str, ...] | None = None  # only with an archive: replaces the port mappings
+
+    @property
+    def keep_address(self) -> tuple[bool, bool]:
+        """(IP, MAC): which recorded addresses to ask for again (none for a copy under --name)."""
+        return (not self.ignore_static_ip and not self.name, not self.ignore_static_mac and not self.name)
+
+    def validate(self, *, archive: bool) -> None:
+        """Raises UsageError for options that do not go together (`archive`: restoring one)."""
+        if self.tcp_established and self.name:
+            raise UsageError(
+                "--tcp-established cannot be used with --name",
+                hint="a copy under a new name cannot take over the connections: leave out --tcp-established",
+            )
+        if not archive and (self.ignore_volumes or self.publish is not None):
+            raise UsageError(
+                "--ignore-volumes and --publish can only be used with --import",
+                hint="they apply to a restore from an archive (amber restore --import ARCHIVE); leave them out here",
+            )
+        if not archive and (self.name or self.ignore_rootfs):
+            raise UsageError(
+                "--name and --ignore-rootfs can only be used with --import",
+                hint="they apply to a restore from an archive (amber restore --import ARCHIVE); leave them out here",
+            )
+
+    def criu_config(self, info: RuntimeInfo) -> str:
+        """CRIU options for a restore that the runtime cannot pass on itself, as the lines of a
+        CRIU configuration file ("" when none). CRIU reads it from CRIU_CONFIG_FILE, which both
+        runtimes hand on to `criu swrk`."""
+        return "tcp-close\n" if self.tcp_close and not _has_tcp_close(info) else ""
+
+    def runtime_opts(self, info: RuntimeInfo) -> list[str]:
+        """What conmon passes on to `runtime restore` (`info`'s)."""
+        return [
+            *(["--tcp-established"] if self.tcp_established else []),
+            *(["--tcp-close"] if self.tcp_close and not self.criu_config(info) else []),
+            *(["--file-locks"] if self.file_locks else []),
+        ]
+
+
+def criu_config_file(p: ContainerLayout, text: str) -> Path | None:
+    """The restore's CRIU configuration file in the bundle (None, and none left, without one)."""
+    path = p.criu_restore_config
+    if not text:
+        path.unlink(missing_ok=True)
+        return None
+    path.write_text(text)
+    return path
+
+
+def _has_tcp_close(info: RuntimeInfo) -> bool:
+    """Does `<runtime> restore` take --tcp-close? Asked of its own --help."""
+    from amber.adapters.run import ACTION_TIMEOUT, run
+
+    res = run([info.path, "restore", "--help"], check=False, timeout=ACTION_TIMEOUT)
+    return "--tcp-close" in res.stdout + res.stderr
+
+
+__all__ = ["RestoreOptions", "criu_config_file"]
