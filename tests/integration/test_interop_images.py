@@ -1,4 +1,4 @@
-"""Checkpoint images through a registry, on the command line (issue 13, parts 3 and 4).
+"""Checkpoint images and ordinary images through a registry, on the command line (issue 13, parts 3 and 4).
 
 `amber checkpoint --create-image`, `amber image push` to a registry on 127.0.0.1, then podman pulls
 and restores it, and a fresh amber root pulls and restores it: the counter carries on in both. A
@@ -7,6 +7,7 @@ checkpoint image asking for another runtime is refused as an archive is (exit 7)
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from tests.peers.counting import COUNTER, amber_counter, wait_counter
 from tests.peers.oci import OciImage, build_oci_archive
 from tests.peers.podman import Podman, have_podman
 from tests.peers.registry import Registry, have_registry
+from tests.peers.tools import sh
 
 pytestmark = [
     pytest.mark.root,
@@ -125,3 +127,45 @@ def test_create_image_with_export_and_image_import(amber: Amber, oci_demo: OciIm
     assert amber("rm", "-f", "web") == ExitCode.OK
     assert amber("restore", "localhost/ckpt:2", "--name", "again") == ExitCode.OK
     assert amber_counter(amber, "again", at) > at
+
+
+def test_push_of_an_ordinary_image_then_podman_and_a_fresh_amber_pull_and_run_it(
+    amber: Amber,
+    podman: Podman,
+    oci_demo: OciImage,
+    registry: Registry,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    amber.engine.images.import_image(oci_demo.path, IMAGE)
+    dest = f"{registry.host}/plain:1"
+    capfd.readouterr()
+    assert amber("image", "push", "--tls-verify=false", IMAGE, dest) == ExitCode.OK
+    assert capfd.readouterr().out.strip() == dest
+    config = json.loads(sh(["skopeo", "inspect", "--config", "--tls-verify=false", f"docker://{dest}"]).stdout)
+    pushed = config["rootfs"]["diff_ids"]  # skopeo compresses the layers on the way: their tars' digests
+    assert config["config"].get("Cmd") == amber.engine.images.get(IMAGE).config.cmd
+    image = amber.engine.images.get(IMAGE)
+    records = [json.loads((amber.root / "layers" / f"{d}.json").read_text()) for d in image.layers]
+    assert [r["packed_digest"] for r in records] == pushed  # the packed layers' digests are recorded
+
+    # podman pulls it and runs it
+    podman("pull", "-q", "--tls-verify=false", dest)
+    assert podman("run", "--rm", dest, "cat", "/etc/motd").stdout == "hello from amber\n"
+
+    # a fresh amber root pulls it and runs it; pushing it on again gives the very same manifest
+    other = Amber(tmp_path / "node3" / "root", tmp_path / "node3" / "run")
+    try:
+        assert other("image", "pull", "--tls-verify=false", dest) == ExitCode.OK
+        pulled = other.engine.images.get(dest)
+        assert [f"sha256:{d}" for d in pulled.layers] == pushed and pulled.config == image.config
+        capfd.readouterr()
+        assert other("run", "--rm", dest, "cat", "/etc/motd") == ExitCode.OK
+        assert capfd.readouterr().out == "hello from amber\n"
+        again = f"{registry.host}/plain:2"
+        assert other("image", "push", "--tls-verify=false", dest, again) == ExitCode.OK
+        digest = [f"docker://{ref}" for ref in (dest, again)]
+        inspected = [json.loads(sh(["skopeo", "inspect", "--tls-verify=false", r]).stdout)["Digest"] for r in digest]
+        assert inspected[0] == inspected[1]  # push, pull, push: every digest kept
+    finally:
+        other.cleanup()

@@ -241,6 +241,7 @@ def test_run_options_and_limits_survive_checkpoint_and_restore(
     env_file.write_text("# the app's settings\nMODE=prod\n\nLEVEL=3\n")
     limits = ["--memory", "64m", "--cpus", "0.5", "--pids-limit", "50"]
     opts = [*limits, "--hostname", "web1", "--env-file", str(env_file), "--label", "app=web", "--ipc", "shareable"]
+    opts += ["--stop-signal", "HUP", "--stop-timeout", "3"]
     assert amber("run", "-d", "--name", "svc", "--runtime", runtime, *opts, demo_image, "sh", "-c", COUNTER) == 0
     wait_counter_above(amber, "svc", 3)
     capfd.readouterr()
@@ -262,6 +263,11 @@ def test_run_options_and_limits_survive_checkpoint_and_restore(
     assert amber("restore", "--import", str(archive)) == 0  # confinement keeps amber's own limits
     wait_counter_above(amber, "svc", counter(amber, "svc"))
     assert limits_of() == (str(64 * 1024 * 1024), "50000", "50")
+    kept = amber.fresh_engine().containers.store.get("svc")  # podman's restore reads these from config.dump
+    assert (kept.labels, kept.stop_signal, kept.stop_timeout) == ({"app": "web"}, "HUP", 3.0)
+    capfd.readouterr()
+    assert amber("exec", "svc", "sh", "-c", "cat /proc/sys/kernel/hostname; echo $MODE $LEVEL") == 0
+    assert capfd.readouterr().out == "web1\nprod 3\n"
     assert amber("checkpoint", "svc") == 0 and amber("restore", "svc") == 0
     assert limits_of() == (str(64 * 1024 * 1024), "50000", "50")
     capfd.readouterr()

@@ -23,7 +23,7 @@ import shutil
 import stat
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -83,7 +83,7 @@ def _bad(source: Path, why: str) -> ArchiveError:
 
 
 # ===================================== writing ================================================
-class _HashingFile(io.RawIOBase):
+class HashingFile(io.RawIOBase):
     """A write-only file that hashes and counts what goes through it."""
 
     def __init__(self, f: IO[bytes]) -> None:
@@ -134,12 +134,12 @@ def traversable(files_dir: Path) -> dict[str, int]:
     return changed
 
 
-def _blob_writer(blobs: Path) -> tuple[int, str]:
+def blob_writer(blobs: Path) -> tuple[int, str]:
     blobs.mkdir(parents=True, exist_ok=True)
     return tempfile.mkstemp(dir=blobs, prefix=".tmp-")
 
 
-def _commit_blob(blobs: Path, tmp: str, digest: str) -> None:
+def commit_blob(blobs: Path, tmp: str, digest: str) -> None:
     os.chmod(tmp, 0o644)
     os.replace(tmp, blobs / digest)
 
@@ -149,32 +149,41 @@ def top_entries(files_dir: Path) -> list[str]:
     return sorted(os.listdir(files_dir), key=os.fsencode)
 
 
-def write_layer(files_dir: Path, blobs: Path) -> Descriptor:
-    """The uncompressed layer tar of everything under `files_dir`, as a blob in `blobs`."""
-    fd, tmp = _blob_writer(blobs)
+def stream_blob(blobs: Path, fill: Callable[[HashingFile], None], media_type: str = LAYER_TYPE) -> Descriptor:
+    """A blob in `blobs` of what `fill` writes to the stream it is given (hashed on the way)."""
+    fd, tmp = blob_writer(blobs)
     try:
         with open(fd, "wb", buffering=CHUNK) as f:
-            out = _HashingFile(f)
-            writer = _RootOwnedWriter(out, traversable(files_dir))
-            for name in top_entries(files_dir):
-                writer.add_tree(str(files_dir / name), name)
-            writer.close()
+            out = HashingFile(f)
+            fill(out)
         digest = out.sha.hexdigest()
-        _commit_blob(blobs, tmp, digest)
+        commit_blob(blobs, tmp, digest)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    return Descriptor(LAYER_TYPE, digest, out.count)
+    return Descriptor(media_type, digest, out.count)
 
 
-def _put_json(blobs: Path, media_type: str, doc: dict[str, Any]) -> Descriptor:
+def write_layer(files_dir: Path, blobs: Path) -> Descriptor:
+    """The uncompressed layer tar of everything under `files_dir`, as a blob in `blobs`."""
+
+    def fill(out: HashingFile) -> None:
+        writer = _RootOwnedWriter(out, traversable(files_dir))
+        for name in top_entries(files_dir):
+            writer.add_tree(str(files_dir / name), name)
+        writer.close()
+
+    return stream_blob(blobs, fill)
+
+
+def put_json(blobs: Path, media_type: str, doc: dict[str, Any]) -> Descriptor:
     data = json.dumps(doc, separators=(",", ":")).encode()
     digest = hashlib.sha256(data).hexdigest()
-    fd, tmp = _blob_writer(blobs)
+    fd, tmp = blob_writer(blobs)
     with open(fd, "wb") as f:
         f.write(data)
-    _commit_blob(blobs, tmp, digest)
+    commit_blob(blobs, tmp, digest)
     return Descriptor(media_type, digest, len(data))
 
 
@@ -188,7 +197,7 @@ def write_layout_from_dir(
     """Write (or add to) the OCI layout `dest` a checkpoint image of the files under `files_dir`."""
     blobs = dest / "blobs" / "sha256"
     layer = write_layer(files_dir, blobs)
-    config = _put_json(
+    config = put_json(
         blobs,
         CONFIG_TYPE,
         {
@@ -198,7 +207,7 @@ def write_layout_from_dir(
             "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer.digest}"]},
         },
     )
-    manifest = _put_json(
+    manifest = put_json(
         blobs,
         MANIFEST_TYPE,
         {

@@ -14,11 +14,12 @@ if TYPE_CHECKING:
     from amber.engine import Engine
 
 PUSH_DESCRIPTION = """\
-Push the checkpoint image NAME to a registry as DEST (HOST:PORT/NAME:TAG, docker:// optional).
+Push the image NAME to a registry as DEST (HOST:PORT/NAME:TAG, docker:// optional).
 
-The image is written as podman's `container checkpoint --create-image` writes it, with the
-annotations podman, containerd (checkpointctl's org.criu.checkpoint.*) and CRI-O read, so any of
-them can restore it. Pushing ordinary images is not supported yet."""
+A checkpoint image is written as podman's `container checkpoint --create-image` writes it, with
+the annotations podman, containerd (checkpointctl's org.criu.checkpoint.*) and CRI-O read, so any
+of them can restore it. An ordinary image's layers are packed again into OCI layers (the same
+bytes, so the same digests, on every push) with its env, entrypoint, command and workdir."""
 
 PULL_DESCRIPTION = """\
 Pull REF (HOST:PORT/NAME:TAG, docker:// optional; a name without a registry is on docker.io)
@@ -60,9 +61,9 @@ def _tls(p: argparse.ArgumentParser) -> None:
 def register(isub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
     p = isub.add_parser(
-        "push", help="push a checkpoint image to a registry", description=PUSH_DESCRIPTION, formatter_class=fmt
+        "push", help="push an image (ordinary or checkpoint)", description=PUSH_DESCRIPTION, formatter_class=fmt
     )
-    p.add_argument("name", metavar="NAME", help="a checkpoint image in amber's store")
+    p.add_argument("name", metavar="NAME", help="an image in amber's store")
     p.add_argument("dest", metavar="DEST", help="HOST:PORT/NAME:TAG")
     _tls(p)
     p.set_defaults(handler=cmd_push)

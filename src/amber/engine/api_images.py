@@ -38,9 +38,10 @@ class CheckpointImageCalls:
 
     @with_runner
     def push_image(self, image: str, dest: str, *, tls_verify: bool = True) -> str:
-        """Push the checkpoint image `image` to `dest` (HOST:PORT/NAME:TAG) with skopeo; returns the
-        reference pushed. Raises NotFoundError (no image), UsageError (an ordinary image, a bad
-        reference), CommandError or AmberError (the registry refused, skopeo missing)."""
+        """Push `image` (a checkpoint image or an ordinary one, its layers packed again) to `dest`
+        (HOST:PORT/NAME:TAG) with skopeo; returns the reference pushed. Raises NotFoundError (no
+        image), UsageError (a bad reference), CommandError or AmberError (the registry refused,
+        skopeo missing, a damaged layer)."""
         return self.services.checkpoint_images.push(image, dest, tls_verify=tls_verify)
 
     @with_runner

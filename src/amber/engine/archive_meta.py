@@ -3,6 +3,7 @@ checkpointctl's fields, plus amber's) and amber.manifest (sizes, versions), buil
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,9 @@ from typing import Any
 from amber import __version__
 from amber.adapters import criu
 from amber.adapters import podman_format as fmt
-from amber.engine.run_options import signal_number
+from amber.engine.run_options import signal_name, signal_number
 from amber.engine.store import now
+from amber.errors import UsageError
 from amber.layout import images_dir
 from amber.models import Container, Image
 
@@ -57,11 +59,31 @@ def config_dump(
             "cgroupManager": "cgroupfs",
             "createNetNS": True,
             "networkMode": network_mode(c),
+            "labels": dict(c.labels),
             "stopSignal": signal_number(c.stop_signal) or STOP_SIGNAL,
             "stopTimeout": int(c.stop_timeout),
             **(network or {}),
         },
     )
+
+
+def kept_settings(config: fmt.ConfigDump) -> dict[str, Any]:
+    """The Container fields a restore takes back from config.dump, as podman's restore does:
+    `labels`, `stop_signal` (podman records its number) and `stop_timeout`. A field the archive
+    lacks, or records with a value of the wrong kind, gets podman's default. Raises nothing."""
+    extra = config.extra
+    raw_labels = extra.get("labels")
+    labels = {str(k): str(v) for k, v in raw_labels.items()} if isinstance(raw_labels, Mapping) else {}
+    raw_signal = extra.get("stopSignal")
+    stop_signal = "TERM"
+    if isinstance(raw_signal, int | str) and not isinstance(raw_signal, bool) and str(raw_signal):
+        with contextlib.suppress(UsageError):
+            stop_signal = signal_name(str(raw_signal))
+    raw_timeout = extra.get("stopTimeout")
+    stop_timeout = float(STOP_TIMEOUT)
+    if isinstance(raw_timeout, int | float) and not isinstance(raw_timeout, bool) and raw_timeout >= 0:
+        stop_timeout = float(raw_timeout)
+    return {"labels": labels, "stop_signal": stop_signal, "stop_timeout": stop_timeout}
 
 
 def manifest(work: Path, c: Container, diff_size: int) -> fmt.AmberManifest:

@@ -6,7 +6,8 @@ marker is what lets `image ls` show it, `run` refuse it, and restore find its ru
 rule is the archives' one (engine/runtime_rule.py), applied to the recorded runtime.
 
 Registries are reached through skopeo: push writes a fresh OCI layout of the stored checkpoint
-(podman's shape, all three annotation sets) and copies it; pull copies into a private OCI layout
+(podman's shape, all three annotation sets) or of an ordinary image (its extracted layers packed
+again by adapters/layer_pack.py) and copies it; pull copies into a private OCI layout
 and imports it through ImageService.import_image, marking it when its annotations say it is a
 checkpoint.
 """
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from amber import __version__
 from amber.adapters import checkpoint_archive as archive
-from amber.adapters import checkpoint_image, image_sources, oci_layout, skopeo
+from amber.adapters import checkpoint_image, image_sources, layer_pack, oci_layout, skopeo
 from amber.adapters import runtime as runtimes
 from amber.adapters.checkpoint_image import CheckpointAnnotations
 from amber.adapters.runtime import RuntimeInfo
@@ -223,16 +224,26 @@ class CheckpointImages:
 
     # -- registries -----------------------------------------------------------------------------
     def push(self, name: str, dest: str, *, tls_verify: bool = True, timeout: float = skopeo.DEFAULT_TIMEOUT) -> str:
-        """Push the checkpoint image NAME to DEST (`HOST:PORT/NAME:TAG`). Returns the reference pushed."""
-        ckpt = self.get(name)
+        """Push the image NAME (a checkpoint image, or an ordinary one) to DEST (`HOST:PORT/NAME:TAG`).
+
+        An ordinary image's stored layers are packed again into OCI layer tars (the same bytes
+        every time, their digests recorded next to the layers). Returns the reference pushed.
+        Raises NotFoundError (no image), AmberError (the registry, a damaged layer).
+        """
+        image = self.images.get(name)
+        ann = self.annotations_of(image)
         target = remote_ref(dest)
         self.layout.ensure()
         with oci_layout.work_dir(self.layout.tmp, "push-") as work:
             with self.images.lock():
-                (layer,) = self.images.layer_dirs(ckpt.image)
-                written = oci_layout.write_layout_from_dir(
-                    layer, work / "oci", ckpt.annotations, tag="push", created=ckpt.image.created
-                )
+                dirs = self.images.layer_dirs(image)
+                if ann is not None:
+                    (layer,) = dirs
+                    written = oci_layout.write_layout_from_dir(
+                        layer, work / "oci", ann, tag="push", created=image.created
+                    )
+                else:
+                    written = self._pack_ordinary(image, dirs, work / "oci")
             skopeo.copy(
                 skopeo.oci_ref(written.path, written.tag),
                 skopeo.docker_ref(target),
@@ -240,6 +251,19 @@ class CheckpointImages:
                 timeout=timeout,
             )
         return target
+
+    def _pack_ordinary(self, image: Image, dirs: list[Path], dest: Path) -> oci_layout.WrittenLayout:
+        """The OCI layout of an ordinary image (the caller holds the images lock)."""
+        try:
+            written, packed = layer_pack.write_image_layout(dirs, dest, image.config, tag="push", created=image.created)
+        except OSError as exc:
+            raise AmberError(
+                f"image {image.name}: cannot read its stored layer {exc.filename or ''}: {exc.strerror}",
+                hint=f"the store is damaged: remove the image (amber rmi {image.name}) and import it again",
+            ) from exc
+        for diff_id, desc in zip(image.layers, packed, strict=True):
+            self.images.record_packed(diff_id, desc.digest)
+        return written
 
     def pull(self, ref: str, *, tls_verify: bool = True, timeout: float = skopeo.DEFAULT_TIMEOUT) -> Image:
         """Pull REF from its registry into the store (checkpoint images are marked as such).

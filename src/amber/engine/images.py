@@ -3,7 +3,7 @@
 On disk, under amber's root:
 
     layers/<diff_id>/        one layer, extracted in overlayfs lower-layer format
-    layers/<diff_id>.json    {"diff_id", "size", "tar_size"}
+    layers/<diff_id>.json    {"diff_id", "size", "tar_size"; "packed_digest" once pushed}
     images/<id>.json         the Image record
 
 A layer is named by the sha256 of its uncompressed tar, so the same layer is stored once however
@@ -212,6 +212,17 @@ class ImageService:
         for other in self.list():
             if other.id != keep and ref in other.names:
                 self._save(dataclasses.replace(other, names=[n for n in other.names if n != ref]))
+
+    def record_packed(self, diff_id: str, packed: str) -> None:
+        """Note in layers/<diff_id>.json the digest the layer had when packed for a push (the
+        caller holds the lock). A layer imported from amber's own push has the same two."""
+        path = self._layer_dir(diff_id).with_name(f"{diff_id}.json")
+        try:
+            record = read_json(path)
+        except (OSError, ValueError):
+            record = {"diff_id": f"sha256:{diff_id}"}
+        if isinstance(record, dict) and record.get("packed_digest") != f"sha256:{packed}":
+            atomic_write_json(path, {**record, "packed_digest": f"sha256:{packed}"})
 
     # -- queries ---------------------------------------------------------------------------------
     def list(self) -> list[Image]:

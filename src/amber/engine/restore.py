@@ -32,6 +32,7 @@ from amber.adapters.tar.policy import Policy
 from amber.config import Settings
 from amber.engine import archive_checks, confinement, faults, restore_net, restore_verify, scratch
 from amber.engine import attachments as attach
+from amber.engine.archive_meta import kept_settings
 from amber.engine.attachments import Attachments
 from amber.engine.images import ImageService
 from amber.engine.networks import NetworkService
@@ -327,6 +328,7 @@ class RestoreService:
             status=Status.CREATED,
             restored_from=str(path),
             auto_remove=fmt.spec_annotations(head.spec).get(AUTOREMOVE_ANNOTATION) == "TRUE",  # podman keeps --rm
+            **kept_settings(config),  # labels, stop signal and timeout, as podman's restore reads them
         )
 
     def _unpack_and_restore(

@@ -21,6 +21,7 @@ from amber.cli import main
 from amber.config import Layout
 from amber.engine import checkpoint_images, confinement
 from amber.engine.archive_meta import config_dump as _config_dump
+from amber.engine.archive_meta import kept_settings
 from amber.engine.checkpoint import TARGETS, CheckpointOptions, _root_mode
 from amber.engine.images import ImageService
 from amber.errors import ArchiveError, UsageError
@@ -100,6 +101,20 @@ def test_config_dump_carries_what_podman_and_containerd_key_on() -> None:
     plain = dataclasses.replace(image, config_digest="", repo_digest="")
     dump = _config_dump(_container(), {}, plain).to_dict()
     assert dump["rootfsImageID"] == "a" * 64 and "rootfsImageRef" not in dump
+
+
+def test_restore_reads_labels_and_stop_settings_back_from_config_dump() -> None:
+    image = Image(id="a" * 64, names=["localhost/demo:latest"], layers=[], created="", size=0)
+    c = _container(labels={"app": "web", "tier": ""}, stop_signal="HUP", stop_timeout=3.0)
+    dump = _config_dump(c, {}, image).to_dict()
+    assert dump["labels"] == {"app": "web", "tier": ""} and dump["stopSignal"] == 1 and dump["stopTimeout"] == 3
+    kept = kept_settings(fmt.ConfigDump.from_dict(dump, "x"))
+    assert kept == {"labels": {"app": "web", "tier": ""}, "stop_signal": "HUP", "stop_timeout": 3.0}
+    # podman's archive as podman writes it (numbers), and one that records none of them
+    podman = fmt.ConfigDump.from_dict({"labels": {"a": "1"}, "stopSignal": 9, "stopTimeout": 0}, "x")
+    assert kept_settings(podman) == {"labels": {"a": "1"}, "stop_signal": "KILL", "stop_timeout": 0.0}
+    bare = fmt.ConfigDump.from_dict({"labels": ["x"], "stopSignal": 999, "stopTimeout": -1}, "x")
+    assert kept_settings(bare) == {"labels": {}, "stop_signal": "TERM", "stop_timeout": 10.0}
 
 
 def test_root_mode_per_target(tmp_path: Path) -> None:
