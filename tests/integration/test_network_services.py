@@ -225,3 +225,32 @@ def test_archive_inspect_and_check_show_network_ports_and_volumes(
     assert amber("network", "rm", network) == 0
     status, reason = row()
     assert status == "fail" and reason == f"network {network} (subnet {subnet}) is not on this host"
+
+
+def test_ps_shows_published_ports_as_podman_does(
+    amber: Amber, demo_image: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    port, udp = netkit.free_port(), netkit.free_port()
+    argv = ["run", "-d", "--name", "pp", "-p", f"{port}:80", "-p", f"127.0.0.1:{udp}:53/udp", demo_image]
+    assert amber(*argv, "sleep", "100000") == 0
+    want = f"0.0.0.0:{port}->80/tcp, 127.0.0.1:{udp}->53/udp"
+    capfd.readouterr()
+    assert amber("ps") == 0
+    header, row = capfd.readouterr().out.splitlines()
+    assert header.split()[-1] == "PORTS" and row.endswith(want)
+    assert amber("ps", "--format", "{{.Names}} {{.Ports}}") == 0
+    assert capfd.readouterr().out.splitlines() == [f"pp {want}"]
+    assert amber("ps", "--format", "json") == 0
+    ports = json.loads(capfd.readouterr().out)[0]["Ports"]
+    assert [(p["host_ip"], p["host_port"], p["container_port"], p["protocol"]) for p in ports] == [
+        ("", port, 80, "tcp"),
+        ("127.0.0.1", udp, 53, "udp"),
+    ]
+    archive = tmp_path / "pp.tar.zst"
+    assert amber("checkpoint", "--export", str(archive), "pp") == 0
+    assert amber("rm", "pp") == 0
+    assert amber("restore", "--import", str(archive)) == 0
+    capfd.readouterr()
+    assert amber("ps", "--format", "{{.Ports}}") == 0
+    assert capfd.readouterr().out.strip() == want
+    assert amber("rm", "-f", "pp") == 0

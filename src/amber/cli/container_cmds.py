@@ -102,7 +102,7 @@ def _status(c: Container) -> str:
 
 
 def cmd_ps(args: argparse.Namespace, engine: Engine) -> int:
-    from amber.engine.podman_view import ps_template_view, ps_view
+    from amber.engine.podman_view import ports_text, ps_template_view, ps_view
 
     containers = engine.ps(all=args.all or args.latest, filters=args.filter)
     if args.latest:
@@ -113,7 +113,12 @@ def cmd_ps(args: argparse.Namespace, engine: Engine) -> int:
         return ExitCode.OK
     if args.format is not None:
         as_json = args.format.strip() == "json"
-        views = [ps_view(c) if as_json else ps_template_view(c, no_trunc=args.no_trunc) for c in containers]
+        views = [
+            ps_view(c, engine.ports(c))
+            if as_json
+            else ps_template_view(c, no_trunc=args.no_trunc, ports=engine.ports(c))
+            for c in containers
+        ]
         lines = render_all(args.format, views)
         table = args.format.startswith("table") and bool(views or lines)
         for line in lines[1:] if table and args.noheading and len(lines) > len(views) else lines:
@@ -127,10 +132,12 @@ def cmd_ps(args: argparse.Namespace, engine: Engine) -> int:
             c.runtime,
             _status(c),
             c.created[:19].replace("T", " "),
+            ports_text(engine.ports(c)),
         ]
         for c in containers
     ]
-    print_table(["CONTAINER ID", "NAME", "IMAGE", "RUNTIME", "STATUS", "CREATED"], rows, header=not args.noheading)
+    header = ["CONTAINER ID", "NAME", "IMAGE", "RUNTIME", "STATUS", "CREATED", "PORTS"]
+    print_table(header, rows, header=not args.noheading)
     return ExitCode.OK
 
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import os
 
     from amber.adapters import run as runners
+    from amber.adapters.netavark import PortMapping
     from amber.config import Layout
     from amber.engine.archive_list import ListedArchive
     from amber.engine.archive_models import ArchiveDiff
@@ -28,7 +29,7 @@ __all__ = ["PodmanViewCalls"]
 
 
 class PodmanViewCalls:
-    """inspect, ps, latest, list_archives, diff_archives."""
+    """inspect, ps, ports, latest, list_archives, diff_archives."""
 
     services: Services
     runner: runners.Runner
@@ -67,6 +68,12 @@ class PodmanViewCalls:
         parsed = parse_filters(list(filters))
         found = self.services.containers.list(all_containers=all or "status" in parsed)
         return [c for c in found if matches(c, parsed)]
+
+    @with_runner
+    def ports(self, container: Container) -> tuple[PortMapping, ...]:
+        """The host ports `container` publishes, as it was asked to (`ps`'s PORTS). Raises
+        nothing for a container without networks (an empty tuple)."""
+        return self.services.containers.attachments(container).ports
 
     @with_runner
     def list_archives(self, directories: Iterable[PathLike] = ()) -> list[ListedArchive]:

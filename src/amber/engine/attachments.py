@@ -324,9 +324,9 @@ def inspect_fields(
 
 def ports_text(attachments: Attachments) -> str:
     """`ps`'s PORTS column, as podman prints it: 127.0.0.1:8080->80/tcp, ..."""
-    return ", ".join(
-        f"{p.host_ip or '0.0.0.0'}:{p.host_port}->{p.container_port}/{p.protocol}" for p in attachments.ports
-    )
+    from amber.engine.podman_view import ports_text as text
+
+    return text(attachments.ports)
 
 
 class AttachOptions(TypedDict, total=False):

@@ -6,9 +6,11 @@ Pure functions of the record, its layout and its OCI spec: nothing runs, nothing
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from amber.adapters.netavark import PortMapping
 from amber.layout import ContainerLayout
 from amber.models import Container, Status
 
@@ -135,8 +137,8 @@ def _unix(stamp: str) -> int:
     return 0
 
 
-def ps_view(c: Container) -> dict[str, Any]:
-    """`podman ps --format json`'s fields for one container."""
+def ps_view(c: Container, ports: Sequence[PortMapping] = ()) -> dict[str, Any]:
+    """`podman ps --format json`'s fields for one container; `ports` are the ones it publishes."""
     return {
         "Id": c.id,
         "Names": [c.name],
@@ -154,19 +156,37 @@ def ps_view(c: Container) -> dict[str, Any]:
         "Labels": _labels(c, {}),
         "Runtime": c.runtime,
         "Checkpointed": is_checkpointed(c),
+        "Ports": [_port_json(p) for p in ports],
     }
 
 
-def ps_template_view(c: Container, *, no_trunc: bool = False) -> dict[str, Any]:
-    """The fields `podman ps --format '{{...}}'` sees: ID (short unless `no_trunc`), Names as
-    one string, Command as one string, and the JSON fields."""
-    view = ps_view(c)
+def _port_json(p: PortMapping) -> dict[str, Any]:
+    """One entry of `podman ps --format json`'s Ports."""
+    return {
+        "host_ip": p.host_ip,
+        "container_port": p.container_port,
+        "host_port": p.host_port,
+        "range": 1,
+        "protocol": p.protocol,
+    }
+
+
+def ports_text(ports: Sequence[PortMapping]) -> str:
+    """`ps`'s PORTS column and `{{.Ports}}`, as podman prints them: 0.0.0.0:8080->80/tcp, ..."""
+    return ", ".join(f"{p.host_ip or '0.0.0.0'}:{p.host_port}->{p.container_port}/{p.protocol}" for p in ports)
+
+
+def ps_template_view(c: Container, *, no_trunc: bool = False, ports: Sequence[PortMapping] = ()) -> dict[str, Any]:
+    """The fields `podman ps --format '{{...}}'` sees: ID (short unless `no_trunc`), Names,
+    Command and Ports as one string each, and the JSON fields."""
+    view = ps_view(c, ports)
     return {
         **view,
         "ID": c.id if no_trunc else c.id[:12],
         "Names": c.name,
         "Command": " ".join(c.command),
         "Created": c.created,
+        "Ports": ports_text(ports),
     }
 
 

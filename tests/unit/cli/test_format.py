@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from amber.adapters.netavark import PortMapping
 from amber.cli.format import Template, go_text, render_all
-from amber.engine.podman_view import inspect_view, is_checkpointed, matches, parse_filters, ps_template_view
+from amber.engine.podman_view import inspect_view, is_checkpointed, matches, parse_filters, ps_template_view, ps_view
 from amber.errors import UsageError
 from amber.layout import ContainerLayout
 from amber.models import Container, Status
@@ -117,3 +118,15 @@ def test_ps_template_view_truncates_ids() -> None:
     assert ps_template_view(c)["ID"] == "a" * 12
     assert ps_template_view(c, no_trunc=True)["ID"] == "a" * 64
     assert ps_template_view(c)["Status"].startswith("Up ")
+
+
+def test_ps_views_show_published_ports_as_podman_does() -> None:
+    c = _container(status=Status.RUNNING, started="2026-01-01T00:00:00Z")
+    ports = [PortMapping.from_string("8080:80"), PortMapping.from_string("127.0.0.1:5353:53/udp")]
+    assert ps_template_view(c, ports=ports)["Ports"] == "0.0.0.0:8080->80/tcp, 127.0.0.1:5353->53/udp"
+    assert ps_template_view(c)["Ports"] == ""
+    assert ps_view(c, ports)["Ports"] == [
+        {"host_ip": "", "container_port": 80, "host_port": 8080, "range": 1, "protocol": "tcp"},
+        {"host_ip": "127.0.0.1", "container_port": 53, "host_port": 5353, "range": 1, "protocol": "udp"},
+    ]
+    assert render_all("{{.Names}} {{.Ports}}", [ps_template_view(c, ports=ports[:1])]) == ["web 0.0.0.0:8080->80/tcp"]
