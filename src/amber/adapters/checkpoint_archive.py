@@ -403,6 +403,48 @@ def _writeback(fd: int, every: float = 0.2) -> Iterator[None]:
         yield
 
 
+def _is_stream(dest: Path) -> bool:
+    """Is `dest` a FIFO (or a /proc/self/fd/N pipe end) rather than a file to write atomically?"""
+    try:
+        return stat.S_ISFIFO(os.stat(dest).st_mode)
+    except OSError:
+        return False
+
+
+def _write_tar(
+    raw: IO[bytes],
+    bundle: Path,
+    members: Sequence[str],
+    compression: Compression,
+    head: Mapping[str, bytes],
+    progress: Progress | None,
+) -> int:
+    """The archive's tar stream (compressed as asked) into `raw`, left open; its tar size."""
+    out: Any
+    if compression is Compression.ZSTD:
+        cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1)
+        out = cctx.stream_writer(raw, closefd=False, write_size=CHUNK)
+    elif compression is Compression.GZIP:
+        out = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=GZIP_LEVEL, mtime=0)
+    else:
+        out = raw
+    writer = TarWriter(out, zero_copy=compression is Compression.NONE)
+    now = int(time.time())
+    first = (AMBER_MANIFEST, CONFIG_DUMP, SPEC_DUMP)
+    total = (_tree_size(bundle, members) + sum(len(v) for v in head.values())) if progress else 0
+    with _reporting(progress, total, lambda: writer.offset):
+        for name in [n for n in first if n in head] + [n for n in head if n not in first]:
+            writer.add_bytes(name, head[name], mode=0o600, mtime=now)
+        for member in members:
+            path = bundle / member
+            if os.path.lexists(path):
+                writer.add_tree(str(path), member.strip("/"))
+    writer.close()
+    if out is not raw:
+        out.close()  # ends the zstd frame / gzip trailer; raw stays open
+    return writer.offset
+
+
 def write_archive(
     dest: Path,
     bundle: Path,
@@ -417,38 +459,21 @@ def write_archive(
     spec.dump, then any others; mode 0600), then each of `members` (paths under `bundle`, in order;
     directories walked depth first in byte order; missing ones skipped, sockets too).
 
-    The archive is written to a temporary file beside `dest` (or in `tmp_dir`, which must be on
+    A FIFO `dest` (a pipe end, /proc/self/fd/N) is written straight (amber migrate streams so);
+    otherwise the archive is written to a temporary file beside `dest` (or in `tmp_dir`, which must be on
     the same filesystem), synced, then renamed: it appears whole or not at all. Returns its size.
     `progress` is called now and then with (tar bytes written, about the bytes to write).
     """
     if compression not in WRITABLE:
         raise UsageError(f"cannot write {compression} archives", hint="use zstd, gzip or none")
+    if _is_stream(dest):  # a pipe (amber migrate's stream): written straight, nothing to rename
+        with open(dest, "wb", buffering=CHUNK) as raw:
+            return _write_tar(raw, bundle, members, compression, head, progress)
     where = tmp_dir or dest.parent
     fd, tmp = tempfile.mkstemp(dir=where, prefix=f".{dest.name}.", suffix=".tmp")
     try:
         with open(fd, "wb", buffering=CHUNK) as raw, _writeback(raw.fileno()):
-            out: Any
-            if compression is Compression.ZSTD:
-                cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1)
-                out = cctx.stream_writer(raw, closefd=False, write_size=CHUNK)
-            elif compression is Compression.GZIP:
-                out = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=GZIP_LEVEL, mtime=0)
-            else:
-                out = raw
-            writer = TarWriter(out, zero_copy=compression is Compression.NONE)
-            now = int(time.time())
-            first = (AMBER_MANIFEST, CONFIG_DUMP, SPEC_DUMP)
-            total = (_tree_size(bundle, members) + sum(len(v) for v in head.values())) if progress else 0
-            with _reporting(progress, total, lambda: writer.offset):
-                for name in [n for n in first if n in head] + [n for n in head if n not in first]:
-                    writer.add_bytes(name, head[name], mode=0o600, mtime=now)
-                for member in members:
-                    path = bundle / member
-                    if os.path.lexists(path):
-                        writer.add_tree(str(path), member.strip("/"))
-            writer.close()
-            if out is not raw:
-                out.close()  # ends the zstd frame / gzip trailer; raw stays open
+            _write_tar(raw, bundle, members, compression, head, progress)
             raw.flush()
             os.fsync(raw.fileno())
         os.chmod(tmp, 0o600)
