@@ -6,11 +6,16 @@ on B (its amber killed mid-restore, a name taken there) leaves it running on A, 
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+
 import pytest
 
+from amber.adapters.run import run, spawn
 from tests.conftest import Amber
 from tests.peers.counting import COUNTER, amber_counter
-from tests.peers.hosts import TwoHosts, remote_amber, two_hosts
+from tests.peers.hosts import Host, TwoHosts, remote_amber, two_hosts
 
 pytestmark = [pytest.mark.root, pytest.mark.stack]
 __all__ = ["two_hosts"]  # the fixture, used by name
@@ -91,3 +96,94 @@ def test_pre_copy_is_refused_without_dirty_tracking(two_hosts: TwoHosts) -> None
     assert code == 5, err
     assert "does not track dirty memory" in err
     assert _running(two_hosts.a.amber)
+
+
+SERVER = "mkdir -p /www && echo moved > /www/index.html && httpd -p 8080 -h /www && nc -ll -p 9000 -e cat & " + COUNTER
+
+# The client (in its own namespace): one TCP connection to the container, a line echoed before
+# the move; then, told to go on, another line on the same connection.
+CLIENT = """
+import socket, sys
+s = socket.create_connection((sys.argv[1], 9000), timeout=20)
+f = s.makefile("rwb")
+f.write(b"before\\n"); f.flush()
+print(f.readline().decode().strip(), flush=True)
+sys.stdin.readline()
+f.write(b"after\\n"); f.flush()
+print(f.readline().decode().strip(), flush=True)
+"""
+
+
+FETCH = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode())"
+
+
+def _in_client(hosts: TwoHosts) -> list[str]:
+    return ["nsenter", f"--net=/run/netns/{hosts.client}"]
+
+
+def _serve(hosts: TwoHosts, runtime: str) -> int:
+    hosts.a.amber_cmd(
+        "run",
+        "-d",
+        "--name",
+        "cnt",
+        "--network",
+        "mig",
+        "-p",
+        "18080:8080",
+        "--runtime",
+        runtime,
+        IMAGE,
+        "sh",
+        "-c",
+        SERVER,
+    )
+    return amber_counter(hosts.a.amber, "cnt", 5)
+
+
+def _fetch(hosts: TwoHosts, host: Host) -> str:
+    deadline = time.monotonic() + 20
+    while True:
+        result = run(
+            [*_in_client(hosts), sys.executable, "-c", FETCH, f"http://{host.address}:18080/"], check=False, timeout=30
+        )
+        if result.returncode == 0 or time.monotonic() > deadline:
+            return result.stdout.strip()
+        time.sleep(0.1)
+
+
+def test_published_port_answers_on_the_destination(two_hosts: TwoHosts, runtime: str) -> None:
+    _serve(two_hosts, runtime)
+    assert _fetch(two_hosts, two_hosts.a) == "moved"
+    code, err = _migrate(two_hosts)
+    assert code == 0, err
+    assert _fetch(two_hosts, two_hosts.b) == "moved"
+
+
+def _route(hosts: TwoHosts, via: Host) -> None:
+    run(["ip", "-n", hosts.client, "route", "replace", hosts.subnet, "via", via.address], timeout=30)
+
+
+def test_tcp_connection_survives_with_tcp_established(two_hosts: TwoHosts, runtime: str) -> None:
+    _serve(two_hosts, runtime)
+    ip, _ = _address(two_hosts.a.amber)
+    _route(two_hosts, two_hosts.a)
+    client = spawn(
+        [*_in_client(two_hosts), sys.executable, "-c", CLIENT, ip],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert client.stdout is not None and client.stdin is not None
+        assert client.stdout.readline().strip() == b"before"
+        code, err = _migrate(two_hosts, "--tcp-established")
+        assert code == 0, err
+        _route(two_hosts, two_hosts.b)  # the container's subnet is now behind B
+        client.stdin.write(b"go\n")
+        client.stdin.flush()
+        assert client.stdout.readline().strip() == b"after"
+        assert client.wait(timeout=30) == 0
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait(timeout=10)
