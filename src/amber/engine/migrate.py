@@ -8,7 +8,8 @@ container (kept images) straight into that connection as a podman-format archive
 restores it, with the same name, IP and MAC on its network of the same name and subnet, and says
 it runs. Only then is the source removed (its address goes with it). Until then any failure (ssh
 dropped, stream cut, destination restore failed) restores the source from its kept images:
-running stays running.
+running stays running. The destination keeps the container only when the source, having heard it
+runs, says "done" (it removes it otherwise, as the source then runs it again): never both running.
 
 `--mode page-server` and `--mode lazy` wait for the memory-transfer primitives (engine/transfer.py)
 and are refused for now. Pre-copy is refused where the kernel does not track dirty memory.
@@ -156,7 +157,7 @@ def migrate(
         say(f"preflight passed on {opts.dest}; streaming to {answer['address']}:{answer['port']}")
         frozen = time.monotonic()
         sent, running = _hand_off(engine, name, opts, control, (str(answer["address"]), int(answer["port"])))
-        control.send({"op": "done"})
+        _commit(control, name, opts.dest)
     finally:
         control.close()
     say(f"{name} runs on {opts.dest} ({sent} bytes sent)")
@@ -203,6 +204,23 @@ def _hand_off(
         raise
     finally:
         sock.close()
+
+
+def _commit(control: Control, name: str, dest: SshDest) -> None:
+    """Tell the destination it may keep the container; hear it did. Raises AmberError when that
+    answer does not come: the source then stays checkpointed (its images kept), never running."""
+    try:
+        control.send({"op": "done"})
+        committed = control.receive(REPLY_TIMEOUT)
+    except ChannelError as exc:
+        raise AmberError(
+            f"container {name} was restored on {dest} but the channel broke before the move was "
+            f"committed ({exc}): it is left checkpointed here, not running",
+            hint=f"see whether it runs there (amber ps on {dest}): if it does, amber rm {name} here; "
+            f"if not, amber restore {name} here",
+        ) from exc
+    if committed.get("event") != "committed":
+        raise peer_error(committed, dest)
 
 
 def _reachable(dest: SshDest, address: tuple[str, int]) -> tuple[str, int]:

@@ -5,8 +5,9 @@ CRIU version, CPU flags, image, name free, IP and MAC free on a network of the s
 subnet), and answers on stdout: a failure ({"ok": false, "error", "hint", "exit"}) or the TCP
 address and port it listens on. The source streams the archive there; it is received into
 memory (a memfd: never a file on disk) and restored with its name, IP and MAC; the answer is then
-{"ok": true, "event": "running", "id"} or the restore's failure. The restored container is left
-running whatever the channel does afterwards (the source removes itself only once it has heard).
+{"ok": true, "event": "running", "id"} or the restore's failure. The source answers "done"; only
+then is the move committed ({"event": "committed"}): without it the container is removed here
+again, because the source, not knowing, runs it again there (never both running).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import socket
 from typing import IO, TYPE_CHECKING, Any
 
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
 
 ACCEPT_TIMEOUT = 120.0  # the source connects right after the preflight's answer
 STREAM_IDLE_TIMEOUT = 120.0  # silence on the stream (the source's dump may pause it a while)
+COMMIT_TIMEOUT = 60.0  # the source's "done" after it heard the container runs here
 
 
 def receive(engine: Engine, stdin: IO[bytes], stdout: IO[bytes]) -> int:
@@ -58,9 +61,22 @@ def receive(engine: Engine, stdin: IO[bytes], stdout: IO[bytes]) -> int:
                 ),
             )
     _write(stdout, {"ok": True, "event": "running", "id": container})
+    return _commit_or_roll_back(engine, container, stdin, stdout)
+
+
+def _commit_or_roll_back(engine: Engine, container: str, stdin: IO[bytes], stdout: IO[bytes]) -> int:
+    """The container runs here: keep it only if the source heard so (its "done" comes within
+    COMMIT_TIMEOUT); otherwise the source runs it again, so remove it here (never both)."""
+    done: dict[str, Any] = {}
     with contextlib.suppress(OSError, AmberError):
-        _read(stdin)  # the source's "done" (or its end): the channel closes after it
-    return 0
+        if select.select([stdin], [], [], COMMIT_TIMEOUT)[0]:
+            done = _read(stdin)
+    if done.get("op") == "done":
+        _write(stdout, {"ok": True, "event": "committed"})
+        return 0
+    with contextlib.suppress(AmberError):
+        engine.remove(container, force=True)
+    return 1
 
 
 def _receive_and_restore(engine: Engine, listener: socket.socket, request: dict[str, Any]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 
 import pytest
 
@@ -78,3 +79,33 @@ def test_receiver_answers_garbage_with_an_error_line() -> None:
     code = migrate_receive.receive(None, io.BytesIO(b"not json\n"), out)  # type: ignore[arg-type]
     assert code == ExitCode.USAGE
     assert json.loads(out.getvalue())["ok"] is False
+
+
+class _Removes:
+    def __init__(self) -> None:
+        self.removed: list[str] = []
+
+    def remove(self, container: str, *, force: bool = False) -> None:
+        self.removed.append(container)
+
+
+def _pipe_with(data: bytes) -> io.BufferedReader:
+    r, w = os.pipe()
+    os.write(w, data)
+    os.close(w)
+    return open(r, "rb")  # noqa: SIM115 - closed by the caller's with
+
+
+def test_destination_keeps_the_container_only_on_done() -> None:
+    engine, out = _Removes(), io.BytesIO()
+    with _pipe_with(b'{"op": "done"}\n') as stdin:
+        assert migrate_receive._commit_or_roll_back(engine, "cid", stdin, out) == 0  # type: ignore[arg-type]
+    assert engine.removed == []
+    assert json.loads(out.getvalue())["event"] == "committed"
+
+
+def test_destination_removes_the_container_when_the_source_goes_silent() -> None:
+    engine, out = _Removes(), io.BytesIO()
+    with _pipe_with(b"") as stdin:  # the channel closed: the source runs it again
+        assert migrate_receive._commit_or_roll_back(engine, "cid", stdin, out) == 1  # type: ignore[arg-type]
+    assert engine.removed == ["cid"]
