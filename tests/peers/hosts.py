@@ -108,7 +108,7 @@ def _listening(host: Host, port: int) -> bool:
 
 
 @contextlib.contextmanager
-def _namespaces(n: int) -> Iterator[dict[str, str]]:
+def namespaces(n: int) -> Iterator[dict[str, str]]:
     names = {role: f"amig{n}{role}" for role in ("sw", "a", "b", "c")}
     made: list[str] = []
     try:
@@ -132,7 +132,7 @@ def _namespaces(n: int) -> Iterator[dict[str, str]]:
 
 
 @contextlib.contextmanager
-def _sshd(host: Host, work: Path) -> Iterator[tuple[Path, Path]]:
+def sshd(host: Host, work: Path) -> Iterator[tuple[Path, Path]]:
     """sshd on `host`'s address; yields (client key, known_hosts)."""
     work.mkdir(mode=0o700)
     run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(work / "host_key")], timeout=30)
@@ -173,7 +173,7 @@ def _sshd(host: Host, work: Path) -> Iterator[tuple[Path, Path]]:
 def two_hosts(tmp_path: Path, demo_rootfs: Path) -> Iterator[TwoHosts]:
     """Hosts A and B (each with the demo image and network "mig" of the same subnet) and a client."""
     n = next(_numbers) % 200 + 20
-    with _namespaces(n) as names:
+    with namespaces(n) as names:
         hosts: list[Host] = []
         try:
             for role, index in (("a", 1), ("b", 2)):
@@ -184,7 +184,7 @@ def two_hosts(tmp_path: Path, demo_rootfs: Path) -> Iterator[TwoHosts]:
                 amber.engine.images.import_image(demo_rootfs, "localhost/demo:latest")
                 host.amber_cmd("network", "create", "--subnet", f"10.251.{n}.0/24", "mig")
             a, b = hosts
-            with _sshd(b, tmp_path / "ssh") as (key, known_hosts):
+            with sshd(b, tmp_path / "ssh") as (key, known_hosts):
                 yield TwoHosts(a, b, names["c"], f"10.250.{n}.3", key, known_hosts, f"10.251.{n}.0/24")
         finally:
             for host in hosts:
