@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test unit lint bench
+.PHONY: setup demo test unit lint bench bench-migrate
 setup:
 	bash scripts/setup-host.sh
 
@@ -23,3 +23,6 @@ lint:
 
 bench: setup
 	$(PY) bench/run.py
+
+bench-migrate: setup
+	$(PY) bench/migrate.py

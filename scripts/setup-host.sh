@@ -152,6 +152,33 @@ install_network() {
     report netavark aardvark-dns nftables conntrack
 }
 
+# sshd for amber migrate's two-host tests (an sshd per test host namespace, never a system one).
+# openssh-client follows glibc to trixie, so bookworm's server no longer installs: name trixie's.
+# A policy-rc.d exiting 101 keeps the package from starting a system sshd on port 22.
+install_sshd() {
+    if [ -x /usr/sbin/sshd ] && [ -x /usr/lib/openssh/sftp-server ]; then
+        say "sshd $(/usr/sbin/sshd -V 2>&1 | awk '{print $1; exit}'): present (amber migrate's tests)"
+        return 0
+    fi
+    add_suites
+    apt_update
+    local resolved
+    resolved=$(resolve_set openssh-server/trixie openssh-sftp-server/trixie) \
+        || die "apt cannot install openssh-server here" "see the unmet dependencies above"
+    local -a set
+    mapfile -t set <<<"$resolved"
+    local rc=/usr/sbin/policy-rc.d had=0
+    if [ -e "$rc" ]; then had=1; cp -p "$rc" "$rc.amber-saved"; fi
+    printf '#!/bin/sh\nexit 101\n' >"$rc"; chmod 755 "$rc"
+    say "installing: ${set[*]} (no system sshd is started)"
+    local ok=0
+    apt_install "${set[@]}" >/tmp/amber-apt-ssh.log 2>&1 || ok=1
+    if [ "$had" = 1 ]; then mv "$rc.amber-saved" "$rc"; else rm -f "$rc"; fi
+    [ "$ok" = 0 ] || { tail -30 /tmp/amber-apt-ssh.log >&2
+        die "apt-get install failed (full log: /tmp/amber-apt-ssh.log)" "fix the apt problem shown above, then run this again"; }
+    report openssh-server openssh-sftp-server
+}
+
 # ---------------------------------------------------------------------------------------------
 # 2. cgroups: crun refuses hybrid hosts whose cgroup2 root still holds controllers.
 fix_cgroups() {
@@ -224,6 +251,8 @@ step "Packages: CRIU >= 4.2, runc, crun (+CRIU), conmon, iptables, busybox-stati
 install_packages
 step "Network: netavark, aardvark-dns, nftables, conntrack"
 install_network
+step "sshd (amber migrate's two-host tests)"
+install_sshd
 step "cgroups"
 fix_cgroups
 step "Checking the stack"

@@ -46,6 +46,7 @@ class FakeRunner:
         pass_fds: Sequence[int] = (),
         stdout: int | None = subprocess.DEVNULL,
         stderr: int | None = subprocess.DEVNULL,
+        stdin: int | None = subprocess.DEVNULL,
     ) -> subprocess.Popen[bytes]:
         raise AssertionError(f"the fake runner starts no process: {argv}")
 

@@ -67,6 +67,7 @@ class Runner(Protocol):
         pass_fds: Sequence[int] = (),
         stdout: int | None = subprocess.DEVNULL,
         stderr: int | None = subprocess.DEVNULL,
+        stdin: int | None = subprocess.DEVNULL,
     ) -> subprocess.Popen[bytes]:
         """Start argv in a new session without waiting. Raises FileNotFoundError if it is missing."""
         ...
@@ -117,10 +118,11 @@ class SystemRunner:
         pass_fds: Sequence[int] = (),
         stdout: int | None = subprocess.DEVNULL,
         stderr: int | None = subprocess.DEVNULL,
+        stdin: int | None = subprocess.DEVNULL,
     ) -> subprocess.Popen[bytes]:
         return subprocess.Popen(  # noqa: S603 - argv list, no shell
             list(argv),
-            stdin=subprocess.DEVNULL,
+            stdin=stdin,
             stdout=stdout,
             stderr=stderr,
             env=dict(env),
@@ -240,15 +242,19 @@ def spawn(
     pass_fds: Sequence[int] = (),
     stdout: int | None = subprocess.DEVNULL,
     stderr: int | None = subprocess.DEVNULL,
+    stdin: int | None = subprocess.DEVNULL,
 ) -> subprocess.Popen[bytes]:
-    """Start argv without waiting (for monitors that daemonize, such as conmon).
+    """Start argv without waiting (for monitors that daemonize, such as conmon; or a control
+    channel such as amber migrate's ssh, with stdin and stdout PIPE: the caller bounds every wait).
 
     Raises PreconditionError when the tool is not installed.
     """
     args = [os.fspath(a) for a in argv]
     log.debug("+ %s &", shlex.join(args))
     try:
-        return current().spawn(args, env=_env(env), cwd=cwd, pass_fds=pass_fds, stdout=stdout, stderr=stderr)
+        return current().spawn(
+            args, env=_env(env), cwd=cwd, pass_fds=pass_fds, stdout=stdout, stderr=stderr, stdin=stdin
+        )
     except FileNotFoundError as exc:
         raise _not_installed(args[0]) from exc
 

@@ -19,6 +19,7 @@ from amber.cli import (
     checkpoint_cmds,
     container_cmds,
     image_cmds,
+    migrate_cmds,
     misc_cmds,
     network_cmds,
     volume_cmds,
@@ -26,7 +27,16 @@ from amber.cli import (
 from amber.cli.output import print_error
 from amber.errors import AmberError, ExitCode, UsageError
 
-MODULES = (container_cmds, image_cmds, checkpoint_cmds, archive_cmds, network_cmds, volume_cmds, misc_cmds)
+MODULES = (
+    container_cmds,
+    image_cmds,
+    checkpoint_cmds,
+    archive_cmds,
+    network_cmds,
+    volume_cmds,
+    migrate_cmds,
+    misc_cmds,
+)
 
 
 class Parser(argparse.ArgumentParser):

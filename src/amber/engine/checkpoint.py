@@ -268,6 +268,9 @@ class CheckpointService:
             raise
         faults.point("after-archive")
         if exporting:
+            if opts.keep and stopped:  # podman's --keep: the images stay, `amber restore NAME` works
+                shutil.rmtree(p.checkpoint, ignore_errors=True)
+                shutil.move(str(images), p.checkpoint)
             scratch.discard(work)
         if stopped:
             self.containers.cleanup(c)

@@ -1,0 +1,246 @@
+"""`amber migrate NAME ssh://[user@]host[:port]`: move a running container to another host.
+
+The flow (copy mode, the default): ssh runs the destination's `amber migrate-receive`
+(engine/migrate_receive.py); the source sends what the destination must check (runtime kind,
+CRIU version, CPU flags, image, name, network address) and nothing is frozen until it answers.
+The destination then listens on a TCP port on its own address; the source checkpoints the
+container (kept images) straight into that connection as a podman-format archive; the destination
+restores it, with the same name, IP and MAC on its network of the same name and subnet, and says
+it runs. Only then is the source removed (its address goes with it). Until then any failure (ssh
+dropped, stream cut, destination restore failed) restores the source from its kept images:
+running stays running. The destination keeps the container only when the source, having heard it
+runs, says "done" (it removes it otherwise, as the source then runs it again): never both running.
+
+`--mode page-server` and `--mode lazy` wait for the memory-transfer primitives (engine/transfer.py)
+and are refused for now. Pre-copy is refused where the kernel does not track dirty memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shlex
+import socket
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from amber.adapters import criu
+from amber.engine.migrate_channel import (
+    CONNECT_TIMEOUT,
+    REPLY_TIMEOUT,
+    ChannelError,
+    Control,
+    Pump,
+    SshDest,
+    peer_error,
+    ssh_argv,
+)
+from amber.errors import AmberError, ConflictError, PreconditionError, UsageError
+from amber.models import Status
+
+if TYPE_CHECKING:
+    from amber.engine.api import Engine
+
+MODES = ("copy", "page-server", "lazy")
+DEFAULT_MODE = "copy"
+RESTORE_TIMEOUT = 600.0  # the destination's unpack and restore, after the stream ended
+PROTOCOL = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class MigrateOptions:
+    dest: SshDest
+    remote_amber: str = "amber"  # the command line that runs amber on the destination
+    identity: str | None = None  # ssh -i
+    ssh_options: tuple[str, ...] = ()  # ssh -o, each
+    mode: str = DEFAULT_MODE
+    tcp_established: bool = False
+    pre_copy: bool = False
+    keep_checkpoint: bool = False  # after success, keep the source's record and images (checkpointed)
+
+    def validate(self) -> None:
+        """Raises UsageError for a mode amber does not know or an empty --remote-amber,
+        PreconditionError for a mode or pre-copy this host cannot do."""
+        if self.mode not in MODES:
+            raise UsageError(f"unknown --mode {self.mode!r}", hint=f"give one of: {', '.join(MODES)}")
+        if not shlex.split(self.remote_amber):
+            raise UsageError("--remote-amber is empty", hint="give the command that runs amber there, e.g. amber")
+        if self.pre_copy and not criu.dirty_tracking():
+            raise PreconditionError(
+                "pre-copy migration is not possible on this host: the kernel does not track dirty memory "
+                "(no CONFIG_MEM_SOFT_DIRTY)",
+                hint="leave out --pre-copy: --mode copy (or page-server, lazy) moves the container in one go",
+            )
+        if self.pre_copy:
+            raise PreconditionError(
+                "pre-copy migration is not built yet", hint="leave out --pre-copy (--mode copy moves it in one go)"
+            )
+        if self.mode != "copy":
+            raise PreconditionError(
+                f"--mode {self.mode} is not built yet (it needs amber's memory-transfer primitives)",
+                hint="use --mode copy (the default)",
+            )
+
+    def remote(self) -> list[str]:
+        return [*shlex.split(self.remote_amber), "migrate-receive"]
+
+
+@dataclasses.dataclass(frozen=True)
+class MigrateReport:
+    name: str
+    dest: str
+    mode: str
+    id: str  # the container's id on the destination
+    sent: int  # archive bytes sent
+    frozen_s: float  # from the checkpoint's start to the destination running
+    total_s: float
+
+
+def cpu_flags() -> list[str]:
+    """This host's CPU flags (/proc/cpuinfo's first "flags" line); [] where there is none."""
+    with contextlib.suppress(OSError):
+        for line in open("/proc/cpuinfo", encoding="utf-8", errors="replace"):  # noqa: SIM115
+            if line.startswith("flags"):
+                return sorted(set(line.split(":", 1)[1].split()))
+    return []
+
+
+def preflight_request(engine: Engine, name: str, opts: MigrateOptions) -> dict[str, Any]:
+    """What the destination checks before anything is frozen. Raises NotFoundError (no such
+    container), ConflictError (not running)."""
+    services = engine.services
+    c = services.containers.store.get(name)
+    if services.containers.refresh(c).status is not Status.RUNNING:
+        raise ConflictError(
+            f"container {c.name} is not running: only a running container can be migrated",
+            hint=f"start it first (amber start {c.name}), or move its archive: amber checkpoint --export",
+        )
+    networks = [
+        {"name": net, "subnet": services.networks.get(net).subnet, "ip": lease.ip, "mac": lease.mac}
+        for net, lease in services.networks.attachments(c.id).items()
+    ]
+    image = services.images.get(c.image_id)
+    return {
+        "op": "preflight",
+        "protocol": PROTOCOL,
+        "mode": opts.mode,
+        "name": c.name,
+        "runtime": c.runtime,
+        "criu": list(criu.version()),
+        "cpu_flags": cpu_flags(),
+        "image": {"id": image.id, "names": list(image.names)},
+        "networks": networks,
+        "tcp_established": opts.tcp_established,
+    }
+
+
+def migrate(
+    engine: Engine, name: str, opts: MigrateOptions, *, say: Callable[[str], None] = lambda _: None
+) -> MigrateReport:
+    """Move running container `name` to `opts.dest`; `say` hears each step.
+
+    Raises UsageError, PreconditionError (options, this host), NotFoundError/ConflictError (the
+    container), the destination's own refusal (its error class and exit code), ChannelError (ssh
+    or the stream broke), or the restore's failure; in every failure the container runs on here
+    (or, when even its own restore failed, an AmberError says so and how to restore it)."""
+    opts.validate()
+    started = time.monotonic()
+    request = preflight_request(engine, name, opts)
+    control = Control(ssh_argv(opts.dest, opts.remote(), identity=opts.identity, options=opts.ssh_options), opts.dest)
+    try:
+        control.send(request)
+        answer = control.receive(REPLY_TIMEOUT)
+        if not answer.get("ok"):
+            raise peer_error(answer, opts.dest)
+        say(f"preflight passed on {opts.dest}; streaming to {answer['address']}:{answer['port']}")
+        frozen = time.monotonic()
+        sent, running = _hand_off(engine, name, opts, control, (str(answer["address"]), int(answer["port"])))
+        _commit(control, name, opts.dest)
+    finally:
+        control.close()
+    say(f"{name} runs on {opts.dest} ({sent} bytes sent)")
+    if opts.keep_checkpoint:
+        engine.services.containers.store.save(
+            dataclasses.replace(engine.services.containers.store.get(name), status=Status.CHECKPOINTED)
+        )
+    else:
+        engine.remove(name, force=True)
+    now = time.monotonic()
+    return MigrateReport(name, str(opts.dest), opts.mode, str(running.get("id", "")), sent, now - frozen, now - started)
+
+
+def _hand_off(
+    engine: Engine, name: str, opts: MigrateOptions, control: Control, address: tuple[str, int]
+) -> tuple[int, dict[str, Any]]:
+    """Checkpoint `name` into the destination's port and wait for it to run there; any failure
+    after the freeze restores the source. Returns (bytes sent, the destination's report)."""
+    sock = socket.create_connection(_reachable(opts.dest, address), timeout=CONNECT_TIMEOUT)
+    sock.settimeout(RESTORE_TIMEOUT)
+    read_fd, write_fd = os.pipe()
+    pump = Pump(read_fd, sock)
+    stopped = False
+    try:
+        try:
+            with open(write_fd, "wb", closefd=False) as stream:
+                engine.checkpoint(
+                    name,
+                    export_to=stream,
+                    compress="none",
+                    keep=True,
+                    tcp_established=opts.tcp_established,
+                )
+            stopped = True
+        finally:
+            os.close(write_fd)
+        pump.join(RESTORE_TIMEOUT)
+        running = control.receive(RESTORE_TIMEOUT)
+        if not running.get("ok"):
+            raise peer_error(running, opts.dest)
+        return pump.sent, running
+    except BaseException as exc:
+        if stopped:
+            _resume(engine, name, exc)
+        raise
+    finally:
+        sock.close()
+
+
+def _commit(control: Control, name: str, dest: SshDest) -> None:
+    """Tell the destination it may keep the container; hear it did. Raises AmberError when that
+    answer does not come: the source then stays checkpointed (its images kept), never running."""
+    try:
+        control.send({"op": "done"})
+        committed = control.receive(REPLY_TIMEOUT)
+    except ChannelError as exc:
+        raise AmberError(
+            f"container {name} was restored on {dest} but the channel broke before the move was "
+            f"committed ({exc}): it is left checkpointed here, not running",
+            hint=f"see whether it runs there (amber ps on {dest}): if it does, amber rm {name} here; "
+            f"if not, amber restore {name} here",
+        ) from exc
+    if committed.get("event") != "committed":
+        raise peer_error(committed, dest)
+
+
+def _reachable(dest: SshDest, address: tuple[str, int]) -> tuple[str, int]:
+    """The destination's stream address: the one it listens on, else the ssh host's."""
+    host, port = address
+    return (host if host not in ("", "0.0.0.0", "::") else dest.host, port)  # noqa: S104 - a wildcard, read only
+
+
+def _resume(engine: Engine, name: str, cause: BaseException) -> None:
+    """The move failed after the dump stopped `name`: restore it here from its kept images.
+    Raises AmberError when that restore fails too (naming both failures)."""
+    try:
+        engine.restore(name, keep=False)
+    except AmberError as failure:
+        raise AmberError(
+            f"migrating container {name} failed ({cause}), and restoring it here failed too: {failure}",
+            hint=f"its checkpoint is kept: amber restore {name} tries again",
+            details=failure.details,
+        ) from cause
+
+
+__all__ = ["DEFAULT_MODE", "MODES", "ChannelError", "MigrateOptions", "MigrateReport", "SshDest", "migrate"]

@@ -1,0 +1,185 @@
+"""The destination's side of `amber migrate`: `amber migrate-receive`, run through ssh.
+
+It reads the source's preflight request (one JSON line on stdin), checks this host (runtime kind,
+CRIU version, CPU flags, image, name free, IP and MAC free on a network of the same name and
+subnet), and answers on stdout: a failure ({"ok": false, "error", "hint", "exit"}) or the TCP
+address and port it listens on. The source streams the archive there; it is received into
+memory (a memfd: never a file on disk) and restored with its name, IP and MAC; the answer is then
+{"ok": true, "event": "running", "id"} or the restore's failure. The source answers "done"; only
+then is the move committed ({"event": "committed"}): without it the container is removed here
+again, because the source, not knowing, runs it again there (never both running).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import socket
+from typing import IO, TYPE_CHECKING, Any
+
+from amber.adapters import criu
+from amber.engine.migrate import PROTOCOL, cpu_flags
+from amber.engine.migrate_channel import MAX_LINE, receive_stream
+from amber.engine.runtime_rule import select_runtime
+from amber.errors import AmberError, ConflictError, NotFoundError, PreconditionError, UsageError
+
+if TYPE_CHECKING:
+    from amber.engine.api import Engine
+
+ACCEPT_TIMEOUT = 120.0  # the source connects right after the preflight's answer
+STREAM_IDLE_TIMEOUT = 120.0  # silence on the stream (the source's dump may pause it a while)
+COMMIT_TIMEOUT = 60.0  # the source's "done" after it heard the container runs here
+
+
+def receive(engine: Engine, stdin: IO[bytes], stdout: IO[bytes]) -> int:
+    """Serve one migration on this host; the exit code. Raises nothing for a failure it could
+    report on stdout (it is reported there, and its exit code returned)."""
+    try:
+        request = _read(stdin)
+        preflight(engine, request)
+        listener = socket.socket(socket.AF_INET6 if ":" in _local_address() else socket.AF_INET)
+    except AmberError as exc:
+        return _fail(stdout, exc)
+    with listener:
+        listener.bind((_local_address(), 0))
+        listener.listen(1)
+        listener.settimeout(ACCEPT_TIMEOUT)
+        address, port = listener.getsockname()[:2]
+        _write(stdout, {"ok": True, "address": address, "port": port})
+        try:
+            container = _receive_and_restore(engine, listener, request)
+        except AmberError as exc:
+            return _fail(stdout, exc)
+        except OSError as exc:
+            return _fail(
+                stdout,
+                AmberError(
+                    f"the archive stream from the source broke: {exc.strerror or exc}",
+                    hint="check the link between the hosts",
+                ),
+            )
+    _write(stdout, {"ok": True, "event": "running", "id": container})
+    return _commit_or_roll_back(engine, container, stdin, stdout)
+
+
+def _commit_or_roll_back(engine: Engine, container: str, stdin: IO[bytes], stdout: IO[bytes]) -> int:
+    """The container runs here: keep it only if the source heard so (its "done" comes within
+    COMMIT_TIMEOUT); otherwise the source runs it again, so remove it here (never both)."""
+    done: dict[str, Any] = {}
+    with contextlib.suppress(OSError, AmberError):
+        if select.select([stdin], [], [], COMMIT_TIMEOUT)[0]:
+            done = _read(stdin)
+    if done.get("op") == "done":
+        _write(stdout, {"ok": True, "event": "committed"})
+        return 0
+    with contextlib.suppress(AmberError):
+        engine.remove(container, force=True)
+    return 1
+
+
+def _receive_and_restore(engine: Engine, listener: socket.socket, request: dict[str, Any]) -> str:
+    conn, _ = listener.accept()
+    fd = os.memfd_create("amber-migrate-archive", os.MFD_CLOEXEC)
+    with conn, open(fd, "w+b", closefd=True) as archive:
+        receive_stream(conn, archive, STREAM_IDLE_TIMEOUT)
+        archive.flush()
+        c = engine.restore_archive(f"/proc/self/fd/{fd}", tcp_established=bool(request.get("tcp_established")))
+    return c.id
+
+
+def preflight(engine: Engine, request: dict[str, Any]) -> None:
+    """Raises the error (with its hint) of the first check this host fails."""
+    if request.get("op") != "preflight" or request.get("protocol") != PROTOCOL:
+        raise UsageError(
+            "the source sent no preflight this amber understands",
+            hint="run the same amber version on both hosts",
+        )
+    name = str(request["name"])
+    select_runtime(str(request["runtime"]), None, f"container {name}")  # the runtime rule
+    theirs, ours = tuple(int(x) for x in request["criu"]), criu.version()
+    if ours < theirs:
+        raise PreconditionError(
+            f"CRIU here ({'.'.join(map(str, ours))}) is older than the source's ({'.'.join(map(str, theirs))})",
+            hint="install the same CRIU (or newer) on the destination: make setup",
+        )
+    missing = sorted(set(request.get("cpu_flags") or []) - set(cpu_flags()))
+    if missing:
+        raise PreconditionError(
+            f"this CPU lacks features the source's has: {', '.join(missing[:12])}",
+            hint="migrate between hosts with the same CPU features (criu check --cpu-cap)",
+        )
+    _check_image(engine, request["image"])
+    if engine.services.containers.store.find(name) is not None:
+        raise ConflictError(
+            f"the name {name} is already in use on the destination",
+            hint=f"remove that container there (amber rm -f {name}), then migrate again",
+        )
+    for net in request.get("networks") or []:
+        _check_network(engine, net, name)
+
+
+def _check_image(engine: Engine, image: dict[str, Any]) -> None:
+    for ref in [str(image["id"]), *map(str, image.get("names") or [])]:
+        with contextlib.suppress(NotFoundError, UsageError):
+            engine.services.images.get(ref)
+            return
+    names = ", ".join(image.get("names") or []) or str(image["id"])[:12]
+    raise NotFoundError(
+        f"image {names} is not on the destination",
+        hint="import or pull the same image there first (amber image import / amber pull)",
+    )
+
+
+def _check_network(engine: Engine, net: dict[str, Any], name: str) -> None:
+    networks = engine.services.networks
+    try:
+        here = networks.get(str(net["name"]))
+    except NotFoundError as exc:
+        raise NotFoundError(
+            f"network {net['name']} (which container {name} is on) does not exist on the destination",
+            hint=f"create it there with the same subnet: amber network create --subnet {net['subnet']} {net['name']}",
+        ) from exc
+    if here.subnet != net["subnet"]:
+        raise ConflictError(
+            f"network {net['name']} has subnet {here.subnet} on the destination, {net['subnet']} on the source",
+            hint="the container keeps its IP: give the network the same subnet on both hosts",
+        )
+    for lease in networks.leases(here.name):
+        if lease.ip == net["ip"] or lease.mac == net["mac"]:
+            raise ConflictError(
+                f"address {net['ip']} ({net['mac']}) of container {name} is taken on network {here.name} "
+                f"of the destination, by {lease.container_name or lease.container_id[:12]}",
+                hint="free that address on the destination, then migrate again",
+            )
+
+
+def _local_address() -> str:
+    """The address the ssh connection came in on (SSH_CONNECTION's third field), else all."""
+    fields = os.environ.get("SSH_CONNECTION", "").split()
+    return fields[2] if len(fields) == 4 else "0.0.0.0"  # noqa: S104 - no ssh: a local run (tests)
+
+
+def _read(stdin: IO[bytes]) -> dict[str, Any]:
+    line = stdin.readline(MAX_LINE)
+    if not line:
+        raise UsageError("the source closed the channel", hint="run amber migrate on the source")
+    try:
+        message = json.loads(line)
+    except ValueError as exc:
+        raise UsageError("the source sent a line that is not JSON", hint="run amber migrate on the source") from exc
+    if not isinstance(message, dict):
+        raise UsageError("the source sent a JSON value that is not an object", hint="run amber migrate on the source")
+    return message
+
+
+def _write(stdout: IO[bytes], message: dict[str, Any]) -> None:
+    with contextlib.suppress(OSError):
+        stdout.write(json.dumps(message).encode() + b"\n")
+        stdout.flush()
+
+
+def _fail(stdout: IO[bytes], exc: AmberError) -> int:
+    _write(stdout, {"ok": False, "error": exc.message, "hint": exc.hint or "", "exit": int(exc.exit_code)})
+    return int(exc.exit_code)
