@@ -38,6 +38,11 @@ RESTORE_MOUNTS = "restore-mounts"  # in a bundle: see ContainerLayout.restore_mo
 NAMES_LOCK = "names"  # the lock held while a container name is checked and taken
 
 
+def criu_transfer_config(work: Path, *, lazy: bool = False) -> Path:
+    """The CRIU configuration file (CRIU_CONFIG_FILE) of a dump that sends its pages away (crun)."""
+    return work / ("criu-lazy.conf" if lazy else "criu-page-server.conf")
+
+
 def images_dir(work: Path, *, pre: bool = False) -> Path:
     """Where CRIU's images go inside a work directory (a bundle or a scratch directory)."""
     return work / (PRE_CHECKPOINT_DIR if pre else CHECKPOINT_DIR)

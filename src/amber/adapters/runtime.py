@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amber.adapters import run as runner
+from amber.adapters.criu_transfer import PageEndpoint, criu_config_text, runc_checkpoint_args
 from amber.adapters.run import ACTION_TIMEOUT, QUERY_TIMEOUT, Result, run, run_streaming
 from amber.errors import CommandError, PreconditionError
+from amber.layout import criu_transfer_config
 
 KNOWN_RUNTIMES = ("crun", "runc")
 # How long a dump may take (CRIU writing a container's memory) before amber stops it and thaws it.
@@ -174,9 +176,14 @@ class Runtime:
         file_locks: bool = False,
         pre_dump: bool = False,
         parent_path: str | None = None,
+        page_server: PageEndpoint | None = None,
         timeout: float = DUMP_TIMEOUT,
     ) -> Result:
+        """The runtime's checkpoint (CRIU's dump); with `page_server`, the pages go to the CRIU
+        page server there instead of the images directory. A failing dump is a Result; raises
+        CommandError when it times out."""
         work_path.mkdir(parents=True, exist_ok=True)  # crun fails if it does not exist
+        extra, env = self.page_server_options(work_path, page_server) if page_server else ([], {})
         args = [
             "checkpoint",
             "--image-path",
@@ -188,9 +195,22 @@ class Runtime:
             *(["--file-locks"] if file_locks else []),
             *(["--pre-dump"] if pre_dump else []),
             *(["--parent-path", parent_path] if parent_path else []),
+            *extra,
             cid,
         ]
-        return run(self._argv(*args), check=False, timeout=timeout)
+        return run(self._argv(*args), check=False, timeout=timeout, env=env)
+
+    def page_server_options(
+        self, work_path: Path, endpoint: PageEndpoint, *, lazy: bool = False, status_fd: int | None = None
+    ) -> tuple[list[str], dict[str, str]]:
+        """(checkpoint flags, environment) that send a dump's pages to `endpoint` (lazy: serve
+        them from here on demand). runc has flags; crun 1.21 reads a CRIU configuration file
+        written into `work_path` (CRIU_CONFIG_FILE), never /etc/criu."""
+        if self.info.kind == "runc":
+            return runc_checkpoint_args(endpoint, lazy=lazy, status_fd=status_fd), {}
+        config = criu_transfer_config(work_path, lazy=lazy)
+        config.write_text(criu_config_text(endpoint, lazy=lazy))
+        return [], {"CRIU_CONFIG_FILE": str(config)}
 
 
 def require(info: RuntimeInfo, action: str) -> None:

@@ -25,6 +25,7 @@ import zstandard
 from amber.adapters import checkpoint_archive as archive
 from amber.adapters import criu, runtime, task_creds
 from amber.adapters import podman_format as fmt
+from amber.adapters.criu_transfer import PageEndpoint
 from amber.adapters.run import Result
 from amber.adapters.runtime import Runtime
 from amber.adapters.state import atomic_write_json
@@ -73,6 +74,7 @@ class CheckpointOptions:
     stats: bool = False  # decode CRIU's statistics (costs pycriu's import: about 0.2 s)
     target: str = DEFAULT_TARGET  # the engine meant to restore the archive: podman or containerd (TARGETS)
     progress: archive.Progress | None = None  # told how the export's writing goes (the CLI's bar)
+    page_server: PageEndpoint | None = None  # the pages go to this CRIU page server (engine.transfer)
 
     @property
     def archive_compression(self) -> archive.Compression:
@@ -345,6 +347,7 @@ class CheckpointService:
                     file_locks=opts.file_locks,
                     pre_dump=opts.pre_checkpoint,
                     parent_path=f"../{fmt.PRE_CHECKPOINT_DIR}" if opts.with_previous else None,
+                    page_server=opts.page_server,
                 )
         except CommandError as exc:  # timed out: the runtime was killed, CRIU may have been left
             recovery.thaw(self.containers, c)
