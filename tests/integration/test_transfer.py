@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import shutil
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from amber.adapters import criu_transfer
+from amber.adapters.checkpoint_archive import list_members
+from amber.engine.checkpoint import CheckpointOptions
 from amber.engine.restore import RestoreOptions
 from amber.engine.transfer import MemoryMode, PageEndpoint, PageReceiver, check_host, dump_to_page_server
 from amber.errors import CommandError, PreconditionError
@@ -45,6 +48,31 @@ def test_page_server_dump_restores_and_counts_on(amber: Amber, demo_image: str, 
     amber.engine.checkpoints.restore("cnt", RestoreOptions())
     assert amber.fresh_engine().containers.store.get("cnt").status == Status.RUNNING
     wait_counter_above(amber, "cnt", before)
+
+
+@pytest.fixture
+def amber_b(tmp_path: Path, demo_rootfs: Path) -> Iterator[Amber]:
+    """A second amber root on this host (the destination), with the demo image."""
+    b = Amber(tmp_path / "root-b", tmp_path / "run-b")
+    b.engine.images.import_image(demo_rootfs, "localhost/demo:latest")
+    yield b
+    b.cleanup()
+
+
+def test_page_server_to_another_root_counts_on(
+    amber: Amber, amber_b: Amber, demo_image: str, runtime: str, tmp_path: Path
+) -> None:
+    start_counter(amber, demo_image, runtime)
+    endpoint = PageEndpoint("127.0.0.1", free_port())
+    rest = tmp_path / "rest.tar.zst"  # the other images: migrate streams them (export_to)
+    with PageReceiver(tmp_path / "received", endpoint, tmp_path / "page-server.log") as rx:
+        dump_to_page_server(amber.engine.checkpoints, "cnt", endpoint, CheckpointOptions(export=rest))
+        names = [m.name for m in list_members(rest)]
+        assert "checkpoint/inventory.img" in names and not any(n.startswith("checkpoint/pages-") for n in names)
+        before = counter(amber, "cnt")
+        amber_b.engine.checkpoints.restore_archive(rest, RestoreOptions(complete_images=rx.deliver))
+    assert amber_b.fresh_engine().containers.store.get("cnt").status == Status.RUNNING
+    wait_counter_above(amber_b, "cnt", before)
 
 
 def test_page_server_absent_leaves_source_running(amber: Amber, demo_image: str, runtime: str) -> None:

@@ -14,6 +14,7 @@ connecting (CRIU's page server takes a single connection).
 from __future__ import annotations
 
 import contextlib
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -152,6 +153,23 @@ def start_lazy_pages(images: Path, work: Path, source: PageEndpoint, log: Path) 
     work.mkdir(parents=True, exist_ok=True)
     argv = lazy_pages_argv(find_tool("criu", "fetch lazy pages"), images, work, source)
     return Daemon(argv, "criu lazy-pages", log)
+
+
+def merge_received(received: Path, images: Path) -> list[str]:
+    """Move the images a page server wrote in `received` into the dump's `images` (the names
+    moved). Raises AmberError when one is already there (two dumps mixed) or is not a file."""
+    moved = []
+    for item in sorted(received.iterdir()):
+        target = images / item.name
+        if not item.is_file() or item.is_symlink() or target.exists():
+            raise AmberError(
+                f"cannot add received page image {item.name} to {images}: "
+                + ("it is already there" if target.exists() else "it is not a regular file"),
+                hint="receive each dump into its own empty directory",
+            )
+        shutil.move(str(item), target)
+        moved.append(item.name)
+    return moved
 
 
 def pipe_max_size() -> int:

@@ -351,6 +351,8 @@ class RestoreService:
             unpack_into(unpack, limit)
         faults.point("after-extract")
         images = images_dir(unpack)
+        if opts.complete_images is not None:
+            opts.complete_images(images)
         # CRIU can spin for ever on images it cannot parse: decode the process tree first, and
         # check every task's credentials and seccomp state against what the container may hold.
         decoded = criu_images.ImageDir(images, str(head.path))

@@ -4,6 +4,7 @@ the runtime and CRIU."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 from amber.adapters import checkpoint_archive as archive
@@ -28,6 +29,9 @@ class RestoreOptions:
     ignore_static_mac: bool = False  # take a new MAC, not the recorded one
     ignore_volumes: bool = False  # only with an archive: leave the named volumes' content out
     publish: tuple[str, ...] | None = None  # only with an archive: replaces the port mappings
+    # only with an archive: called with the unpacked images directory before any check of it, to
+    # complete it (engine.transfer: the pages a CRIU page server received). May raise AmberError.
+    complete_images: Callable[[Path], None] | None = None
 
     @property
     def keep_address(self) -> tuple[bool, bool]:

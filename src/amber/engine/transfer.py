@@ -12,13 +12,15 @@ leaves the source container running: the checkpoint's own guarantee (engine.chec
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import types
 from pathlib import Path
 
-from amber.adapters import criu_transfer
+from amber.adapters import criu, criu_transfer
 from amber.adapters.criu_transfer import Daemon, PageEndpoint
 from amber.engine.checkpoint import CheckpointOptions, CheckpointService
+from amber.errors import AmberError
 from amber.models import Report
 
 # How long a page server may wait for a dump to connect and finish before amber stops it.
@@ -39,14 +41,15 @@ def check_host(mode: MemoryMode, *, raise_pipe_size: bool = False) -> None:
 
 
 def dump_to_page_server(
-    checkpoints: CheckpointService, ref: str, endpoint: PageEndpoint, *, tcp_established: bool = False
+    checkpoints: CheckpointService, ref: str, endpoint: PageEndpoint, opts: CheckpointOptions | None = None
 ) -> Report:
     """Checkpoint container `ref` with its pages sent to the CRIU page server at `endpoint`; the
-    other images stay in the container's bundle (checkpointed, as `amber checkpoint` leaves it).
+    other images go where `opts` says (an export: the archive, or a stream with `export_to`;
+    none: the container's bundle, checkpointed as `amber checkpoint` leaves it).
 
     Raises as CheckpointService.checkpoint does; a failed dump (CommandError naming CRIU) leaves
     the container running."""
-    opts = CheckpointOptions(page_server=endpoint, tcp_established=tcp_established)
+    opts = dataclasses.replace(opts or CheckpointOptions(), page_server=endpoint)
     return checkpoints.checkpoint([ref], opts)[0]
 
 
@@ -85,6 +88,18 @@ class PageReceiver(_Receiver):
     def finished(self, timeout: float = RECEIVE_TIMEOUT) -> bool:
         """Wait for the page server to end; True when it received a whole dump."""
         return self._wait(timeout)
+
+    def deliver(self, images: Path) -> None:
+        """Wait for the whole dump (RECEIVE_TIMEOUT), then move its pages into `images`: give it
+        as RestoreOptions.complete_images to restore the archive of the other images. Raises
+        AmberError when the page server failed or the pages do not fit those images."""
+        if not self.finished():
+            raise AmberError(
+                f"the page server on {self.endpoint} did not receive the whole dump",
+                hint=f"see its log: {self.log}; the source container is left running",
+                details=criu.log_errors(self.log),
+            )
+        criu_transfer.merge_received(self.images, images)
 
 
 class LazyReceiver(_Receiver):

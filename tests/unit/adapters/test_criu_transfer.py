@@ -10,7 +10,7 @@ import pytest
 from amber.adapters import criu, criu_transfer
 from amber.adapters.criu_transfer import PageEndpoint
 from amber.adapters.runtime import Runtime, RuntimeInfo
-from amber.errors import PreconditionError
+from amber.errors import AmberError, PreconditionError
 
 EP = PageEndpoint("10.0.0.2", 27000)
 
@@ -82,3 +82,17 @@ def test_precopy_refused_without_dirty_tracking(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(criu, "dirty_tracking", lambda: False)
     with pytest.raises(PreconditionError, match="mem_dirty_track"):
         criu_transfer.refuse_precopy()
+
+
+def test_merge_received_moves_pages_and_refuses_a_clash(tmp_path: Path) -> None:
+    received, images = tmp_path / "received", tmp_path / "images"
+    received.mkdir()
+    images.mkdir()
+    (received / "pages-1.img").write_bytes(b"p")
+    (received / "pagemap-7.img").write_bytes(b"m")
+    assert criu_transfer.merge_received(received, images) == ["pagemap-7.img", "pages-1.img"]
+    assert (images / "pages-1.img").read_bytes() == b"p" and not list(received.iterdir())
+    (received / "pages-1.img").write_bytes(b"other dump")
+    with pytest.raises(AmberError, match="already there"):
+        criu_transfer.merge_received(received, images)
+    assert (images / "pages-1.img").read_bytes() == b"p"
