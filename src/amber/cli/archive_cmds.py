@@ -8,15 +8,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from amber.adapters.criu_files import Socket
-from amber.adapters.criu_images import DumpStats, Process, children
-from amber.adapters.criu_memory import HexRow, SearchMatch
 from amber.cli.output import human_size, print_json, print_table
-from amber.engine.archive_models import ArchiveInspection, MemoryDump, ProcessMemory
 from amber.errors import ExitCode
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the archive readers are imported by the commands that use them (start-up time)
+    from amber.adapters.criu_files import Socket
+    from amber.adapters.criu_images import DumpStats, Process
+    from amber.adapters.criu_memory import HexRow, SearchMatch
     from amber.engine import Engine
+    from amber.engine.archive_models import ArchiveInspection, ProcessMemory
 
 # ===================================== tree printing ==========================================
 
@@ -166,6 +166,8 @@ def _process(parent: Node, p: Process, ins: ArchiveInspection) -> None:
             for s in sks:
                 meta, text = _socket_line(s)
                 os_.add(text, meta=meta)
+    from amber.adapters.criu_images import children
+
     for child in children(ins.processes or [], p.pid):
         _process(node, child, ins)
 
@@ -238,6 +240,9 @@ def cmd_memparse(args: argparse.Namespace, engine: Engine) -> int:
         context=args.context,
         output=args.output,
     )
+    from amber.adapters.criu_memory import SearchMatch
+    from amber.engine.archive_models import MemoryDump
+
     if isinstance(result, MemoryDump):
         if result.output:
             print(

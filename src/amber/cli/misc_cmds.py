@@ -9,16 +9,18 @@ from typing import TYPE_CHECKING
 
 from amber import __version__
 from amber.cli.output import human_size
-from amber.engine import demo
 from amber.errors import ExitCode
 
 if TYPE_CHECKING:
     from amber.engine import Engine
+    from amber.engine.demo import DemoEvent
     from amber.engine.host_info import HostInfo
 
 
-def show_event(event: demo.DemoEvent) -> None:
+def show_event(event: DemoEvent) -> None:
     """Print one step of the demo."""
+    from amber.engine import demo
+
     match event:
         case demo.Step(text):
             print(f"\n--> {text}", flush=True)

@@ -7,11 +7,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from amber.cli.output import print_error, print_json, print_table
-from amber.engine.networks import NetworkService
 from amber.errors import AmberError, ExitCode
 
 if TYPE_CHECKING:
     from amber.engine import Engine
+    from amber.engine.networks import NetworkService
 
 
 def service(engine: Engine) -> NetworkService:

@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING
 
 from amber.cli.network_cmds import add_common, container_alive, remove_each, usage_of
 from amber.cli.output import print_json, print_table
-from amber.engine.volumes import VolumeService
 from amber.errors import ExitCode
 
 if TYPE_CHECKING:
     from amber.engine import Engine
+    from amber.engine.volumes import VolumeService
 
 
 def service(engine: Engine) -> VolumeService:

@@ -17,15 +17,18 @@ import os
 import shutil
 import stat
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from amber.adapters import cgroups
 from amber.adapters import podman_format as fmt
 from amber.engine import scratch
-from amber.engine.restore import ContainerOps, RestoreOptions, restore_in_place
 from amber.engine.store import now
 from amber.errors import AmberError, NotFoundError
 from amber.layout import Layout, images_dir
 from amber.models import Container, Status
+
+if TYPE_CHECKING:  # restore is imported by the one path that restores: every command checks recovery
+    from amber.engine.restore import ContainerOps
 
 
 def interrupted(layout: Layout, c: Container) -> bool:
@@ -44,6 +47,8 @@ def revive(containers: ContainerOps, c: Container, work: Path) -> None:
     if work != p.bundle:
         shutil.rmtree(p.checkpoint, ignore_errors=True)
         shutil.move(str(images_dir(work)), p.checkpoint)
+    from amber.engine.restore import RestoreOptions, restore_in_place
+
     restore_in_place(containers, c, containers.runtime_for(c).info, RestoreOptions(keep=False))
 
 
