@@ -138,6 +138,35 @@ def amber(tmp_path: Path) -> Iterator[Amber]:
     a.cleanup()
 
 
+PODMAN_NETWORK, PODMAN_SUBNET = "podman", "10.88.0.0/16"  # what podman's archives recorded
+PODMAN_NETWORK_LOCK = Path("/tmp/amber-tests-podman-network.lock")
+
+
+@pytest.fixture
+def podman_subnet(amber: Amber) -> Iterator[str]:
+    """10.88.0.0/16 (podman's default network) for the test's amber root to make a network of:
+    podman's archives restore only onto a network of their recorded subnet. Two tests (of any
+    checkout on this host) cannot each have one at once without their bridges routing the same
+    subnet, so one test at a time holds it (a file lock); its containers are gone before the
+    lock is let go."""
+    import fcntl
+
+    with PODMAN_NETWORK_LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield PODMAN_SUBNET
+        finally:
+            amber.cleanup()
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@pytest.fixture
+def podman_network(amber: Amber, podman_subnet: str) -> str:
+    """Network podman of podman_subnet in the test's amber root, as podman's archives recorded."""
+    assert amber("network", "create", "--subnet", podman_subnet, PODMAN_NETWORK) == 0
+    return PODMAN_NETWORK
+
+
 @pytest.fixture(scope="session")
 def demo_rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_rootfs_tar(tmp_path_factory.mktemp("demo") / "rootfs.tar")

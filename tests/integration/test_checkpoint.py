@@ -211,7 +211,7 @@ def test_restore_errors_change_nothing(
 
 @pytest.mark.skipif(not FIXTURES.is_dir(), reason="podman fixtures not present")
 @pytest.mark.parametrize("fixture", ["counter-crun.tar.zst", "counter-runc.tar"])
-def test_podman_archives_restore_and_count(amber: Amber, fixture: str) -> None:
+def test_podman_archives_restore_and_count(amber: Amber, fixture: str, podman_network: str) -> None:
     assert amber("image", "import", str(FIXTURES / "busybox-rootfs.tar"), "localhost/busybox:fixture") == 0
     assert amber("restore", "--import", str(FIXTURES / fixture)) == 0
     head = read_head(FIXTURES / fixture)

@@ -99,6 +99,7 @@ def test_hostile_archive_is_refused_before_any_work(
     capfd: pytest.CaptureFixture[str],
     case: str,
     source: str,
+    podman_network: str,
 ) -> None:
     base = _amber_archive(amber, demo_image, runtime, tmp_path) if source == "amber" else None
     base = base or _podman_archive(amber, runtime, tmp_path)
@@ -117,7 +118,13 @@ def test_hostile_archive_is_refused_before_any_work(
 
 @pytest.mark.parametrize("source", ["amber", "podman"])
 def test_ordinary_archives_restore_without_the_flag(
-    amber: Amber, demo_image: str, runtime: str, tmp_path: Path, capfd: pytest.CaptureFixture[str], source: str
+    amber: Amber,
+    demo_image: str,
+    runtime: str,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    source: str,
+    podman_network: str,
 ) -> None:
     base = _amber_archive(amber, demo_image, runtime, tmp_path) if source == "amber" else None
     base = base or _podman_archive(amber, runtime, tmp_path)

@@ -131,7 +131,9 @@ def test_named_volume_data_comes_back_on_a_fresh_amber_root(
 
 
 @pytest.mark.parametrize("fixture", ["counter-crun.tar.zst", "counter-runc.tar"])
-def test_podman_archive_restores_with_its_ip_on_a_network_of_its_subnet(amber: Amber, fixture: str) -> None:
+def test_podman_archive_restores_with_its_ip_on_a_network_of_its_subnet(
+    amber: Amber, fixture: str, podman_subnet: str
+) -> None:
     """podman's default network is 10.88.0.0/16; the fixtures recorded 10.88.0.5 and a MAC."""
     status = json.loads(
         subprocess.run(
@@ -141,7 +143,7 @@ def test_podman_archive_restores_with_its_ip_on_a_network_of_its_subnet(amber: A
     iface = status["podman"]["interfaces"]["eth0"]
     ip = iface["subnets"][0]["ipnet"].split("/")[0]
     amber.engine.images.import_image(FIXTURES / "busybox-rootfs.tar", "localhost/busybox:fixture")
-    network, _subnet = netkit.make_network(amber, "10.88.0.0/16")
+    network, _subnet = netkit.make_network(amber, podman_subnet)
     bridge = netkit.bridge_of(amber, network)
     assert amber("restore", "--import", str(FIXTURES / fixture)) == 0
     name = amber.fresh_engine().containers.list()[0].name

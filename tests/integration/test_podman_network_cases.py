@@ -2,7 +2,7 @@
 restore (containers/podman test/system/520-checkpoint.bats, test/e2e/checkpoint_test.go), in
 amber's spelling and under podman's names. podman's `--network NAME:ip=..,mac=..` is amber's
 `--network NAME --ip .. --mac-address ..`; `restart` is stop then start. podman's anonymous
-volumes (`-v /volume1`, an image's VOLUME) have no amber spelling: the named-volume parts are kept.
+volumes (`-v /volume1`) are amber's too; an image's VOLUME has no amber spelling.
 """
 
 from __future__ import annotations
@@ -174,3 +174,36 @@ def test_podman_checkpoint_a_container_with_volumes(
     assert capfd.readouterr().out.strip() == "changed since"
     assert amber("rm", "-f", "cv") == 0
     assert amber.fresh_engine().containers.list(all_containers=True) == []
+
+
+def test_anonymous_volume_goes_with_its_container_and_through_export_import(
+    amber: Amber, demo_image: str, runtime: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """podman's `-v /volume1` (520-checkpoint.bats' anonymous volume): amber names it, carries it
+    in the archive, and removes it with the container on rm -v and --rm (named ones stay)."""
+    argv = ["run", "-d", "--name", "anon", "--runtime", runtime, "--network", "none", "-v", "/volume1"]
+    assert amber(*argv, "-v", "keep-me:/volume2", demo_image, "sleep", "100000") == 0
+    assert amber("exec", "anon", "sh", "-c", "echo anon-data > /volume1/f") == 0
+    mounts = amber.fresh_engine().containers.inspect("anon")["Mounts"]
+    (name,) = [m["Name"] for m in mounts if m["Destination"] == "/volume1"]
+    assert len(name) == 64 and amber.fresh_engine().volumes.get(name).anonymous
+    archive = tmp_path / "anon.tar.gz"
+    assert amber("checkpoint", "anon", "-e", str(archive)) == 0
+    assert amber("rm", "-v", "anon") == 0
+    volumes = amber.fresh_engine().volumes
+    assert not volumes.exists(name) and volumes.exists("keep-me")  # rm -v: the anonymous one only
+    assert amber("volume", "rm", "keep-me") == 0
+
+    assert amber("restore", "-i", str(archive)) == 0
+    capfd.readouterr()
+    assert amber("exec", "anon", "cat", "/volume1/f") == 0
+    assert capfd.readouterr().out.strip() == "anon-data"
+    assert amber.fresh_engine().volumes.get(name).anonymous  # still the container's own
+    assert amber("rm", "-f", "anon") == 0
+    assert amber.fresh_engine().volumes.exists(name)  # rm without -v keeps it, as podman's
+    assert amber("volume", "rm", name) == 0
+    assert amber("volume", "rm", "keep-me") == 0
+
+    assert amber("run", "--rm", "--name", "once", "--network", "none", "-v", "/scratch", demo_image, "true") == 0
+    netkit.wait_for(lambda: amber.fresh_engine().containers.store.all() == [], "--rm to remove the container")
+    assert amber.fresh_engine().volumes.list() == []  # --rm took its anonymous volume with it

@@ -60,7 +60,9 @@ def test_restore_from_a_pipe(
 
 
 @pytest.mark.parametrize("fixture", ["counter-crun.tar.zst", "counter-runc.tar"])
-def test_podman_archive_from_a_pipe(amber: Amber, fixture: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_podman_archive_from_a_pipe(
+    amber: Amber, fixture: str, monkeypatch: pytest.MonkeyPatch, podman_network: str
+) -> None:
     """podman puts artifacts/ and devshm-checkpoint.tar before its metadata: they are spooled."""
     assert amber("image", "import", str(FIXTURES / "busybox-rootfs.tar"), "localhost/busybox:fixture") == 0
     with piped_stdin(monkeypatch, FIXTURES / fixture):

@@ -31,7 +31,12 @@ def _create_args(p: argparse.ArgumentParser) -> None:
         "-p", "--publish", action="append", default=[], metavar="[IP:]HOST:CTR[/PROTO]", help="publish a port"
     )
     p.add_argument(
-        "-v", "--volume", action="append", default=[], metavar="SRC:DEST[:ro]", help="a named volume or host path"
+        "-v",
+        "--volume",
+        action="append",
+        default=[],
+        metavar="SRC:DEST[:ro]",
+        help="a named volume or host path (or /DEST: an anonymous volume)",
     )
     p.add_argument("--tmpfs", action="append", default=[], metavar="DEST[:OPTS]", help="mount a tmpfs")
     p.add_argument("-u", "--user", help="USER[:GROUP] the command runs as (names or ids)")
@@ -220,7 +225,7 @@ def cmd_kill(args: argparse.Namespace, engine: Engine) -> int:
 
 def cmd_rm(args: argparse.Namespace, engine: Engine) -> int:
     for ref in _targets(args, engine, running=False):
-        engine.remove(ref, force=args.force, timeout=args.time)
+        engine.remove(ref, force=args.force, timeout=args.time, volumes=args.volumes)
         print(ref)
     return ExitCode.OK
 
@@ -326,6 +331,7 @@ def _register_verbs(sub: Subparsers, *, podman: bool = False) -> None:
     p.add_argument("-f", "--force", action="store_true", help="stop running containers first")
     p.add_argument("-t", "--time", type=float, help="with -f: seconds to wait before KILL (default: KILL)")
     p.add_argument("-a", "--all", action="store_true", help="remove every container")
+    p.add_argument("-v", "--volumes", action="store_true", help="remove their anonymous volumes (-v /path) too")
     add_latest(p)
     p.add_argument("containers", nargs="*")
     p.set_defaults(handler=cmd_rm)

@@ -187,7 +187,7 @@ class Engine(CheckpointImageCalls, PodmanViewCalls, ArchiveCalls):
         try:
             c = self.services.containers.start(c.id)
         except AmberError:
-            self.services.containers.remove(c.id, force=True)
+            self.services.containers.remove(c.id, force=True, volumes=True)
             raise
         if detach:
             return c
@@ -198,8 +198,8 @@ class Engine(CheckpointImageCalls, PodmanViewCalls, ArchiveCalls):
         """Wait until the container exits and return it; with `rm`, remove it then. Raises
         NotFoundError."""
         c = self.services.containers.wait(container)
-        if rm:
-            self.services.containers.remove(c.id, force=True)
+        if rm:  # podman's --rm takes the anonymous volumes too
+            self.services.containers.remove(c.id, force=True, volumes=True)
         return c
 
     @with_runner
@@ -231,11 +231,13 @@ class Engine(CheckpointImageCalls, PodmanViewCalls, ArchiveCalls):
         return self.services.containers.kill(container, signal)
 
     @with_runner
-    def remove(self, container: str, *, force: bool = False, timeout: float | None = None) -> Container:
+    def remove(
+        self, container: str, *, force: bool = False, timeout: float | None = None, volumes: bool = False
+    ) -> Container:
         """Remove a container; with `force`, kill it first if it runs (with `timeout`: stop it,
-        KILL after that many seconds). Raises NotFoundError, ConflictError (running without
-        `force`, busy)."""
-        return self.services.containers.remove(container, force=force, timeout=timeout)
+        KILL after that many seconds); with `volumes` (rm -v), its anonymous volumes (`-v /path`)
+        too. Raises NotFoundError, ConflictError (running without `force`, busy)."""
+        return self.services.containers.remove(container, force=force, timeout=timeout, volumes=volumes)
 
     @with_runner
     def containers(self, *, running_only: bool = False) -> list[Container]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -36,8 +37,9 @@ class Attachments:
     ip: str | None = None
     mac: str | None = None
     ports: tuple[PortMapping, ...] = ()
-    volumes: tuple[str, ...] = ()  # -v specs as given
+    volumes: tuple[str, ...] = ()  # -v specs as given (an anonymous one as NAME:/path, named at create)
     tmpfs: tuple[str, ...] = ()  # --tmpfs specs as given
+    anonymous: tuple[str, ...] = ()  # the names amber gave the anonymous volumes
 
     @classmethod
     def parse(
@@ -64,10 +66,21 @@ class Attachments:
             net_alloc.parse_ip(ip, "--ip")
         mount_specs.parse(volumes, tmpfs)
         ports = tuple(PortMapping.from_string(p) for p in publish)
-        return cls(net, ip, mac.lower() if mac else None, ports, tuple(volumes), tuple(tmpfs))
+        named, anonymous = [], []
+        for text in volumes:
+            spec = mount_specs.parse_volume(text)
+            if isinstance(spec, VolumeMount) and spec.anonymous:
+                anonymous.append(secrets.token_hex(32))  # podman's anonymous volume names
+                text = f"{anonymous[-1]}:{spec.destination}"
+            named.append(text)
+        mac = mac.lower() if mac else None
+        return cls(net, ip, mac, ports, tuple(named), tuple(tmpfs), tuple(anonymous))
 
     def mount_specs(self) -> list[MountSpec]:
-        return mount_specs.parse(self.volumes, self.tmpfs)
+        return [
+            replace(m, anonymous=True) if isinstance(m, VolumeMount) and m.name in self.anonymous else m
+            for m in mount_specs.parse(self.volumes, self.tmpfs)
+        ]
 
     def named_volumes(self) -> list[VolumeMount]:
         return [m for m in self.mount_specs() if isinstance(m, VolumeMount)]
@@ -83,6 +96,7 @@ class Attachments:
             "ports": [p.to_dict() for p in self.ports],
             "volumes": list(self.volumes),
             "tmpfs": list(self.tmpfs),
+            "anonymous": list(self.anonymous),
         }
 
     @classmethod
@@ -100,6 +114,7 @@ class Attachments:
             ports=tuple(PortMapping.from_dict(p) for p in d.get("ports") or []),
             volumes=tuple(str(v) for v in d.get("volumes") or []),
             tmpfs=tuple(str(t) for t in d.get("tmpfs") or []),
+            anonymous=tuple(str(a) for a in d.get("anonymous") or []),
         )
 
 
@@ -214,6 +229,7 @@ def config_fields(
         "newPortMappings": [p.to_dict() for p in attachments.ports],
         "namedVolumes": [
             {"Name": v.name, "Dest": v.destination, "Options": ["ro"] if v.read_only else []}
+            | ({"IsAnonymous": True} if v.anonymous else {})  # podman's field, left out when false
             for v in attachments.named_volumes()
         ],
         CONFIG_KEY: {
@@ -245,12 +261,14 @@ def from_config(extra: Mapping[str, Any], status: NetworkStatus | None) -> Attac
     for p in extra.get("newPortMappings") or []:
         with contextlib.suppress(KeyError, TypeError, ValueError):
             ports.append(PortMapping.from_dict(p))
-    volumes = []
+    volumes, anonymous = [], []
     for v in extra.get("namedVolumes") or []:
         if isinstance(v, Mapping) and v.get("Name") and v.get("Dest"):
             ro = ":ro" if "ro" in (v.get("Options") or []) else ""
             volumes.append(f"{v['Name']}:{v['Dest']}{ro}")
-    return Attachments(network, None, None, tuple(ports), tuple(volumes))
+            if v.get("IsAnonymous") is True:
+                anonymous.append(str(v["Name"]))
+    return Attachments(network, None, None, tuple(ports), tuple(volumes), anonymous=tuple(anonymous))
 
 
 __all__ = [

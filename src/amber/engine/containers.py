@@ -240,14 +240,14 @@ class ContainerService:
                 return
             c = self.refresh(c)
             if rm and c.auto_remove and c.status == Status.EXITED:
-                self.remove_locked(c, force=False)
+                self.remove_locked(c, force=False, volumes=True)  # --rm: podman removes anonymous volumes
 
     def run(self, image_ref: str, command: Sequence[str] = (), **kwargs: Any) -> Container:
         c = self.create(image_ref, command, **kwargs)
         try:
             return self.start(c.id)
         except AmberError:
-            self.remove(c.id, force=True)
+            self.remove(c.id, force=True, volumes=True)
             raise
 
     def wait(self, ref: str, timeout: float | None = None) -> Container:
@@ -428,18 +428,22 @@ class ContainerService:
         except (OSError, ValueError, KeyError, TypeError):
             return ""
 
-    def remove(self, ref: str, *, force: bool = False, timeout: float | None = None) -> Container:
+    def remove(
+        self, ref: str, *, force: bool = False, timeout: float | None = None, volumes: bool = False
+    ) -> Container:
         """Remove a container; with `force`, stop it first (`timeout` seconds before KILL: rm -t;
-        none: KILL at once). Raises NotFoundError, ConflictError (running without `force`)."""
+        none: KILL at once); with `volumes` (rm -v), its anonymous volumes too. Raises
+        NotFoundError, ConflictError (running without `force`)."""
         c = self.store.get(ref)
         if force and timeout is not None and timeout > 0:
             c = self.stop(c.id, timeout)
         with self.lock(c):
             c = self.refresh(self.store.get(c.id))
-            return self.remove_locked(c, force=force)
+            return self.remove_locked(c, force=force, volumes=volumes)
 
-    def remove_locked(self, c: Container, *, force: bool) -> Container:
-        """Remove `c`, whose lock the caller holds. Raises ConflictError (running, no `force`)."""
+    def remove_locked(self, c: Container, *, force: bool, volumes: bool = False) -> Container:
+        """Remove `c`, whose lock the caller holds (`volumes`: and its anonymous volumes no
+        other container uses). Raises ConflictError (running, no `force`)."""
         if c.status in (Status.RUNNING, Status.PAUSED):
             if not force:
                 raise ConflictError(
@@ -458,6 +462,9 @@ class ContainerService:
         self.cleanup(c)
         for volume in self.attachments(c).named_volumes():
             self.volumes.release(volume.name, c.id)
+            if volumes and volume.anonymous:
+                with contextlib.suppress(ConflictError, NotFoundError):  # another container uses it
+                    self.volumes.remove(volume.name)
         self.store.delete(c.id)
         with contextlib.suppress(FileNotFoundError):
             self.paths(c.id).exit_file.unlink()

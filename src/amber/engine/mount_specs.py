@@ -1,6 +1,8 @@
 """`-v` and `--tmpfs` specs: parsed into typed records, then turned into OCI mount entries.
 
 -v NAME:/path[:ro|rw]     a named volume (made on first use, as podman does)
+-v /path                  an anonymous volume: amber names it at create (64 hex digits, as
+                          podman does) and removes it with the container on rm -v or --rm
 -v /host/path:/path[:ro]  a bind mount of a host path, which must exist
 --tmpfs /path[:opts]      a tmpfs (podman's defaults: rw,noexec,nosuid,nodev)
 """
@@ -26,9 +28,10 @@ OPPOSITE = {"rw": "ro", "exec": "noexec", "suid": "nosuid", "dev": "nodev"}
 
 @dataclass(frozen=True)
 class VolumeMount:
-    name: str
+    name: str  # "" for an anonymous volume not named yet (Attachments.parse names it)
     destination: str
     read_only: bool = False
+    anonymous: bool = False
 
 
 @dataclass(frozen=True)
@@ -56,10 +59,13 @@ def _destination(text: str, spec: str) -> str:
 
 
 def parse_volume(text: str) -> VolumeMount | BindMount:
-    """Parse `-v SOURCE:DEST[:ro|rw]`; SOURCE starting with `/` or `.` is a host path.
+    """Parse `-v SOURCE:DEST[:ro|rw]`; SOURCE starting with `/` or `.` is a host path; a lone
+    absolute `DEST` is an anonymous volume (its name "" until Attachments.parse gives one).
 
     Raises UsageError naming the bad part."""
     parts = text.split(":")
+    if len(parts) == 1 and text.startswith("/"):
+        return VolumeMount("", _destination(text, text), anonymous=True)
     if len(parts) not in (2, 3) or not parts[0]:
         raise UsageError(f"volume {text!r}: expected SOURCE:DEST[:ro]", hint="e.g. -v data:/data or -v /srv:/srv:ro")
     read_only = False
@@ -128,7 +134,7 @@ def oci_mounts(
             )
             continue
         if isinstance(spec, VolumeMount):
-            volumes.create(spec.name, exist_ok=True)
+            volumes.create(spec.name, exist_ok=True, anonymous=spec.anonymous)
             if container_id is not None:
                 volumes.use(spec.name, container_id)
             source = volumes.layout.volume_data(spec.name)

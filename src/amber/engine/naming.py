@@ -6,7 +6,7 @@ import re
 
 from amber.errors import UsageError
 
-NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
+NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$")  # 64: an anonymous volume's hex name
 
 
 def check_name(name: str) -> None:

@@ -67,16 +67,24 @@ def find_network(networks: NetworkService, name: str, subnet: ipaddress.IPv4Netw
     return None
 
 
+def missing_network_hint(network: str, subnet: ipaddress.IPv4Network | None) -> str:
+    """What to do when the network an archive needs is not here."""
+    return (
+        f"make it: amber network create --subnet {subnet or 'SUBNET'} {network}, or restore with "
+        "--ignore-static-ip to join amber's default network with a new address"
+    )
+
+
 def plan(
     networks: NetworkService, volumes: VolumeService, head: archive.ArchiveHead, opts: RestoreOptions
 ) -> Attachments:
     """What the restored container attaches to. Runs before any work.
 
-    Raises NotFoundError (amber's archive: no network of that name or subnet here; a bind's
-    source is missing), ConflictError (the recorded IP is taken; a named volume exists already,
-    without --ignore-volumes), UsageError (a bad --publish)."""
+    Raises NotFoundError (no network of the recorded name or subnet here, unless
+    --ignore-static-ip, which joins amber's default network instead; a bind's source is
+    missing), ConflictError (the recorded IP is taken; a named volume exists already, without
+    --ignore-volumes), UsageError (a bad --publish)."""
     status = archive_status(head)
-    own = attach.CONFIG_KEY in head.config_dump.extra
     att = attach.from_config(head.config_dump.extra, status)
     att = attach.without_static(att, ip=opts.ignore_static_ip, mac=opts.ignore_static_mac)
     if opts.publish is not None:
@@ -84,16 +92,14 @@ def plan(
     if att.network is not None:
         subnet = recorded_subnet(status, att.network)
         net = find_network(networks, att.network, subnet)
-        if net is None and (own or att.ports):
+        if net is None and opts.ignore_static_ip:
+            net = networks.get(DEFAULT_NETWORK)  # a new address: amber's default network will do
+        if net is None:
             raise NotFoundError(
                 f"checkpoint archive {head.path} needs network {att.network} (subnet {subnet or 'unknown'}), "
                 "which is not on this host",
-                hint=f"make it: amber network create --subnet {subnet or 'SUBNET'} {att.network}",
+                hint=missing_network_hint(att.network, subnet),
             )
-        if net is None:
-            # podman's archive of its default network, and no network here with that subnet:
-            # the container comes back with loopback only, as before amber had networks.
-            return replace(att, network=None, ports=())
         att = replace(att, network=net.name)
         ip = attach.recorded_address(status, net.name)[0]
         if ip and opts.keep_address[0]:
@@ -134,7 +140,7 @@ def import_volumes(
     for volume in att.named_volumes():
         tar = unpack / archive_member(volume.name)
         if opts.ignore_volumes or (not tar.is_file() and volumes.exists(volume.name)):
-            volumes.create(volume.name, exist_ok=True)
+            volumes.create(volume.name, exist_ok=True, anonymous=volume.anonymous)
         elif not tar.is_file():
             raise ArchiveError(
                 f"checkpoint archive lacks {archive_member(volume.name)}, the content of volume {volume.name}",
@@ -142,7 +148,8 @@ def import_volumes(
             )
         else:
             with tar.open("rb") as f:
-                volumes.import_(volume.name, f, archive_name=f"{archive_member(volume.name)} in {unpack}")
+                where = f"{archive_member(volume.name)} in {unpack}"
+                volumes.import_(volume.name, f, archive_name=where, anonymous=volume.anonymous)
         volumes.use(volume.name, cid)
         provided[volume.destination] = volumes.layout.volume_data(volume.name)
     if opts.trust_archive:
@@ -172,12 +179,9 @@ def check_network(head: archive.ArchiveHead, networks: NetworkService) -> CheckR
     subnet = recorded_subnet(status, att.network)
     net = find_network(networks, att.network, subnet)
     ip = attach.recorded_address(status, att.network)[0]
-    create = f"amber network create --subnet {subnet or 'SUBNET'} {att.network}"
     if net is None:
         what = f"network {att.network} (subnet {subnet or 'unknown'}) is not on this host"
-        if attach.CONFIG_KEY in head.config_dump.extra or att.ports:
-            return CheckResult("network", CheckStatus.FAIL, what, f"make it: {create}")
-        return CheckResult("network", CheckStatus.WARN, f"{what}: it comes back with loopback only", create)
+        return CheckResult("network", CheckStatus.FAIL, what, missing_network_hint(att.network, subnet))
     if ip is None:
         return CheckResult("network", CheckStatus.OK, f"network {net.name}: a new address", "")
     holder = next((x for x in networks.leases(net.name) if x.ip == ip), None)
@@ -201,6 +205,7 @@ __all__ = [
     "find_network",
     "import_volumes",
     "keep_connections",
+    "missing_network_hint",
     "plan",
     "recorded_subnet",
 ]

@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -43,9 +43,16 @@ class Volume:
     created: str
     mountpoint: str
     users: tuple[str, ...] = field(default=())  # ids of the containers using it
+    anonymous: bool = False  # made for one container's `-v /path`; removed with it on rm -v / --rm
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "created": self.created, "mountpoint": self.mountpoint, "users": list(self.users)}
+        return {
+            "name": self.name,
+            "created": self.created,
+            "mountpoint": self.mountpoint,
+            "users": list(self.users),
+            "anonymous": self.anonymous,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Volume:
@@ -54,6 +61,7 @@ class Volume:
             created=str(d.get("created", "")),
             mountpoint=str(d["mountpoint"]),
             users=tuple(str(u) for u in d.get("users") or []),
+            anonymous=bool(d.get("anonymous", False)),
         )
 
     def inspect(self) -> dict[str, Any]:
@@ -67,6 +75,7 @@ class Volume:
             "Scope": "local",
             "Options": {},
             "UsedBy": list(self.users),
+            "Anonymous": self.anonymous,
         }
 
 
@@ -104,17 +113,18 @@ class VolumeService:
             return []
         return [self.get(p.parent.name) for p in sorted(base.glob("*/volume.json"))]
 
-    def create(self, name: str, *, exist_ok: bool = False) -> Volume:
-        """Make an empty volume. Raises UsageError (bad name), ConflictError (exists)."""
+    def create(self, name: str, *, exist_ok: bool = False, anonymous: bool = False) -> Volume:
+        """Make an empty volume (`anonymous`: a container's `-v /path`). Raises UsageError (bad
+        name), ConflictError (exists)."""
         naming.check_name(name)
         with self._locked():
             if self.exists(name):
                 if exist_ok:
                     return self.get(name)
                 raise ConflictError(f"volume {name} already exists", hint="pick another name, or amber volume rm it")
-            return self._make(self.layout.volume_dir(name), name)
+            return self._make(self.layout.volume_dir(name), name, anonymous)
 
-    def _make(self, directory: Path, name: str) -> Volume:
+    def _make(self, directory: Path, name: str, anonymous: bool = False) -> Volume:
         data = directory / "_data"
         data.mkdir(parents=True, exist_ok=True, mode=0o755)
         os.chmod(directory, 0o700)
@@ -122,6 +132,7 @@ class VolumeService:
             name=name,
             created=datetime.now(UTC).isoformat(timespec="seconds"),
             mountpoint=str(self.layout.volume_data(name)),
+            anonymous=anonymous,
         )
         state.atomic_write_json(directory / "volume.json", volume.to_dict())
         return volume
@@ -157,7 +168,7 @@ class VolumeService:
     def _set_users(self, name: str, change: Callable[[set[str]], set[str]]) -> Volume:
         with self._locked():
             volume = self.get(name)
-            updated = Volume(volume.name, volume.created, volume.mountpoint, tuple(sorted(change(set(volume.users)))))
+            updated = replace(volume, users=tuple(sorted(change(set(volume.users)))))
             state.atomic_write_json(self._meta(name), updated.to_dict())
             return updated
 
@@ -176,7 +187,7 @@ class VolumeService:
             writer.add_tree(entry.path, entry.name)
         writer.close()
 
-    def import_(self, name: str, source: IO[bytes], *, archive_name: str) -> Volume:
+    def import_(self, name: str, source: IO[bytes], *, archive_name: str, anonymous: bool = False) -> Volume:
         """Make volume `name` from a tar stream (podman's `volumes/<name>.tar`).
 
         The stream is hostile input: amber's extractor refuses escapes, links out, devices and
@@ -192,7 +203,7 @@ class VolumeService:
                 )
             staging = Path(tempfile.mkdtemp(dir=base, prefix=f".import-{name}-"))
             try:
-                volume = self._make(staging, name)
+                volume = self._make(staging, name, anonymous)
                 # The volume's `./` entry carries its root's mode and owner (a database's 0700).
                 extract(source, staging / "_data", Policy(keep_owner=True, root_entry=True), archive=archive_name)
                 staging.rename(self.layout.volume_dir(name))

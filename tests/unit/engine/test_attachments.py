@@ -142,3 +142,27 @@ def test_read_head_takes_network_status_leniently(tmp_path: Path, body: bytes, e
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     assert read_head(path).network_status == expected
+
+
+def test_anonymous_volume_is_named_at_create_and_kept_through_the_archive(tmp_path: Path) -> None:
+    from amber.config import Layout
+    from amber.engine import mount_specs
+    from amber.engine.volumes import VolumeService
+
+    att = Attachments.parse("none", volumes=["/data", "db:/db"])
+    (name,) = att.anonymous
+    assert len(name) == 64 and att.volumes == (f"{name}:/data", "db:/db")
+    assert [(v.name, v.anonymous) for v in att.named_volumes()] == [(name, True), ("db", False)]
+    assert Attachments.from_dict(att.to_dict()) == att
+    fields = attach.config_fields(att, None)
+    assert [v.get("IsAnonymous") for v in fields["namedVolumes"]] == [True, None]
+    assert attach.from_config(fields, None) == att
+    podmans = {k: v for k, v in fields.items() if k != attach.CONFIG_KEY}
+    assert attach.from_config(podmans, None).anonymous == (name,)
+    assert Attachments.parse("none", volumes=["/data"]).anonymous != att.anonymous  # a new name each time
+    volumes = VolumeService(Layout(tmp_path / "root", tmp_path / "run"))
+    mount_specs.oci_mounts(att.mount_specs(), volumes, container_id="c" * 64)
+    assert volumes.get(name).anonymous and not volumes.get("db").anonymous
+    assert volumes.get(name).inspect()["Anonymous"] is True
+    with pytest.raises(UsageError, match="expected SOURCE:DEST"):
+        Attachments.parse("none", volumes=["data"])

@@ -415,3 +415,26 @@ def test_attach_moves_an_unused_auto_subnet_routed_elsewhere(
         f.write(_route_line("other-br3", moved.subnet))
     with pytest.raises(ConflictError, match="is routed to another interface"):
         nets.attach("d" * 64, "c2", tmp_path / "ns2", DEFAULT_NETWORK)  # in use: never moved
+
+
+# ------------------------------------------------------------------ restoring podman's archives
+def test_podman_archive_needs_a_network_of_its_subnet(nets: NetworkService, tmp_path: Path) -> None:
+    """podman's counter fixture recorded network podman, 10.88.0.5/16: refused naming both
+    without such a network; --ignore-static-ip joins the default network; by subnet or name."""
+    from amber.adapters.checkpoint_archive import read_head
+    from amber.engine import restore_net
+    from amber.engine.restore import RestoreOptions
+    from amber.engine.volumes import VolumeService
+    from tests.conftest import FIXTURES
+
+    head, volumes = read_head(FIXTURES / "counter-runc.tar"), VolumeService(nets.layout)
+    with pytest.raises(NotFoundError) as err:
+        restore_net.plan(nets, volumes, head, RestoreOptions())
+    assert "needs network podman (subnet 10.88.0.0/16)" in err.value.message
+    assert "amber network create --subnet 10.88.0.0/16 podman" in (err.value.hint or "")
+    check = restore_net.check_network(head, nets)
+    assert check.failed and "network podman (subnet 10.88.0.0/16) is not on this host" in check.reason
+    assert restore_net.plan(nets, volumes, head, RestoreOptions(ignore_static_ip=True)).network == DEFAULT_NETWORK
+    nets.create("other", "10.88.0.0/16")
+    assert restore_net.plan(nets, volumes, head, RestoreOptions()).network == "other"
+    assert restore_net.check_network(head, nets).reason == "network other: IP 10.88.0.5 is free"
