@@ -174,8 +174,13 @@ def test_pull_an_ordinary_image(amber: Amber, demo_rootfs: Path, registry: str, 
     assert image.names == [f"{registry}/plain/busybox:2"] and image.config.cmd == ["sh"]
     assert not service.is_checkpoint(image)
     service.require_runnable(image)  # an ordinary image runs
-    with pytest.raises(UsageError, match="not a checkpoint image"):
-        service.push(image.name, f"{registry}/plain/again:1", tls_verify=False)
+    # issue 13 asks for push of ordinary images too (it was refused before): its layers are packed
+    # again, and what comes back is the same image
+    assert service.push(image.name, f"{registry}/plain/again:1", tls_verify=False) == f"{registry}/plain/again:1"
+    again = service.pull(f"{registry}/plain/again:1", tls_verify=False)
+    assert again.config == image.config and not service.is_checkpoint(again)
+    packed = [json.loads((amber.root / "layers" / f"{d}.json").read_text())["packed_digest"] for d in image.layers]
+    assert [f"sha256:{d}" for d in again.layers] == packed  # the digests recorded at the push
 
 
 def test_image_import_keeps_checkpoint_images_apart(amber: Amber, demo_rootfs: Path, tmp_path: Path) -> None:

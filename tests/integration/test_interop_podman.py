@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from amber.engine.run_options import make_options
 from amber.errors import ExitCode
 from tests.conftest import Amber
 from tests.peers import counting
 from tests.peers.archive_fix import read_json, rewrite
-from tests.peers.counting import amber_counter, wait_counter
+from tests.peers.counting import COUNTER, amber_counter, wait_counter
 from tests.peers.fixes import PODMAN_NEEDS, podman_unfix
 from tests.peers.oci import OciImage, build_oci_archive
 from tests.peers.podman import Podman, have_podman
@@ -100,3 +101,27 @@ def test_podman_keeps_a_stop_signal_and_timeout(
     podman_restore(podman, archive)
     config = podman.inspect("cnt")["Config"]
     assert config["StopTimeout"] > 0 and config["StopSignal"] not in (0, "0", "")
+
+
+def test_labels_and_stop_settings_go_amber_podman_amber(
+    amber: Amber, podman: Podman, oci_demo: OciImage, tmp_path: Path, runtime: str
+) -> None:
+    """A round trip amber -> podman -> amber keeps the container's labels, stop signal and timeout:
+    both read them from config.dump."""
+    amber.engine.images.import_image(oci_demo.path, IMAGE)
+    opts = make_options(labels={"app": "web"}, stop_signal="HUP", stop_timeout=3)
+    amber.engine.containers.run(IMAGE, ["sh", "-c", COUNTER], name="cnt", runtime_name=runtime, options=opts)
+    amber_counter(amber, "cnt", 2)
+    archive = tmp_path / "cnt.tar"
+    assert amber("checkpoint", "--export", str(archive), "cnt") == 0
+    assert amber("rm", "-f", "cnt") == 0
+    podman_restore(podman, archive)
+    config = podman.inspect("cnt")["Config"]
+    assert config["Labels"].get("app") == "web"
+    assert config["StopTimeout"] == 3 and str(config["StopSignal"]).upper().removeprefix("SIG") in ("HUP", "1")
+    back = tmp_path / "from-podman.tar"
+    podman("container", "checkpoint", "--export", str(back), "cnt")
+    podman("rm", "-f", "cnt")
+    assert amber("restore", "--import", str(back)) == ExitCode.OK
+    c = amber.fresh_engine().containers.store.get("cnt")
+    assert (c.labels.get("app"), c.stop_signal, c.stop_timeout) == ("web", "HUP", 3.0)

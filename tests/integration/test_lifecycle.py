@@ -316,3 +316,37 @@ def test_container_diff(amber: Amber, demo_image: str, runtime: str, capsys: pyt
     data = json.loads(capsys.readouterr().out)
     assert {"/data", "/data/f", "/tmp/new"} <= set(data["added"]) and "/etc/group" in data["deleted"]
     assert "/etc/motd" in data["changed"]
+
+
+def test_ipc_shareable_is_joined_by_container_and_checkpointed_as_criu_can(
+    amber: Amber, demo_image: str, runtime: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    def ipc_ns(name: str) -> str:
+        pid = amber.fresh_engine().containers.store.get(name).pid
+        assert pid
+        return os.readlink(f"/proc/{pid}/ns/ipc")
+
+    run = ["run", "-d", "--runtime", runtime]
+    assert amber(*run, "--name", "owner", "--ipc", "shareable", demo_image, "sh", "-c", COUNTER) == 0
+    assert amber(*run, "--name", "priv", demo_image, "sleep", "1000") == 0
+    assert amber(*run, "--name", "guest", "--ipc", "container:owner", demo_image, "sleep", "1000") == 0
+    assert ipc_ns("guest") == ipc_ns("owner") != ipc_ns("priv")  # one namespace, really shared
+    assert ipc_ns("owner") != os.readlink("/proc/self/ns/ipc")
+    capfd.readouterr()
+    assert amber(*run, "--ipc", "container:priv", demo_image, "true") == ExitCode.CONFLICT
+    assert "not shareable" in capfd.readouterr().err
+
+    # CRIU restores an IPC namespace as a new one: what it cannot keep shared is refused up front
+    assert amber("checkpoint", "guest") == ExitCode.CONFLICT
+    assert "shares the IPC namespace" in capfd.readouterr().err
+    assert amber("checkpoint", "owner") == ExitCode.CONFLICT
+    assert "guest" in capfd.readouterr().err
+    assert amber.fresh_engine().containers.store.get("owner").status == Status.RUNNING
+    assert amber("stop", "-t", "1", "guest") == 0
+    assert amber("checkpoint", "owner") == 0 and amber("restore", "owner") == 0  # nobody shares it now
+    wait_counter_above(amber, "owner", counter(amber, "owner"))
+    assert amber("start", "guest") == 0  # joins the restored namespace, found again at start
+    assert ipc_ns("guest") == ipc_ns("owner")
+    assert amber("stop", "-t", "1", "owner") == 0 and amber("rm", "-f", "guest") == 0
+    assert amber("create", "--name", "late", "--ipc", "container:owner", demo_image, "true") == ExitCode.CONFLICT
+    assert "not running" in capfd.readouterr().err

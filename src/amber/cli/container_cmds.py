@@ -48,7 +48,7 @@ def _create_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pids-limit", type=int, help="most processes the container may have")
     p.add_argument("--stop-signal", default="TERM", help="signal stop sends first (default TERM)")
     p.add_argument("--stop-timeout", type=float, default=10.0, help="seconds stop waits before KILL (10)")
-    p.add_argument("--ipc", default="private", help="IPC namespace: private (default) or shareable")
+    p.add_argument("--ipc", default="private", help="IPC namespace: private (default), shareable, container:NAME")
     p.add_argument("image", help="image name or id")
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="command and arguments (default: the image's)")
 

@@ -31,7 +31,7 @@ from amber.adapters.runtime import Runtime
 from amber.adapters.state import atomic_write_json
 from amber.adapters.tar.compression import check_level
 from amber.engine import attachments as attach
-from amber.engine import faults, recovery, scratch
+from amber.engine import faults, ipc_share, recovery, scratch
 from amber.engine.checkpoint_export import Exporter
 from amber.engine.containers import ContainerService
 from amber.engine.images import ImageService
@@ -219,6 +219,7 @@ class CheckpointService:
                 f"container {c.name} is {c.status}, not running: cannot checkpoint",
                 hint=f"start it first (amber start {c.name}), or see amber ps -a",
             )
+        ipc_share.check_checkpoint(c, self.containers.config_of, self.containers.store.all(), self.containers.refresh)
         _check_task_uids(c, self.containers.cgroups_path(c))
         rt = self.containers.runtime_for(c)
         runtime.require(rt.info, "checkpoint")

@@ -24,7 +24,7 @@ from amber.adapters.state import atomic_write_json, locked
 from amber.config import Settings
 from amber.engine import attachments as attach
 from amber.engine import diff as diff_changes
-from amber.engine import exec_session, exit_codes, mount_specs, recovery, users
+from amber.engine import exec_session, exit_codes, ipc_share, mount_specs, recovery, users
 from amber.engine import spec as specs
 from amber.engine.attachments import Attachments
 from amber.engine.images import ImageService
@@ -158,6 +158,7 @@ class ContainerService:
                 auto_remove=opts.auto_remove,
             )
             spec["mounts"] = [*spec["mounts"], *extra_mounts]
+            ipc_share.join(spec, opts.ipc, self._current, self.config_of, joiner=cname)  # --ipc container:NAME
             atomic_write_json(p.config_json, spec)
             self.store.save(c)
         return c
@@ -181,6 +182,7 @@ class ContainerService:
         image = self.images.get(c.image_id)
         try:
             self.prepare_root(c, image_layers=self.images.layer_dirs(image))
+            ipc_share.refresh_join(self.paths(c.id).config_json, c.name, self._current, self.config_of)
             pid = conmon.start_monitor(rt, self.monitor_spec(c))
             rt.start(c.id, c.name)
         except AmberError as exc:
@@ -194,6 +196,13 @@ class ContainerService:
         )  # a fresh start: no longer the restored one (podman clears .State.Restored)
         self.store.save(c)
         return c
+
+    def _current(self, ref: str) -> Container:
+        return self.refresh(self.store.get(ref))
+
+    def config_of(self, c: Container) -> Path:
+        """The container's OCI spec (config.json)."""
+        return self.paths(c.id).config_json
 
     def prepare_root(
         self, c: Container, *, image_layers: Sequence[Path], keep_address: tuple[bool, bool] | None = None

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Unpack
 
+from amber.engine import ipc_share
 from amber.engine.attachments import AttachOptions
 from amber.errors import NotFoundError, UsageError
 
 CPU_PERIOD = 100000  # podman's: --cpus N is a quota of N periods of 100 ms
-IPC_MODES = ("private", "shareable")
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 
@@ -107,12 +107,7 @@ class RunOptions:
             raise UsageError("--pids-limit 0 is not a limit", hint="give a positive number, or -1 for none")
         if self.stop_timeout < 0:
             raise UsageError(f"--stop-timeout {self.stop_timeout} must not be negative")
-        if self.ipc not in IPC_MODES:
-            raise UsageError(
-                f"--ipc {self.ipc} is not supported",
-                hint="amber gives containers IPC namespaces of their own: private or shareable"
-                + ("; the host's is not shared" if self.ipc == "host" else ""),
-            )
+        ipc_share.validate(self.ipc)
         if self.hostname is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]{0,62}", self.hostname):
             raise UsageError(f"invalid hostname '{self.hostname}'")
         signal_name(self.stop_signal)

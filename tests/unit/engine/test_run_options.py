@@ -58,7 +58,7 @@ def test_options_validate_and_resources() -> None:
     assert RunOptions().resources() == {}
     for bad in (
         {"ipc": "host"},
-        {"ipc": "container:x"},
+        {"ipc": "container:"},  # container:NAME joins NAME (ipc_share); no name is refused
         {"cpus": 0.0},
         {"pids_limit": 0},
         {"stop_timeout": -1.0},
