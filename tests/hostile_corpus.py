@@ -612,6 +612,45 @@ def forged_credentials(
     return out
 
 
+def _edit_images(ctx: Ctx, prefix: str, change: Callable[[dict[str, Any]], object]) -> list[Entry]:
+    """Every checkpoint/<prefix>*.img decoded, `change`d (its first entry) and encoded again."""
+    import pycriu  # the system's CRIU python bindings
+
+    out = ctx.base
+    for name in [n.removeprefix("checkpoint/") for n in ctx.names() if n.startswith(f"checkpoint/{prefix}")]:
+        img = pycriu.images.load(io.BytesIO(ctx.image(name)))
+        change(img)
+        data = io.BytesIO()
+        pycriu.images.dump(img, data)
+        out = Ctx(out, ctx.sentinel).replaced(f"checkpoint/{name}", data.getvalue())
+    return out
+
+
+RLIMIT_MEMLOCK = 8
+UNLIMITED = (1 << 64) - 1
+
+
+def _raise_memlock(img: dict[str, Any]) -> None:
+    limits = img["entries"][0]["tc"]["rlimits"]["rlimits"]
+    limits[RLIMIT_MEMLOCK] = {"cur": UNLIMITED, "max": UNLIMITED}
+
+
+def raised_rlimits(ctx: Ctx) -> list[Entry]:
+    """core-*.img: RLIMIT_MEMLOCK unlimited (CRIU restores as root, so it can raise a hard limit)."""
+    return _edit_images(ctx, "core-", _raise_memlock)
+
+
+def _mount_host_disk(img: dict[str, Any]) -> None:
+    bind = next(e for e in img["entries"] if e.get("ext_key") and e["mountpoint"] != "/")
+    bind.pop("ext_key")  # CRIU then mounts the image's own source, not the one amber passes
+    bind.update(fstype=16, fsname="ext4", source="/dev/vda", root="/")
+
+
+def host_disk_mount(ctx: Ctx) -> list[Entry]:
+    """mountpoints-*.img: a bind amber provides turned into the host's disk mounted from /dev/vda."""
+    return _edit_images(ctx, "mountpoints-", _mount_host_disk)
+
+
 def _privileged(spec: dict[str, Any]) -> None:
     proc, linux = spec["process"], spec["linux"]
     proc["capabilities"] = {k: ALL_CAPS for k in ("bounding", "effective", "permitted", "inheritable", "ambient")}
@@ -730,6 +769,8 @@ CASES: list[Case] = [
     Case("cwd-climbs-out", _plain(_cwd_climbs), AMBER_CODES, may_restore=True),
     # privileges beyond amber's
     Case("forged-credentials", _plain(forged_credentials)),
+    Case("raised-rlimits", _plain(raised_rlimits)),
+    Case("host-disk-mount", _plain(host_disk_mount)),
     Case("privileged-spec", _plain(privileged_spec)),
     Case("overlay-host-dirs", _plain(overlay_host_dirs)),
     Case("no-pid-namespace", _plain(no_pid_namespace)),

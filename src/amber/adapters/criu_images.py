@@ -313,17 +313,99 @@ def read_inventory(d: ImageDir) -> dict[str, Any] | None:
     return d.first("inventory.img", required=False)
 
 
+# ===================================== rlimits and mounts =====================================
+# RLIMIT_* in index order (include/uapi/asm-generic/resource.h): core-<pid>.img tc.rlimits.
+RLIMIT_NAMES = (
+    "RLIMIT_CPU RLIMIT_FSIZE RLIMIT_DATA RLIMIT_STACK RLIMIT_CORE RLIMIT_RSS RLIMIT_NPROC RLIMIT_NOFILE "
+    "RLIMIT_MEMLOCK RLIMIT_AS RLIMIT_LOCKS RLIMIT_SIGPENDING RLIMIT_MSGQUEUE RLIMIT_NICE RLIMIT_RTPRIO RLIMIT_RTTIME"
+).split()
+RLIM_INFINITY = (1 << 64) - 1
+# CRIU's fstype enum (images/mnt.proto) for the kinds a check needs to name.
+FSTYPES = {
+    0: "unsupported", 1: "proc", 2: "sysfs", 3: "devtmpfs", 4: "binfmt_misc", 5: "tmpfs", 6: "devpts",
+    7: "simfs", 8: "pstore", 9: "securityfs", 10: "fusectl", 11: "debugfs", 12: "cgroup", 13: "aufs",
+    14: "mqueue", 15: "fuse", 16: "auto", 17: "overlayfs", 18: "autofs", 19: "tracefs", 23: "cgroup2",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Rlimit:
+    """One resource limit CRIU will set on a task (RLIM_INFINITY: unlimited)."""
+
+    pid: int
+    name: str  # RLIMIT_NOFILE...
+    soft: int
+    hard: int
+
+
+@dataclass(frozen=True)
+class MountPoint:
+    """One mount CRIU will make in the restored mount namespace (mountpoints-<id>.img)."""
+
+    image: str
+    mountpoint: str
+    fstype: str  # a FSTYPES name, or "unknown(n)"
+    source: str
+    root: str
+    external: bool  # ext_key set: the source is what the restorer passes (--external mnt[...])
+
+
+def read_rlimits(d: ImageDir, processes: Iterable[Process]) -> list[Rlimit]:
+    """The resource limits of every live task; raises ArchiveError on a malformed entry."""
+    out = []
+    for p in processes:
+        if not p.alive_or_stopped:
+            continue
+        name = f"core-{p.pid}.img"
+        tc = _dict_of(d.first(name)).get("tc")
+        rlimits = _dict_of(tc).get("rlimits")
+        entries = _dict_of(rlimits).get("rlimits") or []
+        if not isinstance(entries, list):
+            raise d.error(name, "has malformed rlimits")
+        for i, entry in enumerate(entries[: len(RLIMIT_NAMES)]):
+            soft, hard = number(d, name, entry, "cur"), number(d, name, entry, "max")
+            out.append(Rlimit(p.pid, RLIMIT_NAMES[i], soft, hard))
+    return out
+
+
+def read_mountpoints(d: ImageDir) -> list[MountPoint]:
+    """Every mount in every mountpoints-*.img; raises ArchiveError on an image that does not decode."""
+    out = []
+    for path in sorted(d.path.glob("mountpoints-*.img")):
+        for raw in d.load(path.name) or []:
+            kind, entry = number(d, path.name, raw, "fstype"), _dict_of(raw)
+            out.append(
+                MountPoint(
+                    image=path.name,
+                    mountpoint=str(entry.get("mountpoint", "")),
+                    fstype=FSTYPES.get(kind, f"unknown({kind})"),
+                    source=str(entry.get("source", "")),
+                    root=str(entry.get("root", "")),
+                    external=bool(entry.get("ext_key")),
+                )
+            )
+    return out
+
+
+def _dict_of(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 __all__ = [
     "Credentials",
     "DumpStats",
     "ImageDir",
+    "MountPoint",
     "Process",
+    "Rlimit",
     "byte_size",
     "children",
     "load_entries",
     "number",
     "read_dump_stats",
     "read_inventory",
+    "read_mountpoints",
+    "read_rlimits",
     "read_credentials",
     "read_processes",
     "root_process",

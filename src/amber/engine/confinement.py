@@ -431,14 +431,18 @@ def check_spec(archive: Mapping[str, Any], source: str, *, trust: bool) -> Confi
 
 
 def image_violations(images: ImageDir, archive: Mapping[str, Any]) -> list[Violation]:
-    """Decodes the process tree (CRIU can spin on images it cannot parse), then each task's creds.
+    """Decodes the process tree (CRIU can spin on images it cannot parse), then each task's creds,
+    rlimits and the mounts CRIU would make (engine/image_limits.py).
 
     Raises ArchiveError when an image does not decode.
     """
-    tasks = read_credentials(images, read_processes(images))
+    from amber.engine.image_limits import image_limit_violations  # it imports Violation from here
+
+    processes = read_processes(images)
+    tasks = read_credentials(images, processes)
     spec = confine(archive, reference_spec(archive)).spec
     strict = _dict(archive.get("process")).get("noNewPrivileges") is True
-    return credential_violations(tasks, spec, strict_nnp=strict)
+    return credential_violations(tasks, spec, strict_nnp=strict) + image_limit_violations(images, processes, spec)
 
 
 def check_images(images: ImageDir, archive: Mapping[str, Any], *, trust: bool) -> None:
