@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import shlex
 import socket
 import time
@@ -32,7 +31,6 @@ from amber.engine.migrate_channel import (
     REPLY_TIMEOUT,
     ChannelError,
     Control,
-    Pump,
     SshDest,
     peer_error,
     ssh_argv,
@@ -178,33 +176,32 @@ def _hand_off(
     after the freeze restores the source. Returns (bytes sent, the destination's report)."""
     sock = socket.create_connection(_reachable(opts.dest, address), timeout=CONNECT_TIMEOUT)
     sock.settimeout(RESTORE_TIMEOUT)
-    read_fd, write_fd = os.pipe()
-    pump = Pump(read_fd, sock)
     stopped = False
     try:
-        try:
-            with open(write_fd, "wb", closefd=False) as stream:
-                engine.checkpoint(
-                    name,
-                    export_to=stream,
-                    compress="none",
-                    keep=True,
-                    tcp_established=opts.tcp_established,
-                )
-            stopped = True
-        finally:
-            os.close(write_fd)
-        pump.join(RESTORE_TIMEOUT)
+        with sock.makefile("wb") as stream:
+            engine.checkpoint(name, export_to=stream, compress="none", keep=True, tcp_established=opts.tcp_established)
+        stopped = True
+        sent = _sent(sock)
+        sock.shutdown(socket.SHUT_WR)  # the archive's end: the destination restores now
         running = control.receive(RESTORE_TIMEOUT)
         if not running.get("ok"):
             raise peer_error(running, opts.dest)
-        return pump.sent, running
+        return sent, running
     except BaseException as exc:
         if stopped:
             _resume(engine, name, exc)
         raise
     finally:
         sock.close()
+
+
+def _sent(sock: socket.socket) -> int:
+    """Bytes the peer acknowledged on `sock` (TCP_INFO's tcpi_bytes_acked), -1 where unknown."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    except OSError:
+        return -1
+    return int.from_bytes(info[120:128], "little") if len(info) >= 128 else -1
 
 
 def _commit(control: Control, name: str, dest: SshDest) -> None:

@@ -12,13 +12,11 @@ import json
 import os
 import select
 import shlex
-import socket
 import subprocess
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from amber.adapters import run as runners
@@ -26,7 +24,6 @@ from amber.errors import AmberError, ExitCode, UsageError
 
 CONNECT_TIMEOUT = 30.0  # ssh's own ConnectTimeout, and the TCP stream's connect
 REPLY_TIMEOUT = 120.0  # the destination's answer to a preflight
-CHUNK = 1 << 20
 MAX_LINE = 1 << 20  # a control message is small: a longer line is a broken peer
 
 
@@ -171,48 +168,3 @@ def peer_error(message: dict[str, Any], dest: SshDest) -> AmberError:
     }
     cls = kinds.get(code, AmberError)
     return cls(f"on {dest}: {message.get('error') or 'the destination failed'}", hint=message.get("hint") or None)
-
-
-class Pump:
-    """Copies a pipe's read end to a TCP socket in a thread (the archive's way to the destination)."""
-
-    def __init__(self, read_fd: int, sock: socket.socket) -> None:
-        self._fd = read_fd
-        self._sock = sock
-        self.error: OSError | None = None
-        self.sent = 0
-        self._thread = threading.Thread(target=self._run, name="amber-migrate-pump", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            while data := os.read(self._fd, CHUNK):
-                self._sock.sendall(data)
-                self.sent += len(data)
-            self._sock.shutdown(socket.SHUT_WR)
-        except OSError as exc:
-            self.error = exc
-        finally:
-            os.close(self._fd)  # the writer then gets EPIPE: a cut stream fails the export
-
-    def join(self, timeout: float) -> None:
-        """Raises ChannelError when the copy is still going after `timeout` s or failed."""
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            raise ChannelError("the archive stream did not end", hint="check the link to the destination")
-        if self.error is not None:
-            raise ChannelError(
-                f"the archive stream to the destination broke: {self.error.strerror}",
-                hint="check the link between the two hosts (the destination's port must be reachable)",
-            )
-
-
-def receive_stream(conn: socket.socket, out: IO[bytes], timeout: float) -> int:
-    """Everything `conn` sends until it closes, into `out`; bytes received. Raises OSError
-    (socket.timeout after `timeout` s of silence)."""
-    conn.settimeout(timeout)
-    total = 0
-    while data := conn.recv(CHUNK):
-        out.write(data)
-        total += len(data)
-    return total

@@ -3,8 +3,8 @@
 It reads the source's preflight request (one JSON line on stdin), checks this host (runtime kind,
 CRIU version, CPU flags, image, name free, IP and MAC free on a network of the same name and
 subnet), and answers on stdout: a failure ({"ok": false, "error", "hint", "exit"}) or the TCP
-address and port it listens on. The source streams the archive there; it is received into
-memory (a memfd: never a file on disk) and restored with its name, IP and MAC; the answer is then
+address and port it listens on. The source streams the archive there; restore reads it straight
+from the connection (never a file on disk) and restores it with its name, IP and MAC; the answer is then
 {"ok": true, "event": "running", "id"} or the restore's failure. The source answers "done"; only
 then is the move committed ({"event": "committed"}): without it the container is removed here
 again, because the source, not knowing, runs it again there (never both running).
@@ -21,7 +21,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from amber.adapters import criu
 from amber.engine.migrate import PROTOCOL, cpu_flags
-from amber.engine.migrate_channel import MAX_LINE, receive_stream
+from amber.engine.migrate_channel import MAX_LINE
 from amber.engine.runtime_rule import select_runtime
 from amber.errors import AmberError, ConflictError, NotFoundError, PreconditionError, UsageError
 
@@ -81,11 +81,9 @@ def _commit_or_roll_back(engine: Engine, container: str, stdin: IO[bytes], stdou
 
 def _receive_and_restore(engine: Engine, listener: socket.socket, request: dict[str, Any]) -> str:
     conn, _ = listener.accept()
-    fd = os.memfd_create("amber-migrate-archive", os.MFD_CLOEXEC)
-    with conn, open(fd, "w+b", closefd=True) as archive:
-        receive_stream(conn, archive, STREAM_IDLE_TIMEOUT)
-        archive.flush()
-        c = engine.restore_archive(f"/proc/self/fd/{fd}", tcp_established=bool(request.get("tcp_established")))
+    conn.settimeout(STREAM_IDLE_TIMEOUT)
+    with conn, conn.makefile("rb") as stream:
+        c = engine.restore_archive(stream, tcp_established=bool(request.get("tcp_established")))
     return c.id
 
 
