@@ -142,6 +142,20 @@ PODMAN_NETWORK, PODMAN_SUBNET = "podman", "10.88.0.0/16"  # what podman's archiv
 PODMAN_NETWORK_LOCK = Path("/tmp/amber-tests-podman-network.lock")
 
 
+def _wait_unrouted(subnet: str, timeout: float = 600.0) -> None:
+    """Wait until no interface of the host routes `subnet`: podman's own bridge, or a test of a
+    checkout without the lock, may have it for a while."""
+    import ipaddress
+    import time
+
+    from amber.engine import net_alloc
+
+    net, deadline = ipaddress.IPv4Network(subnet), time.monotonic() + timeout
+    while any(net.overlaps(r) for r in net_alloc.host_routes()):
+        assert time.monotonic() < deadline, f"{subnet} stayed routed on this host for {timeout:.0f} s"
+        time.sleep(0.5)
+
+
 @pytest.fixture
 def podman_subnet(amber: Amber) -> Iterator[str]:
     """10.88.0.0/16 (podman's default network) for the test's amber root to make a network of:
@@ -154,6 +168,7 @@ def podman_subnet(amber: Amber) -> Iterator[str]:
     with PODMAN_NETWORK_LOCK.open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
+            _wait_unrouted(PODMAN_SUBNET)
             yield PODMAN_SUBNET
         finally:
             amber.cleanup()
