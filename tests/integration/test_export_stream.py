@@ -58,6 +58,26 @@ def test_export_to_stdout_then_import(
     wait_counter_above(amber, "cnt", at_checkpoint)
 
 
+def test_checkpoint_piped_into_restore(amber: Amber, demo_image: str, runtime: str) -> None:
+    """`amber checkpoint --export - cnt | amber restore --import - --name twin`: no file anywhere."""
+    start_counter(amber, demo_image, runtime)
+    ckpt = amber_process(amber, "checkpoint", "--export", "-", "cnt")
+    assert ckpt.stdout is not None and ckpt.stderr is not None
+    cmd = [sys.executable, "-m", "amber", "--root", str(amber.root), "--runroot", str(amber.runroot)]
+    restore = subprocess.Popen(
+        [*cmd, "restore", "--import", "-", "--name", "twin"], stdin=ckpt.stdout, stderr=subprocess.PIPE
+    )
+    ckpt.stdout.close()  # the restore holds the read end now
+    assert ckpt.wait(120) == 0, ckpt.stderr.read().decode()
+    assert restore.wait(120) == 0, restore.stderr.read().decode() if restore.stderr else ""
+    at_checkpoint = counter(amber, "cnt")
+    engine = amber.fresh_engine()
+    assert engine.containers.inspect_record("cnt").status == Status.CHECKPOINTED
+    twin = engine.containers.inspect_record("twin")
+    assert twin.status == Status.RUNNING and twin.runtime == runtime
+    wait_counter_above(amber, "twin", at_checkpoint)
+
+
 @pytest.mark.parametrize("leave_running", [False, True])
 def test_reader_gone_mid_stream_container_left_running(
     amber: Amber, demo_image: str, runtime: str, leave_running: bool
