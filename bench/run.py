@@ -719,6 +719,19 @@ def versions(podman: bool) -> dict[str, str]:
 
 
 # ===================================== main =====================================================
+def print_report(result: Path, readme: Path | None) -> int:
+    """`--report`: the README's table made from a result file; with a README, written into it."""
+    import report  # bench/report.py, beside this file
+
+    try:
+        body = report.write_readme(result, readme) if readme else report.table(report.load(result))
+    except (report.ReportError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(body)
+    return 0
+
+
 class Interrupted(BaseException):
     pass
 
@@ -753,6 +766,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="scratch directory on a disk with room for the archives (default /var/tmp/amber-bench)",
     )
     p.add_argument("--output", default=str(RESULTS), help=f"JSON result file (default {RESULTS})")
+    p.add_argument("--report", action="store_true", help="measure nothing: print the Markdown table of --output")
+    p.add_argument("--readme", action="store_true", help="with --report: also write the table into README.md")
     args = p.parse_args(argv)
     if args.quick:
         args.sizes, args.repeat = "64", 1
@@ -833,6 +848,13 @@ def signals_ignored() -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.report:
+        return print_report(Path(args.output), REPO / "README.md" if args.readme else None)
+    return measure(args)
+
+
+def measure(args: argparse.Namespace) -> int:
+    """The benchmark itself: every cell, then the JSON and the tables."""
     cells = plan(args)
     podman_bin = None if args.no_podman else shutil.which("podman")
     base = Path(args.workdir)
