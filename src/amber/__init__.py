@@ -21,6 +21,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (it costs
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from amber.engine.api import Engine
@@ -78,13 +79,22 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'amber' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+def lazy_names(package: str, where: dict[str, str], names: dict[str, Any]) -> Callable[[str], Any]:
+    """A module `__getattr__` that imports each name in `where` (name -> module) on first use and
+    keeps it in `names` (the package's globals()). Raises AttributeError for any other name."""
+
+    def getattr_(name: str) -> Any:
+        module = where.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        names[name] = value
+        return value
+
+    return getattr_
+
+
+__getattr__ = lazy_names("amber", _WHERE, globals())
 
 
 def __dir__() -> list[str]:
