@@ -12,13 +12,16 @@ import contextlib
 import contextvars
 import logging
 import os
+import selectors
 import shlex
 import shutil
 import subprocess
+import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Protocol
 
 from amber.errors import CommandError, PreconditionError
 
@@ -81,6 +84,64 @@ class Runner(Protocol):
         ...
 
 
+# How long output is still read after the program itself has exited: a process it left behind
+# (a CRIU helper stopped under ptrace, a daemon) may hold its pipes open for ever.
+PIPE_GRACE = 5.0
+LEFT_HOLDING = "\n[amber: the program exited, but a process it left behind still holds its output]\n"
+
+
+def _capture(proc: subprocess.Popen[bytes], input: bytes | None, timeout: float | None) -> tuple[bytes, bytes]:
+    """Feed `input` to proc and read its stdout and stderr until both end, or until PIPE_GRACE
+    after proc itself exits (what a leftover process still holds is cut, and said so in stderr).
+    Raises subprocess.TimeoutExpired (proc killed) when proc runs longer than `timeout`."""
+    assert proc.stdout is not None and proc.stderr is not None
+    deadline = None if timeout is None else time.monotonic() + timeout
+    chunks: dict[int, list[bytes]] = {proc.stdout.fileno(): [], proc.stderr.fileno(): []}
+    feeder = None
+    if input is not None and proc.stdin is not None:
+        feeder = threading.Thread(target=_feed, args=(proc.stdin, input), daemon=True)
+        feeder.start()
+    with selectors.DefaultSelector() as sel:
+        for fd in chunks:
+            sel.register(fd, selectors.EVENT_READ)
+        exited_at: float | None = None
+        while sel.get_map():
+            now = time.monotonic()
+            if exited_at is None and proc.poll() is not None:
+                exited_at = now
+            if exited_at is not None and now - exited_at > PIPE_GRACE:
+                chunks[proc.stderr.fileno()].append(LEFT_HOLDING.encode())
+                break
+            if exited_at is None and deadline is not None and now > deadline:
+                proc.kill()
+                proc.wait()
+                raise subprocess.TimeoutExpired(proc.args, timeout or 0.0, b"".join(chunks[proc.stdout.fileno()]))
+            for key, _ in sel.select(timeout=0.2):
+                data = os.read(key.fd, 65536)
+                if data:
+                    chunks[key.fd].append(data)
+                else:
+                    sel.unregister(key.fd)
+    remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+    try:
+        proc.wait(remaining)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+    if feeder is not None:
+        feeder.join(PIPE_GRACE)
+    return b"".join(chunks[proc.stdout.fileno()]), b"".join(chunks[proc.stderr.fileno()])
+
+
+def _feed(pipe: IO[bytes], data: bytes) -> None:
+    """Write `data` to a child's stdin and close it (a child that stops reading ends the write)."""
+    with contextlib.suppress(BrokenPipeError, OSError):
+        pipe.write(data)
+    with contextlib.suppress(OSError):
+        pipe.close()
+
+
 class SystemRunner:
     """The real runner: subprocess, and the executables of this host."""
 
@@ -94,20 +155,18 @@ class SystemRunner:
         timeout: float | None = None,
         pass_fds: Sequence[int] = (),
     ) -> Result:
-        proc = subprocess.run(  # noqa: S603 - argv list, no shell
+        proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
             list(argv),
-            input=input,
-            stdin=None if input is not None else subprocess.DEVNULL,
-            capture_output=True,
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             env=dict(env),
             cwd=cwd,
-            timeout=timeout,
             pass_fds=tuple(pass_fds),
-            check=False,
         )
-        return Result(
-            list(argv), proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
-        )
+        with proc:
+            out, err = _capture(proc, input, timeout)
+        return Result(list(argv), proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
 
     def spawn(
         self,
