@@ -52,8 +52,10 @@ class LayerWriter(TarWriter):
         super().__init__(out)
 
     def _marker(self, arcname: str, st: os.stat_result) -> None:
+        # A marker's time means nothing, and a whiteout device's is when it was extracted: 0
+        # keeps pack -> pull -> pack byte-identical.
         ti = tarfile.TarInfo(arcname)
-        ti.type, ti.size, ti.mode, ti.mtime = tarfile.REGTYPE, 0, 0, int(st.st_mtime)
+        ti.type, ti.size, ti.mode, ti.mtime = tarfile.REGTYPE, 0, 0, 0
         ti.uid, ti.gid = st.st_uid, st.st_gid
         self._header(ti)
 
