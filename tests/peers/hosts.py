@@ -146,9 +146,9 @@ def sshd(host: Host, work: Path) -> Iterator[tuple[Path, Path]]:
         "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
         "StrictModes no\nUsePAM no\nPrintMotd no\n"
     )
-    privsep = Path("/run/sshd")
-    made_privsep = not privsep.exists()
-    privsep.mkdir(mode=0o755, exist_ok=True)
+    # sshd's privilege-separation directory belongs to the openssh-server package (tmpfiles makes
+    # it at boot): made if missing, never removed, since another sshd may be using it right now.
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     proc = spawn([*host.nsenter(), SSHD, "-D", "-e", "-f", str(work / "sshd_config")], stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
@@ -164,9 +164,6 @@ def sshd(host: Host, work: Path) -> Iterator[tuple[Path, Path]]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
-        if made_privsep:
-            with contextlib.suppress(OSError):
-                privsep.rmdir()
 
 
 @pytest.fixture
