@@ -43,6 +43,16 @@ def criu_transfer_config(work: Path, *, lazy: bool = False) -> Path:
     return work / ("criu-lazy.conf" if lazy else "criu-page-server.conf")
 
 
+def received_pages(work: Path) -> Path:
+    """Where a migration's page server writes the pages it receives, inside a scratch directory."""
+    return work / "pages"
+
+
+def page_server_log(work: Path) -> Path:
+    """The log of a migration's page server, beside its pages (not among them)."""
+    return work / "page-server.log"
+
+
 def images_dir(work: Path, *, pre: bool = False) -> Path:
     """Where CRIU's images go inside a work directory (a bundle or a scratch directory)."""
     return work / (PRE_CHECKPOINT_DIR if pre else CHECKPOINT_DIR)

@@ -56,10 +56,14 @@ def _migrate(hosts: TwoHosts, *extra: str, remote: str | None = None) -> tuple[i
     return result.returncode, result.stderr
 
 
-def test_copy_mode_moves_a_counting_container_with_its_address(two_hosts: TwoHosts, runtime: str) -> None:
+MODES = pytest.mark.parametrize("mode", ["copy", "page-server"])
+
+
+@MODES
+def test_moves_a_counting_container_with_its_address(two_hosts: TwoHosts, runtime: str, mode: str) -> None:
     before = _start(two_hosts, runtime)
     address = _address(two_hosts.a.amber)
-    code, err = _migrate(two_hosts)
+    code, err = _migrate(two_hosts, "--mode", mode)
     assert code == 0, err
     assert amber_counter(two_hosts.b.amber, "cnt", before) > before  # it carries on from its count
     assert _running(two_hosts.b.amber)
@@ -67,9 +71,11 @@ def test_copy_mode_moves_a_counting_container_with_its_address(two_hosts: TwoHos
     assert two_hosts.a.amber.fresh_engine().containers.store.find("cnt") is None  # gone from A
 
 
-def test_destination_killed_mid_restore_leaves_it_running_on_a(two_hosts: TwoHosts, runtime: str) -> None:
+@MODES
+def test_destination_killed_mid_restore_leaves_it_running_on_a(two_hosts: TwoHosts, runtime: str, mode: str) -> None:
     before = _start(two_hosts, runtime)
-    code, err = _migrate(two_hosts, remote=remote_amber(two_hosts.b, "AMBER_TEST_KILL_AT=after-extract"))
+    kill = remote_amber(two_hosts.b, "AMBER_TEST_KILL_AT=after-extract")
+    code, err = _migrate(two_hosts, "--mode", mode, remote=kill)
     assert code != 0
     assert "error:" in err and "hint:" in err
     assert _running(two_hosts.a.amber), err

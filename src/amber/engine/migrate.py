@@ -11,8 +11,11 @@ dropped, stream cut, destination restore failed) restores the source from its ke
 running stays running. The destination keeps the container only when the source, having heard it
 runs, says "done" (it removes it otherwise, as the source then runs it again): never both running.
 
-`--mode page-server` and `--mode lazy` wait for the memory-transfer primitives (engine/transfer.py)
-and are refused for now. Pre-copy is refused where the kernel does not track dirty memory.
+`--mode page-server`: the destination also runs a CRIU page server and says its port; the dump
+sends its pages there during the freeze (and a copy to a page server here, engine/migrate_pages.py,
+so that a failed move still resumes the source), the archive carries the other images, and the
+destination puts the pages into them before the restore. `--mode lazy` is refused for now.
+Pre-copy is refused where the kernel does not track dirty memory.
 """
 
 from __future__ import annotations
@@ -23,9 +26,12 @@ import shlex
 import socket
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from amber.adapters import criu
+from amber.adapters import run as runners
+from amber.adapters.checkpoint_archive import Compression
+from amber.engine.checkpoint import CheckpointOptions
 from amber.engine.migrate_channel import (
     CONNECT_TIMEOUT,
     REPLY_TIMEOUT,
@@ -35,6 +41,8 @@ from amber.engine.migrate_channel import (
     peer_error,
     ssh_argv,
 )
+from amber.engine.migrate_pages import SourcePages, source_pages
+from amber.engine.transfer import PageEndpoint, dump_to_page_server
 from amber.errors import AmberError, ConflictError, PreconditionError, UsageError
 from amber.models import Status
 
@@ -75,10 +83,10 @@ class MigrateOptions:
             raise PreconditionError(
                 "pre-copy migration is not built yet", hint="leave out --pre-copy (--mode copy moves it in one go)"
             )
-        if self.mode != "copy":
+        if self.mode == "lazy":
             raise PreconditionError(
-                f"--mode {self.mode} is not built yet (it needs amber's memory-transfer primitives)",
-                hint="use --mode copy (the default)",
+                "--mode lazy is not built yet",
+                hint="use --mode page-server (the shorter freeze) or --mode copy (the default)",
             )
 
     def remote(self) -> list[str]:
@@ -154,7 +162,11 @@ def migrate(
             raise peer_error(answer, opts.dest)
         say(f"preflight passed on {opts.dest}; streaming to {answer['address']}:{answer['port']}")
         frozen = time.monotonic()
-        sent, running = _hand_off(engine, name, opts, control, (str(answer["address"]), int(answer["port"])))
+        address = (str(answer["address"]), int(answer["port"]))
+        remote_pages = _page_endpoint(opts, answer)
+        with contextlib.ExitStack() as stack:
+            pages = None if remote_pages is None else stack.enter_context(source_pages(engine.layout.tmp, remote_pages))
+            sent, running = _hand_off(engine, name, opts, control, address, pages)
         _commit(control, name, opts.dest)
     finally:
         control.close()
@@ -169,17 +181,54 @@ def migrate(
     return MigrateReport(name, str(opts.dest), opts.mode, str(running.get("id", "")), sent, now - frozen, now - started)
 
 
+def _page_endpoint(opts: MigrateOptions, answer: dict[str, Any]) -> PageEndpoint | None:
+    """page-server mode: where the destination's page server listens. Raises ChannelError when
+    the destination did not start one (an amber that does not know the mode)."""
+    if opts.mode != "page-server":
+        return None
+    if not isinstance(answer.get("page_port"), int):
+        raise ChannelError(
+            f"the destination {opts.dest} started no page server for --mode page-server",
+            hint="run the same amber version on both hosts, or use --mode copy",
+        )
+    host, port = _reachable(opts.dest, (str(answer["address"]), int(answer["page_port"])))
+    return PageEndpoint(host, port)
+
+
+def _checkpoint_into(
+    engine: Engine, name: str, opts: MigrateOptions, stream: IO[bytes], pages: SourcePages | None
+) -> None:
+    """Checkpoint `name` (images kept) as an uncompressed archive into `stream`; with `pages`, its
+    memory goes to the page servers (the destination's, and the copy here) instead, during the
+    dump. Raises as engine.checkpoint does (a failed dump leaves it running)."""
+    if pages is None:
+        engine.checkpoint(name, export_to=stream, compress="none", keep=True, tcp_established=opts.tcp_established)
+        return
+    copts = CheckpointOptions(
+        export_to=stream, compression=Compression.NONE, keep=True, tcp_established=opts.tcp_established
+    )
+    with runners.using(engine.runner):
+        dump_to_page_server(engine.services.checkpoints, name, pages.endpoint, copts)
+
+
 def _hand_off(
-    engine: Engine, name: str, opts: MigrateOptions, control: Control, address: tuple[str, int]
+    engine: Engine,
+    name: str,
+    opts: MigrateOptions,
+    control: Control,
+    address: tuple[str, int],
+    pages: SourcePages | None,
 ) -> tuple[int, dict[str, Any]]:
-    """Checkpoint `name` into the destination's port and wait for it to run there; any failure
-    after the freeze restores the source. Returns (bytes sent, the destination's report)."""
+    """Checkpoint `name` into the destination's port (its pages through `pages`, when given) and
+    wait for it to run there; any failure after the freeze restores the source (with the copy
+    of its pages kept here, in page-server mode).
+    Returns (bytes sent on the stream, the destination's report)."""
     sock = socket.create_connection(_reachable(opts.dest, address), timeout=CONNECT_TIMEOUT)
     sock.settimeout(RESTORE_TIMEOUT)
     stopped = False
     try:
         with sock.makefile("wb") as stream:
-            engine.checkpoint(name, export_to=stream, compress="none", keep=True, tcp_established=opts.tcp_established)
+            _checkpoint_into(engine, name, opts, stream, pages)
         stopped = True
         sent = _sent(sock)
         sock.shutdown(socket.SHUT_WR)  # the archive's end: the destination restores now
@@ -189,7 +238,7 @@ def _hand_off(
         return sent, running
     except BaseException as exc:
         if stopped:
-            _resume(engine, name, exc)
+            _resume(engine, name, exc, pages)
         raise
     finally:
         sock.close()
@@ -227,10 +276,14 @@ def _reachable(dest: SshDest, address: tuple[str, int]) -> tuple[str, int]:
     return (host if host not in ("", "0.0.0.0", "::") else dest.host, port)  # noqa: S104 - a wildcard, read only
 
 
-def _resume(engine: Engine, name: str, cause: BaseException) -> None:
-    """The move failed after the dump stopped `name`: restore it here from its kept images.
-    Raises AmberError when that restore fails too (naming both failures)."""
+def _resume(engine: Engine, name: str, cause: BaseException, pages: SourcePages | None = None) -> None:
+    """The move failed after the dump stopped `name`: restore it here from its kept images (with
+    `pages`' copy of its memory put back first). Raises AmberError when that restore fails too
+    (naming both failures)."""
     try:
+        if pages is not None:
+            c = engine.services.containers.store.get(name)
+            pages.restore_into(engine.services.containers.paths(c.id).checkpoint)
         engine.restore(name, keep=False)
     except AmberError as failure:
         raise AmberError(

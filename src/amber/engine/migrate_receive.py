@@ -3,7 +3,9 @@
 It reads the source's preflight request (one JSON line on stdin), checks this host (runtime kind,
 CRIU version, CPU flags, image, name free, IP and MAC free on a network of the same name and
 subnet), and answers on stdout: a failure ({"ok": false, "error", "hint", "exit"}) or the TCP
-address and port it listens on. The source streams the archive there; restore reads it straight
+address and port it listens on (in page-server mode also "page_port", where a CRIU page
+server here takes the dump's pages; they are put into the archive's images before the restore,
+and removed from this host's disk afterwards). The source streams the archive there; restore reads it straight
 from the connection (never a file on disk) and restores it with its name, IP and MAC; the answer is then
 {"ok": true, "event": "running", "id"} or the restore's failure. The source answers "done"; only
 then is the move committed ({"event": "committed"}): without it the container is removed here
@@ -17,12 +19,18 @@ import json
 import os
 import select
 import socket
+from collections.abc import Iterator
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from amber.adapters import criu
+from amber.adapters import run as runners
 from amber.engine.migrate import PROTOCOL, cpu_flags
 from amber.engine.migrate_channel import MAX_LINE
+from amber.engine.migrate_pages import free_port, page_receiver
+from amber.engine.restore_options import RestoreOptions
 from amber.engine.runtime_rule import select_runtime
+from amber.engine.transfer import PageEndpoint, PageReceiver
 from amber.errors import AmberError, ConflictError, NotFoundError, PreconditionError, UsageError
 
 if TYPE_CHECKING:
@@ -42,14 +50,19 @@ def receive(engine: Engine, stdin: IO[bytes], stdout: IO[bytes]) -> int:
         listener = socket.socket(socket.AF_INET6 if ":" in _local_address() else socket.AF_INET)
     except AmberError as exc:
         return _fail(stdout, exc)
-    with listener:
+    with listener, contextlib.ExitStack() as stack:
         listener.bind((_local_address(), 0))
         listener.listen(1)
         listener.settimeout(ACCEPT_TIMEOUT)
         address, port = listener.getsockname()[:2]
-        _write(stdout, {"ok": True, "address": address, "port": port})
         try:
-            container = _receive_and_restore(engine, listener, request)
+            pages = stack.enter_context(_page_receiver(engine, request))
+        except AmberError as exc:
+            return _fail(stdout, exc)
+        extra = {"page_port": pages.endpoint.port} if pages is not None else {}
+        _write(stdout, {"ok": True, "address": address, "port": port, **extra})
+        try:
+            container = _receive_and_restore(engine, listener, request, pages)
         except AmberError as exc:
             return _fail(stdout, exc)
         except OSError as exc:
@@ -79,12 +92,33 @@ def _commit_or_roll_back(engine: Engine, container: str, stdin: IO[bytes], stdou
     return 1
 
 
-def _receive_and_restore(engine: Engine, listener: socket.socket, request: dict[str, Any]) -> str:
+@contextlib.contextmanager
+def _page_receiver(engine: Engine, request: dict[str, Any]) -> Iterator[PageReceiver | None]:
+    """page-server mode: a CRIU page server listening on this host's address (a free port), its
+    pages in a scratch directory removed afterwards; None in the other modes. Raises AmberError
+    (PreconditionError: no CRIU) when it does not come up."""
+    if request.get("mode") != "page-server":
+        yield None
+        return
+    with page_receiver(engine.layout.tmp, PageEndpoint(_local_address(), free_port(_local_address()))) as rx:
+        yield rx
+
+
+def _receive_and_restore(
+    engine: Engine, listener: socket.socket, request: dict[str, Any], pages: PageReceiver | None
+) -> str:
     conn, _ = listener.accept()
     conn.settimeout(STREAM_IDLE_TIMEOUT)
+    tcp_established = bool(request.get("tcp_established"))
     with conn, conn.makefile("rb") as stream:
-        c = engine.restore_archive(stream, tcp_established=bool(request.get("tcp_established")))
-    return c.id
+        if pages is None:
+            return engine.restore_archive(stream, tcp_established=tcp_established).id
+        # The archive holds every image but the pages: the page server's are added before the restore.
+        opts = RestoreOptions(
+            runtime=engine.runtime_choice, tcp_established=tcp_established, complete_images=pages.deliver
+        )
+        with runners.using(engine.runner):
+            return engine.services.checkpoints.restore_stream(stream, Path("the migration stream"), opts)[0].id
 
 
 def preflight(engine: Engine, request: dict[str, Any]) -> None:
