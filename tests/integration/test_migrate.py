@@ -1,4 +1,5 @@
-"""amber migrate between two hosts on one machine (tests/peers/hosts.py): over ssh, both runtimes.
+"""amber migrate between two hosts on one machine (tests/peers/hosts.py): over ssh, both runtimes,
+copy and page-server modes.
 
 A counting container moves from A to B and counts on there, with the same IP and MAC; a failure
 on B (its amber killed mid-restore, a name taken there) leaves it running on A, its state intact.
@@ -158,10 +159,11 @@ def _fetch(hosts: TwoHosts, host: Host) -> str:
         time.sleep(0.1)
 
 
-def test_published_port_answers_on_the_destination(two_hosts: TwoHosts, runtime: str) -> None:
+@MODES
+def test_published_port_answers_on_the_destination(two_hosts: TwoHosts, runtime: str, mode: str) -> None:
     _serve(two_hosts, runtime)
     assert _fetch(two_hosts, two_hosts.a) == "moved"
-    code, err = _migrate(two_hosts)
+    code, err = _migrate(two_hosts, "--mode", mode)
     assert code == 0, err
     assert _fetch(two_hosts, two_hosts.b) == "moved"
 
@@ -170,7 +172,8 @@ def _route(hosts: TwoHosts, via: Host) -> None:
     run(["ip", "-n", hosts.client, "route", "replace", hosts.subnet, "via", via.address], timeout=30)
 
 
-def test_tcp_connection_survives_with_tcp_established(two_hosts: TwoHosts, runtime: str) -> None:
+@MODES
+def test_tcp_connection_survives_with_tcp_established(two_hosts: TwoHosts, runtime: str, mode: str) -> None:
     _serve(two_hosts, runtime)
     ip, _ = _address(two_hosts.a.amber)
     _route(two_hosts, two_hosts.a)
@@ -182,7 +185,7 @@ def test_tcp_connection_survives_with_tcp_established(two_hosts: TwoHosts, runti
     try:
         assert client.stdout is not None and client.stdin is not None
         assert client.stdout.readline().strip() == b"before"
-        code, err = _migrate(two_hosts, "--tcp-established")
+        code, err = _migrate(two_hosts, "--tcp-established", "--mode", mode)
         assert code == 0, err
         _route(two_hosts, two_hosts.b)  # the container's subnet is now behind B
         client.stdin.write(b"go\n")
