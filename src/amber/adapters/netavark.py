@@ -26,6 +26,11 @@ from amber.adapters.run import find_tool, run
 from amber.errors import AmberError, CommandError, PreconditionError, UsageError
 
 CANDIDATES = ("/usr/lib/podman/netavark", "/usr/libexec/podman/netavark", "/usr/local/libexec/podman/netavark")
+AARDVARK_CANDIDATES = (
+    "/usr/lib/podman/aardvark-dns",
+    "/usr/libexec/podman/aardvark-dns",
+    "/usr/local/libexec/podman/aardvark-dns",
+)
 TIMEOUT = 60.0
 PROTOCOLS = ("tcp", "udp", "sctp")
 
@@ -45,6 +50,14 @@ def binary() -> str:
             "could not find netavark, which amber needs to give containers a network",
             hint="run the host setup (scripts/setup-host.sh): it installs netavark 1.14 from Debian 13",
         ) from exc
+
+
+def aardvark_binary() -> str | None:
+    """aardvark-dns's path ($AMBER_AARDVARK_DNS, podman's helper directories), None when absent.
+
+    netavark starts, updates and stops it itself for networks with DNS on."""
+    override = os.environ.get("AMBER_AARDVARK_DNS")
+    return next((p for p in (override, *AARDVARK_CANDIDATES) if p and os.access(p, os.X_OK)), None)
 
 
 # ------------------------------------------------------------------ netavark's input
@@ -143,6 +156,7 @@ class NetworkInfo:
     bridge: str  # netavark's `network_interface`
     subnets: tuple[Subnet, ...]
     internal: bool = False
+    dns_enabled: bool = False  # netavark registers the container's name with aardvark-dns
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -153,7 +167,7 @@ class NetworkInfo:
             "subnets": [s.to_dict() for s in self.subnets],
             "ipv6_enabled": False,
             "internal": self.internal,
-            "dns_enabled": False,
+            "dns_enabled": self.dns_enabled,
             "ipam_options": {"driver": "host-local"},
         }
 
@@ -280,7 +294,10 @@ def _block(d: Mapping[str, Any]) -> StatusBlock:
 
 # ------------------------------------------------------------------ running it
 def _argv(config_dir: Path, verb: str, netns_path: Path) -> list[str]:
-    return [binary(), "--firewall-driver", "nftables", "--config", str(config_dir), verb, str(netns_path)]
+    """netavark's command line; aardvark-dns's state lives under `config_dir`/aardvark-dns."""
+    aardvark = aardvark_binary()
+    extra = ["--aardvark-binary", aardvark] if aardvark else []
+    return [binary(), "--firewall-driver", "nftables", "--config", str(config_dir), *extra, verb, str(netns_path)]
 
 
 def _error(exc: CommandError) -> list[str]:

@@ -42,7 +42,9 @@ def usage_of(parser: argparse.ArgumentParser) -> Handler:
 
 
 def cmd_create(args: argparse.Namespace, engine: Engine) -> int:
-    network = service(engine).create(args.name, args.subnet, args.gateway, internal=args.internal)
+    network = service(engine).create(
+        args.name, args.subnet, args.gateway, internal=args.internal, dns=not args.disable_dns
+    )
     print(network.name)
     return ExitCode.OK
 
@@ -109,6 +111,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--subnet", help="IPv4 subnet, e.g. 10.89.7.0/24 (default: a free 10.89.x.0/24)")
     p.add_argument("--gateway", help="gateway address (default: the subnet's first address)")
     p.add_argument("--internal", action="store_true", help="no route out of the network (no masquerade)")
+    p.add_argument(
+        "--disable-dns", action="store_true", help="no name resolution between its containers (aardvark-dns)"
+    )
     p.add_argument("name", metavar="NAME")
     p.set_defaults(handler=cmd_create)
     add_common(nsub, "network", cmd_ls, cmd_inspect, cmd_rm)

@@ -26,6 +26,7 @@ APPLETS = (
     "httpd",
     "nc",
     "wget",
+    "nslookup",
     "dd",
     "cp",
     "mv",

@@ -46,6 +46,7 @@ class Network:
     created: str
     internal: bool = False
     auto_subnet: bool = False  # amber chose the subnet: it may choose again while nothing is attached
+    dns_enabled: bool = False  # containers resolve each other's names (aardvark-dns on the gateway)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,11 +62,17 @@ class Network:
             created=str(d.get("created", "")),
             internal=bool(d.get("internal", False)),
             auto_subnet=bool(d.get("auto_subnet", False)),
+            dns_enabled=bool(d.get("dns_enabled", False)),
         )
 
     def info(self) -> netavark.NetworkInfo:
         return netavark.NetworkInfo(
-            self.name, self.id, self.bridge, (netavark.Subnet(self.subnet, self.gateway),), self.internal
+            self.name,
+            self.id,
+            self.bridge,
+            (netavark.Subnet(self.subnet, self.gateway),),
+            self.internal,
+            self.dns_enabled,
         )
 
 
@@ -169,17 +176,25 @@ class NetworkService:
 
     # ------------------------------------------------------------ objects
     def create(
-        self, name: str, subnet: str | None = None, gateway: str | None = None, *, internal: bool = False
+        self,
+        name: str,
+        subnet: str | None = None,
+        gateway: str | None = None,
+        *,
+        internal: bool = False,
+        dns: bool = False,
     ) -> Network:
-        """Make network `name`. Without `subnet`, a free 10.89.x.0/24 is chosen.
+        """Make network `name`. Without `subnet`, a free 10.89.x.0/24 is chosen. With `dns`, its
+        containers resolve each other by name through aardvark-dns on the gateway (podman's
+        default for `network create`; amber network create turns it on unless --disable-dns).
 
         Raises UsageError for a bad name, subnet or gateway; ConflictError when the name is
         taken or the subnet overlaps another network or a route of the host."""
         naming.check_name(name)
         with self._locked():
-            return self._create(name, subnet, gateway, internal)
+            return self._create(name, subnet, gateway, internal, dns)
 
-    def _create(self, name: str, subnet: str | None, gateway: str | None, internal: bool) -> Network:
+    def _create(self, name: str, subnet: str | None, gateway: str | None, internal: bool, dns: bool) -> Network:
         if self._file(name).exists():
             raise ConflictError(f"network {name} already exists", hint="pick another name, or amber network rm it")
         existing = self._all()
@@ -206,6 +221,7 @@ class NetworkService:
             created=datetime.now(UTC).isoformat(timespec="seconds"),
             internal=internal,
             auto_subnet=subnet is None,
+            dns_enabled=dns,
         )
         state.atomic_write_json(self._file(name), network.to_dict())
         return network
@@ -224,7 +240,7 @@ class NetworkService:
         if not path.exists() and name == DEFAULT_NETWORK:
             with self._locked():
                 if not path.exists():
-                    return self._create(name, None, None, False)
+                    return self._create(name, None, None, False, False)
         return self._load(name)
 
     def _load(self, name: str) -> Network:
@@ -250,7 +266,7 @@ class NetworkService:
             "subnets": [{"subnet": network.subnet, "gateway": network.gateway}],
             "ipv6_enabled": False,
             "internal": network.internal,
-            "dns_enabled": False,
+            "dns_enabled": network.dns_enabled,
             "containers": {
                 lease.container_id: {
                     "name": lease.container_name,
