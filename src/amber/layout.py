@@ -145,6 +145,11 @@ class ContainerLayout:
         return self.bundle / NETWORK_STATUS
 
     @property
+    def resolv_conf(self) -> Path:
+        """The /etc/resolv.conf of a container on a network with DNS: its gateway (aardvark-dns)."""
+        return self.bundle / "resolv.conf"
+
+    @property
     def conntrack(self) -> Path:
         """The host's conntrack entries of the container's connections (checkpoint --tcp-established)."""
         return self.bundle / "conntrack.json"

@@ -30,33 +30,49 @@ def _aardvark_pids(amber: Amber) -> list[int]:
     return pids
 
 
-def _lookup(amber: Amber, capfd: pytest.CaptureFixture[str], name: str, server: str) -> str:
-    """busybox nslookup's output for `name` asked from container c1 at `server`."""
+def _lookup(amber: Amber, capfd: pytest.CaptureFixture[str], name: str, *server: str) -> str:
+    """busybox nslookup's output for `name` asked from container c1 (at `server`, else at what
+    its /etc/resolv.conf names); empty when it fails."""
     capfd.readouterr()
-    rc = amber("exec", "c1", "nslookup", name, server)
+    rc = amber("exec", "c1", "nslookup", name, *server)
     out = capfd.readouterr().out
     return out if rc == 0 else ""
 
 
 def test_containers_resolve_each_other_by_name_through_checkpoint_restore(
-    amber: Amber, demo_image: str, runtime: str, capfd: pytest.CaptureFixture[str]
+    amber: Amber, demo_image: str, runtime: str, capfd: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     network, _subnet = netkit.make_network(amber)
     bridge = netkit.bridge_of(amber, network)
     info = amber.fresh_engine().networks.inspect(network)
     assert info["dns_enabled"] is True
     gateway = info["subnets"][0]["gateway"]
-    for name in ("c1", "c2"):
+    for name, alias in (("c1", "one"), ("c2", "db")):
         assert amber("run", "-d", "--name", name, "--runtime", runtime, "--network", network,
-                     demo_image, "sleep", "100000") == 0  # fmt: skip
+                     "--network-alias", alias, demo_image, "sleep", "100000") == 0  # fmt: skip
     ip2, _mac = netkit.address(amber, "c2", network)
     assert _aardvark_pids(amber), "netavark started no aardvark-dns for the network"
     netkit.wait_for(lambda: ip2 in _lookup(amber, capfd, "c2", gateway), "c2 to resolve from c1")
+    capfd.readouterr()
+    assert amber("exec", "c1", "cat", "/etc/resolv.conf") == 0
+    assert f"nameserver {gateway}" in capfd.readouterr().out
+    assert ip2 in _lookup(amber, capfd, "c2")  # through /etc/resolv.conf
+    assert ip2 in _lookup(amber, capfd, "db")  # by its --network-alias
 
     assert amber("checkpoint", "c2") == 0
     assert amber("restore", "c2") == 0
     assert netkit.address(amber, "c2", network)[0] == ip2
-    netkit.wait_for(lambda: ip2 in _lookup(amber, capfd, "c2", gateway), "c2 to resolve again after restore")
+    netkit.wait_for(lambda: ip2 in _lookup(amber, capfd, "c2"), "c2 to resolve again after restore")
+
+    archive = tmp_path / "c2.tar"
+    assert amber("checkpoint", "--export", str(archive), "c2") == 0
+    assert amber("rm", "c2") == 0
+    assert amber("restore", "--import", str(archive)) == 0
+    netkit.wait_for(lambda: ip2 in _lookup(amber, capfd, "c2"), "c2 to resolve after export and import")
+    assert ip2 in _lookup(amber, capfd, "db")  # its --network-alias came back with it
+    capfd.readouterr()
+    assert amber("exec", "c2", "cat", "/etc/resolv.conf") == 0  # the imported container's own file
+    assert f"nameserver {gateway}" in capfd.readouterr().out
 
     assert amber("rm", "-f", "c1", "c2") == 0
     netkit.wait_for(lambda: not _aardvark_pids(amber), "aardvark-dns to stop with the last container")

@@ -28,6 +28,13 @@ def _create_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ip", help="the container's IPv4 address on its network")
     p.add_argument("--mac-address", help="the container's MAC address on its network")
     p.add_argument(
+        "--network-alias",
+        action="append",
+        default=[],
+        metavar="ALIAS",
+        help="another name the container resolves by on a network with DNS",
+    )
+    p.add_argument(
         "-p", "--publish", action="append", default=[], metavar="[IP:]HOST:CTR[/PROTO]", help="publish a port"
     )
     p.add_argument(
@@ -63,6 +70,7 @@ def _create_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "network": args.network,
         "ip": args.ip,
         "mac_address": args.mac_address,
+        "network_aliases": args.network_alias,
         "publish": args.publish,
         "volumes": args.volume,
         "tmpfs": args.tmpfs,

@@ -40,6 +40,7 @@ class Attachments:
     volumes: tuple[str, ...] = ()  # -v specs as given (an anonymous one as NAME:/path, named at create)
     tmpfs: tuple[str, ...] = ()  # --tmpfs specs as given
     anonymous: tuple[str, ...] = ()  # the names amber gave the anonymous volumes
+    aliases: tuple[str, ...] = ()  # --network-alias: more names it resolves by on a DNS network
 
     @classmethod
     def parse(
@@ -51,15 +52,16 @@ class Attachments:
         publish: Sequence[str] = (),
         volumes: Sequence[str] = (),
         tmpfs: Sequence[str] = (),
+        aliases: Sequence[str] = (),
     ) -> Attachments:
         """The attachments of `run`/`create`'s options (`network` "none": no network).
 
         Raises UsageError for a bad port mapping, IP, volume or tmpfs spec, or network options
         given with --network none."""
         net = None if network in (None, NO_NETWORK) else network
-        if net is None and (ip or mac or publish):
+        if net is None and (ip or mac or publish or aliases):
             raise UsageError(
-                "--ip, --mac-address and --publish need a network, not --network none",
+                "--ip, --mac-address, --publish and --network-alias need a network, not --network none",
                 hint="leave them out, or pick a network with --network NAME",
             )
         if ip is not None:
@@ -74,7 +76,7 @@ class Attachments:
                 text = f"{anonymous[-1]}:{spec.destination}"
             named.append(text)
         mac = mac.lower() if mac else None
-        return cls(net, ip, mac, ports, tuple(named), tuple(tmpfs), tuple(anonymous))
+        return cls(net, ip, mac, ports, tuple(named), tuple(tmpfs), tuple(anonymous), tuple(aliases))
 
     def mount_specs(self) -> list[MountSpec]:
         return [
@@ -97,6 +99,7 @@ class Attachments:
             "volumes": list(self.volumes),
             "tmpfs": list(self.tmpfs),
             "anonymous": list(self.anonymous),
+            "aliases": list(self.aliases),
         }
 
     @classmethod
@@ -115,6 +118,7 @@ class Attachments:
             volumes=tuple(str(v) for v in d.get("volumes") or []),
             tmpfs=tuple(str(t) for t in d.get("tmpfs") or []),
             anonymous=tuple(str(a) for a in d.get("anonymous") or []),
+            aliases=tuple(str(a) for a in d.get("aliases") or []),
         )
 
 
@@ -173,10 +177,40 @@ def connect(
         ip = old_ip if keep[0] and old_ip else ip
         mac = old_mac if keep[1] and old_mac else mac
     status = networks.attach(
-        cid, name, netns, attachments.network, ip=ip, mac=mac, ports=attachments.ports, interface=iface
+        cid,
+        name,
+        netns,
+        attachments.network,
+        ip=ip,
+        mac=mac,
+        ports=attachments.ports,
+        interface=iface,
+        aliases=attachments.aliases,
     )
     state.atomic_write_json(status_file, status.to_dict())
     return status
+
+
+RESOLV_CONF = "/etc/resolv.conf"
+
+
+def resolv_conf(networks: NetworkService, attachments: Attachments, path: Path) -> Path | None:
+    """Write `path` as the /etc/resolv.conf of a container on a network with DNS: the network's
+    gateway, where aardvark-dns answers for its containers' names (and forwards the rest), as
+    podman does. Returns `path`, or None (the file removed) when the network has no DNS.
+
+    Raises NotFoundError when the container's network is gone."""
+    net = networks.get(attachments.network) if attachments.network is not None else None
+    if net is None or not net.dns_enabled:
+        path.unlink(missing_ok=True)
+        return None
+    state.atomic_write_bytes(path, f"search dns.podman\nnameserver {net.gateway}\n".encode(), mode=0o644)
+    return path
+
+
+def resolv_mount(source: Path) -> dict[str, Any]:
+    """The OCI bind mount of `source` (from resolv_conf) at /etc/resolv.conf."""
+    return {"destination": RESOLV_CONF, "type": "bind", "source": str(source), "options": ["rbind", "rprivate"]}
 
 
 def without_static(attachments: Attachments, *, ip: bool, mac: bool) -> Attachments:
@@ -221,6 +255,8 @@ def config_fields(
             opts["static_ips"] = [attachments.ip]
         if attachments.mac:
             opts["static_mac"] = attachments.mac
+        if attachments.aliases:
+            opts["aliases"] = list(attachments.aliases)
         networks[attachments.network] = opts
     return {
         "networkMode": "bridge" if attachments.network else "none",
@@ -274,6 +310,7 @@ def from_config(extra: Mapping[str, Any], status: NetworkStatus | None) -> Attac
 __all__ = [
     "CONFIG_KEY",
     "NO_NETWORK",
+    "RESOLV_CONF",
     "AttachOptions",
     "RestoreAttachOptions",
     "Attachments",
@@ -289,6 +326,8 @@ __all__ = [
     "record_connections",
     "recorded_address",
     "recorded_connections",
+    "resolv_conf",
+    "resolv_mount",
     "save",
     "without_static",
 ]
@@ -356,6 +395,7 @@ class AttachOptions(TypedDict, total=False):
     publish: Sequence[str]  # [IP:]HOST:CTR[/tcp|udp]
     volumes: Sequence[str]  # NAME:/path[:ro] or /host:/path[:ro]
     tmpfs: Sequence[str]  # /path[:options]
+    network_aliases: Sequence[str]  # more names the container resolves by on a network with DNS
 
 
 def from_options(options: AttachOptions) -> Attachments:
@@ -367,6 +407,7 @@ def from_options(options: AttachOptions) -> Attachments:
         publish=list(options.get("publish", ())),
         volumes=list(options.get("volumes", ())),
         tmpfs=list(options.get("tmpfs", ())),
+        aliases=list(options.get("network_aliases", ())),
     )
 
 

@@ -157,7 +157,8 @@ class ContainerService:
                 ipc_shareable=opts.ipc == "shareable",
                 auto_remove=opts.auto_remove,
             )
-            spec["mounts"] = [*spec["mounts"], *extra_mounts]
+            resolv = attach.resolv_conf(self.networks, att, p.resolv_conf)
+            spec["mounts"] = [*spec["mounts"], *extra_mounts, *([attach.resolv_mount(resolv)] if resolv else [])]
             ipc_share.join(spec, opts.ipc, self._current, self.config_of, joiner=cname)  # --ipc container:NAME
             atomic_write_json(p.config_json, spec)
             self.store.save(c)

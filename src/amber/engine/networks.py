@@ -87,6 +87,7 @@ class Lease:
     interface: str
     netns: str
     ports: tuple[PortMapping, ...] = field(default=())
+    aliases: tuple[str, ...] = ()  # names besides container_name that aardvark-dns answers for
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "ports": [p.to_dict() for p in self.ports]}
@@ -101,6 +102,7 @@ class Lease:
             interface=str(d.get("interface") or "eth0"),
             netns=str(d.get("netns", "")),
             ports=tuple(PortMapping.from_dict(p) for p in d.get("ports") or []),
+            aliases=tuple(str(a) for a in d.get("aliases") or []),
         )
 
 
@@ -318,9 +320,11 @@ class NetworkService:
         mac: str | None = None,
         ports: Sequence[PortMapping] = (),
         interface: str | None = None,
+        aliases: Sequence[str] = (),
     ) -> NetworkStatus:
         """Join the container's namespace to `network`, publishing `ports` on the host. The
         interface is `interface` (a restore passes the archived one), else the next free ethN.
+        On a network with DNS, the container resolves by `name` and its `aliases`.
 
         Returns netavark's status for that network. Raises NotFoundError (network), UsageError
         (an IP outside the subnet, a bad MAC or host IP), ConflictError (already attached, IP,
@@ -346,6 +350,7 @@ class NetworkService:
                 interface=self._interface(container_id, interface),
                 netns=str(netns_path),
                 ports=tuple(ports),
+                aliases=tuple(aliases),
             )
             self._check_ports(lease.ports)
             self._save_leases(network, [*leases, lease], lease.ip)
@@ -409,7 +414,7 @@ class NetworkService:
         return netavark.NetworkOptions(
             container_id=lease.container_id,
             container_name=lease.container_name or lease.container_id[:12],
-            networks={net.name: netavark.PerNetworkOptions((lease.ip,), lease.interface, lease.mac)},
+            networks={net.name: netavark.PerNetworkOptions((lease.ip,), lease.interface, lease.mac, lease.aliases)},
             network_info={net.name: net.info()},
             port_mappings=lease.ports,
         )

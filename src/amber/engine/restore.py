@@ -369,6 +369,9 @@ class RestoreService:
         restore_net.keep_connections(head, p.conntrack)
         self.containers.prepare_root(c, image_layers=self.images.layer_dirs(image), keep_address=opts.keep_address)
         provided = restore_net.import_volumes(self.containers.volumes, att, unpack, c.id, opts)
+        resolv = attach.resolv_conf(self.containers.networks, att, p.resolv_conf)
+        if resolv is not None:  # the archive's /etc/resolv.conf bind names this network's DNS
+            provided[attach.RESOLV_CONF] = resolv
         if not opts.ignore_rootfs:
             # Deletions first: a directory the container deleted and made again is in both lists.
             deleted = unpack / fmt.DELETED_FILES

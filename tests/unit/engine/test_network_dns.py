@@ -10,7 +10,9 @@ import pytest
 from amber import cli
 from amber.adapters import netavark
 from amber.config import Layout
+from amber.engine import attachments as attach
 from amber.engine.networks import DEFAULT_NETWORK, Network, NetworkService
+from amber.errors import UsageError
 from tests.unit.engine.test_networks import CID, FakeNetavark
 
 
@@ -72,3 +74,35 @@ def test_cli_network_create_has_dns_unless_disabled(tmp_path: Path, capsys: pyte
     assert amber("network", "inspect", "withdns", "nodns") == 0
     shown = json.loads(capsys.readouterr().out)
     assert [n["dns_enabled"] for n in shown] == [True, False]
+
+
+def test_resolv_conf_names_the_gateway_only_on_a_dns_network(nets: NetworkService, tmp_path: Path) -> None:
+    nets.create("dnsnet", "10.89.7.0/24", dns=True)
+    nets.create("plain", "10.89.8.0/24")
+    path = tmp_path / "resolv.conf"
+    assert attach.resolv_conf(nets, attach.Attachments(network="dnsnet"), path) == path
+    assert "nameserver 10.89.7.1\n" in path.read_text()
+    assert attach.resolv_mount(path)["destination"] == "/etc/resolv.conf"
+    assert attach.resolv_conf(nets, attach.Attachments(network="plain"), path) is None
+    assert not path.exists()
+    assert attach.resolv_conf(nets, attach.Attachments(), path) is None  # --network none
+
+
+def test_network_aliases_reach_netavark_and_the_record(
+    nets: NetworkService, fake: FakeNetavark, tmp_path: Path
+) -> None:
+    att = attach.Attachments.parse("dnsnet", aliases=["db", "cache"])
+    assert attach.Attachments.from_dict(att.to_dict()).aliases == ("db", "cache")
+    assert attach.config_fields(att, None)["newNetworks"]["dnsnet"]["aliases"] == ["db", "cache"]
+    nets.create("dnsnet", "10.89.7.0/24", dns=True)
+    attach.connect(nets, CID, "web", tmp_path / "ns", att, tmp_path / "status.json")
+    assert fake.setups[0][1]["networks"]["dnsnet"]["aliases"] == ["db", "cache"]
+    assert nets.attachments(CID)["dnsnet"].aliases == ("db", "cache")
+    nets.detach(CID)
+    assert fake.teardowns[0][1]["networks"]["dnsnet"]["aliases"] == ["db", "cache"]
+
+
+def test_network_alias_needs_a_network() -> None:
+    with pytest.raises(UsageError) as err:
+        attach.Attachments.parse("none", aliases=["db"])
+    assert "--network-alias" in err.value.message and err.value.hint
