@@ -12,15 +12,33 @@ from harness import REPO, BenchError, Timed, remove_tree, timed
 
 AMBER = REPO / ".venv" / "bin" / "amber"
 IMAGE = "localhost/amber-bench:latest"
+# The small-container commands timed one by one, in order (run -d is timed by start()).
+SMALL_OPS = ("exec", "ps", "inspect", "checkpoint", "restore", "stop", "rm")
+
+
+def small_args(op: str, name: str, container: tuple[str, ...]) -> list[str]:
+    """The arguments of one small-container command; `container` prefixes checkpoint and restore
+    (podman spells them `container checkpoint`)."""
+    table = {
+        "exec": ["exec", name, "/bin/cat", "/tmp/counter"],
+        "ps": ["ps", "-a"],
+        "inspect": ["inspect", name],
+        "checkpoint": [*container, "checkpoint", name],
+        "restore": [*container, "restore", name],
+        "stop": ["stop", "-t", "0", name],
+        "rm": ["rm", name],
+    }
+    return table[op]
 
 
 class Engine(Protocol):
     name: str
 
     def setup(self, rootfs: Path) -> None: ...
-    def start(self, name: str, runtime: str, mib: int, kind: str) -> None: ...
+    def start(self, name: str, runtime: str, argv: list[str]) -> Timed: ...
     def upper(self, name: str) -> Path: ...
-    def checkpoint(self, name: str, dest: Path, compress: str) -> Timed: ...
+    def checkpoint(self, name: str, dest: Path, compress: str, level: int | None = None) -> Timed: ...
+    def small(self, op: str, name: str) -> Timed: ...
     def restore(self, archive: Path, runtime: str | None = None) -> Timed: ...
     def refused(self, res: Timed) -> bool: ...
     def show(self, archive: Path) -> Timed | None: ...
@@ -49,9 +67,10 @@ class Amber:
     def setup(self, rootfs: Path) -> None:
         self.run("image", "import", str(rootfs), IMAGE).check("amber image import")
 
-    def start(self, name: str, runtime: str, mib: int, kind: str) -> None:
+    def start(self, name: str, runtime: str, argv: list[str]) -> Timed:
         self.names.add(name)
-        self.run("run", "-d", "--name", name, "--runtime", runtime, IMAGE, "/bin/workload", str(mib), kind).check(
+        # --network none, as podman's containers here: both engines skip netavark.
+        return self.run("run", "-d", "--name", name, "--runtime", runtime, "--network", "none", IMAGE, *argv).check(
             "amber run"
         )
 
@@ -63,8 +82,12 @@ class Amber:
     def upper(self, name: str) -> Path:
         return Path(self.inspect(name)["paths"]["upper"])
 
-    def checkpoint(self, name: str, dest: Path, compress: str) -> Timed:
-        return self.run("checkpoint", "--print-stats", "--export", str(dest), "--compress", compress, name)
+    def checkpoint(self, name: str, dest: Path, compress: str, level: int | None = None) -> Timed:
+        extra = [] if level is None else ["--compress-level", str(level)]
+        return self.run("checkpoint", "--print-stats", "--export", str(dest), "--compress", compress, *extra, name)
+
+    def small(self, op: str, name: str) -> Timed:
+        return self.run(*small_args(op, name, ()))
 
     def restore(self, archive: Path, runtime: str | None = None) -> Timed:
         extra = [] if runtime is None else ["--runtime", runtime]
@@ -119,8 +142,8 @@ class Podman:
     def setup(self, rootfs: Path) -> None:
         self.run("import", str(rootfs), IMAGE).check("podman import")
 
-    def start(self, name: str, runtime: str, mib: int, kind: str) -> None:
-        self.run(
+    def start(self, name: str, runtime: str, argv: list[str]) -> Timed:
+        return self.run(
             "run",
             "-d",
             "--name",
@@ -132,17 +155,20 @@ class Podman:
             "--log-driver",
             "k8s-file",
             IMAGE,
-            "/bin/workload",
-            str(mib),
-            kind,
+            *argv,
         ).check("podman run")
 
     def upper(self, name: str) -> Path:
         res = self.run("inspect", "--format", "{{.GraphDriver.Data.UpperDir}}", name).check("podman inspect")
         return Path(res.stdout.strip())
 
-    def checkpoint(self, name: str, dest: Path, compress: str) -> Timed:
+    def checkpoint(self, name: str, dest: Path, compress: str, level: int | None = None) -> Timed:
+        if level is not None:
+            raise BenchError("podman has no compression level option: level cells measure amber only")
         return self.run("container", "checkpoint", "--print-stats", "--export", str(dest), "--compress", compress, name)
+
+    def small(self, op: str, name: str) -> Timed:
+        return self.run(*small_args(op, name, ("container",)))
 
     def restore(self, archive: Path, runtime: str | None = None) -> Timed:
         if runtime is None:

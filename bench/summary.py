@@ -1,5 +1,5 @@
-"""The results: samples to rows (medians, ratios, peak RSS), the issue's targets per row and
-overall, and the Markdown printed at the end of a run."""
+"""The results: samples to rows (medians, ratios, archive sizes, peak RSS), the issue's targets per
+row, and each target once over the whole run (worst value, met or not). bench/report.py renders them."""
 
 from __future__ import annotations
 
@@ -7,150 +7,141 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from cells import Cell, Sample
+from cells import SHAPES, Cell, Sample
 from harness import MIB
+from report import op_rank
 
-# The operations, in table order: key -> label.
-OPS = {
-    "checkpoint_zstd": "checkpoint --export (zstd)",
-    "restore_zstd": "restore --import (zstd)",
-    "checkpoint_none": "checkpoint --export (none)",
-    "restore_none": "restore --import (none)",
-    "refuse_zstd": "refused restore, wrong --runtime (zstd)",
-    "refuse_none": "refused restore, wrong --runtime (none)",
-    "show_zstd": "archive show (zstd)",
-    "show_none": "archive show (none)",
+# Each target once, in the order of the summary table: goal id -> what the issue asks.
+GOALS = {
+    "small": "small containers (busybox, httpd): every command <= 1.0 x podman",
+    "m64": "64 MiB zstd checkpoint+export and import+restore <= 0.6 x podman each",
+    "g1_checkpoint": "1 GiB zstd checkpoint+export <= 0.33 x podman",
+    "g1_restore": "1 GiB zstd import+restore <= 0.28 x podman",
+    "g1_none": "1 GiB uncompressed checkpoint+export and import+restore <= 0.6 x podman",
+    "rootfs": "rootfs diff (2 GiB of files) zstd checkpoint+export and import+restore <= 0.4 x podman",
+    "size": "zstd archive at the default level <= 1.1 x podman's size",
+    "rss": "peak RSS of amber, every checkpoint and restore <= 100 MiB",
+    "refuse": "wrong-runtime refusal, whole command <= 0.3 s",
+    "refuse_work": "wrong-runtime refusal, archive work <= 50 ms",
+    "show": "archive show <= 0.3 s",
 }
+RSS_LIMIT_MIB = 100.0
 
 
 def _median(values: Sequence[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def _row(op: str, cell: Cell, amber: list[Sample], podman: list[Sample]) -> dict[str, Any]:
+    a = _median([s.seconds for s in amber])
+    p = _median([s.seconds for s in podman])
+    a_mib = _median([s.archive_bytes / MIB for s in amber if s.archive_bytes])
+    p_mib = _median([s.archive_bytes / MIB for s in podman if s.archive_bytes])
+    compress = op.partition("_")[2]
+    return {
+        "op": op, "shape": cell.shape, "mib": cell.mib, "kind": cell.kind, "runtime": cell.runtime,
+        "level": int(compress[4:]) if compress[4:].isdigit() else None,
+        "amber_s": a, "podman_s": p, "ratio": _ratio(a, p),
+        "amber_n": len(amber), "podman_n": len(podman),
+        "amber_rss_mib": max(s.rss_kib for s in amber) / 1024 if amber else None,
+        "amber_rss_tree_mib": max(s.rss_tree_kib for s in amber) / 1024 if amber else None,
+        "podman_rss_mib": max(s.rss_kib for s in podman) / 1024 if podman else None,
+        "amber_runtime_s": _median([s.runtime_seconds for s in amber if s.runtime_seconds is not None]),
+        "podman_runtime_s": _median([s.runtime_seconds for s in podman if s.runtime_seconds is not None]),
+        "amber_archive_work_s": _median([s.archive_work_seconds for s in amber
+                                         if s.archive_work_seconds is not None]),
+        "amber_head_bytes_read": max((s.head_bytes_read or 0 for s in amber), default=None),
+        "amber_archive_mib": a_mib, "podman_archive_mib": p_mib, "size_ratio": _ratio(a_mib, p_mib),
+        "podman_from": None,
+    }  # fmt: skip
+
+
+def _podman_reference(rows: list[dict[str, Any]]) -> None:
+    """Level cells run amber alone: their podman figures are the memory cell's zstd ones (same
+    size, data and runtime, same run), which podman makes at its only level."""
+    memory = {(r["op"], r["mib"], r["kind"], r["runtime"]): r for r in rows if r["shape"] == "memory"}
+    for r in rows:
+        if r["shape"] != "level":
+            continue
+        ref = memory.get((r["op"].split("_")[0] + "_zstd", r["mib"], r["kind"], r["runtime"]))
+        if ref is None or ref["podman_s"] is None:
+            continue
+        r["podman_s"], r["podman_archive_mib"] = ref["podman_s"], ref["podman_archive_mib"]
+        r["ratio"] = _ratio(r["amber_s"], r["podman_s"])
+        r["size_ratio"] = _ratio(r["amber_archive_mib"], r["podman_archive_mib"])
+        r["podman_from"] = f"{r['mib']}MiB/{r['kind']}/{r['runtime']}"
+
+
 def summarize(samples: list[Sample]) -> list[dict[str, Any]]:
-    """One row per (op, cell): medians per engine, the ratio, amber's peak RSS."""
+    """One row per (op, cell): medians per engine, the ratio, archive sizes, amber's peak RSS, targets."""
     groups: dict[tuple[str, Cell], dict[str, list[Sample]]] = {}
     for s in samples:
         groups.setdefault((s.op, s.cell), {}).setdefault(s.engine, []).append(s)
-    rows = []
-    order = list(OPS)
-    for (op, cell), by_engine in sorted(
-        groups.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1].mib, kv[0][1].kind, kv[0][1].runtime)
-    ):
-        amber = by_engine.get("amber", [])
-        podman = by_engine.get("podman", [])
-        a = _median([s.seconds for s in amber])
-        p = _median([s.seconds for s in podman])
-        row: dict[str, Any] = {
-            "op": op, "mib": cell.mib, "kind": cell.kind, "runtime": cell.runtime,
-            "amber_s": a, "podman_s": p, "ratio": (a / p) if a is not None and p else None,
-            "amber_n": len(amber), "podman_n": len(podman),
-            "amber_rss_mib": max((s.rss_kib for s in amber), default=0) / 1024 if amber else None,
-            "amber_rss_tree_mib": max((s.rss_tree_kib for s in amber), default=0) / 1024 if amber else None,
-            "podman_rss_mib": max((s.rss_kib for s in podman), default=0) / 1024 if podman else None,
-            "amber_runtime_s": _median([s.runtime_seconds for s in amber if s.runtime_seconds is not None]),
-            "podman_runtime_s": _median([s.runtime_seconds for s in podman if s.runtime_seconds is not None]),
-            "amber_archive_work_s": _median([s.archive_work_seconds for s in amber
-                                             if s.archive_work_seconds is not None]),
-            "amber_head_bytes_read": max((s.head_bytes_read or 0 for s in amber), default=None),
-            "amber_archive_mib": _median([s.archive_bytes / MIB for s in amber if s.archive_bytes]),
-            "podman_archive_mib": _median([s.archive_bytes / MIB for s in podman if s.archive_bytes]),
-        }  # fmt: skip
+    rows = [_row(op, cell, by.get("amber", []), by.get("podman", [])) for (op, cell), by in groups.items()]
+    rows.sort(key=lambda r: (SHAPES.index(r["shape"]), op_rank(r["op"]), r["mib"], r["kind"], r["runtime"]))
+    _podman_reference(rows)
+    for row in rows:
         row["targets"] = evaluate(row)
-        rows.append(row)
     return rows
 
 
-def evaluate(row: dict[str, Any]) -> list[dict[str, Any]]:
-    """The issue's targets that apply to this row: text, value, limit, met (None: not measurable)."""
-    out: list[dict[str, Any]] = []
-    op, mib = row["op"], row["mib"]
+def _target(goal: str, text: str, value: float | None, limit: float) -> dict[str, Any]:
+    return {"goal": goal, "target": text, "value": value, "limit": limit,
+            "met": None if value is None else value <= limit}  # fmt: skip
 
-    def ratio_target(limit: float) -> None:
-        r = row["ratio"]
-        out.append(
-            {"target": f"<= {limit} x podman", "value": r, "limit": limit, "met": None if r is None else r <= limit}
-        )
 
-    if mib >= 1024 and op in ("checkpoint_zstd", "restore_zstd"):
-        ratio_target(0.5)
+def _ratio_goal(row: dict[str, Any]) -> tuple[str, float] | None:
+    """The issue's time ratio target for this row, if it has one: (goal, limit)."""
+    op, mib, shape = row["op"], row["mib"], row["shape"]
+    if shape == "small":
+        return "small", 1.0
+    if shape == "rootfs" and op in ("checkpoint_zstd", "restore_zstd"):
+        return "rootfs", 0.4
+    if shape != "memory":
+        return None
+    if mib <= 64 and op in ("checkpoint_zstd", "restore_zstd"):
+        return "m64", 0.6
+    if mib >= 1024 and op == "checkpoint_zstd":
+        return "g1_checkpoint", 0.33
+    if mib >= 1024 and op == "restore_zstd":
+        return "g1_restore", 0.28
     if mib >= 1024 and op in ("checkpoint_none", "restore_none"):
-        ratio_target(0.7)
-    if mib >= 1024 and op.startswith(("checkpoint_", "restore_")):
-        rss = row["amber_rss_mib"]
-        out.append(
-            {
-                "target": "amber RSS <= 100 MiB",
-                "value": rss,
-                "limit": 100.0,
-                "met": None if rss is None else rss <= 100.0,
-            }
-        )
+        return "g1_none", 0.6
+    return None
+
+
+def evaluate(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets that apply to this row: goal, text, value, limit, met (None: not measurable)."""
+    out: list[dict[str, Any]] = []
+    op, shape = row["op"], row["shape"]
+    goal = _ratio_goal(row)
+    if goal is not None:
+        out.append(_target(goal[0], f"<= {goal[1]} x podman", row["ratio"], goal[1]))
+    if op == "checkpoint_zstd" and shape in ("memory", "rootfs"):
+        out.append(_target("size", "archive <= 1.1 x podman's", row["size_ratio"], 1.1))
+    if shape != "small" and op.startswith(("checkpoint_", "restore_")):
+        out.append(_target("rss", f"amber RSS <= {RSS_LIMIT_MIB:.0f} MiB", row["amber_rss_mib"], RSS_LIMIT_MIB))
     if op.startswith("refuse_"):
-        a = row["amber_s"]
-        out.append({"target": "<= 0.3 s", "value": a, "limit": 0.3, "met": None if a is None else a <= 0.3})
-        w = row["amber_archive_work_s"]
-        out.append(
-            {"target": "archive work <= 50 ms", "value": w, "limit": 0.05, "met": None if w is None else w <= 0.05}
-        )
+        out.append(_target("refuse", "<= 0.3 s", row["amber_s"], 0.3))
+        out.append(_target("refuse_work", "archive work <= 50 ms", row["amber_archive_work_s"], 0.05))
     if op.startswith("show_"):
-        a = row["amber_s"]
-        out.append({"target": "<= 0.3 s", "value": a, "limit": 0.3, "met": None if a is None else a <= 0.3})
+        out.append(_target("show", "<= 0.3 s", row["amber_s"], 0.3))
     return out
 
 
-def _fmt(value: float | None, unit: str = "", digits: int = 3) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}{unit}"
-
-
-def _met(flag: bool | None) -> str:
-    return "n/a" if flag is None else ("yes" if flag else "**NO**")
-
-
-def markdown(rows: list[dict[str, Any]]) -> str:
-    lines = [
-        "| operation | MiB | data | runtime | amber s | podman s | amber/podman | amber RSS MiB | target | met? |",
-        "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | --- | --- |",
-    ]
-    for r in rows:
-        targets = r["targets"] or [{"target": "", "met": None, "value": None}]
-        target = "; ".join(t["target"] for t in targets) or "-"
-        met = "; ".join(_met(t["met"]) for t in targets) if r["targets"] else "-"
-        extra = ""
-        if r["amber_archive_work_s"] is not None:
-            extra = f" (read_head {r['amber_archive_work_s'] * 1000:.1f} ms)"
-        lines.append(
-            f"| {OPS.get(r['op'], r['op'])} | {r['mib']} | {r['kind']} | {r['runtime']} "
-            f"| {_fmt(r['amber_s'])}{extra} | {_fmt(r['podman_s'])} | {_fmt(r['ratio'], digits=2)} "
-            f"| {_fmt(r['amber_rss_mib'], digits=1)} | {target} | {met} |"
-        )
-    return "\n".join(lines)
-
-
-def target_summary(rows: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
-    """The issue's targets, one line each: the worst value measured and whether it holds."""
-    specs = [
-        ("checkpoint+export 1 GiB zstd <= 0.5 x podman", ("checkpoint_zstd",), "x podman"),
-        ("import+restore 1 GiB zstd <= 0.5 x podman", ("restore_zstd",), "x podman"),
-        ("uncompressed export and import (1 GiB) <= 0.7 x podman", ("checkpoint_none", "restore_none"), "x podman"),
-        ("wrong-runtime refusal, whole command <= 0.3 s", ("refuse_zstd", "refuse_none"), "<= 0.3 s"),
-        ("wrong-runtime refusal, archive work <= 50 ms", ("refuse_zstd", "refuse_none"), "archive work"),
-        ("archive show <= 0.3 s", ("show_zstd", "show_none"), "<= 0.3 s"),
-        (
-            "peak RSS of amber, 1 GiB export/import <= 100 MiB",
-            ("checkpoint_zstd", "restore_zstd", "checkpoint_none", "restore_none"),
-            "RSS",
-        ),
-    ]
+def target_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The issue's targets, one each: the worst value measured, and whether it holds in every row
+    (None: not measured in this run, or some row could not be measured)."""
     out = []
-    lines = ["| target | worst measured | met? |", "| --- | ---: | --- |"]
-    for text, ops, match in specs:
-        found = [t for r in rows if r["op"] in ops for t in r["targets"] if match in t["target"]]
+    for goal, text in GOALS.items():
+        found = [t for r in rows for t in r["targets"] if t["goal"] == goal]
         values = [t["value"] for t in found if t["value"] is not None]
-        flags = [t["met"] for t in found]
-        met = None if not found or any(f is None for f in flags) else all(flags)
-        worst = max(values) if values else None
-        unit = " MiB" if match == "RSS" else ("" if match == "x podman" else " s")
-        out.append({"target": text, "worst": worst, "met": met, "measured": len(values), "of": len(found)})
-        lines.append(f"| {text} | {_fmt(worst, unit)} | {_met(met)} |")
-    return "\n".join(lines), out
+        met = None if not found or any(t["met"] is None for t in found) else all(t["met"] for t in found)
+        unit = "MiB" if goal == "rss" else ("s" if goal in ("refuse", "refuse_work", "show") else "x")
+        out.append({"goal": goal, "target": text, "worst": max(values) if values else None, "unit": unit,
+                    "met": met, "measured": len(values), "of": len(found)})  # fmt: skip
+    return out

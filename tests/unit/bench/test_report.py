@@ -2,25 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
-from types import ModuleType
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[3] / "bench"
-
-
-def load_report() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_report", BENCH / "report.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-report = load_report()
+import report  # bench/report.py (conftest.py puts bench/ on sys.path)
 
 RESULT = {
     "when": "2026-12-01T23:00:00Z",
@@ -38,14 +24,17 @@ RESULT = {
 }  # fmt: skip
 
 
-def test_table_orders_rows_and_says_what_was_not_measured() -> None:
+def test_table_reads_a_schema_1_result_and_says_what_was_not_measured() -> None:
     text = report.table(RESULT)
-    rows = [line for line in text.splitlines() if line.startswith("| checkpoint") or line.startswith("| restore")]
-    assert rows[0].startswith("| checkpoint --export, zstd | 1024 |")  # checkpoint before restore
-    assert "| 2.00 | n/a | n/a | 51.0 | <= 0.5 x podman: n/a; amber RSS <= 100 MiB: yes |" in rows[0]
-    assert "| 0.50 | 1.00 | 0.50 | 40.0 | - |" in rows[1]
+    rows = [line for line in text.splitlines() if line.startswith("| 64 MiB") or line.startswith("| 1024 MiB")]
+    # one line per cell and compression, small cells first; no "shape" (schema 1) is a memory cell
+    assert rows[0] == "| 64 MiB random | crun | zstd | - | 0.50 / 1.00 (0.50) | - | - | 40.0 | - |"
+    assert rows[1] == (
+        "| 1024 MiB random | crun | zstd | 2.00 / n/a | - | - | n/a / n/a | 51.0 | n/a: export <= 0.5 x podman |"
+    )
     assert "`python bench/run.py --quick`" in text and "2026-12-01T23:00:00Z" in text
     assert "| amber RSS <= 100 MiB | 51.00 | yes |" in text
+    assert "Small containers" not in text and "Compression levels" not in text
 
 
 def test_splice_replaces_only_the_marked_block() -> None:
