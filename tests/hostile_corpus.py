@@ -29,7 +29,7 @@ from typing import Any
 
 import zstandard
 
-from amber.engine.confinement import CAP_NUMBERS
+from amber.engine.task_credentials import CAP_NUMBERS
 from amber.errors import ExitCode
 
 # ====================================== tar entries ===========================================

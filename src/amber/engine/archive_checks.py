@@ -16,7 +16,7 @@ from amber.adapters import criu, runtime
 from amber.adapters.criu_images import ImageDir, read_inventory
 from amber.adapters.podman_format import CPUINFO_IMG, ConfigDump
 from amber.adapters.run import QUERY_TIMEOUT, find_tool, run
-from amber.engine import confinement, restore_net
+from amber.engine import privilege_checks, restore_net
 from amber.engine.archive_models import CheckResult, CheckStatus
 from amber.engine.networks import NetworkService
 from amber.engine.runtime_rule import compatible, recorded_kind, select_runtime
@@ -61,7 +61,7 @@ def run_checks(
     if isinstance(networks, NetworkService):  # the container service's (a fake has none)
         results.append(restore_net.check_network(head, networks))
     results.append(
-        confinement.privileges(
+        privilege_checks.privileges(
             head.spec, ImageDir(extracted / archive.CHECKPOINT_DIR, str(head.path)) if extracted else None
         )
     )

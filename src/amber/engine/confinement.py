@@ -1,4 +1,4 @@
-"""A restored container's power is amber's, never the archive's.
+"""A restored container's power is amber's, never the archive's: the spec.
 
 `confine(archive, amber)` takes an archive's spec.dump and the spec amber itself generates for the
 container (engine/spec.py `generate`) and builds the EFFECTIVE spec: capabilities, namespaces,
@@ -7,40 +7,20 @@ gives them. The archive informs only what a user could have asked amber for (arg
 user, hostname, annotations, terminal); a stricter seccomp profile and resource limits are kept.
 Everything else the archive asks for is a `Violation` (field, what it asks, what amber allows).
 
-`credential_violations` does the same for the credentials and seccomp state CRIU recorded for each
-task and thread (adapters/criu_images.py `read_credentials`).
-
-Both are pure. `refuse` turns violations into the ArchiveError (exit 6) that restore raises
-before any work, unless the user opted in with `--trust-archive`.
+Pure. The same for the credentials CRIU recorded for each task: engine/task_credentials.py; the
+checks restore and `amber archive check` make with both (refusal, exit 6, unless
+`--trust-archive`): engine/privilege_checks.py.
 """
 
 from __future__ import annotations
 
 import copy
 import resource
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from amber.adapters import cgroups
-from amber.adapters.criu_images import Credentials, ImageDir, read_credentials, read_processes
-from amber.engine import spec as specs
-from amber.engine.archive_models import CheckResult, CheckStatus
-from amber.errors import ArchiveError
-
 CAP_SETS = ("bounding", "effective", "permitted", "inheritable", "ambient")
-# Linux capability numbers (include/uapi/linux/capability.h), for the CRIU bitmasks.
-CAP_NUMBERS = {
-    name: i
-    for i, name in enumerate(
-        "CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID SETPCAP LINUX_IMMUTABLE "
-        "NET_BIND_SERVICE NET_BROADCAST NET_ADMIN NET_RAW IPC_LOCK IPC_OWNER SYS_MODULE SYS_RAWIO SYS_CHROOT "
-        "SYS_PTRACE SYS_PACCT SYS_ADMIN SYS_BOOT SYS_NICE SYS_RESOURCE SYS_TIME SYS_TTY_CONFIG MKNOD LEASE "
-        "AUDIT_WRITE AUDIT_CONTROL SETFCAP MAC_OVERRIDE MAC_ADMIN SYSLOG WAKE_ALARM BLOCK_SUSPEND AUDIT_READ "
-        "PERFMON BPF CHECKPOINT_RESTORE".split()
-    )
-}
 # Kernel file systems amber mounts itself (its source is amber's, never the archive's).
 KERNEL_MOUNTS = {"proc": "proc", "sysfs": "sysfs", "tmpfs": "tmpfs", "devpts": "devpts", "mqueue": "mqueue"}
 CGROUP_MOUNTS = ("cgroup", "cgroup2")
@@ -302,220 +282,4 @@ def _mounts(archive: Any, amber: Any, out: list[Violation]) -> list[dict[str, An
 _KINDS = "proc, sysfs, tmpfs, devpts, mqueue, cgroup and binds amber provides"
 
 
-# ===================================== the images ============================================
-def cap_mask(names: Iterable[str]) -> int:
-    """The kernel bitmask of capability names (CAP_X); unknown names count for nothing."""
-    mask = 0
-    for name in names:
-        number = CAP_NUMBERS.get(name.removeprefix("CAP_"))
-        if number is not None:
-            mask |= 1 << number
-    return mask
-
-
-def cap_names(mask: int) -> list[str]:
-    return [f"CAP_{n}" for n, i in CAP_NUMBERS.items() if mask >> i & 1] + (
-        [f"unknown bits {mask >> len(CAP_NUMBERS):#x}<<{len(CAP_NUMBERS)}"] if mask >> len(CAP_NUMBERS) else []
-    )
-
-
-def credential_violations(
-    tasks: Sequence[Credentials], spec: Mapping[str, Any], *, strict_nnp: bool
-) -> list[Violation]:
-    """Where a task's (or thread's) credentials or seccomp state exceed the effective `spec`.
-
-    uids and gids must be the process user's unless that user is root (root may switch).
-    `strict_nnp`: the archive's own spec asked for no_new_privs, so a task without it is forged
-    (podman's default is without; capabilities bound what a task can gain by execve).
-    """
-    proc = _dict(spec.get("process"))
-    user, caps = _dict(proc.get("user")), _dict(proc.get("capabilities"))
-    uid, gid = (user.get(k, 0) if _is_id(user.get(k, 0)) else 0 for k in ("uid", "gid"))
-    extra = user.get("additionalGids")
-    gids = {gid, *(g for g in extra if _is_id(g))} if isinstance(extra, list) else {gid}
-    sets = {
-        "cap_bnd": "bounding",
-        "cap_eff": "effective",
-        "cap_prm": "permitted",
-        "cap_inh": "inheritable",
-        "cap_amb": "ambient",
-    }
-    filtered = bool(_dict(_dict(spec.get("linux")).get("seccomp")))
-    out: list[Violation] = []
-    for t in tasks:
-        where = f"pid {t.pid}" + (f" thread {t.tid}" if t.tid != t.pid else "")
-        for field, oci in sets.items():
-            allowed = cap_mask(_names(caps.get(oci)))
-            extra = getattr(t, field) & ~allowed
-            if extra:
-                out.append(Violation(f"{where}: {field}", _short(cap_names(extra)), _short(cap_names(allowed))))
-        if uid != 0 and set(t.uids) != {uid}:
-            out.append(Violation(f"{where}: uids", _short(t.uids), f"uid {uid}"))
-        if uid != 0 and (set(t.gids) - gids or set(t.groups) - gids):
-            out.append(Violation(f"{where}: gids", _short([*t.gids, *t.groups]), _short(sorted(gids))))
-        if t.secbits and not cap_mask(["CAP_SETPCAP"]) & cap_mask(_names(caps.get("bounding"))):
-            out.append(Violation(f"{where}: secbits", hex(t.secbits), "0"))
-        if strict_nnp and not t.no_new_privs:
-            out.append(Violation(f"{where}: no_new_privs", "0", "1 (the archive's spec sets noNewPrivileges)"))
-        if filtered and t.seccomp_mode != "filter":
-            out.append(Violation(f"{where}: seccomp_mode", t.seccomp_mode, "filter (the spec has a profile)"))
-    return out
-
-
-# ===================================== refusal and the check row =============================
-def refuse(violations: Sequence[Violation], source: str) -> None:
-    """Raise the ArchiveError (exit 6) naming every field, if there is any violation."""
-    if not violations:
-        return
-    fields = ", ".join(dict.fromkeys(v.field for v in violations))
-    raise ArchiveError(
-        f"checkpoint archive {source} asks for more than amber allows a container: {fields}",
-        hint="make the archive from a container amber could run, or, only if you trust its origin to run "
-        "code as root on this host, restore it with --trust-archive",
-        details=[str(v) for v in violations[:20]],
-    )
-
-
-def privileges_row(violations: Sequence[Violation]) -> CheckResult:
-    """`amber archive check`'s row: privileges ok, or the fields asked beyond amber's."""
-    if not violations:
-        return CheckResult("privileges", CheckStatus.OK, "ok: the archive asks for nothing amber does not allow")
-    fields = ", ".join(dict.fromkeys(v.field for v in violations))
-    return CheckResult(
-        "privileges",
-        CheckStatus.FAIL,
-        f"asks for more than amber allows: {fields}",
-        "restore it only if you trust its origin: amber restore --trust-archive",
-    )
-
-
-# ===================================== the restore path ======================================
-def reference_spec(archive: Mapping[str, Any]) -> dict[str, Any]:
-    """The spec amber would generate for the archive's container (paths are placeholders)."""
-    process = _dict(archive.get("process"))
-    return specs.generate(
-        cid="",
-        hostname=str(archive.get("hostname") or ""),
-        rootfs=Path("/"),
-        args=_names(process.get("args")),
-        env=_names(process.get("env")),
-        cwd=str(process.get("cwd") or "/"),
-        netns=Path("/"),
-        cgroups_path="",
-    )
-
-
-def refuse_shared_pid(archive: Mapping[str, Any], source: str) -> None:
-    """Raise ArchiveError (exit 6) when the spec joins an existing PID namespace (a path): the
-    container was one of a pod sharing a PID namespace (Kubernetes shareProcessNamespace), and
-    CRIU cannot restore one of its processes without the others. No trust lifts this."""
-    namespaces = _dict(archive.get("linux")).get("namespaces")
-    for ns in namespaces if isinstance(namespaces, list) else []:
-        if isinstance(ns, dict) and ns.get("type") == "pid" and ns.get("path"):
-            raise ArchiveError(
-                f"checkpoint archive {source} is of a container in a pod sharing one PID namespace "
-                f"(its spec joins the pid namespace {_short(ns['path'])}): it cannot be restored alone",
-                hint="checkpoint the container from a pod without a shared PID namespace "
-                "(shareProcessNamespace: false), or restore it in its own engine's pod",
-            )
-
-
-def check_spec(archive: Mapping[str, Any], source: str, *, trust: bool) -> Confined:
-    """The archive's spec confined; raises ArchiveError (exit 6) for a shared PID namespace, and
-    on any other violation unless `trust`."""
-    refuse_shared_pid(archive, source)
-    confined = confine(archive, reference_spec(archive))
-    if not trust:
-        refuse(confined.violations, source)
-    return confined
-
-
-def image_violations(images: ImageDir, archive: Mapping[str, Any]) -> list[Violation]:
-    """Decodes the process tree (CRIU can spin on images it cannot parse), then each task's creds,
-    rlimits and the mounts CRIU would make (engine/image_limits.py).
-
-    Raises ArchiveError when an image does not decode.
-    """
-    from amber.engine.image_limits import image_limit_violations  # it imports Violation from here
-
-    processes = read_processes(images)
-    tasks = read_credentials(images, processes)
-    spec = confine(archive, reference_spec(archive)).spec
-    strict = _dict(archive.get("process")).get("noNewPrivileges") is True
-    return credential_violations(tasks, spec, strict_nnp=strict) + image_limit_violations(images, processes, spec)
-
-
-def check_images(images: ImageDir, archive: Mapping[str, Any], *, trust: bool) -> None:
-    """Refuse (ArchiveError, exit 6) a task whose credentials exceed the effective spec, unless `trust`."""
-    violations = image_violations(images, archive)
-    if not trust:
-        refuse(violations, images.source)
-
-
-def restore_spec(
-    archive: Mapping[str, Any],
-    *,
-    rootfs: Path,
-    netns: Path,
-    root: Path,
-    bundle: Path,
-    cid: str,
-    source: str,
-    trust: bool,
-    provided: Mapping[str, Path] | None = None,
-) -> dict[str, Any]:
-    """The config.json of a container restored from `archive` into amber root `root`: confined.
-
-    With `trust`, the archive's own spec (only its host handles rewritten). `provided` maps bind
-    destinations to sources amber provides (its named volumes; binds the user asked for): those
-    binds get them, every other bind an empty source in the bundle. Raises ArchiveError on a
-    violation (without `trust`) and ConflictError when the container's cgroup exists already.
-    """
-    confined = check_spec(archive, source, trust=trust)
-    base = dict(archive) if trust else confined.spec
-    if not trust:  # the leaf is new, but CRIU needs the parent the checkpoint was taken in
-        base["linux"]["cgroupsPath"] = str(_dict(archive.get("linux")).get("cgroupsPath") or "")
-    new = specs.rewrite_for_restore(
-        base,
-        rootfs=rootfs,
-        netns=netns,
-        cgroups_path=specs.cgroups_path(cid, root),
-        bundle=bundle,
-        cid=cid,
-        key=specs.root_key(root),
-    )
-    for mount in new.get("mounts", []):
-        dest = str(mount.get("destination", ""))
-        if provided and dest in provided and mount.get("type") == "bind":
-            mount["source"] = str(provided[dest])
-    cgroups.refuse_existing(str(new["linux"]["cgroupsPath"]), f"container {cid[:12]}")
-    return new
-
-
-def privileges(archive: Mapping[str, Any], images: ImageDir | None) -> CheckResult:
-    """`amber archive check`'s privileges row (the images too when `images` holds the tasks')."""
-    try:
-        violations = list(confine(archive, reference_spec(archive)).violations)
-        if images is not None and images.has("pstree.img"):
-            violations += image_violations(images, archive)
-    except ArchiveError as exc:
-        return CheckResult("privileges", CheckStatus.FAIL, exc.message, exc.hint or "")
-    return privileges_row(violations)
-
-
-__all__ = [
-    "Confined",
-    "Violation",
-    "cap_mask",
-    "cap_names",
-    "check_images",
-    "check_spec",
-    "confine",
-    "credential_violations",
-    "image_violations",
-    "privileges",
-    "privileges_row",
-    "reference_spec",
-    "refuse",
-    "restore_spec",
-]
+__all__ = ["CAP_SETS", "Confined", "Violation", "confine"]

@@ -30,7 +30,7 @@ from amber.adapters.state import atomic_write_json
 from amber.adapters.tar.extract import extract
 from amber.adapters.tar.policy import Policy
 from amber.config import Settings
-from amber.engine import archive_checks, confinement, faults, restore_net, restore_verify, scratch
+from amber.engine import archive_checks, faults, privilege_checks, restore_net, restore_verify, scratch
 from amber.engine import attachments as attach
 from amber.engine.archive_meta import kept_settings
 from amber.engine.attachments import Attachments
@@ -274,7 +274,7 @@ class RestoreService:
         image = self._archive_image(config, path)
         name = validate_name(opts.name) if opts.name else _archive_name(config, path)
         fmt.check_spec_shape(head.spec, path)
-        confinement.check_spec(head.spec, str(path), trust=opts.trust_archive)  # before any work
+        privilege_checks.check_spec(head.spec, str(path), trust=opts.trust_archive)  # before any work
         att = restore_net.plan(self.containers.networks, self.containers.volumes, head, opts)
         self.layout.ensure()
         with contextlib.ExitStack() as held:
@@ -356,7 +356,7 @@ class RestoreService:
         # CRIU can spin for ever on images it cannot parse: decode the process tree first, and
         # check every task's credentials and seccomp state against what the container may hold.
         decoded = criu_images.ImageDir(images, str(head.path))
-        confinement.check_images(decoded, head.spec, trust=opts.trust_archive)
+        privilege_checks.check_images(decoded, head.spec, trust=opts.trust_archive)
         criu_memory.check_pages(decoded, (task.pid for task in criu_images.read_processes(decoded)))
         for result in (archive_checks.check_criu(head, unpack), archive_checks.check_cpu(unpack)):
             if result.failed:  # the same checks as `amber archive check`, before CRIU is asked
@@ -381,7 +381,7 @@ class RestoreService:
             diff = unpack / fmt.ROOTFS_DIFF
             if diff.is_file():
                 rootfs_diff.apply_rootfs_diff(diff, p.merged, max_total_size=self.containers.settings.max_unpacked_size)
-        spec = confinement.restore_spec(
+        spec = privilege_checks.restore_spec(
             head.spec,
             rootfs=p.merged,
             netns=p.netns,

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from amber.adapters.criu_images import ImageDir, read_credentials, read_mountpoints, read_processes, read_rlimits
 from amber.adapters.criu_memory import read_pagemap
 from amber.adapters.tar.headers import members, open_tar
-from amber.engine import confinement
+from amber.engine import privilege_checks
 from amber.errors import AmberError, ArchiveError
 
 SETTINGS = settings(
@@ -143,7 +143,7 @@ IMAGES = ["pstree.img", "core-1.img", "core-18.img", "mountpoints-13.img", "page
 
 def test_podman_s_images_decode_and_pass(dump: tuple[Path, dict[str, Any]]) -> None:
     top, spec = dump
-    assert confinement.image_violations(ImageDir(top, "counter-runc.tar"), spec) == []
+    assert privilege_checks.image_violations(ImageDir(top, "counter-runc.tar"), spec) == []
 
 
 @SETTINGS
@@ -182,6 +182,6 @@ def test_mutated_criu_images_give_archive_errors(
         read_mountpoints(images)
         for p in processes:
             read_pagemap(images, p.pid)
-        confinement.image_violations(images, spec)
+        privilege_checks.image_violations(images, spec)
     except ArchiveError:
         pass

@@ -1,4 +1,5 @@
-"""engine/confinement.py: the effective spec of a restored container, and what is refused."""
+"""The effective spec of a restored container (engine/confinement.py), what is refused
+(task_credentials.py, privilege_checks.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import pytest
 from amber.adapters.criu_images import Credentials, ImageDir, Process, read_credentials
 from amber.adapters.criu_memory import PAGE_SIZE, read_pagemap
 from amber.engine import confinement as cf
+from amber.engine import privilege_checks as pc
 from amber.engine import spec as specs
+from amber.engine import task_credentials as tc
 from amber.errors import ArchiveError, ExitCode
 
 AMBER_MASK = 2147747323  # podman's and amber's default capabilities, as CRIU records them
@@ -74,7 +77,7 @@ def test_ordinary_archives_pass_and_keep_what_a_user_asks_for() -> None:
 
 def test_a_privileged_spec_is_every_field_named_and_amber_s_in_effect() -> None:
     archive = amber_spec()
-    all_caps = [f"CAP_{n}" for n in cf.CAP_NUMBERS]
+    all_caps = [f"CAP_{n}" for n in tc.CAP_NUMBERS]
     archive["process"]["capabilities"] = {k: all_caps for k in cf.CAP_SETS}
     archive["process"]["noNewPrivileges"] = False
     archive["linux"]["resources"] = {"devices": [{"allow": True, "access": "rwm"}]}
@@ -149,48 +152,48 @@ def creds(**kw: Any) -> Credentials:
 
 
 def test_cap_masks_are_the_kernel_s() -> None:
-    assert cf.cap_mask(specs.CAPABILITIES) == AMBER_MASK
-    assert set(cf.cap_names(AMBER_MASK)) == set(specs.CAPABILITIES)
-    assert cf.cap_names(1 << 60) == ["unknown bits 0x80000<<41"]
+    assert tc.cap_mask(specs.CAPABILITIES) == AMBER_MASK
+    assert set(tc.cap_names(AMBER_MASK)) == set(specs.CAPABILITIES)
+    assert tc.cap_names(1 << 60) == ["unknown bits 0x80000<<41"]
 
 
 def test_credentials_within_the_spec_pass_and_beyond_are_named() -> None:
     spec = amber_spec()
-    assert cf.credential_violations([creds()], spec, strict_nnp=True) == []
-    assert cf.credential_violations([creds(cap_eff=0, cap_prm=0, uids=(1000,) * 4)], spec, strict_nnp=True) == []
-    bad = cf.credential_violations([creds(tid=7, cap_eff=(1 << 41) - 1, cap_amb=1 << 21)], spec, strict_nnp=True)
+    assert tc.credential_violations([creds()], spec, strict_nnp=True) == []
+    assert tc.credential_violations([creds(cap_eff=0, cap_prm=0, uids=(1000,) * 4)], spec, strict_nnp=True) == []
+    bad = tc.credential_violations([creds(tid=7, cap_eff=(1 << 41) - 1, cap_amb=1 << 21)], spec, strict_nnp=True)
     assert {v.field for v in bad} == {"pid 1 thread 7: cap_eff", "pid 1 thread 7: cap_amb"}
     assert "CAP_SYS_ADMIN" in bad[0].asked
-    assert cf.credential_violations([creds(no_new_privs=False)], spec, strict_nnp=False) == []
-    assert [v.field for v in cf.credential_violations([creds(no_new_privs=False)], spec, strict_nnp=True)] == [
+    assert tc.credential_violations([creds(no_new_privs=False)], spec, strict_nnp=False) == []
+    assert [v.field for v in tc.credential_violations([creds(no_new_privs=False)], spec, strict_nnp=True)] == [
         "pid 1: no_new_privs"
     ]
     filtered = {**spec, "linux": {**spec["linux"], "seccomp": {"defaultAction": "SCMP_ACT_ERRNO"}}}
-    assert [v.field for v in cf.credential_violations([creds()], filtered, strict_nnp=False)] == ["pid 1: seccomp_mode"]
-    assert cf.credential_violations([creds(seccomp_mode="filter")], spec, strict_nnp=False) == []  # stricter: fine
+    assert [v.field for v in tc.credential_violations([creds()], filtered, strict_nnp=False)] == ["pid 1: seccomp_mode"]
+    assert tc.credential_violations([creds(seccomp_mode="filter")], spec, strict_nnp=False) == []  # stricter: fine
     user = {**spec, "process": {**spec["process"], "user": {"uid": 1000, "gid": 1000}}}
-    fields = {v.field for v in cf.credential_violations([creds()], user, strict_nnp=False)}
+    fields = {v.field for v in tc.credential_violations([creds()], user, strict_nnp=False)}
     assert fields == {"pid 1: uids", "pid 1: gids"}
 
 
 def test_refusal_names_the_fields_with_exit_6_and_a_hint() -> None:
-    cf.refuse([], "a.tar")
+    pc.refuse([], "a.tar")
     violations = [cf.Violation("linux.namespaces", "no pid namespace", "all of amber's")]
     with pytest.raises(ArchiveError) as info:
-        cf.refuse(violations, "a.tar")
+        pc.refuse(violations, "a.tar")
     assert info.value.exit_code == ExitCode.BAD_ARCHIVE
     assert "linux.namespaces" in info.value.message and "a.tar" in info.value.message
     assert info.value.hint and "--trust-archive" in info.value.hint
-    assert cf.privileges_row([]).reason.startswith("ok")
-    assert cf.privileges_row(violations).reason == "asks for more than amber allows: linux.namespaces"
+    assert pc.privileges_row([]).reason.startswith("ok")
+    assert pc.privileges_row(violations).reason == "asks for more than amber allows: linux.namespaces"
 
 
 def test_check_spec_obeys_trust() -> None:
     archive = amber_spec()
     archive["linux"]["namespaces"].pop(0)
     with pytest.raises(ArchiveError):
-        cf.check_spec(archive, "a.tar", trust=False)
-    assert cf.check_spec(archive, "a.tar", trust=True).violations
+        pc.check_spec(archive, "a.tar", trust=False)
+    assert pc.check_spec(archive, "a.tar", trust=True).violations
 
 
 def test_cgroups_are_keyed_by_the_amber_root() -> None:
@@ -226,8 +229,8 @@ def test_read_credentials_every_thread(tmp_path: Path) -> None:
     assert [(c.pid, c.tid) for c in got] == [(1, 1), (1, 2)]
     assert got[0].cap_eff == AMBER_MASK and got[0].cap_amb == 0 and got[0].seccomp_mode == "filter"
     assert got[1].cap_eff == (0x1FF << 32) | 0xFFFFFFFF and got[1].no_new_privs and got[1].groups == (5,)
-    assert cf.credential_violations(got[:1], amber_spec(), strict_nnp=False) == []
-    assert [v.field for v in cf.credential_violations(got, amber_spec(), strict_nnp=False)] == [
+    assert tc.credential_violations(got[:1], amber_spec(), strict_nnp=False) == []
+    assert [v.field for v in tc.credential_violations(got, amber_spec(), strict_nnp=False)] == [
         "pid 1 thread 2: cap_eff"
     ]
 
@@ -289,5 +292,5 @@ def test_any_shape_gives_violations_never_a_crash() -> None:
                 node = node[key]
             node[path[-1]] = odd
             confined = cf.confine(archive, amber_spec())
-            cf.credential_violations([creds()], confined.spec, strict_nnp=True)
-            cf.credential_violations([creds()], archive, strict_nnp=True)
+            tc.credential_violations([creds()], confined.spec, strict_nnp=True)
+            tc.credential_violations([creds()], archive, strict_nnp=True)

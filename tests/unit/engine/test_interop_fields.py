@@ -19,7 +19,7 @@ from amber.adapters import podman_format as fmt
 from amber.adapters import rootfs_diff, skopeo
 from amber.cli import main
 from amber.config import Layout
-from amber.engine import checkpoint_images, confinement
+from amber.engine import checkpoint_images, confinement, privilege_checks
 from amber.engine.archive_meta import config_dump as _config_dump
 from amber.engine.archive_meta import kept_settings
 from amber.engine.checkpoint import TARGETS, CheckpointOptions, _root_mode
@@ -145,10 +145,10 @@ def test_a_gzip_compressed_rootfs_diff_applies(tmp_path: Path) -> None:
 def test_a_shared_pid_namespace_is_refused_even_trusted() -> None:
     spec = {"linux": {"namespaces": [{"type": "pid", "path": "/proc/42/ns/pid"}, {"type": "mount"}]}}
     with pytest.raises(ArchiveError, match="pod sharing one PID namespace") as refused:
-        confinement.check_spec(spec, "ctd.tar", trust=True)
+        privilege_checks.check_spec(spec, "ctd.tar", trust=True)
     assert refused.value.exit_code == 6
-    confinement.refuse_shared_pid({"linux": {"namespaces": [{"type": "pid"}]}}, "ok.tar")  # its own: fine
-    confinement.refuse_shared_pid({"linux": {"namespaces": "junk"}}, "odd.tar")  # shape checked elsewhere
+    privilege_checks.refuse_shared_pid({"linux": {"namespaces": [{"type": "pid"}]}}, "ok.tar")  # its own: fine
+    privilege_checks.refuse_shared_pid({"linux": {"namespaces": "junk"}}, "odd.tar")  # shape checked elsewhere
 
 
 def test_a_pod_sandboxs_ipc_and_uts_namespaces_are_no_violation() -> None:
