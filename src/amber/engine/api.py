@@ -7,7 +7,9 @@
     eng.checkpoint("web", export="web.tar.zst")
     c = eng.restore_archive("web.tar.zst", name="web2")
 
-Keyword options mirror the command line's flags and are checked the same way (UsageError).
+The calls are grouped by area: containers and images here, checkpoint and restore in
+api_checkpoints.py, checkpoint images in api_images.py, archives in api_archives.py, podman's
+views in api_views.py. Keyword options mirror the command line's flags and are checked the same way (UsageError).
 Paths may be str or os.PathLike. Every error is an amber.errors exception (docs/api.md).
 """
 
@@ -15,22 +17,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from pathlib import Path
-from typing import IO, TYPE_CHECKING, Unpack
+from typing import TYPE_CHECKING, Unpack
 
 from amber.adapters import run as runners
 from amber.config import Settings
 from amber.engine.api_archives import ArchiveCalls
-from amber.engine.api_images import CheckpointImageCalls
+from amber.engine.api_checkpoints import CheckpointCalls
 from amber.engine.api_views import PodmanViewCalls
 from amber.engine.run_options import RunKwargs
 from amber.engine.services import Services, iterate_with, with_runner
 from amber.errors import AmberError, UsageError, require_root
 
 if TYPE_CHECKING:
-    from amber.adapters.checkpoint_archive import Compression, Progress
-    from amber.engine.attachments import RestoreAttachOptions
-    from amber.engine.checkpoint import Report, RestoreOptions
     from amber.engine.demo import DemoEvent
     from amber.engine.diff import Change
     from amber.engine.host_info import HostInfo
@@ -41,7 +39,7 @@ if TYPE_CHECKING:
 PathLike = str | os.PathLike[str]
 
 
-class Engine(CheckpointImageCalls, PodmanViewCalls, ArchiveCalls):
+class Engine(CheckpointCalls, PodmanViewCalls, ArchiveCalls):
     """amber as a library. Construction reads the settings only; nothing runs until a call."""
 
     def __init__(
@@ -300,208 +298,6 @@ class Engine(CheckpointImageCalls, PodmanViewCalls, ArchiveCalls):
         """Wait until it is no longer running (or `timeout` seconds). Raises NotFoundError."""
         return self.services.containers.wait(container, timeout)
 
-    # ================================ checkpoint / restore ====================================
-    @with_runner
-    def checkpoint(
-        self,
-        *containers: str,
-        all: bool = False,
-        export: PathLike | None = None,
-        compress: str | Compression | None = None,
-        leave_running: bool = False,
-        keep: bool = False,
-        tcp_established: bool = False,
-        file_locks: bool = False,
-        ignore_rootfs: bool = False,
-        pre_checkpoint: bool = False,
-        with_previous: bool = False,
-        stats: bool = False,
-        create_image: str | None = None,
-        target: str = "podman",
-        progress: Progress | None = None,
-        ignore_volumes: bool = False,
-        export_to: IO[bytes] | None = None,
-        compress_level: int | None = None,
-    ) -> list[Report]:
-        """Checkpoint containers (or `all` running ones), one Report each (`stats`: with CRIU's
-        statistics, --print-stats). With `export`, into a portable archive (several containers:
-        one archive each, EXPORT-NAME). Raises UsageError (options), NotFoundError (container,
-        export directory), ConflictError (not running, busy), PreconditionError (no CRIU support,
-        no dirty-memory tracking, not root), CommandError (CRIU refused: the container runs on).
-        `create_image` NAME also stores the checkpoint as a checkpoint image (one container).
-        `target` is the engine meant to restore it: podman (default) or containerd (they need
-        the container's root directory in different modes).
-        `progress(done, total)` is called now and then while an archive is written (bytes).
-        `export_to`, instead of `export`: a binary stream (a pipe, a socket) the archive of one
-        container is written to as it is made; it is flushed, not closed. When writing it fails,
-        AmberError says the stream is incomplete and the container is left as it was (running).
-        `compress_level`: zstd 1-19, gzip 1-9 (default: the config's [engine] compress_level,
-        else zstd 2, gzip 6)."""
-        from amber.adapters.checkpoint_archive import Compression
-        from amber.engine.checkpoint import CheckpointOptions
-        from amber.engine.options import as_path, check_checkpoint
-
-        opts = CheckpointOptions(
-            export=as_path(export) if export is not None else None,
-            export_to=export_to,
-            compress_level=compress_level,
-            compression=Compression.parse(str(compress)) if compress is not None else None,
-            leave_running=leave_running,
-            keep=keep,
-            tcp_established=tcp_established,
-            file_locks=file_locks,
-            ignore_rootfs=ignore_rootfs,
-            pre_checkpoint=pre_checkpoint,
-            with_previous=with_previous,
-            stats=stats,
-            target=target,
-            progress=progress,
-            ignore_volumes=ignore_volumes,
-        )
-        check_checkpoint(containers, opts, all=all)
-        if create_image is not None:
-            if export_to is not None:
-                raise UsageError("--create-image cannot write to a stream", hint="export to a file, or leave one out")
-            return self._checkpoint_to_image(containers, opts, create_image)
-        if all:
-            return self.services.checkpoints.checkpoint_all(opts)
-        return self.services.checkpoints.checkpoint(list(containers), opts)
-
-    def restore(
-        self,
-        container: str,
-        *,
-        runtime: str | None = None,
-        keep: bool = False,
-        tcp_established: bool = False,
-        tcp_close: bool = False,
-        file_locks: bool = False,
-        stats: bool = False,
-        **net: Unpack[RestoreAttachOptions],
-    ) -> Container:
-        """Bring a checkpointed container back from its kept checkpoint (`amber restore NAME`).
-
-        Raises NotFoundError, ConflictError (not checkpointed, busy), RuntimeMismatchError
-        (`runtime` cannot restore it), CommandError (CRIU refused), PreconditionError.
-        """
-        return self.restore_report(
-            container,
-            runtime=runtime,
-            keep=keep,
-            tcp_established=tcp_established,
-            tcp_close=tcp_close,
-            file_locks=file_locks,
-            stats=stats,
-            **net,
-        )[0]
-
-    def restore_archive(
-        self,
-        archive: PathLike | IO[bytes],
-        *,
-        name: str | None = None,
-        runtime: str | None = None,
-        keep: bool = False,
-        tcp_established: bool = False,
-        tcp_close: bool = False,
-        file_locks: bool = False,
-        ignore_rootfs: bool = False,
-        stats: bool = False,
-        trust_archive: bool = False,
-        progress: Progress | None = None,
-        **net: Unpack[RestoreAttachOptions],
-    ) -> Container:
-        """A new running container from a checkpoint archive (`amber restore --import`), under
-        the archive's name or `name`, with the archive's runtime unless `runtime` is given.
-        `archive` is a path, or a binary reader (stdin, a socket's makefile("rb")) read once, with
-        the same checks: a terminal is refused (UsageError), a stream cut short is an ArchiveError.
-
-        Raises UsageError (options), NotFoundError (archive, its image), ConflictError (name
-        taken), ArchiveError (malformed or hostile archive), RuntimeMismatchError (`runtime`
-        cannot restore it), PreconditionError (runtime or CRIU missing, CPU differs, not root),
-        CommandError (CRIU refused). A failed restore leaves nothing behind. The container gets
-        amber's privileges; an archive asking for more is refused (ArchiveError) unless
-        `trust_archive`.
-        """
-        return self.restore_report(
-            None,
-            archive=archive,
-            name=name,
-            runtime=runtime,
-            keep=keep,
-            tcp_established=tcp_established,
-            tcp_close=tcp_close,
-            file_locks=file_locks,
-            ignore_rootfs=ignore_rootfs,
-            stats=stats,
-            trust_archive=trust_archive,
-            progress=progress,
-            **net,
-        )[0]
-
-    @with_runner
-    def restore_report(
-        self,
-        container: str | None = None,
-        *,
-        archive: PathLike | IO[bytes] | None = None,
-        name: str | None = None,
-        runtime: str | None = None,
-        keep: bool = False,
-        tcp_established: bool = False,
-        tcp_close: bool = False,
-        file_locks: bool = False,
-        ignore_rootfs: bool = False,
-        stats: bool = False,
-        trust_archive: bool = False,
-        progress: Progress | None = None,
-        **net: Unpack[RestoreAttachOptions],
-    ) -> tuple[Container, Report]:
-        """`restore` (a container) or `restore_archive` (an `archive`), with the Report that
-        --print-stats shows. Raises what those raise, and UsageError unless exactly one of
-        `container` and `archive` is given. A `container` that names no container but a
-        checkpoint image restores that image (`restore_image`). `progress(done, total)` is called now and then while an
-        archive is unpacked (bytes)."""
-        from amber.engine.options import as_path, check_restore
-        from amber.engine.restore import RestoreOptions
-
-        opts = RestoreOptions(
-            name=name,
-            runtime=runtime or self.runtime_choice,
-            keep=keep,
-            tcp_established=tcp_established,
-            tcp_close=tcp_close,
-            file_locks=file_locks,
-            ignore_rootfs=ignore_rootfs,
-            stats=stats,
-            trust_archive=trust_archive,
-            progress=progress,
-            ignore_static_ip=net.get("ignore_static_ip", False),
-            ignore_static_mac=net.get("ignore_static_mac", False),
-            ignore_volumes=net.get("ignore_volumes", False),
-            publish=None if net.get("publish") is None else tuple(net.get("publish") or ()),
-        )
-        if archive is None and container and self.is_checkpoint_image(container):
-            check_restore(None, opts, archive_given=True)
-            return self._restore_image(container, opts)
-        check_restore(container, opts, archive_given=archive is not None)
-        if isinstance(archive, str | os.PathLike):
-            return self._restore_archive(as_path(archive), opts)
-        if archive is not None:
-            return self._restore_stream(archive, opts)
-        assert container is not None  # check_restore refuses neither
-        return self._restore_container(container, opts)
-
-    # The one call into the checkpoint service per restore operation.
-    def _restore_container(self, container: str, opts: RestoreOptions) -> tuple[Container, Report]:
-        return self.services.checkpoints.restore(container, opts)
-
-    def _restore_archive(self, archive: os.PathLike[str], opts: RestoreOptions) -> tuple[Container, Report]:
-        return self.services.checkpoints.restore_archive(Path(archive), opts)
-
-    def _restore_stream(self, source: IO[bytes], opts: RestoreOptions) -> tuple[Container, Report]:
-        return self.services.checkpoints.restore_stream(source, _stream_name(source), opts)
-
     # ================================ host ====================================================
     @with_runner
     def host_info(self) -> HostInfo:
@@ -524,9 +320,3 @@ class Engine(CheckpointImageCalls, PodmanViewCalls, ArchiveCalls):
 
 def _text(value: PathLike | None) -> str | None:
     return os.fspath(value) if value is not None else None
-
-
-def _stream_name(source: IO[bytes]) -> Path:
-    """What an archive read from a stream is called in messages: `<stdin>`, else `(stream)`."""
-    name = getattr(source, "name", None)
-    return Path(name if isinstance(name, str) and name else "(stream)")
