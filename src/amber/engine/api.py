@@ -270,16 +270,10 @@ class Engine(CheckpointCalls, PodmanViewCalls, ArchiveCalls):
         `interactive` feeds our stdin to it, `user` is USER[:GROUP], `workdir` defaults to the
         container's. Raises NotFoundError, ConflictError (not running), UsageError (no command,
         unknown user), AmberError (the runtime could not start it)."""
-        return self.services.containers.exec(
-            container,
-            list(command),
-            env=list(env),
-            workdir=workdir,
-            tty=tty,
-            user=user,
-            interactive=interactive,
-            detach=detach,
-        )
+        from amber.engine.exec_session import ExecOptions
+
+        opts = ExecOptions(env=tuple(env), workdir=workdir, tty=tty, user=user, interactive=interactive, detach=detach)
+        return self.services.containers.exec(container, list(command), opts)
 
     @with_runner
     def diff(self, container: str) -> list[Change]:

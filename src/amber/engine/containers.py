@@ -323,21 +323,10 @@ class ContainerService(ContainerRecords):
 
         yield from follow_log(log, running)
 
-    def exec(
-        self,
-        ref: str,
-        argv: Sequence[str],
-        *,
-        env: Sequence[str] = (),
-        workdir: str | None = None,
-        tty: bool = False,
-        user: str | None = None,
-        interactive: bool = False,
-        detach: bool = False,
-    ) -> int:
+    def exec(self, ref: str, argv: Sequence[str], opts: exec_session.ExecOptions) -> int:
         """Run a command in the running container under conmon (its pipes, never ours). Its exit
-        code; with `detach`, 0 once it runs. `interactive` feeds our stdin to it. The working
-        directory defaults to the container's. Raises NotFoundError, ConflictError (not
+        code; with `opts.detach`, 0 once it runs. `opts.interactive` feeds our stdin to it. The
+        working directory defaults to the container's. Raises NotFoundError, ConflictError (not
         running), UsageError (no command, unknown user), ConmonError (the runtime could not)."""
         c = self.inspect_record(ref)
         if c.status != Status.RUNNING:
@@ -347,19 +336,13 @@ class ContainerService(ContainerRecords):
         if not argv:
             raise UsageError("exec needs a command", hint=f"amber exec {c.name} sh -c 'echo hi'")
         rt = self.runtime_for(c)
-        if tty:  # a terminal is the caller's own: the runtime gives the process our pty
-            return rt.exec(c.id, argv, env=env, cwd=workdir, tty=True)
+        if opts.tty:  # a terminal is the caller's own: the runtime gives the process our pty
+            return rt.exec(c.id, argv, env=opts.env, cwd=opts.workdir, tty=True)
         p = self.paths(c.id)
         spec = json.loads(p.config_json.read_text())
-        req = exec_session.ExecRequest(
-            argv=list(argv),
-            env=list(env),
-            workdir=workdir,
-            user=users.resolve(user, [p.merged]) if user else None,
-            stdin=interactive,
-            detach=detach,
-        )
+        user = users.resolve(opts.user, [p.merged]) if opts.user else None
+        req = exec_session.ExecRequest(argv=list(argv), options=opts, user=user)
         session = exec_session.start(rt, self.layout, p, c.id, c.name, req, spec)
-        if detach:
+        if opts.detach:
             return 0
-        return exec_session.attach(session, stdin=sys.stdin.buffer if interactive else None)
+        return exec_session.attach(session, stdin=sys.stdin.buffer if opts.interactive else None)

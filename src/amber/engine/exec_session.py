@@ -31,15 +31,25 @@ from amber.layout import ContainerLayout, Layout
 
 
 @dataclass(frozen=True)
+class ExecOptions:
+    """podman's exec options (-e, -w, -t, -u, -i, -d): Engine.exec's keywords, built once and
+    taken by ContainerService.exec."""
+
+    env: Sequence[str] = ()  # KEY=VALUE, over the container's
+    workdir: str | None = None  # default: the container's
+    tty: bool = False  # the runtime runs it on our terminal (not under conmon)
+    user: str | None = None  # USER[:GROUP], looked up in the container's root
+    interactive: bool = False  # our stdin goes to it
+    detach: bool = False  # return once it runs
+
+
+@dataclass(frozen=True)
 class ExecRequest:
-    """What to run: the command and podman's exec options (-e, -w, -u, -i, -d)."""
+    """What to run: the command, the options, and the user they name, looked up."""
 
     argv: Sequence[str]
-    env: Sequence[str] = ()
-    workdir: str | None = None
+    options: ExecOptions = ExecOptions()
     user: User | None = None
-    stdin: bool = False
-    detach: bool = False
 
 
 def process_spec(container_spec: dict[str, Any], req: ExecRequest) -> dict[str, Any]:
@@ -48,8 +58,8 @@ def process_spec(container_spec: dict[str, Any], req: ExecRequest) -> dict[str, 
     proc = copy.deepcopy(container_spec.get("process") or {})
     proc["args"] = list(req.argv)
     proc["terminal"] = False
-    proc["env"] = merge_env([str(e) for e in proc.get("env") or []], req.env)
-    proc["cwd"] = req.workdir or str(proc.get("cwd") or "/")
+    proc["env"] = merge_env([str(e) for e in proc.get("env") or []], req.options.env)
+    proc["cwd"] = req.options.workdir or str(proc.get("cwd") or "/")
     if req.user is not None:
         proc["user"] = req.user.to_spec()
     proc.pop("apparmorProfile", None)
@@ -97,7 +107,7 @@ def start(
         pidfile=sdir / "exec.pid",
         conmon_pidfile=sdir / "conmon.pid",
         socket_dir=layout.sockets,
-        stdin=req.stdin,
+        stdin=req.options.interactive,
     )
     try:
         conmon.start_exec(rt, espec)

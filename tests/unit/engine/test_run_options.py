@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from amber.engine.exec_session import ExecRequest, process_spec
+from amber.engine.exec_session import ExecOptions, ExecRequest, process_spec
 from amber.engine.run_options import (
     RunOptions,
     make_options,
@@ -95,11 +95,11 @@ def test_exec_process_spec_keeps_the_containers_process() -> None:
             "apparmorProfile": "x",
         }
     }
-    proc = process_spec(spec, ExecRequest(argv=["sh"], env=["A=2", "B=3"]))
+    proc = process_spec(spec, ExecRequest(argv=["sh"], options=ExecOptions(env=["A=2", "B=3"])))
     assert proc["args"] == ["sh"] and proc["cwd"] == "/srv" and proc["user"] == {"uid": 5, "gid": 5}
     assert "A=2" in proc["env"] and "B=3" in proc["env"] and "A=1" not in proc["env"]
     assert proc["capabilities"] == {"bounding": ["CAP_KILL"]} and "apparmorProfile" not in proc
-    proc = process_spec(spec, ExecRequest(argv=["id"], workdir="/tmp", user=User(7, 8, [9])))
+    proc = process_spec(spec, ExecRequest(argv=["id"], options=ExecOptions(workdir="/tmp"), user=User(7, 8, [9])))
     assert proc["cwd"] == "/tmp" and proc["user"] == {"uid": 7, "gid": 8, "additionalGids": [9]}
     assert spec["process"]["args"] == ["sleep", "1"]  # the container's own spec is untouched
 
