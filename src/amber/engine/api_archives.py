@@ -56,10 +56,10 @@ class ArchiveCalls:
     ) -> ArchiveInspection:
         """What a checkpoint archive holds (`amber archive inspect`): `all` turns on every part
         but the bare process tree. Raises NotFoundError (archive, `pid`), ArchiveError."""
+        from amber.engine.archive_models import InspectOptions
         from amber.engine.options import as_path
 
-        return self.services.archives.inspect(
-            as_path(archive),
+        opts = InspectOptions(
             ps_tree=ps_tree,
             ps_tree_cmd=ps_tree_cmd or all,
             ps_tree_env=ps_tree_env or all,
@@ -70,6 +70,7 @@ class ArchiveCalls:
             metadata=metadata or all,
             pid=pid,
         )
+        return self.services.archives.inspect(as_path(archive), opts)
 
     @with_runner
     def memparse(

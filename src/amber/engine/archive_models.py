@@ -15,6 +15,29 @@ from amber.adapters.criu_images import DumpStats, Process, byte_size, children, 
 
 
 @dataclass(frozen=True)
+class InspectOptions:
+    """What `amber archive inspect` shows beyond the summary (checkpointctl's flags): built once
+    by Engine.inspect_archive from its keywords, taken by ArchiveService.inspect."""
+
+    ps_tree: bool = False  # the process tree (the other process parts imply it)
+    ps_tree_cmd: bool = False  # each process's command line (read from its memory)
+    ps_tree_env: bool = False  # each process's environment (likewise)
+    files: bool = False  # open files, working and root directories
+    sockets: bool = False
+    mounts: bool = False  # the spec's mounts
+    stats: bool = False  # CRIU's dump statistics
+    metadata: bool = False  # the archive's annotations and engine metadata
+    pid: int | None = None  # only this process and its children
+
+    @property
+    def processes(self) -> bool:
+        """Is the process tree read at all (asked for, or implied by another process part)?"""
+        return (
+            self.ps_tree or self.ps_tree_cmd or self.ps_tree_env or self.files or self.sockets or self.pid is not None
+        )
+
+
+@dataclass(frozen=True)
 class ArchiveSummary:
     path: str
     container: str

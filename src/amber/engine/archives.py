@@ -17,7 +17,6 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 from amber.adapters import checkpoint_archive as archive
 from amber.adapters import criu_memory as mem
@@ -34,6 +33,7 @@ from amber.engine.archive_models import (
     ArchiveInspection,
     ArchiveSummary,
     CheckResult,
+    InspectOptions,
     MemoryDump,
     MemoryRegion,
     ProcessMemory,
@@ -174,67 +174,30 @@ class ArchiveService:
         return self.layout.tmp if os.access(self.layout.tmp, os.W_OK | os.X_OK) else None
 
     # ------------------------------------------------------------------ inspect
-    def inspect(
-        self,
-        path: str | Path,
-        *,
-        ps_tree: bool = False,
-        ps_tree_cmd: bool = False,
-        ps_tree_env: bool = False,
-        files: bool = False,
-        sockets: bool = False,
-        mounts: bool = False,
-        stats: bool = False,
-        metadata: bool = False,
-        pid: int | None = None,
-    ) -> ArchiveInspection:
-        """What checkpointctl inspect shows, from one pass over the archive."""
-        inspection, _memory = self._inspect(
-            Path(path),
-            ps_tree=ps_tree,
-            ps_tree_cmd=ps_tree_cmd,
-            ps_tree_env=ps_tree_env,
-            files=files,
-            sockets=sockets,
-            mounts=mounts,
-            stats=stats,
-            metadata=metadata,
-            pid=pid,
-            memory=False,
-        )
+    def inspect(self, path: str | Path, opts: InspectOptions | None = None) -> ArchiveInspection:
+        """What checkpointctl inspect shows (the parts `opts` asks for; none: the summary), from
+        one pass over the archive. Raises NotFoundError (archive, `opts.pid`), ArchiveError."""
+        inspection, _memory = self._inspect(Path(path), opts or InspectOptions(), memory=False)
         return inspection
 
     def _inspect(
-        self,
-        path: Path,
-        *,
-        ps_tree: bool,
-        ps_tree_cmd: bool,
-        ps_tree_env: bool,
-        files: bool,
-        sockets: bool,
-        mounts: bool,
-        stats: bool,
-        metadata: bool,
-        pid: int | None,
-        memory: bool,
-        tree_required: bool = True,
+        self, path: Path, opts: InspectOptions, *, memory: bool, tree_required: bool = True
     ) -> tuple[ArchiveInspection, list[ProcessMemory]]:
-        ps_tree = ps_tree or ps_tree_cmd or ps_tree_env or files or sockets or memory or pid is not None
+        ps_tree = opts.processes or memory
         head = archive.read_head(path)
         recorded = parts.manifest_sizes(head)
         members: list[archive.MemberInfo] = []  # headers seen on the one pass, when sizes are not recorded
-        names = {archive.NETWORK_STATUS, *([archive.STATS_DUMP] if stats else [])}
+        names = {archive.NETWORK_STATUS, *([archive.STATS_DUMP] if opts.stats else [])}
         prefixes: list[str] = []
         if ps_tree:
             names.add(CKPT + "pstree.img")
             prefixes.append(CKPT + "core-")
-        if ps_tree_cmd or ps_tree_env or memory:
+        if opts.ps_tree_cmd or opts.ps_tree_env or memory:
             prefixes += [CKPT + "mm-", CKPT + "pagemap-"]
-        if files or sockets:
+        if opts.files or opts.sockets:
             names.add(CKPT + "files.img")
-            prefixes += [CKPT + "ids-", CKPT + "fdinfo-", *([CKPT + "fs-"] if files else [])]
-        pages = ps_tree_cmd or ps_tree_env
+            prefixes += [CKPT + "ids-", CKPT + "fdinfo-", *([CKPT + "fs-"] if opts.files else [])]
+        pages = opts.ps_tree_cmd or opts.ps_tree_env
         with self._extracted(
             path, lambda tmp: _Want(tmp, names, prefixes, pages=pages), None if recorded is not None else members.append
         ) as tmp:
@@ -246,25 +209,25 @@ class ArchiveService:
                 procs, pages, memory = [], False, False
             if ps_tree:
                 procs = procs if procs is not None else read_processes(d)
-                if pid is not None and pid not in {p.pid for p in procs}:
-                    raise _no_pid(pid, path)
+                if opts.pid is not None and opts.pid not in {p.pid for p in procs}:
+                    raise _no_pid(opts.pid, path)
                 if pages:
-                    procs = [mem.read_args(d, p, cmdline=ps_tree_cmd, env=ps_tree_env) for p in procs]
+                    procs = [mem.read_args(d, p, cmdline=opts.ps_tree_cmd, env=opts.ps_tree_env) for p in procs]
                 if memory:
                     memory_table = _memory_table(d, procs)
-            parts.require_parts(path, tmp, stats=stats, files=bool((files or sockets) and procs))
+            parts.require_parts(path, tmp, stats=opts.stats, files=bool((opts.files or opts.sockets) and procs))
             summary = self._summary(head, sizes)
             inspection = ArchiveInspection(
                 summary=summary,
                 networks=parts.networks(tmp / archive.NETWORK_STATUS),
                 **_attachments(head),
-                statistics=read_dump_stats(tmp / archive.STATS_DUMP, str(path)) if stats else None,
-                metadata=parts.metadata(head, summary) if metadata else None,
+                statistics=read_dump_stats(tmp / archive.STATS_DUMP, str(path)) if opts.stats else None,
+                metadata=parts.metadata(head, summary) if opts.metadata else None,
                 processes=procs,
-                root_pid=pid,
-                files=(read_files(d, procs) if procs else []) if files else None,
-                sockets=(read_sockets(d, procs) if procs else []) if sockets else None,
-                mounts=parts.mounts(head.spec) if mounts else None,
+                root_pid=opts.pid,
+                files=(read_files(d, procs) if procs else []) if opts.files else None,
+                sockets=(read_sockets(d, procs) if procs else []) if opts.sockets else None,
+                mounts=parts.mounts(head.spec) if opts.mounts else None,
             )
         return inspection, memory_table
 
@@ -390,21 +353,11 @@ class ArchiveService:
         CRIU images (metadata only) has no processes. Raises NotFoundError, ArchiveError."""
         from amber.engine.archive_diff import diff_inspections
 
-        flags: dict[str, Any] = {
-            "ps_tree": True,
-            "ps_tree_cmd": ps_tree_cmd,
-            "ps_tree_env": ps_tree_env,
-            "files": files,
-            "sockets": sockets,
-            "mounts": False,
-            "stats": False,
-            "metadata": False,
-            "pid": None,
-            "memory": True,
-            "tree_required": False,
-        }
-        ia, ma = self._inspect(Path(a), **flags)
-        ib, mb = self._inspect(Path(b), **flags)
+        opts = InspectOptions(
+            ps_tree=True, ps_tree_cmd=ps_tree_cmd, ps_tree_env=ps_tree_env, files=files, sockets=sockets
+        )
+        ia, ma = self._inspect(Path(a), opts, memory=True, tree_required=False)
+        ib, mb = self._inspect(Path(b), opts, memory=True, tree_required=False)
         return diff_inspections(ia, ma, ib, mb)
 
     # ------------------------------------------------------------------ check

@@ -16,7 +16,7 @@ from amber.adapters.criu_memory import SearchMatch
 from amber.adapters.run import run
 from amber.cli import main
 from amber.config import Layout
-from amber.engine.archive_models import CheckStatus, MemoryDump
+from amber.engine.archive_models import CheckStatus, InspectOptions, MemoryDump
 from amber.engine.archives import ArchiveService, rfc3339
 from amber.errors import AmberError, ArchiveError, ExitCode, NotFoundError
 from amber.models import Container, Image
@@ -89,7 +89,7 @@ def test_rfc3339() -> None:
 # ===================================== inspect ================================================
 @BOTH
 def test_inspect_process_tree(tmp_path: Path, path: Path) -> None:
-    ins = service(tmp_path).inspect(path, ps_tree_cmd=True, ps_tree_env=True)
+    ins = service(tmp_path).inspect(path, InspectOptions(ps_tree_cmd=True, ps_tree_env=True))
     root = ins.process_root()
     assert root is not None and (root.pid, root.comm, root.cmdline) == (1, "sh", LOOP)
     assert root.environment is not None and any(v.startswith("PATH=") for v in root.environment)
@@ -104,7 +104,7 @@ def test_inspect_process_tree(tmp_path: Path, path: Path) -> None:
 @BOTH
 def test_inspect_all(tmp_path: Path, path: Path) -> None:
     ins = service(tmp_path).inspect(
-        path, ps_tree=True, files=True, sockets=True, mounts=True, stats=True, metadata=True
+        path, InspectOptions(ps_tree=True, files=True, sockets=True, mounts=True, stats=True, metadata=True)
     )
     assert ins.files is not None and ins.sockets == []
     assert {(f.pid, f.label, f.path) for f in ins.files} >= {(1, "REG 0", "/dev/null"), (1, "cwd", "/")}
@@ -122,12 +122,12 @@ def test_inspect_all(tmp_path: Path, path: Path) -> None:
 
 def test_inspect_pid_subtree(tmp_path: Path) -> None:
     svc = service(tmp_path)
-    child = svc.inspect(RUNC, ps_tree=True).to_dict()["process_tree"]["children"][0]["pid"]
-    sub = svc.inspect(RUNC, pid=child, files=True)
+    child = svc.inspect(RUNC, InspectOptions(ps_tree=True)).to_dict()["process_tree"]["children"][0]["pid"]
+    sub = svc.inspect(RUNC, InspectOptions(pid=child, files=True))
     assert sub.shown_pids() == [child]
     assert {f["pid"] for f in sub.to_dict()["file_descriptors"]} == {child}
     with pytest.raises(NotFoundError, match="no process with PID 4242"):
-        svc.inspect(RUNC, pid=4242)
+        svc.inspect(RUNC, InspectOptions(pid=4242))
 
 
 @pytest.mark.stack  # runs checkpointctl as root
@@ -137,7 +137,10 @@ def test_json_agrees_with_checkpointctl(tmp_path: Path, path: Path) -> None:
     ours = (
         service(tmp_path)
         .inspect(
-            path, ps_tree_cmd=True, ps_tree_env=True, files=True, sockets=True, mounts=True, stats=True, metadata=True
+            path,
+            InspectOptions(
+                ps_tree_cmd=True, ps_tree_env=True, files=True, sockets=True, mounts=True, stats=True, metadata=True
+            ),
         )
         .to_dict()
     )
@@ -177,7 +180,7 @@ def test_memparse_search_and_dump(tmp_path: Path, path: Path) -> None:
     assert isinstance(found, list) and found and all(isinstance(m, SearchMatch) for m in found)
     assert any("/tmp/counter" in m.context for m in found)  # type: ignore[union-attr]
     everywhere = svc.memory_search(path, search_regex=r"HOSTNAME=[0-9a-f]{12}")
-    assert {m.pid for m in everywhere} == set(svc.inspect(path, ps_tree=True).shown_pids())
+    assert {m.pid for m in everywhere} == set(svc.inspect(path, InspectOptions(ps_tree=True)).shown_pids())
     dump = svc.memparse(path, pid=1)
     assert isinstance(dump, MemoryDump) and dump.rows[0].address > 0 and dump.name == "sh"
     out = tmp_path / "pages.bin"
@@ -280,7 +283,7 @@ def test_amber_archive_reads_only_the_head(tmp_path: Path, monkeypatch: pytest.M
     svc = service(tmp_path)
     summary = svc.show([out])[0]
     assert summary.amber and summary.checkpoint_size == 173791 and summary.runtime == "runc"
-    ins = svc.inspect(out, ps_tree_cmd=True, files=True)
+    ins = svc.inspect(out, InspectOptions(ps_tree_cmd=True, files=True))
     root = ins.process_root()
     assert root is not None and root.cmdline == LOOP
     crit = {r.name: r for r in svc.check(out, kernel=False)}["criu-version"]
@@ -297,7 +300,10 @@ def test_truncated_archive_is_an_amber_error(tmp_path: Path, path: Path) -> None
     calls: list[Callable[[], object]] = [
         lambda: svc.show([cut]),
         lambda: svc.inspect(
-            cut, ps_tree_cmd=True, ps_tree_env=True, files=True, sockets=True, stats=True, mounts=True, metadata=True
+            cut,
+            InspectOptions(
+                ps_tree_cmd=True, ps_tree_env=True, files=True, sockets=True, stats=True, mounts=True, metadata=True
+            ),
         ),
         lambda: svc.memparse(cut),
         lambda: svc.memparse(cut, pid=1, search="counter"),
@@ -311,14 +317,14 @@ def test_truncated_archive_is_an_amber_error(tmp_path: Path, path: Path) -> None
             assert str(cut) in exc.message or "cut-" in exc.message
     assert not leftovers(tmp_path)
     with pytest.raises(ArchiveError):
-        svc.inspect(cut, ps_tree_cmd=True)
+        svc.inspect(cut, InspectOptions(ps_tree_cmd=True))
 
 
 def test_not_an_archive(tmp_path: Path) -> None:
     bogus = tmp_path / "bogus.tar"
     bogus.write_bytes(os.urandom(2048))
     with pytest.raises(ArchiveError):
-        service(tmp_path).inspect(bogus, ps_tree=True)
+        service(tmp_path).inspect(bogus, InspectOptions(ps_tree=True))
     with pytest.raises(NotFoundError):
         service(tmp_path).show([tmp_path / "missing.tar"])
 
