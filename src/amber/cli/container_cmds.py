@@ -7,7 +7,7 @@ import argparse
 import sys
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 from amber.cli.format import Template, render_all
 from amber.cli.output import print_json, print_table
@@ -17,6 +17,7 @@ from amber.models import Container, Status
 
 if TYPE_CHECKING:
     from amber.engine import Engine
+    from amber.engine.run_options import RunKwargs
 
 
 def _create_args(p: argparse.ArgumentParser) -> None:
@@ -60,8 +61,9 @@ def _create_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="command and arguments (default: the image's)")
 
 
-def _create_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    # The global --runtime is the engine's default; a command's own --runtime wins over it.
+def _create_kwargs(args: argparse.Namespace) -> RunKwargs:
+    """Engine.create's and run's keywords. The global --runtime is the engine's default; a
+    command's own --runtime wins over it."""
     return {
         "name": args.name,
         "runtime": args.runtime,

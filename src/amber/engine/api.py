@@ -121,26 +121,16 @@ class Engine(CheckpointCalls, PodmanViewCalls, ArchiveCalls):
 
     # ================================ containers ==============================================
     @with_runner
-    def create(
-        self,
-        image: str,
-        command: Sequence[str] = (),
-        *,
-        name: str | None = None,
-        runtime: str | None = None,
-        env: Sequence[str] = (),
-        workdir: str | None = None,
-        **options: Unpack[RunKwargs],
-    ) -> Container:
-        """Create a container (not started). `command` defaults to the image's; `env` holds
-        KEY=VALUE entries; `options` (engine.run_options.RunKwargs) are its network (default:
-        amber's default one, "none": loopback only), ip, mac_address, publish, volumes and tmpfs
-        (AttachOptions), and podman's run options: `user` (USER[:GROUP]), `hostname`,
-        `env_files`, `labels`, `memory` ("512m" or bytes), `cpus`, `pids_limit`, `stop_signal`
-        and `stop_timeout` (what stop does), `ipc` (private, shareable), `auto_remove` (--rm).
-        Raises UsageError (no command, bad env, name or option), NotFoundError (image, bind
-        source, env file), ConflictError (name taken), PreconditionError (runtime missing, not
-        root)."""
+    def create(self, image: str, command: Sequence[str] = (), **options: Unpack[RunKwargs]) -> Container:
+        """Create a container (not started). `command` defaults to the image's; `options`
+        (engine.run_options.RunKwargs) are its `name`, `runtime`, `env` (KEY=VALUE entries),
+        `workdir`, its network (default: amber's default one, "none": loopback only), ip,
+        mac_address, network_aliases, publish, volumes and tmpfs (AttachOptions), and podman's run
+        options: `user` (USER[:GROUP]), `hostname`, `env_files`, `labels`, `memory` ("512m" or
+        bytes), `cpus`, `pids_limit`, `stop_signal` and `stop_timeout` (what stop does), `ipc`
+        (private, shareable), `auto_remove` (--rm). Raises UsageError (no command, bad env, name
+        or option), NotFoundError (image, bind source, env file), ConflictError (name taken),
+        PreconditionError (runtime missing, not root)."""
         from amber.engine.attachments import from_options
         from amber.engine.run_options import make_options
 
@@ -154,10 +144,10 @@ class Engine(CheckpointCalls, PodmanViewCalls, ArchiveCalls):
             return self.services.containers.create(
                 image,
                 list(command),
-                name=name,
-                runtime_name=runtime,
-                env=list(env),
-                workdir=workdir,
+                name=options.get("name"),
+                runtime_name=options.get("runtime"),
+                env=list(options.get("env", ())),
+                workdir=options.get("workdir"),
                 attachments=attachments,
                 options=opts,
             )
@@ -168,10 +158,6 @@ class Engine(CheckpointCalls, PodmanViewCalls, ArchiveCalls):
         image: str,
         command: Sequence[str] = (),
         *,
-        name: str | None = None,
-        runtime: str | None = None,
-        env: Sequence[str] = (),
-        workdir: str | None = None,
         detach: bool = False,
         rm: bool = False,
         **options: Unpack[RunKwargs],
@@ -181,7 +167,7 @@ class Engine(CheckpointCalls, PodmanViewCalls, ArchiveCalls):
         it exited (removed then with `rm`). Raises what `create` and `start` raise (nothing is
         left behind when the start fails)."""
         options["auto_remove"] = rm and detach  # in the foreground, finish() removes it
-        c = self.create(image, command, name=name, runtime=runtime, env=env, workdir=workdir, **options)
+        c = self.create(image, command, **options)
         try:
             c = self.services.containers.start(c.id)
         except AmberError:

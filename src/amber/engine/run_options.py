@@ -132,8 +132,13 @@ class RunOptions:
 
 class RunKwargs(AttachOptions, total=False):
     """The API's keyword arguments of `run` and `create`: the network and mounts
-    (AttachOptions), and these."""
+    (AttachOptions), and these (the first four go to ContainerService.create as they are, the
+    others into RunOptions)."""
 
+    name: str | None
+    runtime: str | None  # default: the engine's (--runtime), else the config's
+    env: Sequence[str]  # KEY=VALUE
+    workdir: str | None  # default: the image's
     user: str | None
     hostname: str | None
     env_files: Sequence[str | os.PathLike[str]]
