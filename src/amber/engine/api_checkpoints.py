@@ -17,8 +17,8 @@ from amber.errors import UsageError
 
 if TYPE_CHECKING:
     from amber.adapters.checkpoint_archive import Compression, Progress
-    from amber.engine.attachments import RestoreAttachOptions
     from amber.engine.checkpoint import Report, RestoreOptions
+    from amber.engine.options import RestoreKwargs
     from amber.models import Container
 
 PathLike = str | os.PathLike[str]
@@ -95,54 +95,24 @@ class CheckpointCalls(CheckpointImageCalls):
             return self.services.checkpoints.checkpoint_all(opts)
         return self.services.checkpoints.checkpoint(list(containers), opts)
 
-    def restore(
-        self,
-        container: str,
-        *,
-        runtime: str | None = None,
-        keep: bool = False,
-        tcp_established: bool = False,
-        tcp_close: bool = False,
-        file_locks: bool = False,
-        stats: bool = False,
-        **net: Unpack[RestoreAttachOptions],
-    ) -> Container:
+    def restore(self, container: str, **options: Unpack[RestoreKwargs]) -> Container:
         """Bring a checkpointed container back from its kept checkpoint (`amber restore NAME`).
+        `options` (engine.options.RestoreKwargs): runtime, keep, tcp_established, tcp_close,
+        file_locks, stats, ignore_static_ip, ignore_static_mac (name, ignore_rootfs,
+        ignore_volumes and publish are an archive's: UsageError here, as the CLI's).
 
         Raises NotFoundError, ConflictError (not checkpointed, busy), RuntimeMismatchError
         (`runtime` cannot restore it), CommandError (CRIU refused), PreconditionError.
         """
-        return self.restore_report(
-            container,
-            runtime=runtime,
-            keep=keep,
-            tcp_established=tcp_established,
-            tcp_close=tcp_close,
-            file_locks=file_locks,
-            stats=stats,
-            **net,
-        )[0]
+        return self.restore_report(container, **options)[0]
 
-    def restore_archive(
-        self,
-        archive: PathLike | IO[bytes],
-        *,
-        name: str | None = None,
-        runtime: str | None = None,
-        keep: bool = False,
-        tcp_established: bool = False,
-        tcp_close: bool = False,
-        file_locks: bool = False,
-        ignore_rootfs: bool = False,
-        stats: bool = False,
-        trust_archive: bool = False,
-        progress: Progress | None = None,
-        **net: Unpack[RestoreAttachOptions],
-    ) -> Container:
+    def restore_archive(self, archive: PathLike | IO[bytes], **options: Unpack[RestoreKwargs]) -> Container:
         """A new running container from a checkpoint archive (`amber restore --import`), under
         the archive's name or `name`, with the archive's runtime unless `runtime` is given.
         `archive` is a path, or a binary reader (stdin, a socket's makefile("rb")) read once, with
         the same checks: a terminal is refused (UsageError), a stream cut short is an ArchiveError.
+        `options` (engine.options.RestoreKwargs) as `restore`'s, and name, ignore_rootfs,
+        trust_archive, progress, ignore_volumes, publish.
 
         Raises UsageError (options), NotFoundError (archive, its image), ConflictError (name
         taken), ArchiveError (malformed or hostile archive), RuntimeMismatchError (`runtime`
@@ -151,21 +121,7 @@ class CheckpointCalls(CheckpointImageCalls):
         amber's privileges; an archive asking for more is refused (ArchiveError) unless
         `trust_archive`.
         """
-        return self.restore_report(
-            None,
-            archive=archive,
-            name=name,
-            runtime=runtime,
-            keep=keep,
-            tcp_established=tcp_established,
-            tcp_close=tcp_close,
-            file_locks=file_locks,
-            ignore_rootfs=ignore_rootfs,
-            stats=stats,
-            trust_archive=trust_archive,
-            progress=progress,
-            **net,
-        )[0]
+        return self.restore_report(None, archive=archive, **options)[0]
 
     @with_runner
     def restore_report(
@@ -173,42 +129,16 @@ class CheckpointCalls(CheckpointImageCalls):
         container: str | None = None,
         *,
         archive: PathLike | IO[bytes] | None = None,
-        name: str | None = None,
-        runtime: str | None = None,
-        keep: bool = False,
-        tcp_established: bool = False,
-        tcp_close: bool = False,
-        file_locks: bool = False,
-        ignore_rootfs: bool = False,
-        stats: bool = False,
-        trust_archive: bool = False,
-        progress: Progress | None = None,
-        **net: Unpack[RestoreAttachOptions],
+        **options: Unpack[RestoreKwargs],
     ) -> tuple[Container, Report]:
         """`restore` (a container) or `restore_archive` (an `archive`), with the Report that
         --print-stats shows. Raises what those raise, and UsageError unless exactly one of
         `container` and `archive` is given. A `container` that names no container but a
-        checkpoint image restores that image (`restore_image`). `progress(done, total)` is called now and then while an
-        archive is unpacked (bytes)."""
-        from amber.engine.options import as_path, check_restore
-        from amber.engine.restore import RestoreOptions
+        checkpoint image restores that image (`restore_image`). `progress(done, total)` is
+        called now and then while an archive is unpacked (bytes)."""
+        from amber.engine.options import as_path, check_restore, restore_options
 
-        opts = RestoreOptions(
-            name=name,
-            runtime=runtime or self.runtime_choice,
-            keep=keep,
-            tcp_established=tcp_established,
-            tcp_close=tcp_close,
-            file_locks=file_locks,
-            ignore_rootfs=ignore_rootfs,
-            stats=stats,
-            trust_archive=trust_archive,
-            progress=progress,
-            ignore_static_ip=net.get("ignore_static_ip", False),
-            ignore_static_mac=net.get("ignore_static_mac", False),
-            ignore_volumes=net.get("ignore_volumes", False),
-            publish=None if net.get("publish") is None else tuple(net.get("publish") or ()),
-        )
+        opts = restore_options(self.runtime_choice, **options)
         if archive is None and container and self.is_checkpoint_image(container):
             check_restore(None, opts, archive_given=True)
             return self._restore_image(container, opts)

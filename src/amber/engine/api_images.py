@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Unpack
 
 from amber.adapters.checkpoint_archive import Compression
 from amber.engine.services import Services, with_runner
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from amber.adapters import run as runners
     from amber.config import Layout
     from amber.engine.checkpoint import CheckpointOptions, Report, RestoreOptions
+    from amber.engine.options import RestoreKwargs
     from amber.models import Container, Image
 
 __all__ = ["CheckpointImageCalls"]
@@ -72,36 +73,15 @@ class CheckpointImageCalls:
         return self.services.runtime_choice
 
     @with_runner
-    def restore_image(
-        self,
-        image: str,
-        *,
-        name: str | None = None,
-        runtime: str | None = None,
-        keep: bool = False,
-        tcp_established: bool = False,
-        tcp_close: bool = False,
-        file_locks: bool = False,
-        ignore_rootfs: bool = False,
-        trust_archive: bool = False,
-    ) -> Container:
+    def restore_image(self, image: str, **options: Unpack[RestoreKwargs]) -> Container:
         """A new running container from the checkpoint image `image` (`amber restore IMAGE`),
         under the runtime it records unless `runtime` (which must be able to restore it) is
-        given. Raises NotFoundError (no such image), UsageError (an ordinary image, options),
-        RuntimeMismatchError (exit 7), and what Engine.restore_archive raises."""
-        from amber.engine.options import check_restore
-        from amber.engine.restore import RestoreOptions
+        given; `options` as Engine.restore_archive's. Raises NotFoundError (no such image),
+        UsageError (an ordinary image, options), RuntimeMismatchError (exit 7), and what
+        Engine.restore_archive raises."""
+        from amber.engine.options import check_restore, restore_options
 
-        opts = RestoreOptions(
-            name=name,
-            runtime=runtime or self.runtime_choice,
-            keep=keep,
-            tcp_established=tcp_established,
-            tcp_close=tcp_close,
-            file_locks=file_locks,
-            ignore_rootfs=ignore_rootfs,
-            trust_archive=trust_archive,
-        )
+        opts = restore_options(self.runtime_choice, **options)
         check_restore(None, opts, archive_given=True)
         return self._restore_image(image, opts)[0]
 

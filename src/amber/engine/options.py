@@ -9,10 +9,15 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Unpack
 
+from amber.engine.attachments import RestoreAttachOptions
 from amber.engine.checkpoint import CheckpointOptions
 from amber.engine.restore import RestoreOptions
 from amber.errors import UsageError
+
+if TYPE_CHECKING:
+    from amber.adapters.checkpoint_archive import Progress
 
 PathLike = str | os.PathLike[str]
 
@@ -45,3 +50,41 @@ def check_restore(container: str | None, opts: RestoreOptions, *, archive_given:
             "cannot use --import with a container argument", hint="give either a container or --import FILE"
         )
     opts.validate(archive=archive_given)
+
+
+class RestoreKwargs(RestoreAttachOptions, total=False):
+    """The keywords of Engine.restore, restore_archive, restore_image and restore_report (the
+    CLI's flags): RestoreOptions' fields a caller sets, the network's and volumes' too."""
+
+    name: str | None  # only with an archive
+    runtime: str | None  # default: the engine's (--runtime)
+    keep: bool
+    tcp_established: bool
+    tcp_close: bool
+    file_locks: bool
+    ignore_rootfs: bool  # only with an archive
+    stats: bool  # --print-stats: CRIU's statistics in the Report
+    trust_archive: bool
+    progress: Progress | None  # progress(done, total) while an archive is unpacked (bytes)
+
+
+def restore_options(runtime_choice: str | None, **kw: Unpack[RestoreKwargs]) -> RestoreOptions:
+    """The one RestoreOptions of a restore call's keywords (`runtime_choice`: the engine's
+    --runtime, when the call names none). Checked by check_restore, not here."""
+    publish = kw.get("publish")
+    return RestoreOptions(
+        name=kw.get("name"),
+        runtime=kw.get("runtime") or runtime_choice,
+        keep=kw.get("keep", False),
+        tcp_established=kw.get("tcp_established", False),
+        tcp_close=kw.get("tcp_close", False),
+        file_locks=kw.get("file_locks", False),
+        ignore_rootfs=kw.get("ignore_rootfs", False),
+        stats=kw.get("stats", False),
+        trust_archive=kw.get("trust_archive", False),
+        progress=kw.get("progress"),
+        ignore_static_ip=kw.get("ignore_static_ip", False),
+        ignore_static_mac=kw.get("ignore_static_mac", False),
+        ignore_volumes=kw.get("ignore_volumes", False),
+        publish=None if publish is None else tuple(publish),
+    )
