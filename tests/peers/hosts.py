@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from amber.adapters.criu_transfer import listening
 from amber.adapters.run import Result, run, spawn
 from tests.conftest import ROOTS_MADE, Amber
 
@@ -102,9 +103,16 @@ def _ip(*argv: str) -> None:
     run(["ip", *argv], timeout=30)
 
 
-def _listening(host: Host, port: int) -> bool:
-    out = host.run("ss", "-ltnH", check=False, timeout=30).stdout
-    return any(line.split()[3].endswith(f":{port}") for line in out.splitlines() if len(line.split()) > 3)
+def _listening(pid: int, host: Host, port: int) -> bool:
+    """Does process `pid` listen on `port` inside `host`'s network namespace? Read from its
+    /proc/PID/net/tcp(6), once it is in that namespace: until nsenter's setns, the pid's tables
+    are the host's, where another sshd may listen on :22."""
+    try:
+        inside, netns = os.stat(f"/proc/{pid}/ns/net"), os.stat(f"/run/netns/{host.ns}")
+    except OSError:
+        return False
+    same = (inside.st_dev, inside.st_ino) == (netns.st_dev, netns.st_ino)  # as `ip netns identify`
+    return same and listening(pid, port)
 
 
 @contextlib.contextmanager
@@ -152,7 +160,7 @@ def sshd(host: Host, work: Path) -> Iterator[tuple[Path, Path]]:
     proc = spawn([*host.nsenter(), SSHD, "-D", "-e", "-f", str(work / "sshd_config")], stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
-        while not _listening(host, 22):
+        while not _listening(proc.pid, host, 22):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"sshd did not start in {host.ns} (exit {proc.poll()})")
             time.sleep(0.05)
