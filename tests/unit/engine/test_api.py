@@ -93,6 +93,25 @@ def test_restore_options_refused(eng: amber.Engine, tmp_path: Path) -> None:
         eng.restore_archive(tmp_path / "a.tar", name="web2", tcp_established=True)
 
 
+def test_one_option_record_per_call() -> None:
+    """The facade builds each record once from its keywords; the services take only records."""
+    from amber.engine.archive_models import InspectOptions
+    from amber.engine.options import restore_options
+
+    assert restore_options("crun", keep=True, publish=["8080:80"]) == RestoreOptions(
+        runtime="crun", keep=True, publish=("8080:80",)
+    )
+    assert restore_options("crun", runtime="runc").runtime == "runc" and restore_options(None).runtime is None
+    assert not InspectOptions(mounts=True, stats=True, metadata=True).processes
+    assert all(InspectOptions(**{part: True}).processes for part in ("ps_tree", "ps_tree_env", "files", "sockets"))
+    assert InspectOptions(pid=1).processes
+
+
+def test_restore_of_a_container_refuses_an_archive_s_options(eng: amber.Engine) -> None:
+    with pytest.raises(UsageError, match="--ignore-volumes and --publish can only be used with --import"):
+        eng.restore("web", publish=["8080:80"])
+
+
 def test_run_detached_rm_is_accepted(eng: amber.Engine) -> None:
     # podman's semantics (issue 11): `run -d --rm` is no longer refused; the container is removed
     # when it exits (tests/integration/test_lifecycle.py). Here it goes on to look up the image.
