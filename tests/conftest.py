@@ -73,6 +73,20 @@ class Amber:
         self.root = root
         self.runroot = runroot
         self.engine = self.fresh_engine()
+        self._default_network()
+
+    def _default_network(self) -> None:
+        """The root's default network, made on this session's own subnet (tests/subnets.py) so
+        that test sessions running at once never route the same one. Nothing for a root that
+        has one already, or that cannot be written (a test of unusable roots)."""
+        from amber.engine.networks import DEFAULT_NETWORK
+        from amber.errors import AmberError
+        from tests import subnets
+
+        if self.root.exists() and not self.root.is_dir():
+            return
+        with contextlib.suppress(AmberError, OSError):
+            self.engine.networks.create(DEFAULT_NETWORK, subnets.session_default())
 
     def __call__(self, *argv: str) -> int:
         return main(["--root", str(self.root), "--runroot", str(self.runroot), *argv])

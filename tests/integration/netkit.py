@@ -1,6 +1,7 @@
 """Helpers for the real-stack tests of containers with networks, ports and volumes: a network of
-the test's own (a free 10.89.x.0/24), free host ports, an HTTP server in the demo image, a client
-in a network namespace of the test's own, and the check that nothing is left behind.
+the test's own (a 10.89.x.0/24 of its session's, tests/subnets.py), free host ports, an HTTP
+server in the demo image, a client in a network namespace of the test's own, and the check that
+nothing is left behind.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from amber.engine import net_alloc
+from tests import subnets
 from tests.conftest import Amber
 
 needs_netavark = pytest.mark.skipif(
@@ -33,11 +34,8 @@ HTTPD = "mkdir -p /www && echo {text} > /www/index.html && exec busybox httpd -f
 
 
 def free_subnet() -> str:
-    routed = net_alloc.host_routes()
-    while True:
-        net = ipaddress.IPv4Network(f"10.89.{random.randint(128, 250)}.0/24")
-        if not any(net.overlaps(r) for r in routed):
-            return str(net)
+    """A 10.89.x.0/24 of this session's own, held until it ends (tests/subnets.py)."""
+    return subnets.reserve()
 
 
 def free_port() -> int:

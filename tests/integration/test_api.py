@@ -22,8 +22,9 @@ def roots(tmp_path: Path, demo_rootfs: Path, monkeypatch: pytest.MonkeyPatch) ->
     shutil.copyfile(demo_rootfs, tmp_path / "busybox-rootfs.tar")
     monkeypatch.chdir(tmp_path)
     root, runroot = tmp_path / "root", tmp_path / "run"
+    made = Amber(root, runroot)  # its default network on the session's subnet (tests/subnets.py)
     yield root, runroot
-    Amber(root, runroot).cleanup()
+    made.cleanup()
 
 
 def test_the_five_lines(roots: tuple[Path, Path], runtime: str) -> None:

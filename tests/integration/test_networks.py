@@ -1,8 +1,9 @@
 """Networks and volumes on the real stack: netavark, nftables, a namespace, a TCP server in it.
 
-Each test uses its own amber root, network name, bridge and subnet (10.89.128-250.0/24, picked
-free of the host's routes), and checks that nothing is left: no bridge or veth, no nft rule, no
-lease. Addresses are only configured on netavark's bridge and inside the test's namespace.
+Each test uses its own amber root, network name, bridge and subnet (10.89.128-254.0/24, free of
+the host's routes and of every test session's: tests/subnets.py), and checks that nothing is
+left: no bridge or veth, no nft rule, no lease. Addresses are only configured on netavark's
+bridge and inside the test's namespace.
 """
 
 from __future__ import annotations
