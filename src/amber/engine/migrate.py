@@ -36,7 +36,7 @@ from amber.adapters import criu
 from amber.adapters import run as runners
 from amber.adapters.checkpoint_archive import Compression
 from amber.engine.checkpoint import CheckpointOptions
-from amber.engine.lazy_dump import LazySource
+from amber.engine.lazy_dump import SERVE_TIMEOUT, LazySource
 from amber.engine.migrate_channel import (
     CONNECT_TIMEOUT,
     REPLY_TIMEOUT,
@@ -48,7 +48,7 @@ from amber.engine.migrate_channel import (
 )
 from amber.engine.migrate_lazy import source_message
 from amber.engine.migrate_pages import SourcePages, free_port, source_pages
-from amber.engine.transfer import RECEIVE_TIMEOUT, MemoryMode, PageEndpoint, check_host, dump_to_page_server
+from amber.engine.transfer import MemoryMode, PageEndpoint, check_host, dump_to_page_server
 from amber.errors import AmberError, ConflictError, PreconditionError, UsageError
 from amber.models import Status
 
@@ -301,9 +301,17 @@ def _lazy_source(sock: socket.socket, control: Control, hand_off: Callable[[], N
 def _served(control: Control, name: str, dest: SshDest, say: Callable[[str], None]) -> dict[str, Any]:
     """lazy mode: the destination's report that every page arrived (said to the user).
     Raises AmberError when the transfer failed there (the container is lost there)."""
-    served = control.receive(RECEIVE_TIMEOUT)
-    if served.get("event") != "served" or not served.get("ok"):
-        raise peer_error(served, dest)
+    try:
+        served = control.receive(SERVE_TIMEOUT)
+        if served.get("event") != "served" or not served.get("ok"):
+            raise peer_error(served, dest)
+    except AmberError as exc:
+        raise AmberError(
+            f"container {name} ran on {dest}, and every page was served from here, but the destination "
+            f"did not report that they all arrived ({exc.message}): it may be lost on both hosts",
+            hint=f"see whether it runs there (amber ps on {dest}); lazy mode's guarantee ends once it runs there",
+            details=exc.details,
+        ) from exc
     mib = int(served.get("bytes", 0)) / (1 << 20)
     say(f"the lazy transfer ended: {mib:.1f} MiB of memory served in {float(served.get('seconds', 0)):.2f} s")
     return served

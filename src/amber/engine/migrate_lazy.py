@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from amber.adapters import criu_images, criu_memory
-from amber.engine.transfer import RECEIVE_TIMEOUT, LazyReceiver, PageEndpoint
+from amber.engine.lazy_dump import SERVE_TIMEOUT
+from amber.engine.transfer import LazyReceiver, PageEndpoint
 from amber.errors import AmberError, UsageError
 
 LOG = "lazy-pages.log"
@@ -75,7 +76,7 @@ class LazyPages:
         self._rx = self._stack.enter_context(LazyReceiver(images, work, self.source, work / LOG))
         self._started = time.monotonic()
 
-    def served(self, timeout: float = RECEIVE_TIMEOUT) -> dict[str, Any]:
+    def served(self, timeout: float = SERVE_TIMEOUT) -> dict[str, Any]:
         """Wait for every page; the "served" report for the source."""
         ok = self._rx is not None and self._rx.served(timeout)
         report: dict[str, Any] = {"ok": ok, "event": "served", "bytes": self.bytes}
