@@ -23,7 +23,7 @@ from typing import IO
 import zstandard
 
 from amber.adapters import checkpoint_archive as archive
-from amber.adapters import criu, netlock, runtime, task_creds
+from amber.adapters import criu, runtime, task_creds
 from amber.adapters import podman_format as fmt
 from amber.adapters.criu_transfer import PageEndpoint
 from amber.adapters.run import Result
@@ -31,11 +31,11 @@ from amber.adapters.runtime import Runtime
 from amber.adapters.state import atomic_write_json
 from amber.adapters.tar.compression import check_level
 from amber.engine import attachments as attach
-from amber.engine import faults, ipc_share, recovery, scratch
+from amber.engine import faults, ipc_share, lazy_dump, recovery, scratch
 from amber.engine.checkpoint_export import Exporter
 from amber.engine.containers import ContainerService
 from amber.engine.images import ImageService
-from amber.engine.lazy_dump import ABORT_TIMEOUT, BackgroundDump, LazySource
+from amber.engine.lazy_dump import BackgroundDump, LazySource
 from amber.engine.restore import RestoreOptions, RestoreService
 from amber.engine.store import now
 from amber.engine.timing import timed
@@ -272,8 +272,8 @@ class CheckpointService:
             self._export_failed(c, work, opts, exc, stopped=stopped, lazy=lazy)
             raise
         faults.point("after-archive")
-        if lazy is not None:
-            self._serve_lazily(c, work, lazy, opts)
+        if lazy is not None and opts.lazy is not None:
+            lazy_dump.serve(self.containers, c, work, lazy, opts.lazy, tcp_established=opts.tcp_established)
         if exporting:
             if opts.keep and stopped:  # podman's --keep: the images stay, `amber restore NAME` works
                 shutil.rmtree(p.checkpoint, ignore_errors=True)
@@ -306,7 +306,7 @@ class CheckpointService:
         write error or a failed revival; returns (for the caller to re-raise `exc`) otherwise."""
         revive_error: BaseException | None = None
         if lazy is not None:
-            self._abort_lazy(c, work, lazy, opts)
+            lazy_dump.call_off(self.containers, c, work, lazy, tcp_established=opts.tcp_established)
             stopped = False
         if stopped:
             try:
@@ -386,52 +386,6 @@ class CheckpointService:
             recovery.thaw(self.containers, c)
             self._fail_dump(c, work, exporting, res)
         return None
-
-    def _serve_lazily(self, c: Container, work: Path, lazy: BackgroundDump, opts: CheckpointOptions) -> None:
-        """The archive is written: hand off (the caller hears whether the destination runs it),
-        then wait until CRIU has served every page (the tasks here end then). Raises the hand-off's
-        error with the dump called off (the container resumed here), or AmberError when the
-        transfer failed after the destination ran it."""
-        assert opts.lazy is not None
-        try:
-            opts.lazy.hand_off()
-        except BaseException:
-            self._abort_lazy(c, work, lazy, opts)
-            raise
-        with timed("lazy pages served"):
-            res = lazy.wait(opts.lazy.serve_timeout)
-        if res.returncode != 0:
-            recovery.thaw(self.containers, c)
-            running = _running(self.containers, c)
-            kept = self.containers.paths(c.id).dump_log
-            with contextlib.suppress(OSError):
-                shutil.copyfile(work / fmt.DUMP_LOG, kept)
-            raise AmberError(
-                f"the lazy transfer of container {c.name}'s memory failed after the destination ran it"
-                + ("; CRIU resumed it here" if running else "; it is not running here either"),
-                hint=f"the whole CRIU log is in {kept}",
-                details=criu.log_errors(kept) if kept.is_file() else [],
-            )
-
-    def _abort_lazy(self, c: Container, work: Path, lazy: BackgroundDump, opts: CheckpointOptions) -> None:
-        """Call the lazy dump off: CRIU resumes the tasks (and amber lifts the network lock it
-        leaves in place then). Raises AmberError when the container does not run again."""
-        lazy.abort()
-        with contextlib.suppress(AmberError):
-            lazy.wait(ABORT_TIMEOUT)
-        recovery.thaw(self.containers, c)
-        netns = self.containers.paths(c.id).netns
-        if opts.tcp_established and netns.exists():
-            with contextlib.suppress(AmberError, OSError):
-                netlock.unlock(netns)
-        if not _running(self.containers, c):
-            kept = self.containers.paths(c.id).dump_log
-            with contextlib.suppress(OSError):
-                shutil.copyfile(work / fmt.DUMP_LOG, kept)
-            raise AmberError(
-                f"the lazy checkpoint of container {c.name} was called off, but CRIU did not resume it",
-                hint=f"start it again: amber start {c.name}; the CRIU log is in {kept}",
-            )
 
     @contextlib.contextmanager
     def _frozen(self, c: Container, rt: Runtime, *, freeze: bool) -> Iterator[None]:

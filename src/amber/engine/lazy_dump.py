@@ -18,14 +18,25 @@ import contextvars
 import dataclasses
 import os
 import select
+import shutil
 import socket
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
+from amber.adapters import criu, netlock
+from amber.adapters import podman_format as fmt
 from amber.adapters.criu_transfer import PageEndpoint, listening
 from amber.adapters.run import Result
+from amber.engine import recovery
+from amber.engine.timing import timed
 from amber.errors import AmberError
+from amber.models import Container
+
+if TYPE_CHECKING:
+    from amber.engine.containers import ContainerService
 
 READY_TIMEOUT = 600.0  # the dump itself (it writes every image but the memory)
 SERVE_TIMEOUT = 3600.0  # every page fetched by the destination, after it ran the container
@@ -119,8 +130,74 @@ class BackgroundDump:
         self._ready_r = self._ready_w = -1
 
 
+def serve(
+    containers: ContainerService,
+    c: Container,
+    work: Path,
+    lazy: BackgroundDump,
+    source: LazySource,
+    *,
+    tcp_established: bool,
+) -> None:
+    """The archive of `c` is written: hand off (the caller hears whether the destination runs it),
+    then wait until CRIU has served every page (the tasks here end then). Raises the hand-off's
+    error with the dump called off (the container resumed here), or AmberError when the
+    transfer failed after the destination ran it."""
+    try:
+        source.hand_off()
+    except BaseException:
+        call_off(containers, c, work, lazy, tcp_established=tcp_established)
+        raise
+    with timed("lazy pages served"):
+        res = lazy.wait(source.serve_timeout)
+    if res.returncode != 0:
+        recovery.thaw(containers, c)
+        kept = _keep_log(containers, c, work)
+        raise AmberError(
+            f"the lazy transfer of container {c.name}'s memory failed after the destination ran it"
+            + ("; CRIU resumed it here" if _runs(containers, c) else "; it is not running here either"),
+            hint=f"the whole CRIU log is in {kept}",
+            details=criu.log_errors(kept) if kept.is_file() else [],
+        )
+
+
+def call_off(
+    containers: ContainerService, c: Container, work: Path, lazy: BackgroundDump, *, tcp_established: bool
+) -> None:
+    """Call the lazy dump of `c` off: CRIU resumes the tasks (amber lifts the network lock CRIU
+    leaves in place on that path). Raises AmberError when the container does not run again."""
+    lazy.abort()
+    with contextlib.suppress(AmberError):
+        lazy.wait(ABORT_TIMEOUT)
+    recovery.thaw(containers, c)
+    netns = containers.paths(c.id).netns
+    if tcp_established and netns.exists():
+        with contextlib.suppress(AmberError, OSError):
+            netlock.unlock(netns)
+    if not _runs(containers, c):
+        kept = _keep_log(containers, c, work)
+        raise AmberError(
+            f"the lazy checkpoint of container {c.name} was called off, but CRIU did not resume it",
+            hint=f"start it again: amber start {c.name}; the CRIU log is in {kept}",
+            details=criu.log_errors(kept) if kept.is_file() else [],
+        )
+
+
+def _keep_log(containers: ContainerService, c: Container, work: Path) -> Path:
+    """CRIU's dump log, copied from the work directory (discarded later) into the bundle."""
+    kept = containers.paths(c.id).dump_log
+    with contextlib.suppress(OSError):
+        shutil.copyfile(work / fmt.DUMP_LOG, kept)
+    return kept
+
+
+def _runs(containers: ContainerService, c: Container) -> bool:
+    st = containers.runtime_state(c)
+    return st is not None and st.running
+
+
 def astuple(endpoint: PageEndpoint) -> tuple[str, int]:
     return (endpoint.host, endpoint.port)
 
 
-__all__ = ["BackgroundDump", "LazySource"]
+__all__ = ["BackgroundDump", "LazySource", "call_off", "serve"]
