@@ -373,7 +373,9 @@ class CheckpointService:
                 if opts.lazy is None:
                     res = checkpoint()
                 else:
-                    lazy = BackgroundDump(checkpoint, opts.lazy.endpoint, status_fd=rt.info.kind == "runc")
+                    lazy = BackgroundDump(
+                        checkpoint, opts.lazy.endpoint, status_fd=rt.info.kind == "runc", abort=opts.lazy.abort
+                    )
                     ended = lazy.ready()
                     if ended is None:
                         return lazy

@@ -54,13 +54,22 @@ class LazySource:
     endpoint: PageEndpoint
     hand_off: Callable[[], None]
     serve_timeout: float = SERVE_TIMEOUT
+    abort: Callable[[], None] | None = None  # fails CRIU's transfer (default: a short request to its port)
 
 
 class BackgroundDump:
     """The runtime's lazy checkpoint, run by `start(status_fd)` in a thread of its own."""
 
-    def __init__(self, start: Callable[[int | None], Result], endpoint: PageEndpoint, *, status_fd: bool) -> None:
+    def __init__(
+        self,
+        start: Callable[[int | None], Result],
+        endpoint: PageEndpoint,
+        *,
+        status_fd: bool,
+        abort: Callable[[], None] | None = None,
+    ) -> None:
         self.endpoint = endpoint
+        self._abort = abort
         self._result: Result | None = None
         self._error: BaseException | None = None
         self._ready_r, ready_w = os.pipe() if status_fd else (-1, -1)
@@ -103,8 +112,11 @@ class BackgroundDump:
 
     def abort(self) -> None:
         """Call the dump off: CRIU's lazy page server fails on a short request, and resumes the
-        tasks. Harmless when the dump has ended, or when the destination already connected (its
-        own connection ending then decides)."""
+        tasks. Harmless when the dump has ended. (Once the destination connected, only the
+        LazySource's own `abort`, a relay in between, can still do this.)"""
+        if self._abort is not None:
+            self._abort()
+            return
         with contextlib.suppress(OSError), socket.create_connection(astuple(self.endpoint), timeout=5.0) as s:
             s.sendall(b"\0")  # shorter than CRIU's request header: "Can't read pagemap from socket"
 

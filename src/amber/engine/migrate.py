@@ -37,6 +37,7 @@ from amber.adapters import run as runners
 from amber.adapters.checkpoint_archive import Compression
 from amber.engine.checkpoint import CheckpointOptions
 from amber.engine.lazy_dump import SERVE_TIMEOUT, LazySource
+from amber.engine.lazy_relay import LazyRelay
 from amber.engine.migrate_channel import (
     CONNECT_TIMEOUT,
     REPLY_TIMEOUT,
@@ -47,6 +48,7 @@ from amber.engine.migrate_channel import (
     ssh_argv,
 )
 from amber.engine.migrate_lazy import source_message
+from amber.engine.migrate_pages import LOCAL as LOOPBACK
 from amber.engine.migrate_pages import SourcePages, free_port, source_pages
 from amber.engine.transfer import MemoryMode, PageEndpoint, check_host, dump_to_page_server
 from amber.errors import AmberError, ConflictError, PreconditionError, UsageError
@@ -255,15 +257,20 @@ def _hand_off(
     sock.settimeout(RESTORE_TIMEOUT)
     stopped = False
     running: dict[str, Any] = {}
+    relay: LazyRelay | None = None
     try:
         with sock.makefile("wb") as stream:
 
             def hand_off() -> None:  # lazy: the archive is written, the pages wait here
                 stream.flush()
                 running.update(_running_there(sock, control, opts.dest))
+                assert relay is not None
+                relay.commit()  # it runs there: the destination's end of the transfer is CRIU's now
                 say(f"{name} runs on {opts.dest} ({running['sent']} bytes sent); serving its memory from here")
 
-            lazy = _lazy_source(sock, control, hand_off) if opts.mode == "lazy" else None
+            lazy = None
+            if opts.mode == "lazy":
+                relay, lazy = _lazy_source(sock, control, hand_off)
             _checkpoint_into(engine, name, opts, stream, pages, lazy)
         if lazy is not None:  # every page served: the destination's report of it
             return int(running["sent"]), {**running, "served": _served(control, name, opts.dest, say)}
@@ -276,6 +283,8 @@ def _hand_off(
         raise
     finally:
         sock.close()
+        if relay is not None:
+            relay.close()
 
 
 def _running_there(sock: socket.socket, control: Control, dest: SshDest) -> dict[str, Any]:
@@ -289,13 +298,22 @@ def _running_there(sock: socket.socket, control: Control, dest: SshDest) -> dict
     return {**running, "sent": sent, "ran_at": time.monotonic()}
 
 
-def _lazy_source(sock: socket.socket, control: Control, hand_off: Callable[[], None]) -> LazySource:
-    """lazy mode: CRIU serves the pages on a free port of the address the stream leaves from
-    (the destination reaches it there); the destination hears where."""
+def _lazy_source(sock: socket.socket, control: Control, hand_off: Callable[[], None]) -> tuple[LazyRelay, LazySource]:
+    """lazy mode: CRIU serves the pages on a free loopback port, behind a relay on the address the
+    stream leaves from (the destination reaches it there, and hears where); the relay keeps a
+    failing destination from ending CRIU's transfer as a success (engine/lazy_relay.py).
+    Raises AmberError when it cannot listen."""
     here = str(sock.getsockname()[0])
-    endpoint = PageEndpoint(here, free_port(here))
-    control.send(source_message(endpoint))
-    return LazySource(endpoint, hand_off)
+    criu_end = PageEndpoint(LOOPBACK, free_port(LOOPBACK))
+    try:
+        relay = LazyRelay(here, criu_end)
+    except OSError as exc:
+        raise AmberError(
+            f"cannot listen for the destination's page requests on {here}: {exc.strerror or exc}",
+            hint="check this host's address on the link to the destination",
+        ) from exc
+    control.send(source_message(relay.endpoint))
+    return relay, LazySource(criu_end, hand_off, abort=relay.abort)
 
 
 def _served(control: Control, name: str, dest: SshDest, say: Callable[[str], None]) -> dict[str, Any]:

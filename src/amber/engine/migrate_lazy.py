@@ -1,10 +1,11 @@
 """`amber migrate --mode lazy` (post-copy over userfaultfd): what each side adds to the copy flow.
 
-Source: once the destination listens for the archive, the source picks a port on the address
-its stream connection leaves from, and says it on the control channel ({"op": "lazy-source",
-"address", "port"}). It then checkpoints lazily (engine.lazy_dump): CRIU dumps every image but
-the memory, the archive of those goes over the stream as in copy mode, and CRIU serves the pages
-from that port while the container already runs on the destination.
+Source: once the destination listens for the archive, the source starts a relay on the address
+its stream connection leaves from (engine/lazy_relay.py: in front of CRIU, which listens on
+loopback), and says where on the control channel ({"op": "lazy-source", "address", "port"}). It
+then checkpoints lazily (engine.lazy_dump): CRIU dumps every image but the memory, the archive of
+those goes over the stream as in copy mode, and CRIU serves the pages through the relay while
+the container already runs on the destination.
 
 Destination: right before the runtime restores, `criu lazy-pages` starts in the restore's work
 directory (LazyPages.start, RestoreOptions.lazy_pages); the restore is lazy (runc --lazy-pages;
