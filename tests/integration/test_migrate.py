@@ -1,5 +1,5 @@
 """amber migrate between two hosts on one machine (tests/peers/hosts.py): over ssh, both runtimes,
-copy and page-server modes.
+copy, page-server and lazy modes (lazy: the test raises fs.pipe-max-size, and puts it back).
 
 A counting container moves from A to B and counts on there, with the same IP and MAC; a failure
 on B (its amber killed mid-restore, a name taken there) leaves it running on A, its state intact.
@@ -10,6 +10,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -57,7 +59,25 @@ def _migrate(hosts: TwoHosts, *extra: str, remote: str | None = None) -> tuple[i
     return result.returncode, result.stderr
 
 
-MODES = pytest.mark.parametrize("mode", ["copy", "page-server"])
+MODES = pytest.mark.parametrize("mode", ["copy", "page-server", "lazy"])
+PIPE_MAX_SIZE = Path("/proc/sys/fs/pipe-max-size")
+LAZY_PIPE_MIN = 4194304  # CRIU's lazy page server needs a pipe this large (amber refuses less)
+
+
+@pytest.fixture(autouse=True)
+def lazy_pipe_size(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Lazy mode's host setting, raised for the test (one machine: both hosts share it), put back after."""
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is None or callspec.params.get("mode") != "lazy":
+        yield
+        return
+    before = PIPE_MAX_SIZE.read_text()
+    if int(before) < LAZY_PIPE_MIN:
+        PIPE_MAX_SIZE.write_text(f"{LAZY_PIPE_MIN}\n")
+    try:
+        yield
+    finally:
+        PIPE_MAX_SIZE.write_text(before)
 
 
 @MODES
@@ -66,6 +86,8 @@ def test_moves_a_counting_container_with_its_address(two_hosts: TwoHosts, runtim
     address = _address(two_hosts.a.amber)
     code, err = _migrate(two_hosts, "--mode", mode)
     assert code == 0, err
+    if mode == "lazy":  # the memory followed after it ran there, and the end of that is reported
+        assert "runs on ssh://" in err and "the lazy transfer ended:" in err, err
     assert amber_counter(two_hosts.b.amber, "cnt", before) > before  # it carries on from its count
     assert _running(two_hosts.b.amber)
     assert _address(two_hosts.b.amber) == address  # same IP and MAC on B's network of that name
@@ -196,3 +218,14 @@ def test_tcp_connection_survives_with_tcp_established(two_hosts: TwoHosts, runti
         if client.poll() is None:
             client.kill()
             client.wait(timeout=10)
+
+
+def test_lazy_mode_is_refused_before_the_freeze_without_the_pipe_size(two_hosts: TwoHosts) -> None:
+    if int(PIPE_MAX_SIZE.read_text()) >= LAZY_PIPE_MIN:
+        pytest.skip("not applicable here: fs.pipe-max-size is already large enough for lazy mode")
+    _start(two_hosts, "crun")
+    pid = two_hosts.a.amber.fresh_engine().containers.store.get("cnt").pid
+    code, err = _migrate(two_hosts, "--mode", "lazy")
+    assert code == 5, err  # PreconditionError, on this host, before anything is frozen
+    assert f"fs.pipe-max-size >= {LAZY_PIPE_MIN}" in err and "hint:" in err
+    assert two_hosts.a.amber.fresh_engine().containers.store.get("cnt").pid == pid  # never frozen nor restored

@@ -28,6 +28,7 @@ from amber.errors import AmberError, PreconditionError
 LAZY_PIPE_MIN = 4194304
 PIPE_MAX_SIZE = Path("/proc/sys/fs/pipe-max-size")
 LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp
+LAZY_SOCKET = "lazy-pages.socket"  # where `criu lazy-pages` takes the restore's userfaultfds (in the work dir)
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,19 @@ class Daemon:
         self.stop()
         raise self._failed(f"did not listen on port {port} within {timeout:g} s")
 
+    def wait_for(self, path: Path, timeout: float) -> None:
+        """Wait until `path` exists (a socket it makes). Raises AmberError (with its log) when it
+        exits first or `path` is not there within `timeout` seconds (it is stopped then)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise self._failed(f"exited ({self.proc.returncode}) before it made {path.name}")
+            if path.exists():
+                return
+            time.sleep(0.02)
+        self.stop()
+        raise self._failed(f"did not make {path} within {timeout:g} s")
+
     def wait(self, timeout: float) -> bool:
         """Wait for it to end; True when it ended well. Stopped (False) after `timeout` seconds."""
         try:
@@ -147,12 +161,16 @@ def start_page_server(images: Path, endpoint: PageEndpoint, log: Path, *, timeou
     return daemon
 
 
-def start_lazy_pages(images: Path, work: Path, source: PageEndpoint, log: Path) -> Daemon:
-    """`criu lazy-pages` for a lazy restore from `images` (work dir `work`), fetching from `source`.
-    Raises PreconditionError (no CRIU)."""
+def start_lazy_pages(images: Path, work: Path, source: PageEndpoint, log: Path, *, timeout: float = 30.0) -> Daemon:
+    """`criu lazy-pages` for a lazy restore from `images` (work dir `work`), fetching from `source`;
+    returns once it takes restores (its socket in `work`). Raises PreconditionError (no CRIU) or
+    AmberError (it did not come up)."""
     work.mkdir(parents=True, exist_ok=True)
+    (work / LAZY_SOCKET).unlink(missing_ok=True)  # a stale one would pass for readiness
     argv = lazy_pages_argv(find_tool("criu", "fetch lazy pages"), images, work, source)
-    return Daemon(argv, "criu lazy-pages", log)
+    daemon = Daemon(argv, "criu lazy-pages", log)
+    daemon.wait_for(work / LAZY_SOCKET, timeout)
+    return daemon
 
 
 def merge_received(received: Path, images: Path) -> list[str]:

@@ -177,13 +177,22 @@ class Runtime:
         pre_dump: bool = False,
         parent_path: str | None = None,
         page_server: PageEndpoint | None = None,
+        lazy: bool = False,
+        status_fd: int | None = None,
         timeout: float = DUMP_TIMEOUT,
     ) -> Result:
         """The runtime's checkpoint (CRIU's dump); with `page_server`, the pages go to the CRIU
-        page server there instead of the images directory. A failing dump is a Result; raises
+        page server there instead of the images directory; with `lazy` too, CRIU serves them from
+        here on `page_server`'s port after the dump (it returns once they are all served; runc
+        writes a byte on `status_fd` when it listens). A failing dump is a Result; raises
         CommandError when it times out."""
         work_path.mkdir(parents=True, exist_ok=True)  # crun fails if it does not exist
-        extra, env = self.page_server_options(work_path, page_server) if page_server else ([], {})
+        extra, env = (
+            self.page_server_options(work_path, page_server, lazy=lazy, status_fd=status_fd)
+            if page_server
+            else ([], {})
+        )
+        fds = (status_fd,) if lazy and status_fd is not None and self.info.kind == "runc" else ()
         args = [
             "checkpoint",
             "--image-path",
@@ -198,7 +207,7 @@ class Runtime:
             *extra,
             cid,
         ]
-        return run(self._argv(*args), check=False, timeout=timeout, env=env)
+        return run(self._argv(*args), check=False, timeout=timeout, env=env, pass_fds=fds)
 
     def page_server_options(
         self, work_path: Path, endpoint: PageEndpoint, *, lazy: bool = False, status_fd: int | None = None

@@ -50,7 +50,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="move a running container to another host over ssh",
         description="Move a running container to another host: ssh is the control channel (the "
         "destination runs --remote-amber), the archive goes over a direct TCP connection. Until the "
-        "destination runs it, any failure restores it here; then it is removed here.",
+        "destination runs it, any failure restores it here; then it is removed here. --mode lazy "
+        "(post-copy) is weaker: the container runs there before its memory has arrived, so this host "
+        "keeps it frozen and serves the pages until the last one is fetched, and only then removes it; "
+        "if this host dies before that, the container is lost. Lazy mode needs fs.pipe-max-size >= "
+        "4194304 and userfaultfd on both hosts.",
     )
     p.add_argument("container", help="the running container's name or id")
     p.add_argument("destination", help="ssh://[user@]host[:port]")

@@ -31,10 +31,11 @@ from amber.adapters.runtime import Runtime
 from amber.adapters.state import atomic_write_json
 from amber.adapters.tar.compression import check_level
 from amber.engine import attachments as attach
-from amber.engine import faults, ipc_share, recovery, scratch
+from amber.engine import faults, ipc_share, lazy_dump, recovery, scratch
 from amber.engine.checkpoint_export import Exporter
 from amber.engine.containers import ContainerService
 from amber.engine.images import ImageService
+from amber.engine.lazy_dump import BackgroundDump, LazySource
 from amber.engine.restore import RestoreOptions, RestoreService
 from amber.engine.store import now
 from amber.engine.timing import timed
@@ -75,6 +76,7 @@ class CheckpointOptions:
     target: str = DEFAULT_TARGET  # the engine meant to restore the archive: podman or containerd (TARGETS)
     progress: archive.Progress | None = None  # told how the export's writing goes (the CLI's bar)
     page_server: PageEndpoint | None = None  # the pages go to this CRIU page server (engine.transfer)
+    lazy: LazySource | None = None  # only with export_to: the pages are served from here afterwards (lazy_dump)
 
     @property
     def archive_compression(self) -> archive.Compression:
@@ -250,7 +252,7 @@ class CheckpointService:
         # taken, so the diff holds the files as CRIU recorded them (sizes, contents).
         with self._frozen(c, rt, freeze=exporting and leave_running):
             started = time.monotonic()
-            self._dump(c, rt, work, images, leave_running, opts)
+            lazy = self._dump(c, rt, work, images, leave_running, opts)
             runtime_us = int((time.monotonic() - started) * 1e6)
             faults.point("after-dump")
             if opts.tcp_established:  # before the teardown (netavark's) forgets them
@@ -260,16 +262,18 @@ class CheckpointService:
             try:
                 diff = self.exporter.rootfs_diff(c, work, opts) if exporting else ([], 0)
             except BaseException as exc:
-                self._export_failed(c, work, opts, exc, stopped=stopped)
+                self._export_failed(c, work, opts, exc, stopped=stopped, lazy=lazy)
                 raise
         try:
             if exporting:
                 with timed("export"):
                     self.exporter.write(c, work, opts, *diff)
         except BaseException as exc:
-            self._export_failed(c, work, opts, exc, stopped=stopped)
+            self._export_failed(c, work, opts, exc, stopped=stopped, lazy=lazy)
             raise
         faults.point("after-archive")
+        if lazy is not None and opts.lazy is not None:
+            lazy_dump.serve(self.containers, c, work, lazy, opts.lazy, tcp_established=opts.tcp_established)
         if exporting:
             if opts.keep and stopped:  # podman's --keep: the images stay, `amber restore NAME` works
                 shutil.rmtree(p.checkpoint, ignore_errors=True)
@@ -288,12 +292,22 @@ class CheckpointService:
         return Report(c.id, c.name, runtime_us, stats, str(opts.export) if opts.export else None)
 
     def _export_failed(
-        self, c: Container, work: Path, opts: CheckpointOptions, exc: BaseException, *, stopped: bool
+        self,
+        c: Container,
+        work: Path,
+        opts: CheckpointOptions,
+        exc: BaseException,
+        *,
+        stopped: bool,
+        lazy: BackgroundDump | None = None,
     ) -> None:
-        """The export failed (`exc`): bring the container back if the dump stopped it, then say
-        what happened. Raises AmberError for a write error or a failed revival; returns (for the
-        caller to re-raise `exc`) otherwise."""
+        """The export failed (`exc`): bring the container back if the dump stopped it (a lazy
+        dump: call it off, CRIU resumes it), then say what happened. Raises AmberError for a
+        write error or a failed revival; returns (for the caller to re-raise `exc`) otherwise."""
         revive_error: BaseException | None = None
+        if lazy is not None:
+            lazy_dump.call_off(self.containers, c, work, lazy, tcp_established=opts.tcp_established)
+            stopped = False
         if stopped:
             try:
                 recovery.revive(self.containers, c, work)
@@ -329,9 +343,10 @@ class CheckpointService:
 
     def _dump(
         self, c: Container, rt: Runtime, work: Path, images: Path, leave_running: bool, opts: CheckpointOptions
-    ) -> None:
-        """The runtime's checkpoint (CRIU's dump). A dump that fails, times out or is killed
-        leaves the container thawed; raises CommandError naming CRIU."""
+    ) -> BackgroundDump | None:
+        """The runtime's checkpoint (CRIU's dump); with `opts.lazy`, it goes on in the
+        background once CRIU serves the pages (returned). A dump that fails, times out or is
+        killed leaves the container thawed; raises CommandError naming CRIU."""
         exporting = opts.exporting
         p = self.containers.paths(c.id)
         try:
@@ -339,17 +354,32 @@ class CheckpointService:
             # a checkpoint kept in amber's state is restored here, on this root, as it is.
             root_mode = _root_mode(p.merged, TARGETS[opts.target]) if exporting else contextlib.nullcontext()
             with timed("runtime checkpoint (CRIU dump)"), root_mode:
-                res = rt.checkpoint(
-                    c.id,
-                    image_path=images,
-                    work_path=work,
-                    leave_running=leave_running,
-                    tcp_established=opts.tcp_established,
-                    file_locks=opts.file_locks,
-                    pre_dump=opts.pre_checkpoint,
-                    parent_path=f"../{fmt.PRE_CHECKPOINT_DIR}" if opts.with_previous else None,
-                    page_server=opts.page_server,
-                )
+
+                def checkpoint(status_fd: int | None = None) -> Result:
+                    return rt.checkpoint(
+                        c.id,
+                        image_path=images,
+                        work_path=work,
+                        leave_running=leave_running,
+                        tcp_established=opts.tcp_established,
+                        file_locks=opts.file_locks,
+                        pre_dump=opts.pre_checkpoint,
+                        parent_path=f"../{fmt.PRE_CHECKPOINT_DIR}" if opts.with_previous else None,
+                        page_server=opts.lazy.endpoint if opts.lazy else opts.page_server,
+                        lazy=opts.lazy is not None,
+                        status_fd=status_fd,
+                    )
+
+                if opts.lazy is None:
+                    res = checkpoint()
+                else:
+                    lazy = BackgroundDump(
+                        checkpoint, opts.lazy.endpoint, status_fd=rt.info.kind == "runc", abort=opts.lazy.abort
+                    )
+                    ended = lazy.ready()
+                    if ended is None:
+                        return lazy
+                    res = ended
         except CommandError as exc:  # timed out: the runtime was killed, CRIU may have been left
             recovery.thaw(self.containers, c)
             res = Result(exc.argv, exc.returncode, exc.stdout, exc.stderr)
@@ -357,6 +387,7 @@ class CheckpointService:
         if res.returncode != 0:
             recovery.thaw(self.containers, c)
             self._fail_dump(c, work, exporting, res)
+        return None
 
     @contextlib.contextmanager
     def _frozen(self, c: Container, rt: Runtime, *, freeze: bool) -> Iterator[None]:

@@ -14,7 +14,11 @@ runs, says "done" (it removes it otherwise, as the source then runs it again): n
 `--mode page-server`: the destination also runs a CRIU page server and says its port; the dump
 sends its pages there during the freeze (and a copy to a page server here, engine/migrate_pages.py,
 so that a failed move still resumes the source), the archive carries the other images, and the
-destination puts the pages into them before the restore. `--mode lazy` is refused for now.
+destination puts the pages into them before the restore. `--mode lazy` (engine/migrate_lazy.py):
+the dump leaves the memory here and CRIU serves it to the destination's `criu lazy-pages` while
+the container already runs there; until "running" a failure calls the dump off (the container
+resumes here), after it the source stays frozen until every page is served, and only then is it
+removed (the weaker guarantee: if the source dies before that, the container is lost).
 Pre-copy is refused where the kernel does not track dirty memory.
 """
 
@@ -32,6 +36,8 @@ from amber.adapters import criu
 from amber.adapters import run as runners
 from amber.adapters.checkpoint_archive import Compression
 from amber.engine.checkpoint import CheckpointOptions
+from amber.engine.lazy_dump import SERVE_TIMEOUT, LazySource
+from amber.engine.lazy_relay import LazyRelay
 from amber.engine.migrate_channel import (
     CONNECT_TIMEOUT,
     REPLY_TIMEOUT,
@@ -41,8 +47,10 @@ from amber.engine.migrate_channel import (
     peer_error,
     ssh_argv,
 )
-from amber.engine.migrate_pages import SourcePages, source_pages
-from amber.engine.transfer import PageEndpoint, dump_to_page_server
+from amber.engine.migrate_lazy import source_message
+from amber.engine.migrate_pages import LOCAL as LOOPBACK
+from amber.engine.migrate_pages import SourcePages, free_port, source_pages
+from amber.engine.transfer import MemoryMode, PageEndpoint, check_host, dump_to_page_server
 from amber.errors import AmberError, ConflictError, PreconditionError, UsageError
 from amber.models import Status
 
@@ -83,11 +91,13 @@ class MigrateOptions:
             raise PreconditionError(
                 "pre-copy migration is not built yet", hint="leave out --pre-copy (--mode copy moves it in one go)"
             )
-        if self.mode == "lazy":
-            raise PreconditionError(
-                "--mode lazy is not built yet",
-                hint="use --mode page-server (the shorter freeze) or --mode copy (the default)",
+        if self.mode == "lazy" and self.keep_checkpoint:
+            raise UsageError(
+                "--keep cannot be used with --mode lazy: a lazy move leaves no memory image here",
+                hint="leave out --keep, or use --mode copy or page-server",
             )
+        if self.mode == "lazy":
+            check_host(MemoryMode.LAZY)  # fs.pipe-max-size, userfaultfd, CRIU >= 4.2: before any freeze
 
     def remote(self) -> list[str]:
         return [*shlex.split(self.remote_amber), "migrate-receive"]
@@ -102,6 +112,7 @@ class MigrateReport:
     sent: int  # archive bytes sent
     frozen_s: float  # from the checkpoint's start to the destination running
     total_s: float
+    served: dict[str, Any] | None = None  # lazy: the destination's report of the pages' transfer
 
 
 def cpu_flags() -> list[str]:
@@ -166,11 +177,12 @@ def migrate(
         remote_pages = _page_endpoint(opts, answer)
         with contextlib.ExitStack() as stack:
             pages = None if remote_pages is None else stack.enter_context(source_pages(engine.layout.tmp, remote_pages))
-            sent, running = _hand_off(engine, name, opts, control, address, pages)
+            sent, running = _hand_off(engine, name, opts, control, address, pages, say)
         _commit(control, name, opts.dest)
     finally:
         control.close()
-    say(f"{name} runs on {opts.dest} ({sent} bytes sent)")
+    if "served" not in running:
+        say(f"{name} runs on {opts.dest} ({sent} bytes sent)")
     if opts.keep_checkpoint:
         engine.services.containers.store.save(
             dataclasses.replace(engine.services.containers.store.get(name), status=Status.CHECKPOINTED)
@@ -178,7 +190,11 @@ def migrate(
     else:
         engine.remove(name, force=True)
     now = time.monotonic()
-    return MigrateReport(name, str(opts.dest), opts.mode, str(running.get("id", "")), sent, now - frozen, now - started)
+    ran = float(running.get("ran_at", now))
+    report = MigrateReport(
+        name, str(opts.dest), opts.mode, str(running.get("id", "")), sent, ran - frozen, now - started
+    )
+    return dataclasses.replace(report, served=running.get("served"))
 
 
 def _page_endpoint(opts: MigrateOptions, answer: dict[str, Any]) -> PageEndpoint | None:
@@ -196,11 +212,24 @@ def _page_endpoint(opts: MigrateOptions, answer: dict[str, Any]) -> PageEndpoint
 
 
 def _checkpoint_into(
-    engine: Engine, name: str, opts: MigrateOptions, stream: IO[bytes], pages: SourcePages | None
+    engine: Engine,
+    name: str,
+    opts: MigrateOptions,
+    stream: IO[bytes],
+    pages: SourcePages | None,
+    lazy: LazySource | None = None,
 ) -> None:
     """Checkpoint `name` (images kept) as an uncompressed archive into `stream`; with `pages`, its
     memory goes to the page servers (the destination's, and the copy here) instead, during the
-    dump. Raises as engine.checkpoint does (a failed dump leaves it running)."""
+    dump; with `lazy`, it is served from here after the archive (engine.lazy_dump). Raises as
+    engine.checkpoint does (a failed dump leaves it running)."""
+    if lazy is not None:
+        copts = CheckpointOptions(
+            export_to=stream, compression=Compression.NONE, tcp_established=opts.tcp_established, lazy=lazy
+        )
+        with runners.using(engine.runner):
+            engine.services.checkpoints.checkpoint([name], copts)
+        return
     if pages is None:
         engine.checkpoint(name, export_to=stream, compress="none", keep=True, tcp_established=opts.tcp_established)
         return
@@ -218,30 +247,92 @@ def _hand_off(
     control: Control,
     address: tuple[str, int],
     pages: SourcePages | None,
+    say: Callable[[str], None] = lambda _: None,
 ) -> tuple[int, dict[str, Any]]:
     """Checkpoint `name` into the destination's port (its pages through `pages`, when given) and
     wait for it to run there; any failure after the freeze restores the source (with the copy
-    of its pages kept here, in page-server mode).
+    of its pages kept here, in page-server mode; lazy mode: the dump is called off instead).
     Returns (bytes sent on the stream, the destination's report)."""
     sock = socket.create_connection(_reachable(opts.dest, address), timeout=CONNECT_TIMEOUT)
     sock.settimeout(RESTORE_TIMEOUT)
     stopped = False
+    running: dict[str, Any] = {}
+    relay: LazyRelay | None = None
     try:
         with sock.makefile("wb") as stream:
-            _checkpoint_into(engine, name, opts, stream, pages)
+
+            def hand_off() -> None:  # lazy: the archive is written, the pages wait here
+                stream.flush()
+                running.update(_running_there(sock, control, opts.dest))
+                assert relay is not None
+                relay.commit()  # it runs there: the destination's end of the transfer is CRIU's now
+                say(f"{name} runs on {opts.dest} ({running['sent']} bytes sent); serving its memory from here")
+
+            lazy = None
+            if opts.mode == "lazy":
+                relay, lazy = _lazy_source(sock, control, hand_off)
+            _checkpoint_into(engine, name, opts, stream, pages, lazy)
+        if lazy is not None:  # every page served: the destination's report of it
+            return int(running["sent"]), {**running, "served": _served(control, name, opts.dest, say)}
         stopped = True
-        sent = _sent(sock)
-        sock.shutdown(socket.SHUT_WR)  # the archive's end: the destination restores now
-        running = control.receive(RESTORE_TIMEOUT)
-        if not running.get("ok"):
-            raise peer_error(running, opts.dest)
-        return sent, running
+        running = _running_there(sock, control, opts.dest)
+        return int(running["sent"]), running
     except BaseException as exc:
         if stopped:
             _resume(engine, name, exc, pages)
         raise
     finally:
         sock.close()
+        if relay is not None:
+            relay.close()
+
+
+def _running_there(sock: socket.socket, control: Control, dest: SshDest) -> dict[str, Any]:
+    """End the archive's stream (the destination restores now) and hear that the container runs
+    there. Raises the destination's error, or ChannelError."""
+    sent = _sent(sock)
+    sock.shutdown(socket.SHUT_WR)
+    running = control.receive(RESTORE_TIMEOUT)
+    if not running.get("ok"):
+        raise peer_error(running, dest)
+    return {**running, "sent": sent, "ran_at": time.monotonic()}
+
+
+def _lazy_source(sock: socket.socket, control: Control, hand_off: Callable[[], None]) -> tuple[LazyRelay, LazySource]:
+    """lazy mode: CRIU serves the pages on a free loopback port, behind a relay on the address the
+    stream leaves from (the destination reaches it there, and hears where); the relay keeps a
+    failing destination from ending CRIU's transfer as a success (engine/lazy_relay.py).
+    Raises AmberError when it cannot listen."""
+    here = str(sock.getsockname()[0])
+    criu_end = PageEndpoint(LOOPBACK, free_port(LOOPBACK))
+    try:
+        relay = LazyRelay(here, criu_end)
+    except OSError as exc:
+        raise AmberError(
+            f"cannot listen for the destination's page requests on {here}: {exc.strerror or exc}",
+            hint="check this host's address on the link to the destination",
+        ) from exc
+    control.send(source_message(relay.endpoint))
+    return relay, LazySource(criu_end, hand_off, abort=relay.abort)
+
+
+def _served(control: Control, name: str, dest: SshDest, say: Callable[[str], None]) -> dict[str, Any]:
+    """lazy mode: the destination's report that every page arrived (said to the user).
+    Raises AmberError when the transfer failed there (the container is lost there)."""
+    try:
+        served = control.receive(SERVE_TIMEOUT)
+        if served.get("event") != "served" or not served.get("ok"):
+            raise peer_error(served, dest)
+    except AmberError as exc:
+        raise AmberError(
+            f"container {name} ran on {dest}, and every page was served from here, but the destination "
+            f"did not report that they all arrived ({exc.message}): it may be lost on both hosts",
+            hint=f"see whether it runs there (amber ps on {dest}); lazy mode's guarantee ends once it runs there",
+            details=exc.details,
+        ) from exc
+    mib = int(served.get("bytes", 0)) / (1 << 20)
+    say(f"the lazy transfer ended: {mib:.1f} MiB of memory served in {float(served.get('seconds', 0)):.2f} s")
+    return served
 
 
 def _sent(sock: socket.socket) -> int:

@@ -27,10 +27,11 @@ from amber.adapters import criu
 from amber.adapters import run as runners
 from amber.engine.migrate import PROTOCOL, cpu_flags
 from amber.engine.migrate_channel import MAX_LINE
+from amber.engine.migrate_lazy import LazyPages, source_endpoint
 from amber.engine.migrate_pages import free_port, page_receiver
 from amber.engine.restore_options import RestoreOptions
 from amber.engine.runtime_rule import select_runtime
-from amber.engine.transfer import PageEndpoint, PageReceiver
+from amber.engine.transfer import MemoryMode, PageEndpoint, PageReceiver, check_host
 from amber.errors import AmberError, ConflictError, NotFoundError, PreconditionError, UsageError
 
 if TYPE_CHECKING:
@@ -62,7 +63,8 @@ def receive(engine: Engine, stdin: IO[bytes], stdout: IO[bytes]) -> int:
         extra = {"page_port": pages.endpoint.port} if pages is not None else {}
         _write(stdout, {"ok": True, "address": address, "port": port, **extra})
         try:
-            container = _receive_and_restore(engine, listener, request, pages)
+            lazy = LazyPages(source_endpoint(_read(stdin)), stack) if request.get("mode") == "lazy" else None
+            container = _receive_and_restore(engine, listener, request, pages, lazy)
         except AmberError as exc:
             return _fail(stdout, exc)
         except OSError as exc:
@@ -73,7 +75,14 @@ def receive(engine: Engine, stdin: IO[bytes], stdout: IO[bytes]) -> int:
                     hint="check the link between the hosts",
                 ),
             )
-    _write(stdout, {"ok": True, "event": "running", "id": container})
+        _write(stdout, {"ok": True, "event": "running", "id": container})
+        if lazy is not None:  # the source serves the pages until the daemon has them all
+            served = lazy.served()
+            _write(stdout, served)
+            if not served["ok"]:
+                with contextlib.suppress(AmberError):
+                    engine.remove(container, force=True)
+                return 1
     return _commit_or_roll_back(engine, container, stdin, stdout)
 
 
@@ -105,17 +114,25 @@ def _page_receiver(engine: Engine, request: dict[str, Any]) -> Iterator[PageRece
 
 
 def _receive_and_restore(
-    engine: Engine, listener: socket.socket, request: dict[str, Any], pages: PageReceiver | None
+    engine: Engine,
+    listener: socket.socket,
+    request: dict[str, Any],
+    pages: PageReceiver | None,
+    lazy: LazyPages | None = None,
 ) -> str:
     conn, _ = listener.accept()
     conn.settimeout(STREAM_IDLE_TIMEOUT)
     tcp_established = bool(request.get("tcp_established"))
     with conn, conn.makefile("rb") as stream:
-        if pages is None:
+        if pages is None and lazy is None:
             return engine.restore_archive(stream, tcp_established=tcp_established).id
-        # The archive holds every image but the pages: the page server's are added before the restore.
+        # The archive holds every image but the pages: the page server's are added before the
+        # restore; or (lazy) criu lazy-pages fetches them from the source while the container runs.
         opts = RestoreOptions(
-            runtime=engine.runtime_choice, tcp_established=tcp_established, complete_images=pages.deliver
+            runtime=engine.runtime_choice,
+            tcp_established=tcp_established,
+            complete_images=pages.deliver if pages is not None else None,
+            lazy_pages=lazy.start if lazy is not None else None,
         )
         with runners.using(engine.runner):
             return engine.services.checkpoints.restore_stream(stream, Path("the migration stream"), opts)[0].id
@@ -130,6 +147,8 @@ def preflight(engine: Engine, request: dict[str, Any]) -> None:
         )
     name = str(request["name"])
     select_runtime(str(request["runtime"]), None, f"container {name}")  # the runtime rule
+    if request.get("mode") == "lazy":
+        check_host(MemoryMode.LAZY)  # fs.pipe-max-size, userfaultfd, CRIU >= 4.2
     theirs, ours = tuple(int(x) for x in request["criu"]), criu.version()
     if ours < theirs:
         raise PreconditionError(

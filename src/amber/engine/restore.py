@@ -117,6 +117,8 @@ def restore_in_place(
             ips = {lease.ip for lease in containers.networks.attachments(c.id).values()}
             netlock.insert(e for e in attach.recorded_connections(p.conntrack) if e.involves(ips))
             netlock.lock(p.netns)
+        if opts.lazy_pages is not None:  # conmon gives the runtime the bundle as CRIU's work path
+            opts.lazy_pages(images, p.bundle)
         started = time.monotonic()
         with timed("runtime restore (CRIU)"):
             pid = conmon.start_monitor(

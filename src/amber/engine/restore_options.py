@@ -32,6 +32,10 @@ class RestoreOptions:
     # only with an archive: called with the unpacked images directory before any check of it, to
     # complete it (engine.transfer: the pages a CRIU page server received). May raise AmberError.
     complete_images: Callable[[Path], None] | None = None
+    # a lazy restore (the memory comes from `criu lazy-pages`, amber migrate --mode lazy): called
+    # with (images, CRIU's work directory) right before the runtime restores, to start that
+    # daemon there (its socket must be in the restore's work directory). May raise AmberError.
+    lazy_pages: Callable[[Path, Path], None] | None = None
 
     @property
     def keep_address(self) -> tuple[bool, bool]:
@@ -60,13 +64,15 @@ class RestoreOptions:
         """CRIU options for a restore that the runtime cannot pass on itself, as the lines of a
         CRIU configuration file ("" when none). CRIU reads it from CRIU_CONFIG_FILE, which both
         runtimes hand on to `criu swrk`."""
-        return "tcp-close\n" if self.tcp_close and not _has_tcp_close(info) else ""
+        lazy = "lazy-pages\n" if self.lazy_pages is not None and info.kind != "runc" else ""  # crun 1.21: no flag
+        return lazy + ("tcp-close\n" if self.tcp_close and not _has_tcp_close(info) else "")
 
     def runtime_opts(self, info: RuntimeInfo) -> list[str]:
         """What conmon passes on to `runtime restore` (`info`'s)."""
         return [
             *(["--tcp-established"] if self.tcp_established else []),
-            *(["--tcp-close"] if self.tcp_close and not self.criu_config(info) else []),
+            *(["--tcp-close"] if self.tcp_close and "tcp-close" not in self.criu_config(info) else []),
+            *(["--lazy-pages"] if self.lazy_pages is not None and info.kind == "runc" else []),
             *(["--file-locks"] if self.file_locks else []),
         ]
 

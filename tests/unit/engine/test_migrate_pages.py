@@ -11,7 +11,7 @@ import pytest
 from amber.engine.migrate import MigrateOptions, SshDest
 from amber.engine.migrate_pages import PageTee
 from amber.engine.transfer import PageEndpoint
-from amber.errors import PreconditionError
+from amber.errors import PreconditionError, UsageError
 
 
 class FakeServer:
@@ -67,7 +67,15 @@ def test_tee_fails_the_dump_when_the_destination_is_not_there() -> None:
     assert isinstance(tee.error, OSError)
 
 
-def test_lazy_mode_is_refused_as_not_built() -> None:
-    with pytest.raises(PreconditionError, match="not built yet"):
+def test_lazy_mode_checks_the_host_before_anything_is_frozen(monkeypatch: pytest.MonkeyPatch) -> None:
+    from amber.adapters import criu_transfer
+
+    monkeypatch.setattr(criu_transfer, "pipe_max_size", lambda: 1048576)
+    with pytest.raises(PreconditionError, match="fs.pipe-max-size >= 4194304"):
         MigrateOptions(SshDest("h"), mode="lazy").validate()
-    MigrateOptions(SshDest("h"), mode="page-server").validate()  # built
+    MigrateOptions(SshDest("h"), mode="page-server").validate()  # no such need
+
+
+def test_lazy_mode_refuses_keep() -> None:
+    with pytest.raises(UsageError, match="--keep cannot be used with --mode lazy"):
+        MigrateOptions(SshDest("h"), mode="lazy", keep_checkpoint=True).validate()
