@@ -267,16 +267,17 @@ def _worst(target: dict[str, Any]) -> str:
     return _num(value, 3 if unit == "s" else 2) + {"x": " x", "s": " s", "MiB": " MiB"}.get(str(unit), "")
 
 
-def splice(readme: str, body: str) -> str:
-    """`readme` with the text between BEGIN and END replaced by `body` (markers added at the end of
-    the "## Speed" section, or of the file, when absent). Raises ReportError for an END before BEGIN."""
-    block = f"{BEGIN}\n{body}\n{END}"
-    start, stop = readme.find(BEGIN), readme.find(END)
+def splice(readme: str, body: str, begin: str = BEGIN, end: str = END, section: str = "## Speed") -> str:
+    """`readme` with the text between `begin` and `end` replaced by `body` (markers added at the end
+    of `section`, or of the file, when absent). Raises ReportError for an end before its begin.
+    bench/migrate.py passes its own markers."""
+    block = f"{begin}\n{body}\n{end}"
+    start, stop = readme.find(begin), readme.find(end)
     if start >= 0 and stop >= 0:
         if stop < start:
-            raise ReportError("README.md has the bench-report end marker before its begin marker")
-        return readme[:start] + block + readme[stop + len(END) :]
-    speed = readme.find("## Speed") if readme.startswith("## Speed") else readme.find("\n## Speed")
+            raise ReportError(f"README.md has the end marker before its begin marker ({end})")
+        return readme[:start] + block + readme[stop + len(end) :]
+    speed = readme.find(section) if readme.startswith(section) else readme.find("\n" + section)
     if speed < 0:
         return readme.rstrip("\n") + "\n\n" + block + "\n"
     after = readme.find("\n## ", speed + 1)
@@ -288,8 +289,13 @@ def write_readme(result: Path, readme: Path) -> str:
     """Put the table for `result` into `readme` (atomically). Returns the table. Raises ReportError
     (result unreadable) or OSError (README not writable)."""
     body = table(load(result))
-    text = splice(readme.read_text(), body)
+    splice_file(readme, body)
+    return body
+
+
+def splice_file(readme: Path, body: str, begin: str = BEGIN, end: str = END, section: str = "## Speed") -> None:
+    """splice() applied to the file `readme`, written atomically. Raises ReportError or OSError."""
+    text = splice(readme.read_text(), body, begin, end, section)
     tmp = readme.with_name(readme.name + ".tmp")
     tmp.write_text(text)
     tmp.replace(readme)
-    return body

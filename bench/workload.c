@@ -1,13 +1,20 @@
 /*
  * The benchmark's workload: hold N MiB of data in memory and count.
  *
- *   workload MIB random|compressible
+ *   workload MIB random|compressible [TICK_MS]
  *
  * Allocates MIB mebibytes, fills them (random: xorshift64* output, which no compressor can
  * shrink; compressible: numbered text lines, which zstd shrinks about tenfold), so that every
- * page is touched and resident. Then writes /tmp/ready and loops forever: every 100 ms it
- * increments a counter and writes it to /tmp/counter (atomically: temp file + rename), so a
- * restored copy can be seen to carry on from where the checkpoint stopped it.
+ * page is touched and resident. Then writes /tmp/ready and loops forever: every TICK_MS
+ * milliseconds (default 100) it increments a counter and writes it to /tmp/counter (atomically:
+ * temp file + rename), so a restored copy can be seen to carry on from where the checkpoint
+ * stopped it. When TICK_MS is given, each tick also appends a line "MONOTONIC REALTIME" (both
+ * clocks in nanoseconds) to /tmp/ticks (opened, written, closed each time: no file is held open
+ * across a checkpoint): the largest gap between two lines' REALTIME is the time the program did
+ * not run, e.g. a migration's downtime (bench/migrate.py). Not the MONOTONIC one: CRIU restores
+ * a process into a time namespace whose offsets hide most of the stop from CLOCK_MONOTONIC (a
+ * 5.5 s stop showed as 1.4 s there). REALTIME compares across hosts only as well as their
+ * clocks agree: bench/migrate.py's two "hosts" share one machine's clock.
  *
  * Built by bench/run.py with `gcc -O2 -static`; it needs nothing from the image but /tmp.
  */
@@ -35,6 +42,29 @@ static void write_file(const char *path, const char *tmp, const char *text) {
         perror(path);
         exit(1);
     }
+}
+
+static long long now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void append_tick(long long ns) { /* ns: CLOCK_MONOTONIC */
+    char line[64];
+    struct timespec rt;
+    clock_gettime(CLOCK_REALTIME, &rt);
+    int len = snprintf(line, sizeof(line), "%lld %lld\n", ns, (long long)rt.tv_sec * 1000000000LL + rt.tv_nsec);
+    int fd = open("/tmp/ticks", O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd < 0) {
+        perror("/tmp/ticks");
+        exit(1);
+    }
+    if (write(fd, line, (size_t)len) != len) {
+        perror("/tmp/ticks");
+        exit(1);
+    }
+    close(fd);
 }
 
 static void fill_random(uint64_t *words, size_t count) {
@@ -68,8 +98,8 @@ static void fill_compressible(char *buf, size_t size) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 3 || (strcmp(argv[2], "random") != 0 && strcmp(argv[2], "compressible") != 0)) {
-        fprintf(stderr, "usage: %s MIB random|compressible\n", argv[0]);
+    if (argc < 3 || argc > 4 || (strcmp(argv[2], "random") != 0 && strcmp(argv[2], "compressible") != 0)) {
+        fprintf(stderr, "usage: %s MIB random|compressible [TICK_MS]\n", argv[0]);
         return 2;
     }
     long mib = strtol(argv[1], NULL, 10);
@@ -77,6 +107,12 @@ int main(int argc, char **argv) {
         fprintf(stderr, "workload: MIB must be a positive number\n");
         return 2;
     }
+    long tick_ms = argc == 4 ? strtol(argv[3], NULL, 10) : 100;
+    if (tick_ms <= 0 || tick_ms > 10000) {
+        fprintf(stderr, "workload: TICK_MS must be between 1 and 10000\n");
+        return 2;
+    }
+    int record = argc == 4;
     size_t size = (size_t)mib << 20;
     char *buf = malloc(size);
     if (buf == NULL) {
@@ -96,10 +132,20 @@ int main(int argc, char **argv) {
     snprintf(text, sizeof(text), "%ld %s %u\n", mib, argv[2], (unsigned)sum);
     write_file("/tmp/ready", "/tmp/.ready.tmp", text);
 
-    struct timespec tick = {0, 100 * 1000 * 1000};
+    long long period = tick_ms * 1000000LL, next = now_ns();
     for (unsigned long counter = 1;; counter++) {
+        long long now = now_ns();
+        if (record)
+            append_tick(now);
         snprintf(text, sizeof(text), "%lu\n", counter);
         write_file("/tmp/counter", "/tmp/.counter.tmp", text);
-        nanosleep(&tick, NULL);
+        /* Absolute deadlines keep the period exact; after a stop (a checkpoint) the next tick is
+         * one period from now, not a burst of the ticks missed meanwhile. */
+        next += period;
+        if (next <= now)
+            next = now + period;
+        struct timespec at = {(time_t)(next / 1000000000LL), (long)(next % 1000000000LL)};
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &at, NULL) != 0) {
+        }
     }
 }
