@@ -55,6 +55,8 @@ NET = 250  # hosts on 10.250.250.0/24; amber's network 10.251.250.0/24, podman's
 READY_TIMEOUT = 600.0
 SETTLE_TIMEOUT = 120.0
 NAME = "w"
+PIPE_MAX = Path("/proc/sys/fs/pipe-max-size")
+LAZY_PIPE_MIN = 4194304  # CRIU's lazy page server resizes a pipe to about 3.3 MB
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -261,6 +263,19 @@ def hosts(work: Path, rootfs: Path, with_podman: bool) -> Iterator[tuple[Host, H
                 host.cleanup()
 
 
+@contextmanager
+def pipe_size_for_lazy(needed: bool) -> Iterator[None]:
+    """fs.pipe-max-size raised to what lazy mode needs for the run (when lower), put back after."""
+    old = int(PIPE_MAX.read_text()) if needed else LAZY_PIPE_MIN
+    if old < LAZY_PIPE_MIN:
+        PIPE_MAX.write_text(f"{LAZY_PIPE_MIN}\n")
+    try:
+        yield
+    finally:
+        if old < LAZY_PIPE_MIN:
+            PIPE_MAX.write_text(f"{old}\n")
+
+
 def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -272,7 +287,7 @@ def measure(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="amber-bench-migrate-") as tmp:
         work = Path(tmp)
         rootfs = build_rootfs(work, build_workload(work))
-        with hosts(work, rootfs, with_podman) as (a, b, podmans):
+        with pipe_size_for_lazy("lazy" in args.ways), hosts(work, rootfs, with_podman) as (a, b, podmans):
             with sshd(b, work / "ssh") as (key, known):
                 ssh = ["--identity", str(key), "--ssh-option", f"UserKnownHostsFile={known}",
                        "--ssh-option", "StrictHostKeyChecking=yes"]  # fmt: skip
@@ -291,8 +306,10 @@ def measure(args: argparse.Namespace) -> int:
         "podman": {
             "compress": args.podman_compress,
             "copy": "over the ssh channel (ssh B 'cat > F')" if args.podman_copy == "ssh" else "as a file (cp)",
-            "hosts": "podman on both hosts' network namespaces, each with its own store.",
-        },
+            "hosts": "podman runs in both hosts' network namespaces, each with its own store.",
+        }
+        if with_podman
+        else None,
         "samples": bench.samples,
         "rows": rows,
         "targets": stats.targets(rows),

@@ -162,15 +162,19 @@ def markdown(data: dict[str, Any]) -> str:
     the targets (measured value, met or not)."""
     v = data.get("versions", {})
     command = " ".join(str(a) for a in data.get("command", [])) or "bench/migrate.py"
-    podman = data.get("podman", {})
+    podman = data.get("podman") or {}
+    manual = (
+        f"; podman manual: checkpoint --export --compress {podman.get('compress', '?')}, copy "
+        f"{podman.get('copy', '?')}, restore --import. {podman.get('hosts', '')}"
+        if podman
+        else "."
+    )
     lines = [
         f"Run {data.get('when', '?')} on {v.get('cpus', '?')} cores (load average {data.get('load', '?')}), "
         f"kernel {v.get('kernel', '?')}, {v.get('criu', 'CRIU ?')}, {v.get('podman', 'podman absent')}; "
         f"command `{command}`. Medians in seconds. Downtime: the largest gap of the workload's "
         f"{data.get('tick_ms', 10)} ms ticker; amber's frozen: migrate's own freeze-to-running report; "
-        f"total: the command's wall time (podman manual: checkpoint --export "
-        f"--compress {podman.get('compress', '?')}, copy {podman.get('copy', '?')}, restore --import). "
-        f"{podman.get('hosts', '')}".rstrip(),
+        f"total: the command's wall time (the manual ways: their steps' sum){manual}".rstrip(),
         "",
         "| runtime | MiB | way | downtime s | amber's frozen s | total s | total / podman manual | runs |",
         "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
