@@ -169,3 +169,24 @@ def test_report_writes_the_table_between_its_own_markers(
     assert "| crun | 1024 | copy | 3.10 |" in text and "| crun | 1024 | copy | 3.10 |" in capsys.readouterr().out
     assert migrate.main(["--report", "--output", str(tmp_path / "none.json")]) == 1
     assert "hint: run bench/migrate.py first" in capsys.readouterr().err
+
+
+def test_podman_runs_in_the_host_namespace_with_its_own_store(tmp_path: Path) -> None:
+    podman = load("migrate_podman").HostPodman(tmp_path / "p", "amig250a")
+    argv = podman.argv("ps", "-a")
+    assert argv[:2] == ["nsenter", "--net=/run/netns/amig250a"] and argv[2] == "podman"
+    assert argv[argv.index("--root") + 1] == str(tmp_path / "p" / "root") and argv[-2:] == ["ps", "-a"]
+    assert "--network-config-dir" in argv and (tmp_path / "p" / "net").is_dir()
+
+
+def test_ssh_options_become_plain_ssh_flags() -> None:
+    bench = migrate.Bench.__new__(migrate.Bench)
+    bench.ssh = [
+        "--identity",
+        "/k",
+        "--ssh-option",
+        "UserKnownHostsFile=/kh",
+        "--ssh-option",
+        "StrictHostKeyChecking=yes",
+    ]
+    assert bench.ssh_plain() == ["-i", "/k", "-o", "UserKnownHostsFile=/kh", "-o", "StrictHostKeyChecking=yes"]
