@@ -96,7 +96,7 @@ def summarize(samples: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "downtime_s": median(s.get("downtime_s") for s in good),
                 "frozen_s": median(s.get("frozen_s") for s in good),
                 "total_s": median(s.get("total_s") for s in good),
-                "unavailable": any(s.get("unavailable") for s in group),
+                "unavailable": next((str(s["error"]) for s in group if s.get("unavailable")), None),
                 "errors": [str(s["error"]) for s in group if "error" in s and not s.get("unavailable")],
             }
         )
@@ -153,7 +153,7 @@ def targets(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _label(r: dict[str, Any]) -> str:
     if r["unavailable"] and not r["n"]:
-        return f"{r['way']} (mode not available)"
+        return f"{r['way']} ({r['unavailable']})"
     return str(r["way"])
 
 

@@ -87,6 +87,7 @@ SAMPLES = [
     sample("lazy", 1024, 0.40, 3.6),
     sample("lazy", 4096, 0.45, 14.0),
     {"runtime": "runc", "mib": 1024, "way": "lazy", "rep": 0, "error": "mode not available", "unavailable": True},
+    {"runtime": "runc", "mib": 64, "way": "podman-manual", "rep": 0, "error": "podman failed", "unavailable": True},
     sample("page-server", 1024, 2.6, 3.0, runtime="runc"),
 ]
 
@@ -102,7 +103,7 @@ def test_summarize_takes_medians_of_the_good_samples_and_the_ratio_to_podman() -
     podman = next(r for r in rows if r["way"] == "podman-manual")
     assert podman["total_vs_podman"] is None and podman["frozen_s"] is None
     lazy_runc = next(r for r in rows if (r["runtime"], r["way"]) == ("runc", "lazy"))
-    assert lazy_runc["unavailable"] and lazy_runc["n"] == 0 and lazy_runc["errors"] == []
+    assert lazy_runc["unavailable"] == "mode not available" and lazy_runc["n"] == 0 and lazy_runc["errors"] == []
 
 
 def test_targets_say_met_missed_or_not_measured() -> None:
@@ -135,6 +136,7 @@ def test_markdown_has_a_row_per_cell_the_targets_and_the_errors() -> None:
     assert "| crun | 1024 | copy | 3.10 | 2.90 | 3.40 | 0.57 | 3 |" in text
     assert "| crun | 1024 | podman-manual | 4.00 | n/a | 6.00 | n/a | 1 |" in text
     assert "| runc | 1024 | lazy (mode not available) | n/a | n/a | n/a | n/a | 0 |" in text
+    assert "| runc | 64 | podman-manual (podman failed) | n/a |" in text
     assert "| page-server downtime at 1 GiB <= 2.0 s | runc | 2.60 s | **no** |" in text
     assert "| copy total at 1 GiB <= 0.6 x podman manual | crun | 0.57 x | yes |" in text
     assert "| lazy downtime at 1 GiB <= 0.5 s | runc | n/a | n/a |" in text
