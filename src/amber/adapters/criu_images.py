@@ -9,6 +9,7 @@ does not decode gives an ArchiveError naming it, never a pycriu traceback. Memor
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -65,6 +66,10 @@ class ImageDir:
             hint="the checkpoint is damaged or was written by an incompatible CRIU; "
             "make a new checkpoint, or read it with the CRIU version that wrote it",
         )
+
+    def forget(self, name: str) -> None:
+        """Read image `name` again next time (it was rewritten)."""
+        self._cache.pop(name, None)
 
     def has(self, name: str) -> bool:
         return (self.path / name).is_file()
@@ -366,6 +371,32 @@ def read_rlimits(d: ImageDir, processes: Iterable[Process]) -> list[Rlimit]:
             soft, hard = number(d, name, entry, "cur"), number(d, name, entry, "max")
             out.append(Rlimit(p.pid, RLIMIT_NAMES[i], soft, hard))
     return out
+
+
+def lower_rlimits(d: ImageDir, pid: int, lowered: dict[str, tuple[int, int]]) -> None:
+    """Rewrite core-<pid>.img with the (soft, hard) limits in `lowered` (by RLIMIT_* name).
+
+    The image is written to a new file beside it and renamed over it, so a reader never sees half
+    an image. Only for a dump directory amber unpacked itself (a restore's scratch)."""
+    name = f"core-{pid}.img"
+    path = d.path / name
+    pycriu = _pycriu()
+    try:
+        with path.open("rb") as f:
+            img = pycriu.images.load(f)
+        entries = img["entries"][0]["tc"]["rlimits"]["rlimits"]
+        for limit, (soft, hard) in lowered.items():
+            entries[RLIMIT_NAMES.index(limit)] = {"cur": soft, "max": hard}
+        tmp = path.with_name(f".{name}.lowered")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            pycriu.images.dump(img, out)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise d.error(name, f"cannot be rewritten with this host's limits: {exc.strerror or exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - pycriu raises assorted exceptions on bad images
+        raise d.error(name, f"cannot be rewritten with this host's limits ({type(exc).__name__})") from exc
+    d.forget(name)
 
 
 def read_mountpoints(d: ImageDir) -> list[MountPoint]:

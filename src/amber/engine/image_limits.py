@@ -5,7 +5,10 @@ makes every mount of mountpoints-*.img itself. So both are checked against what 
 before CRIU runs:
 
 - rlimits: a task's hard limit may not exceed the effective spec's for that limit, or, for a
-  limit the spec does not set, the one amber runs with (what the runtime would pass on).
+  limit the spec does not set, the one amber runs with (what the runtime would pass on). The
+  kernel sizes RLIMIT_NPROC and RLIMIT_SIGPENDING from the host's memory, so an archive from a
+  bigger host records more than this one gives: those two are lowered to this host's ceiling in
+  the restore's copy of the images (`lower_host_sized`), never refused and never raised.
 - mounts: a mount whose source the restorer provides (external: amber binds its own sources) is
   fine; any other must be a kernel file system amber mounts itself (proc, sysfs, tmpfs, devpts,
   mqueue, cgroup) or the root. A block device, overlay, fuse or debugfs CRIU would mount from the
@@ -27,6 +30,7 @@ from amber.adapters.criu_images import (
     MountPoint,
     Process,
     Rlimit,
+    lower_rlimits,
     read_mountpoints,
     read_rlimits,
 )
@@ -34,6 +38,10 @@ from amber.engine.confinement import Violation
 
 SAFE_FSTYPES = frozenset({"proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2"})
 ROOT_FSTYPES = frozenset({"overlayfs", "unsupported", "auto"})  # the container's root ("/"): CRIU uses --root
+
+
+# Limits whose default the kernel derives from the host's memory (max_threads / 2).
+HOST_SIZED = frozenset({"RLIMIT_NPROC", "RLIMIT_SIGPENDING"})
 
 
 def _infinite(value: int) -> bool:
@@ -65,14 +73,47 @@ def rlimit_violations(limits: Sequence[Rlimit], spec: Mapping[str, Any]) -> list
     allowed = ceilings(spec)
     out = []
     for r in limits:
-        ceiling = allowed[r.name] if r.name in allowed else _own_hard(r.name)
-        if ceiling < 0:
+        ceiling = _ceiling(r.name, allowed)
+        if ceiling < 0 or r.name in HOST_SIZED:  # unlimited here; or lowered by lower_host_sized
             continue
         if _infinite(r.hard) or r.hard > ceiling or _infinite(r.soft) or r.soft > r.hard:
             hard = "unlimited" if _infinite(r.hard) else str(r.hard)
             soft = "unlimited" if _infinite(r.soft) else str(r.soft)
             out.append(Violation(f"pid {r.pid}: {r.name}", f"soft {soft}, hard {hard}", f"hard <= {ceiling}"))
     return out
+
+
+def _ceiling(name: str, allowed: Mapping[str, int]) -> int:
+    return allowed[name] if name in allowed else _own_hard(name)
+
+
+def host_sized_excess(limits: Sequence[Rlimit], spec: Mapping[str, Any]) -> list[Rlimit]:
+    """The host-sized limits above this host's ceiling, as they will be after lowering."""
+    allowed, out = ceilings(spec), []
+    for r in limits:
+        ceiling = _ceiling(r.name, allowed)
+        own = _own_hard(r.name)  # without CAP_SYS_RESOURCE CRIU cannot set more than amber holds
+        if own >= 0:
+            ceiling = own if ceiling < 0 else min(ceiling, own)
+        if r.name not in HOST_SIZED or ceiling < 0:
+            continue
+        hard = ceiling if _infinite(r.hard) or r.hard > ceiling else r.hard
+        soft = hard if _infinite(r.soft) or r.soft > hard else r.soft
+        if (soft, hard) != (r.soft, r.hard):
+            out.append(Rlimit(r.pid, r.name, soft, hard))
+    return out
+
+
+def lower_host_sized(images: ImageDir, processes: Sequence[Process], spec: Mapping[str, Any]) -> list[Rlimit]:
+    """Lower RLIMIT_NPROC and RLIMIT_SIGPENDING above this host's ceiling in `images` (a restore's
+    own scratch copy); returns what was lowered, for the log."""
+    lowered = host_sized_excess(read_rlimits(images, processes), spec)
+    by_pid: dict[int, dict[str, tuple[int, int]]] = {}
+    for r in lowered:
+        by_pid.setdefault(r.pid, {})[r.name] = (r.soft, r.hard)
+    for pid, limits in by_pid.items():
+        lower_rlimits(images, pid, limits)
+    return lowered
 
 
 def mount_violations(mounts: Sequence[MountPoint]) -> list[Violation]:
@@ -98,4 +139,12 @@ def image_limit_violations(images: ImageDir, processes: Sequence[Process], spec:
     return rlimit_violations(read_rlimits(images, processes), spec) + mount_violations(read_mountpoints(images))
 
 
-__all__ = ["ceilings", "image_limit_violations", "mount_violations", "rlimit_violations"]
+__all__ = [
+    "HOST_SIZED",
+    "ceilings",
+    "host_sized_excess",
+    "image_limit_violations",
+    "lower_host_sized",
+    "mount_violations",
+    "rlimit_violations",
+]

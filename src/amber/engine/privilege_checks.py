@@ -9,6 +9,7 @@ container's config.json from the confined spec; `privileges` is `amber archive c
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,11 @@ from amber.adapters.criu_images import ImageDir, read_credentials, read_processe
 from amber.engine import spec as specs
 from amber.engine.archive_models import CheckResult, CheckStatus
 from amber.engine.confinement import Confined, Violation, _dict, _names, _short, confine
-from amber.engine.image_limits import image_limit_violations
+from amber.engine.image_limits import image_limit_violations, lower_host_sized
 from amber.engine.task_credentials import credential_violations
 from amber.errors import ArchiveError
+
+log = logging.getLogger("amber.restore")
 
 
 # ===================================== refusal and the check row =============================
@@ -105,10 +108,15 @@ def image_violations(images: ImageDir, archive: Mapping[str, Any]) -> list[Viola
 
 
 def check_images(images: ImageDir, archive: Mapping[str, Any], *, trust: bool) -> None:
-    """Refuse (ArchiveError, exit 6) a task whose credentials exceed the effective spec, unless `trust`."""
+    """Refuse (ArchiveError, exit 6) a task whose credentials exceed the effective spec, unless
+    `trust`; then lower the host-sized rlimits to this host's (engine/image_limits.py) in `images`,
+    a restore's own unpacked copy."""
     violations = image_violations(images, archive)
     if not trust:
         refuse(violations, images.source)
+    spec = confine(archive, reference_spec(archive)).spec
+    for r in lower_host_sized(images, read_processes(images), spec):
+        log.info("pid %d: %s lowered to soft %d, hard %d (this host's ceiling)", r.pid, r.name, r.soft, r.hard)
 
 
 def restore_spec(

@@ -135,3 +135,54 @@ def test_check_names_every_mount_kind() -> None:
     assert str(v).startswith(
         "mountpoints-1.img: mount /mnt: the archive asks for a mount of type fuse from sshfs#host:"
     )
+
+
+PODMAN_RUNC = Path(__file__).resolve().parents[3].parent / "shared" / "fixtures" / "podman-5.4.2" / "counter-runc.tar"
+
+
+def test_host_sized_limits_from_a_bigger_host_are_lowered_not_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """podman's own images (written on a host with more memory, so a higher RLIMIT_NPROC and
+    RLIMIT_SIGPENDING) are rewritten to this host's ceiling, which CRIU can set without
+    CAP_SYS_RESOURCE; the images on disk then say so. Other limits are still refused."""
+    import tarfile
+
+    with tarfile.open(PODMAN_RUNC) as tar:
+        for name in ("pstree.img", "core-1.img", "core-18.img"):
+            f = tar.extractfile(f"checkpoint/{name}")
+            assert f is not None
+            (tmp_path / name).write_bytes(f.read())
+    own = il._own_hard
+    monkeypatch.setattr(il, "_own_hard", lambda name: 1000 if name in il.HOST_SIZED else own(name))
+    d, tasks = ImageDir(tmp_path, "counter-runc.tar"), [proc(1), proc(18)]
+    before = {(r.pid, r.name): (r.soft, r.hard) for r in read_rlimits(d, tasks)}
+    assert before[(1, "RLIMIT_NPROC")][1] > 1000 and il.rlimit_violations(read_rlimits(d, tasks), {}) == []
+    lowered = il.lower_host_sized(d, tasks, {})
+    assert sorted((r.pid, r.name, r.soft, r.hard) for r in lowered) == [
+        (pid, name, 1000, 1000) for pid in (1, 18) for name in ("RLIMIT_NPROC", "RLIMIT_SIGPENDING")
+    ]
+    after = {(r.pid, r.name): (r.soft, r.hard) for r in read_rlimits(ImageDir(tmp_path, "again"), tasks)}
+    assert after[(1, "RLIMIT_NPROC")] == (1000, 1000) and after[(18, "RLIMIT_SIGPENDING")] == (1000, 1000)
+    assert {k: v for k, v in after.items() if k[1] not in il.HOST_SIZED} == {
+        k: v for k, v in before.items() if k[1] not in il.HOST_SIZED
+    }
+    assert il.lower_host_sized(ImageDir(tmp_path, "again"), tasks, {}) == []  # nothing left to lower
+    assert not list(tmp_path.glob(".*"))  # no temporary image left beside them
+
+
+def test_an_unlimited_host_sized_limit_is_lowered_and_a_raised_other_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(il, "_own_hard", lambda name: 500)
+    limits = own_limits()
+    limits[6] = {"cur": RLIM_INFINITY, "max": RLIM_INFINITY}  # RLIMIT_NPROC
+    limits[8] = {"cur": RLIM_INFINITY, "max": RLIM_INFINITY}  # RLIMIT_MEMLOCK
+    got = read_rlimits(images(tmp_path, core_1=core(limits)), [proc(1)])
+    assert [v.field for v in il.rlimit_violations(got, {})] == [
+        f"pid 1: {r.name}" for r in got if r.name not in il.HOST_SIZED and (r.hard > 500 or r.soft > 500)
+    ]
+    assert "pid 1: RLIMIT_MEMLOCK" in [v.field for v in il.rlimit_violations(got, {})]
+    assert [(r.name, r.soft, r.hard) for r in il.host_sized_excess(got, {}) if r.name == "RLIMIT_NPROC"] == [
+        ("RLIMIT_NPROC", 500, 500)
+    ]
