@@ -146,8 +146,14 @@ def _is_id(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 32
 
 
+# Limits whose default the kernel derives from the host's memory (max_threads / 2): an archive
+# from a bigger host records more than this one gives, so they are lowered to this host's.
+HOST_SIZED = frozenset({"RLIMIT_NPROC", "RLIMIT_SIGPENDING"})
+
+
 def _rlimits(archive: Any, amber: Any, out: list[Violation]) -> list[dict[str, Any]]:
-    """The archive's limits when no higher than amber's (or than what the container inherits)."""
+    """The archive's limits when no higher than amber's (or than what the container inherits);
+    the host-sized ones above it lowered to it."""
     mine = {str(r.get("type")): r for r in amber or [] if isinstance(r, dict)}
     kept: dict[str, dict[str, Any]] = dict(mine)
     for r in archive if isinstance(archive, list) else []:
@@ -156,6 +162,9 @@ def _rlimits(archive: Any, amber: Any, out: list[Violation]) -> list[dict[str, A
         hard, soft = _dict(r).get("hard"), _dict(r).get("soft")
         if not (isinstance(hard, int) and isinstance(soft, int)) or not 0 <= soft <= hard:
             ceiling = None
+        lower = kind in HOST_SIZED and ceiling is not None and ceiling >= 0
+        if lower and isinstance(hard, int) and isinstance(soft, int) and ceiling is not None and hard > ceiling:
+            hard, soft = ceiling, min(soft, ceiling)  # this host's size, not the archive's host's
         if ceiling is None or (ceiling >= 0 and isinstance(hard, int) and hard > ceiling):
             out.append(Violation(f"process.rlimits.{kind}", _short(r), f"hard <= {_limit_text(ceiling)}"))
             continue
@@ -282,4 +291,4 @@ def _mounts(archive: Any, amber: Any, out: list[Violation]) -> list[dict[str, An
 _KINDS = "proc, sysfs, tmpfs, devpts, mqueue, cgroup and binds amber provides"
 
 
-__all__ = ["CAP_SETS", "Confined", "Violation", "confine"]
+__all__ = ["CAP_SETS", "HOST_SIZED", "Confined", "Violation", "confine"]

@@ -34,14 +34,10 @@ from amber.adapters.criu_images import (
     read_mountpoints,
     read_rlimits,
 )
-from amber.engine.confinement import Violation
+from amber.engine.confinement import HOST_SIZED, Violation
 
 SAFE_FSTYPES = frozenset({"proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2"})
 ROOT_FSTYPES = frozenset({"overlayfs", "unsupported", "auto"})  # the container's root ("/"): CRIU uses --root
-
-
-# Limits whose default the kernel derives from the host's memory (max_threads / 2).
-HOST_SIZED = frozenset({"RLIMIT_NPROC", "RLIMIT_SIGPENDING"})
 
 
 def _infinite(value: int) -> bool:

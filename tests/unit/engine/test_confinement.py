@@ -294,3 +294,21 @@ def test_any_shape_gives_violations_never_a_crash() -> None:
             confined = cf.confine(archive, amber_spec())
             tc.credential_violations([creds()], confined.spec, strict_nnp=True)
             tc.credential_violations([creds()], archive, strict_nnp=True)
+
+
+def test_host_sized_rlimits_from_a_bigger_host_are_lowered_to_this_one_s() -> None:
+    """podman's spec.dump records the RLIMIT_NPROC of the host that wrote it (the kernel sizes it
+    from memory): above this host's it is lowered, not refused; RLIMIT_NOFILE above is refused."""
+    import resource
+
+    own = resource.getrlimit(resource.RLIMIT_NPROC)[1]
+    if own == resource.RLIM_INFINITY:
+        pytest.skip("not applicable here: RLIMIT_NPROC is unlimited, nothing is above it")
+    archive = podman_like()
+    archive["process"]["rlimits"].append({"type": "RLIMIT_NPROC", "hard": own + 2, "soft": own + 2})
+    confined = cf.confine(archive, amber_spec())
+    assert not confined.violations
+    kept = {r["type"]: r for r in confined.spec["process"]["rlimits"]}
+    assert kept["RLIMIT_NPROC"] == {"type": "RLIMIT_NPROC", "hard": own, "soft": own}
+    archive["process"]["rlimits"].append({"type": "RLIMIT_NOFILE", "hard": 1 << 40, "soft": 1})
+    assert "process.rlimits.RLIMIT_NOFILE" in fields(cf.confine(archive, amber_spec()))
