@@ -9,7 +9,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from amber.engine.migrate import DEFAULT_MODE, MODES, MigrateOptions, SshDest, migrate
+from amber.engine.migrate_modes import DEFAULT_MODE, MODES
 from amber.errors import ExitCode
 
 if TYPE_CHECKING:
@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 
 def cmd_migrate(args: argparse.Namespace, engine: Engine) -> int:
+    from amber.engine.migrate import MigrateOptions, SshDest, migrate
+
     opts = MigrateOptions(
         dest=SshDest.parse(args.destination),
         remote_amber=args.remote_amber,

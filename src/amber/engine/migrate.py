@@ -48,6 +48,7 @@ from amber.engine.migrate_channel import (
     ssh_argv,
 )
 from amber.engine.migrate_lazy import source_message
+from amber.engine.migrate_modes import DEFAULT_MODE, MODES
 from amber.engine.migrate_pages import LOCAL as LOOPBACK
 from amber.engine.migrate_pages import SourcePages, free_port, source_pages
 from amber.engine.transfer import MemoryMode, PageEndpoint, check_host, dump_to_page_server
@@ -57,8 +58,6 @@ from amber.models import Status
 if TYPE_CHECKING:
     from amber.engine.api import Engine
 
-MODES = ("copy", "page-server", "lazy")
-DEFAULT_MODE = "copy"
 RESTORE_TIMEOUT = 600.0  # the destination's unpack and restore, after the stream ended
 PROTOCOL = 1
 
