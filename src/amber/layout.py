@@ -203,6 +203,11 @@ class Layout:
         return self.runroot / "netns"
 
     @property
+    def probes(self) -> Path:
+        """What the runtimes and CRIU said about themselves (adapters/probe_cache.py)."""
+        return self.runroot / "probes"
+
+    @property
     def sockets(self) -> Path:
         """conmon's attach sockets."""
         return self.runroot / "socket"

@@ -7,10 +7,13 @@ kept for the life of the process, a fake runner is asked each time.
 from __future__ import annotations
 
 import functools
+import hashlib
 from pathlib import Path
 from typing import Any
 
+from amber.adapters import probe_cache
 from amber.adapters import run as runner
+from amber.adapters.podman_format import CPUINFO_IMG
 from amber.adapters.run import QUERY_TIMEOUT, find_tool, run
 
 MIN_VERSION = (4, 2)
@@ -27,11 +30,18 @@ def version() -> tuple[int, ...]:
 
 @functools.cache
 def _system_version() -> tuple[int, ...]:
+    answer = probe_cache.ask(_criu(), "--version", lambda: list(_version()))
+    if isinstance(answer, list) and all(isinstance(x, int) for x in answer):
+        return tuple(answer)
     return _version()
 
 
+def _criu() -> str:
+    return find_tool("criu", "checkpoint containers")
+
+
 def _version() -> tuple[int, ...]:
-    out = run([find_tool("criu", "checkpoint containers"), "--version"], check=False, timeout=QUERY_TIMEOUT).stdout
+    out = run([_criu(), "--version"], check=False, timeout=QUERY_TIMEOUT).stdout
     for line in out.splitlines():
         if line.startswith("Version:") and len(line.split()) > 1:
             return tuple(int(x) for x in line.split()[1].split(".") if x.isdigit())
@@ -51,22 +61,61 @@ def dirty_tracking() -> bool:
 
 @functools.cache
 def _system_dirty_tracking() -> bool:
-    return _dirty_tracking()
+    answer = probe_cache.ask(_criu(), "check --feature mem_dirty_track", _dirty_tracking)
+    return answer if isinstance(answer, bool) else _dirty_tracking()
 
 
 def _dirty_tracking() -> bool:
-    criu = find_tool("criu", "checkpoint containers")
-    return run([criu, "check", "--feature", "mem_dirty_track"], check=False, timeout=QUERY_TIMEOUT).returncode == 0
+    return run([_criu(), "check", "--feature", "mem_dirty_track"], check=False, timeout=QUERY_TIMEOUT).returncode == 0
 
 
 def record_cpuinfo(images: Path) -> bool:
-    """Write cpuinfo.img (this CPU's features) beside a dump, so a restoring host can compare."""
-    res = run(
-        [find_tool("criu", "checkpoint containers"), "cpuinfo", "dump", "-D", str(images)],
-        check=False,
-        timeout=QUERY_TIMEOUT,
-    )
-    return res.returncode == 0
+    """Write cpuinfo.img (this CPU's features) beside a dump, so a restoring host can compare.
+
+    What `criu cpuinfo dump` writes depends only on the CPU, the kernel and CRIU: it is asked
+    once per CRIU binary and boot (probe_cache), then written from the cache."""
+    target = images / CPUINFO_IMG
+
+    def dump() -> str | None:
+        res = run([_criu(), "cpuinfo", "dump", "-D", str(images)], check=False, timeout=QUERY_TIMEOUT)
+        try:
+            return target.read_bytes().hex() if res.returncode == 0 else None
+        except OSError:
+            return None
+
+    answer = probe_cache.ask(_criu(), "cpuinfo dump", dump)
+    if not isinstance(answer, str):
+        return False
+    if not target.is_file():  # from the cache: write what CRIU wrote
+        try:
+            target.write_bytes(bytes.fromhex(answer))
+        except (OSError, ValueError):
+            return dump() is not None
+    return True
+
+
+def check_cpuinfo(images: Path) -> tuple[int, str]:
+    """`criu cpuinfo check` of the cpuinfo.img in `images`: (its exit status, its output).
+
+    A pass or a refusal (0 or 1) is kept per CRIU binary, boot and cpuinfo.img (probe_cache).
+    Raises OSError when cpuinfo.img cannot be read, PreconditionError when CRIU is missing,
+    CommandError when it times out."""
+    digest = hashlib.sha256((images / CPUINFO_IMG).read_bytes()).hexdigest()
+    asked: list[tuple[int, str]] = []
+
+    def check() -> list[Any] | None:
+        res = run([_criu(), "cpuinfo", "check", "-D", str(images)], check=False, timeout=QUERY_TIMEOUT)
+        asked.append((res.returncode, res.stderr or res.stdout))
+        return list(asked[-1]) if res.returncode in (0, 1) else None  # not kept: killed, or CRIU's error
+
+    answer = probe_cache.ask(_criu(), f"cpuinfo check {digest}", check)
+    if not asked and isinstance(answer, list) and len(answer) == 2:
+        code, output = answer
+        if isinstance(code, int) and isinstance(output, str):
+            return code, output
+    if not asked:  # a cached answer of the wrong shape
+        check()
+    return asked[-1]
 
 
 def log_errors(log: Path, limit: int = 8) -> list[str]:

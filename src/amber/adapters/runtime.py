@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from amber.adapters import probe_cache
 from amber.adapters import run as runner
 from amber.adapters.criu_transfer import PageEndpoint, criu_config_text, runc_checkpoint_args
 from amber.adapters.run import ACTION_TIMEOUT, QUERY_TIMEOUT, Result, run, run_streaming
@@ -45,17 +46,27 @@ def _version(path: str) -> tuple[str, str, bool]:
     return kind, version, criu
 
 
+def _answer(real: str) -> tuple[str, str, bool]:
+    answer = probe_cache.ask(real, "--version", lambda: list(_version(real)))
+    if isinstance(answer, list) and len(answer) == 3:
+        kind, version, criu = answer
+        if isinstance(kind, str) and isinstance(version, str) and isinstance(criu, bool):
+            return kind, version, criu
+    return _version(real)
+
+
 # What each binary's --version said, by canonical path (the real runner's answers only: a fake
 # runner is asked each time).
 _cache: dict[str, RuntimeInfo] = {}
 
 
 def describe(path: str) -> RuntimeInfo:
-    """What the runtime binary at `path` is, from its `--version` (asked once per binary)."""
+    """What the runtime binary at `path` is, from its `--version` (asked once per binary, and
+    kept across commands while the binary is unchanged: probe_cache)."""
     real = os.path.realpath(path)
     cached = runner.current() is runner.SYSTEM
     if not cached or real not in _cache:
-        kind, version, criu = _version(real)
+        kind, version, criu = _answer(real)
         info = RuntimeInfo(kind=kind, path=real, version=version, criu=criu)
         if not cached:
             return info

@@ -151,16 +151,18 @@ def check_cpu(extracted: Path) -> CheckResult:
     if os.geteuid() != 0:
         return CheckResult("cpu", WARN, "cannot compare CPU features without root", "run the check as root")
     try:
-        criu_path = find_tool("criu", "check CPU features")
-        res = run([criu_path, "cpuinfo", "check", "-D", str(images)], check=False, timeout=QUERY_TIMEOUT)
+        find_tool("criu", "check CPU features")
+        returncode, output = criu.check_cpuinfo(images)  # asked once per archive's CPU (probe_cache)
     except AmberError as exc:  # not installed, or timed out: the message names criu
         return CheckResult("cpu", FAIL, exc.message, exc.hint or "")
-    if res.returncode < 0 or res.returncode > 1:  # killed, or an error of criu's own: not the CPU's
+    except OSError as exc:
+        return CheckResult("cpu", FAIL, f"cannot read {CPUINFO_IMG}: {exc.strerror or exc}", "check the archive")
+    if returncode < 0 or returncode > 1:  # killed, or an error of criu's own: not the CPU's
         return CheckResult(
-            "cpu", FAIL, f'"criu cpuinfo check" {exit_status(res.returncode)}', "see `criu cpuinfo check` on this host"
+            "cpu", FAIL, f'"criu cpuinfo check" {exit_status(returncode)}', "see `criu cpuinfo check` on this host"
         )
-    if res.returncode != 0:
-        lines = [ln for ln in (res.stderr or res.stdout).splitlines() if ln.strip()]
+    if returncode != 0:
+        lines = [ln for ln in output.splitlines() if ln.strip()]
         return CheckResult(
             "cpu",
             FAIL,

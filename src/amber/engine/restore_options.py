@@ -88,11 +88,16 @@ def criu_config_file(p: ContainerLayout, text: str) -> Path | None:
 
 
 def _has_tcp_close(info: RuntimeInfo) -> bool:
-    """Does `<runtime> restore` take --tcp-close? Asked of its own --help."""
+    """Does `<runtime> restore` take --tcp-close? Asked of its own --help, once per binary."""
+    from amber.adapters import probe_cache
     from amber.adapters.run import ACTION_TIMEOUT, run
 
-    res = run([info.path, "restore", "--help"], check=False, timeout=ACTION_TIMEOUT)
-    return "--tcp-close" in res.stdout + res.stderr
+    def ask() -> bool:
+        res = run([info.path, "restore", "--help"], check=False, timeout=ACTION_TIMEOUT)
+        return "--tcp-close" in res.stdout + res.stderr
+
+    answer = probe_cache.ask(info.path, "restore --help: --tcp-close", ask)
+    return answer if isinstance(answer, bool) else ask()
 
 
 __all__ = ["RestoreOptions", "criu_config_file"]

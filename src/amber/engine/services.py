@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from functools import cached_property
 from typing import TYPE_CHECKING, Concatenate, ParamSpec, Protocol, TypeVar
 
+from amber.adapters import probe_cache
 from amber.adapters import run as runners
 from amber.config import Layout, Settings
 
@@ -34,6 +35,7 @@ class Services:
         self.settings = settings
         self.layout = Layout(settings.root, settings.runroot)
         self.runtime_choice = runtime_choice  # the global --runtime, if given
+        probe_cache.configure(self.layout.probes)  # runtime and CRIU facts, asked once per binary
 
     @cached_property
     def images(self) -> ImageService:
