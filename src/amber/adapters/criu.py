@@ -11,7 +11,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from amber.adapters import probe_cache
+from amber.adapters import criu_pb, probe_cache
 from amber.adapters import run as runner
 from amber.adapters.podman_format import CPUINFO_IMG
 from amber.adapters.run import QUERY_TIMEOUT, find_tool, run
@@ -151,27 +151,28 @@ def recorded_dir_modes(images: Path) -> dict[str, int]:
     """Modes CRIU recorded for the processes' root and working directories.
 
     CRIU refuses to restore when such a directory's mode differs from the one it dumped (podman's
-    storage makes the root 0555, for instance), so restore gives them back those modes.
+    storage makes the root 0555, for instance), so restore gives them back those modes. Read
+    without pycriu (criu_pb): fs_entry's cwd_id (1) and root_id (2), file_entry's id (2) and
+    reg (3), reg_file_entry's name (6) and mode (10). A damaged image gives {}: CRIU says more.
     """
-    try:
-        import pycriu
-    except ImportError:
-        return {}
     wanted: set[int] = set()
     modes: dict[str, int] = {}
     try:
         for fs_img in sorted(images.glob("fs-*.img")):
-            with fs_img.open("rb") as f:
-                for entry in pycriu.images.load(f).get("entries", []):
-                    wanted.update(int(entry[k]) for k in ("root_id", "cwd_id") if k in entry)
+            for entry in criu_pb.entries(fs_img.read_bytes(), criu_pb.FS_MAGIC):
+                wanted.update(v for n, v in criu_pb.fields(entry) if n in (1, 2) and isinstance(v, int))
         files = images / "files.img"
         if not wanted or not files.is_file():
             return {}
-        with files.open("rb") as f:
-            for entry in pycriu.images.load(f).get("entries", []):
-                reg = entry.get("reg") or {}
-                if entry.get("id") in wanted and "mode" in reg and "name" in reg:
-                    modes[str(reg["name"])] = int(reg["mode"])
-    except Exception:  # noqa: BLE001 - a damaged image is reported by CRIU itself at restore
+        for entry in criu_pb.entries(files.read_bytes(), criu_pb.FILES_MAGIC):
+            top = dict(criu_pb.fields(entry))
+            reg = top.get(3)
+            if top.get(2) not in wanted or not isinstance(reg, bytes):
+                continue
+            found = dict(criu_pb.fields(reg))
+            name, mode = found.get(6), found.get(10)
+            if isinstance(name, bytes) and isinstance(mode, int):
+                modes[name.decode("utf-8", "surrogateescape")] = mode
+    except (OSError, ValueError):
         return {}
     return modes
