@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Unpack
 
-from amber.adapters.checkpoint_archive import Compression
 from amber.engine.services import Services, with_runner
 from amber.errors import NotFoundError, UsageError
 
@@ -108,6 +107,8 @@ class CheckpointImageCalls:
             self.layout.ensure()
             scratch = Path(tempfile.mkdtemp(prefix="create-image-", dir=self.layout.tmp))
             export = scratch / "checkpoint.tar"
+        from amber.adapters.tar.compression import Compression  # not at import: `amber ps` needs no tar
+
         compression = opts.compression or (Compression.NONE if scratch else None)
         try:
             reports = self.services.checkpoints.checkpoint(
