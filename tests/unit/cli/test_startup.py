@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 HEAVY = (
     "amber.engine.checkpoint",
     "amber.engine.restore",
@@ -33,3 +35,41 @@ def test_migrate_modes_are_the_engine_s() -> None:
 
     assert migrate.MODES is migrate_modes.MODES and migrate.DEFAULT_MODE == migrate_modes.DEFAULT_MODE
     assert migrate.DEFAULT_MODE in migrate.MODES
+
+
+def test_commands_table_is_what_the_modules_register() -> None:
+    import argparse
+
+    from amber.cli import COMMANDS, MODULES
+
+    for module in MODULES:
+        sub = argparse.ArgumentParser().add_subparsers()
+        module.register(sub)
+        assert sorted(sub.choices) == sorted(COMMANDS[module.__name__.rsplit(".", 1)[-1]]), module.__name__
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["ps", "-a"],
+        ["--root", "/r", "--runtime", "runc", "--debug", "run", "-d", "--name", "x", "img", "sh"],
+        ["--root=/r", "restore", "--import", "a.tar", "--name", "b"],
+        ["container", "checkpoint", "--export", "a.tar", "web"],
+        ["container", "ps"],
+        ["checkpoint", "-a"],
+        ["archive", "show", "a.tar"],
+        ["migrate", "web", "ssh://h"],
+        ["network", "ls"],
+    ],
+)
+def test_a_command_line_parses_as_with_every_command(argv: list[str]) -> None:
+    from amber.cli import build_parser
+
+    assert build_parser(argv).parse_args(argv) == build_parser().parse_args(argv)
+
+
+@pytest.mark.parametrize("argv", [["nosuch"], ["-h", "ps"], ["--version"], []])
+def test_other_command_lines_get_every_command(argv: list[str]) -> None:
+    from amber.cli import build_parser
+
+    assert build_parser(argv).format_help() == build_parser().format_help()
