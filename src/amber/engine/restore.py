@@ -349,8 +349,12 @@ class RestoreService:
         limit = self.containers.settings.max_unpacked_size
         if scratch.in_memory(self.layout, unpack):
             limit = min(limit, scratch.declared_size(head.amber_manifest) + scratch.SLACK)
-        with timed("extract archive"):
-            unpack_into(unpack, limit)
+        warming = criu_images.preload()  # imported while the archive unpacks, for the checks below
+        try:
+            with timed("extract archive"):
+                unpack_into(unpack, limit)
+        finally:
+            warming.join()
         faults.point("after-extract")
         images = images_dir(unpack)
         if opts.complete_images is not None:

@@ -90,3 +90,19 @@ def test_damaged_images_give_no_modes(tmp_path: Path) -> None:
     assert criu.recorded_dir_modes(tmp_path) == {}
     with pytest.raises(ValueError, match="expected type"):
         list(criu_pb.entries(struct.pack("<II", criu_pb.IMG_COMMON, criu_pb.FILES_MAGIC), criu_pb.FS_MAGIC))
+
+
+def test_preload_imports_pycriu_on_its_own_thread() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, threading\n"
+        "from amber.adapters import criu_images\n"
+        "t = criu_images.preload()\n"
+        "name = t.name\n"
+        "t.join()\n"
+        "print(name, 'pycriu' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["amber-pycriu-import", "True"]
