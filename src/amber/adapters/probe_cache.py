@@ -24,6 +24,7 @@ from typing import Any
 from amber.adapters import run as runner
 
 _BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+MAX_ENTRIES = 256
 _dir: Path | None = None
 _boot: str | None = None
 
@@ -96,6 +97,19 @@ def _write(path: Path, question: str, key: list[Any], answer: Any) -> None:
     with contextlib.suppress(OSError, AmberError, TypeError, ValueError):
         make_private_dir(path.parent)
         atomic_write_json(path, {"question": question, "key": key, "answer": answer}, mode=0o600)
+        _trim(path.parent)
+
+
+def _trim(directory: Path) -> None:
+    """Keep at most MAX_ENTRIES answers (one per archive CPU could grow without end): the
+    oldest go first."""
+    entries = [e for e in os.scandir(directory) if e.name.endswith(".json")]
+    if len(entries) <= MAX_ENTRIES:
+        return
+    entries.sort(key=lambda e: e.stat(follow_symlinks=False).st_mtime_ns)
+    for entry in entries[: len(entries) - MAX_ENTRIES]:
+        with contextlib.suppress(OSError):
+            os.unlink(entry.path)
 
 
 def ask(binary: str, question: str, compute: Callable[[], Any]) -> Any:
@@ -118,4 +132,4 @@ def ask(binary: str, question: str, compute: Callable[[], Any]) -> Any:
     return answer
 
 
-__all__ = ["ask", "configure", "directory", "identity"]
+__all__ = ["MAX_ENTRIES", "ask", "configure", "directory", "identity"]

@@ -112,3 +112,13 @@ def test_fake_runners_and_no_directory_always_ask(cache: Path, binary: Path) -> 
     probe_cache.configure(None)
     probe_cache.ask(str(binary), "--version", ask)
     assert ask.asked == 3 and not cache.exists()
+
+
+def test_the_cache_is_bounded(cache: Path, binary: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(probe_cache, "MAX_ENTRIES", 3)
+    for n in range(5):
+        probe_cache.ask(str(binary), f"cpuinfo check {n}", Asker([0, ""]))
+        entry = max(cache.iterdir(), key=lambda p: p.stat().st_mtime_ns)
+        os.utime(entry, ns=(n * 1_000_000_000, n * 1_000_000_000))  # asked in this order
+    kept = sorted(json.loads(p.read_text())["question"] for p in cache.iterdir())
+    assert kept == ["cpuinfo check 2", "cpuinfo check 3", "cpuinfo check 4"]
