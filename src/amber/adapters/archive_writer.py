@@ -7,12 +7,13 @@ Reading them is in checkpoint_archive, which re-exports these names.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import os
 import stat
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -23,10 +24,27 @@ from amber.adapters.tar.writer import TarWriter
 from amber.errors import UsageError
 
 
-def _tree_size(bundle: Path, members: Sequence[str]) -> int:
+@dataclasses.dataclass(frozen=True)
+class Streamed:
+    """A member made while it is written, of a size known before: `produce(writer)` writes
+    exactly `size` bytes into `writer.out` and returns the count (the rootfs diff's nested tar)."""
+
+    name: str
+    size: int
+    produce: Callable[[TarWriter], int]
+    mode: int = 0o644
+
+
+Member = str | Streamed
+
+
+def _tree_size(bundle: Path, members: Sequence[Member]) -> int:
     """Bytes of the regular files under `members` (what the tar stream will mostly carry)."""
     total = 0
     for member in members:
+        if isinstance(member, Streamed):
+            total += member.size
+            continue
         top = bundle / member
         if top.is_file():
             total += top.stat().st_size
@@ -57,7 +75,7 @@ def _writeback(fd: int, every: float = 0.2) -> Iterator[None]:
 def write_archive_stream(
     out: IO[bytes],
     bundle: Path,
-    members: Sequence[str],
+    members: Sequence[Member],
     compression: Compression,
     *,
     head: Mapping[str, bytes],
@@ -67,7 +85,7 @@ def write_archive_stream(
     """Write a checkpoint archive to the binary stream `out` (a file, a pipe, a socket): `head`
     entries first (amber.manifest, config.dump, spec.dump, then any others; mode 0600), then each
     of `members` (paths under `bundle`, in order; directories walked depth first in byte order;
-    missing ones skipped, sockets too), compressed with `level` (None: the default).
+    missing ones skipped, sockets too; a Streamed one as it is produced), compressed with `level` (None: the default).
 
     `out` is flushed, not closed. Raises UsageError (compression, level), OSError (reading the
     bundle, writing `out`: the stream is then incomplete). `progress` is called now and then
@@ -81,6 +99,9 @@ def write_archive_stream(
         for name in [n for n in first if n in head] + [n for n in head if n not in first]:
             writer.add_bytes(name, head[name], mode=0o600, mtime=now)
         for member in members:
+            if isinstance(member, Streamed):
+                writer.add_stream(member.name, member.size, member.produce, mode=member.mode, mtime=now)
+                continue
             path = bundle / member
             if os.path.lexists(path):
                 writer.add_tree(str(path), member.strip("/"))
@@ -101,7 +122,7 @@ def _is_file(out: IO[bytes]) -> bool:
 def write_archive(
     dest: Path,
     bundle: Path,
-    members: Sequence[str],
+    members: Sequence[Member],
     compression: Compression,
     *,
     head: Mapping[str, bytes],
@@ -139,4 +160,4 @@ def write_archive(
     return dest.stat().st_size
 
 
-__all__ = ["write_archive", "write_archive_stream"]
+__all__ = ["Member", "Streamed", "write_archive", "write_archive_stream"]

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from amber.adapters.archive_writer import Member as Member
+from amber.adapters.archive_writer import Streamed as Streamed
 from amber.adapters.archive_writer import write_archive as write_archive
 from amber.adapters.archive_writer import write_archive_stream as write_archive_stream
 from amber.adapters.podman_format import (
@@ -354,6 +356,8 @@ __all__ = [  # the member names come from podman_format; readers find them here 
     "extract_members",
     "list_members",
     "read_head",
+    "Member",
+    "Streamed",
     "write_archive",
     "write_archive_stream",
 ]

@@ -32,7 +32,7 @@ from amber.adapters.tar.compression import CHUNK, Compression, open_tar_stream, 
 from amber.adapters.tar.extract import extract
 from amber.adapters.tar.names import MAX_NAME
 from amber.adapters.tar.policy import Policy, Symlinks
-from amber.adapters.tar.writer import TarWriter
+from amber.adapters.tar.writer import Discard, TarWriter
 from amber.errors import AmberError, ArchiveError
 
 MAX_DELETED_FILES_SIZE = 16 << 20
@@ -122,6 +122,34 @@ def _entries(path: str) -> Iterator[os.DirEntry[str]]:
 def _has_children(path: str) -> bool:
     with os.scandir(path) as it:
         return any(True for _ in it)
+
+
+@dataclass(frozen=True)
+class PlannedDiff:
+    """A rootfs diff measured without reading file data: what it holds, and the exact size of
+    its tar, so that it can be streamed into an archive (its `write`) with no copy on disk."""
+
+    diff: RootfsDiff
+    tar_size: int
+    upper: Path
+
+    def write(self, out: TarWriter) -> int:
+        """Write the diff's tar into `out.out` (zero-copy as `out`); the bytes written. A tree that
+        changed since the plan gives another count (TarWriter.add_stream refuses the member)."""
+        walk = _Walk(TarWriter(out.out, zero_copy=out.zero_copy), self.upper)
+        walk.tree(str(self.upper), "")
+        walk.writer.close()
+        return walk.writer.offset
+
+
+def plan_rootfs_diff(upper: Path) -> PlannedDiff:
+    """Walk `upper` once, reading metadata only (a dry TarWriter): a PlannedDiff. The tree must
+    not change until it is written (the container is stopped or frozen). Raises as create_rootfs_diff."""
+    walk = _Walk(TarWriter(Discard(), dry=True), upper)
+    walk.tree(str(upper), "")
+    walk.writer.close()
+    diff = RootfsDiff(walk.changed, walk.deleted, tar_written=walk.changed > 0)
+    return PlannedDiff(diff, walk.writer.offset, upper)
 
 
 def create_rootfs_diff(upper: Path, tar_path: Path) -> RootfsDiff:

@@ -227,13 +227,15 @@ class CheckpointService:
         runtime.require(rt.info, "checkpoint")
         p = self.containers.paths(c.id)
         exporting = opts.exporting
+        leave_running = opts.leave_running or opts.pre_checkpoint
         need = self._memory_of(c)
         if exporting and not opts.ignore_rootfs:
-            need += self.exporter.diff_size(c)  # the diff is written into the work area too
+            diff_bytes = self.exporter.diff_size(c)  # checked (sparse files, the size limit) in any case
+            if leave_running:
+                need += diff_bytes  # the diff is written into the work area too (else streamed)
         work = scratch.work_dir(self.layout, f"ckpt-{c.id[:12]}-", need) if exporting else p.bundle
         images = images_dir(work, pre=opts.pre_checkpoint)
         shutil.rmtree(images, ignore_errors=True)
-        leave_running = opts.leave_running or opts.pre_checkpoint
         marker = fmt.PendingCheckpoint(work, opts.export, stops=not leave_running)
         atomic_write_json(p.pending_checkpoint, marker.to_dict())
         try:
@@ -260,7 +262,9 @@ class CheckpointService:
             criu.record_cpuinfo(images)  # lets the restoring host check its CPU first (amber archive check)
             stats = criu.read_stats(work / fmt.STATS_DUMP, "dump") if opts.stats else {}
             try:
-                diff = self.exporter.rootfs_diff(c, work, opts) if exporting else ([], 0)
+                # A stopped container's files stay as they are: its diff is streamed into the
+                # archive. A running one's is copied now, while it is frozen.
+                diff = self.exporter.rootfs_diff(c, work, opts, streamed=stopped) if exporting else ([], 0)
             except BaseException as exc:
                 self._export_failed(c, work, opts, exc, stopped=stopped, lazy=lazy)
                 raise

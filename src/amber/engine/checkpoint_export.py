@@ -57,18 +57,28 @@ class Exporter:
             )
         return size.apparent
 
-    def rootfs_diff(self, c: Container, work: Path, opts: CheckpointOptions) -> tuple[list[str], int]:
-        """Write rootfs-diff.tar and deleted.files into `work`: their member names and the diff's
-        size. Raises OSError or AmberError."""
+    def rootfs_diff(
+        self, c: Container, work: Path, opts: CheckpointOptions, *, streamed: bool
+    ) -> tuple[list[archive.Member], int]:
+        """The rootfs diff's members (deleted.files written into `work`) and the diff's size.
+        `streamed`: the diff is measured now and its tar made while the archive is written (no
+        copy on disk: the tree must stay as it is until then, a stopped container's does);
+        else rootfs-diff.tar is written into `work` now. Raises OSError or AmberError."""
         p = self.containers.paths(c.id)
-        members: list[str] = []
+        members: list[archive.Member] = []
         diff_size = 0
         if not opts.ignore_rootfs:
-            with timed("rootfs diff"):
-                diff = rootfs_diff.create_rootfs_diff(p.upper, work / fmt.ROOTFS_DIFF)
-            if diff.tar_written:
-                members.append(fmt.ROOTFS_DIFF)
-                diff_size = (work / fmt.ROOTFS_DIFF).stat().st_size
+            with timed("rootfs diff" + (" (measured, streamed into the archive)" if streamed else "")):
+                if streamed:
+                    planned = rootfs_diff.plan_rootfs_diff(p.upper)
+                    diff, diff_size = planned.diff, planned.tar_size
+                    if diff.tar_written:
+                        members.append(archive.Streamed(fmt.ROOTFS_DIFF, diff_size, planned.write))
+                else:
+                    diff = rootfs_diff.create_rootfs_diff(p.upper, work / fmt.ROOTFS_DIFF)
+                    if diff.tar_written:
+                        members.append(fmt.ROOTFS_DIFF)
+                        diff_size = (work / fmt.ROOTFS_DIFF).stat().st_size
             if diff.deleted:
                 (work / fmt.DELETED_FILES).write_text(json.dumps(diff.deleted))
                 members.append(fmt.DELETED_FILES)
@@ -79,10 +89,12 @@ class Exporter:
     ) -> dict[str, Any]:
         return attach.config_fields(att, status, attach.recorded_connections(p.conntrack))
 
-    def write(self, c: Container, work: Path, opts: CheckpointOptions, diff: list[str], diff_size: int) -> None:
+    def write(
+        self, c: Container, work: Path, opts: CheckpointOptions, diff: list[archive.Member], diff_size: int
+    ) -> None:
         p = self.containers.paths(c.id)
         spec = json.loads(p.config_json.read_text())
-        members: list[str] = []
+        members: list[archive.Member] = []
         att = self.containers.attachments(c)
         status = attach.read_status(p.network_status)
         if status is not None:

@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 
 from amber.adapters import rootfs_diff as rd
+from amber.adapters.archive_writer import Streamed, write_archive
+from amber.adapters.tar.compression import Compression, open_tar_stream
+from amber.adapters.tar.writer import SizeChanged
 from amber.errors import AmberError, ArchiveError
 
 
@@ -159,3 +162,40 @@ def test_parse_deleted_files() -> None:
             rd.parse_deleted_files(bad, "a.tar")
     with pytest.raises(ArchiveError, match="more than"):
         rd.parse_deleted_files(b" " * (rd.MAX_DELETED_FILES_SIZE + 1), "a.tar")
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("comp", [Compression.NONE, Compression.ZSTD])
+def test_planned_diff_streams_the_tar_a_file_would_hold(upper: Path, tmp_path: Path, comp: Compression) -> None:
+    big = upper / "usr" / "big"
+    big.write_bytes(os.urandom(3 << 20) + b"x" * 777)  # more than one copy chunk, not block aligned
+    on_disk = tmp_path / "rootfs-diff.tar"
+    written = rd.create_rootfs_diff(upper, on_disk)
+    planned = rd.plan_rootfs_diff(upper)
+    assert planned.diff == written
+    assert planned.tar_size == on_disk.stat().st_size
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    dest = tmp_path / "out.tar"
+    member = Streamed("rootfs-diff.tar", planned.tar_size, planned.write)
+    write_archive(dest, bundle, [member], comp, head={"a": b"1"})
+    with open(dest, "rb") as raw, open_tar_stream(raw) as stream, tarfile.open(fileobj=stream, mode="r|") as t:
+        for ti in t:
+            if ti.name == "rootfs-diff.tar":
+                got = t.extractfile(ti)
+                assert got is not None and got.read() == on_disk.read_bytes()
+                break
+        else:
+            pytest.fail("no rootfs-diff.tar in the archive")
+
+
+@pytest.mark.root
+def test_planned_diff_of_a_tree_that_changed_is_refused(upper: Path, tmp_path: Path) -> None:
+    planned = rd.plan_rootfs_diff(upper)
+    (upper / "etc" / "new").write_text("grown since the plan: " + "y" * 600)
+    dest = tmp_path / "out.tar.zst"
+    with pytest.raises(SizeChanged, match="rootfs-diff.tar took"):
+        write_archive(
+            dest, tmp_path, [Streamed("rootfs-diff.tar", planned.tar_size, planned.write)], Compression.ZSTD, head={}
+        )
+    assert not dest.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]

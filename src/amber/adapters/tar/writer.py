@@ -1,6 +1,8 @@
 """Writing tar archives like podman's: PAX, relative names, directories with a trailing `/`, hard
 links as link entries, xattrs as `SCHILY.xattr.*` records (not overlayfs's own), sockets skipped.
-With `zero_copy` the file data goes from file to file in the kernel (copy_file_range).
+With `zero_copy` the file data goes from file to file in the kernel (copy_file_range). A `dry`
+writer reads no file data: it only counts the bytes a real one would write (a nested tar's size,
+known before it is streamed into the outer archive).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import logging
 import os
 import stat
 import tarfile
+from collections.abc import Callable
 from typing import Any
 
 from amber.adapters.tar.compression import CHUNK
@@ -39,14 +42,30 @@ def read_xattrs(path: str | int) -> dict[str, bytes]:
     return out
 
 
+class Discard:
+    """A sink for a dry TarWriter's headers."""
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+class SizeChanged(OSError):
+    """A member streamed into the archive is not the size its header promised."""
+
+
 class TarWriter:
     """Writes a PAX tar to a binary stream. With `zero_copy`, `out` must be a plain file object:
-    file data then goes from file to file in the kernel (copy_file_range)."""
+    file data then goes from file to file in the kernel (copy_file_range). With `dry`, nothing is
+    read nor written (give a Discard): `offset` ends at the size the tar would have."""
 
-    def __init__(self, out: Any, *, zero_copy: bool = False) -> None:
+    def __init__(self, out: Any, *, zero_copy: bool = False, dry: bool = False) -> None:
         self.out = out
         self.offset = 0
-        self.zero_copy = zero_copy
+        self.zero_copy = zero_copy and not dry
+        self.dry = dry
         self._links: dict[tuple[int, int], str] = {}
         self._buf = bytearray(CHUNK)
 
@@ -68,6 +87,19 @@ class TarWriter:
         self._header(ti)
         self.out.write(data)
         self._pad(len(data))
+
+    def add_stream(self, name: str, size: int, produce: Callable[[TarWriter], int], *, mode: int, mtime: int) -> None:
+        """A regular member of `size` bytes that `produce(self)` writes into `self.out` (returning
+        how many it wrote: a nested tar streamed straight into this one, zero_copy as this one).
+        Raises SizeChanged when it wrote another number of bytes: the archive is then broken."""
+        ti = tarfile.TarInfo(name)
+        ti.size, ti.mode, ti.mtime = size, mode, mtime
+        ti.uid, ti.gid = os.getuid(), os.getgid()
+        self._header(ti)
+        written = produce(self)
+        if written != size:
+            raise SizeChanged(0, f"{name} took {written} bytes, not the {size} its header promised")
+        self._pad(size)
 
     def add(self, path: str, arcname: str, st: os.stat_result | None = None) -> bool:
         """Add one entry (a directory without its contents). False when skipped (a socket)."""
@@ -97,8 +129,10 @@ class TarWriter:
         ti.pax_headers = {
             XATTR_PAX_PREFIX + k: v.decode("utf-8", "surrogateescape") for k, v in read_xattrs(path).items()
         }
-        if ti.type != tarfile.REGTYPE:
+        if ti.type != tarfile.REGTYPE or self.dry:
             self._header(ti)
+            if ti.type == tarfile.REGTYPE:
+                self._pad(ti.size)
             return True
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
