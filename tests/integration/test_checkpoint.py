@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from amber.adapters import runtime as runtimes
 from amber.adapters.checkpoint_archive import list_members, read_head
@@ -47,6 +48,16 @@ def start_counter(amber: Amber, image: str, runtime: str, name: str = "cnt") -> 
     wait_counter_above(amber, name, 3)
 
 
+def zstd_frames(path: Path) -> int:
+    """How many zstd frames the file holds, one after the other."""
+    data, frames = path.read_bytes(), 0
+    while data:
+        dec = zstandard.ZstdDecompressor().decompressobj()
+        dec.decompress(data)
+        data, frames = dec.unused_data, frames + 1
+    return frames
+
+
 def pid1_is_shell(amber: Amber, name: str, capfd: pytest.CaptureFixture[str]) -> bool:
     capfd.readouterr()
     assert amber("exec", name, "cat", "/proc/1/cmdline") == 0
@@ -70,6 +81,9 @@ def test_export_import_counter_goes_on(
     assert names[:3] == ["amber.manifest", "config.dump", "spec.dump"]
     assert "checkpoint/" in names or "checkpoint" in names
     assert "checkpoint/inventory.img" in names and "rootfs-diff.tar" in names and "stats-dump" in names
+    if compress == "zstd":  # each process's pages were compressed during the dump, into a frame of their own
+        pages = [n for n in names if n.startswith("checkpoint/pages-")]
+        assert pages and zstd_frames(archive) == 1 + 2 * len(pages)
     assert amber("rm", "-f", "cnt") == 0
     assert amber("restore", "--import", str(archive)) == 0
     c = amber.fresh_engine().containers.store.get("cnt")

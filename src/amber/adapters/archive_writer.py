@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import io
 import os
 import stat
@@ -17,8 +18,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
+from amber.adapters.page_pack import Packed
 from amber.adapters.podman_format import AMBER_MANIFEST, CONFIG_DUMP, SPEC_DUMP
-from amber.adapters.tar.compression import CHUNK, WRITABLE, Compression, check_level, compressor
+from amber.adapters.tar.compression import CHUNK, WRITABLE, Compression, check_level, compressor, end_frame
 from amber.adapters.tar.progress import Progress, reporting, ticking
 from amber.adapters.tar.writer import TarWriter
 from amber.errors import UsageError
@@ -81,6 +83,7 @@ def write_archive_stream(
     head: Mapping[str, bytes],
     level: int | None = None,
     progress: Progress | None = None,
+    packed: Mapping[str, Packed] | None = None,
 ) -> None:
     """Write a checkpoint archive to the binary stream `out` (a file, a pipe, a socket): `head`
     entries first (amber.manifest, config.dump, spec.dump, then any others; mode 0600), then each
@@ -89,9 +92,20 @@ def write_archive_stream(
 
     `out` is flushed, not closed. Raises UsageError (compression, level), OSError (reading the
     bundle, writing `out`: the stream is then incomplete). `progress` is called now and then
-    with (tar bytes written, about the bytes to write)."""
-    packed = compressor(out, compression, level)
-    writer = TarWriter(packed, zero_copy=compression is Compression.NONE and _is_file(out))
+    with (tar bytes written, about the bytes to write). `packed`: files already compressed (zstd
+    only; page_pack), whose frames are put in as they are."""
+    packer = compressor(out, compression, level)
+
+    def insert(frame: Path) -> None:
+        end_frame(packer)
+        _copy_raw(frame, out)
+
+    writer = TarWriter(
+        packer,
+        zero_copy=compression is Compression.NONE and _is_file(out),
+        packed=packed if compression is Compression.ZSTD else None,
+        insert=insert,
+    )
     now = int(time.time())
     first = (AMBER_MANIFEST, CONFIG_DUMP, SPEC_DUMP)
     total = (_tree_size(bundle, members) + sum(len(v) for v in head.values())) if progress else 0
@@ -106,9 +120,35 @@ def write_archive_stream(
             if os.path.lexists(path):
                 writer.add_tree(str(path), member.strip("/"))
         writer.close()
-        if packed is not out:
-            packed.close()  # ends the zstd frame / gzip trailer; `out` stays open
+        if packer is not out:
+            packer.close()  # ends the zstd frame / gzip trailer; `out` stays open
         out.flush()
+
+
+def _copy_raw(src: Path, out: IO[bytes]) -> None:
+    """Append the bytes of file `src` to `out` as they are: in the kernel when `out` has a file
+    descriptor (sendfile), else through a buffer."""
+    with open(src, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        done = 0
+        try:
+            fd = out.fileno()
+        except (AttributeError, OSError, io.UnsupportedOperation):
+            fd = -1
+        if fd >= 0:
+            out.flush()
+            try:
+                while done < size:
+                    n = os.sendfile(fd, f.fileno(), done, size - done)
+                    if n == 0:
+                        break
+                    done += n
+            except OSError as exc:
+                if done or exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                    raise
+        f.seek(done)
+        while chunk := f.read(CHUNK):
+            out.write(chunk)
 
 
 def _is_file(out: IO[bytes]) -> bool:
@@ -129,6 +169,7 @@ def write_archive(
     tmp_dir: Path | None = None,
     level: int | None = None,
     progress: Progress | None = None,
+    packed: Mapping[str, Packed] | None = None,
 ) -> int:
     """Write a checkpoint archive atomically, as write_archive_stream lays it out.
 
@@ -143,7 +184,9 @@ def write_archive(
     fd, tmp = tempfile.mkstemp(dir=where, prefix=f".{dest.name}.", suffix=".tmp")
     try:
         with open(fd, "wb", buffering=CHUNK) as raw, _writeback(raw.fileno()):
-            write_archive_stream(raw, bundle, members, compression, head=head, level=level, progress=progress)
+            write_archive_stream(
+                raw, bundle, members, compression, head=head, level=level, progress=progress, packed=packed
+            )
             os.fsync(raw.fileno())
         os.chmod(tmp, 0o600)
         os.replace(tmp, dest)

@@ -23,7 +23,7 @@ from typing import IO
 import zstandard
 
 from amber.adapters import checkpoint_archive as archive
-from amber.adapters import criu, runtime, task_creds
+from amber.adapters import criu, page_pack, runtime, task_creds
 from amber.adapters import podman_format as fmt
 from amber.adapters.criu_transfer import PageEndpoint
 from amber.adapters.run import Result
@@ -55,6 +55,7 @@ from amber.models import Container, Report, Status
 # restoring engine's root must have it. podman's overlay gives every root 0555; containerd's
 # snapshotter 0755. amber writes for podman unless told the archive is for containerd.
 TARGETS = {"podman": 0o555, "containerd": 0o755}
+PACKED_DIR = ".pages-packed"  # in the work directory: the page images' zstd frames (page_pack)
 DEFAULT_TARGET = "podman"
 
 
@@ -229,6 +230,8 @@ class CheckpointService:
         exporting = opts.exporting
         leave_running = opts.leave_running or opts.pre_checkpoint
         need = self._memory_of(c)
+        if exporting and opts.archive_compression is archive.Compression.ZSTD:
+            need *= 2  # the page images, and their frames compressed during the dump (page_pack)
         if exporting and not opts.ignore_rootfs:
             diff_bytes = self.exporter.diff_size(c)  # checked (sparse files, the size limit) in any case
             if leave_running:
@@ -254,7 +257,7 @@ class CheckpointService:
         # taken, so the diff holds the files as CRIU recorded them (sizes, contents).
         with self._frozen(c, rt, freeze=exporting and leave_running):
             started = time.monotonic()
-            lazy = self._dump(c, rt, work, images, leave_running, opts)
+            lazy, packed = self._dump(c, rt, work, images, leave_running, opts)
             runtime_us = int((time.monotonic() - started) * 1e6)
             faults.point("after-dump")
             if opts.tcp_established:  # before the teardown (netavark's) forgets them
@@ -271,7 +274,7 @@ class CheckpointService:
         try:
             if exporting:
                 with timed("export"):
-                    self.exporter.write(c, work, opts, *diff)
+                    self.exporter.write(c, work, opts, *diff, packed=packed)
         except BaseException as exc:
             self._export_failed(c, work, opts, exc, stopped=stopped, lazy=lazy)
             raise
@@ -347,17 +350,21 @@ class CheckpointService:
 
     def _dump(
         self, c: Container, rt: Runtime, work: Path, images: Path, leave_running: bool, opts: CheckpointOptions
-    ) -> BackgroundDump | None:
+    ) -> tuple[BackgroundDump | None, dict[str, page_pack.Packed]]:
         """The runtime's checkpoint (CRIU's dump); with `opts.lazy`, it goes on in the
-        background once CRIU serves the pages (returned). A dump that fails, times out or is
-        killed leaves the container thawed; raises CommandError naming CRIU."""
+        background once CRIU serves the pages (returned first). With a zstd export, the page
+        images are compressed while CRIU writes them (page_pack): their frames, by path. A dump
+        that fails, times out or is killed leaves the container thawed; raises CommandError
+        naming CRIU."""
         exporting = opts.exporting
         p = self.containers.paths(c.id)
+        packer = self._packer(work, images, opts)
         try:
             # An archive records the root mode the engine meant to restore it expects (TARGETS);
             # a checkpoint kept in amber's state is restored here, on this root, as it is.
             root_mode = _root_mode(p.merged, TARGETS[opts.target]) if exporting else contextlib.nullcontext()
-            with timed("runtime checkpoint (CRIU dump)"), root_mode:
+            pages = page_pack.packing(packer) if packer is not None else contextlib.nullcontext()
+            with timed("runtime checkpoint (CRIU dump)"), root_mode, pages:
 
                 def checkpoint(status_fd: int | None = None) -> Result:
                     return rt.checkpoint(
@@ -382,7 +389,7 @@ class CheckpointService:
                     )
                     ended = lazy.ready()
                     if ended is None:
-                        return lazy
+                        return lazy, {}
                     res = ended
         except CommandError as exc:  # timed out: the runtime was killed, CRIU may have been left
             recovery.thaw(self.containers, c)
@@ -391,7 +398,15 @@ class CheckpointService:
         if res.returncode != 0:
             recovery.thaw(self.containers, c)
             self._fail_dump(c, work, exporting, res)
-        return None
+        return None, packer.finish() if packer is not None else {}
+
+    def _packer(self, work: Path, images: Path, opts: CheckpointOptions) -> page_pack.PagePacker | None:
+        """A packer of the page images for a zstd export of a full dump (the pages are in `work`)."""
+        if opts.archive_compression is not archive.Compression.ZSTD or not opts.exporting:
+            return None
+        if opts.page_server is not None or opts.lazy is not None or opts.pre_checkpoint:
+            return None
+        return page_pack.PagePacker(images, work / PACKED_DIR, self.exporter.level(opts))
 
     @contextlib.contextmanager
     def _frozen(self, c: Container, rt: Runtime, *, freeze: bool) -> Iterator[None]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,7 @@ from amber.adapters import checkpoint_archive as archive
 from amber.adapters import podman_format as fmt
 from amber.adapters import rootfs_diff
 from amber.adapters.netavark import NetworkStatus
+from amber.adapters.page_pack import Packed
 from amber.adapters.tar.compression import check_level
 from amber.engine import archive_meta
 from amber.engine import attachments as attach
@@ -90,8 +92,16 @@ class Exporter:
         return attach.config_fields(att, status, attach.recorded_connections(p.conntrack))
 
     def write(
-        self, c: Container, work: Path, opts: CheckpointOptions, diff: list[archive.Member], diff_size: int
+        self,
+        c: Container,
+        work: Path,
+        opts: CheckpointOptions,
+        diff: list[archive.Member],
+        diff_size: int,
+        *,
+        packed: Mapping[str, Packed] | None = None,
     ) -> None:
+        """Write the archive; `packed`: image files already compressed (page_pack)."""
         p = self.containers.paths(c.id)
         spec = json.loads(p.config_json.read_text())
         members: list[archive.Member] = []
@@ -126,11 +136,19 @@ class Exporter:
                     head=head,
                     level=level,
                     progress=opts.progress,
+                    packed=packed,
                 )
             else:
                 assert opts.export is not None
                 archive.write_archive(
-                    opts.export, work, members, opts.archive_compression, head=head, level=level, progress=opts.progress
+                    opts.export,
+                    work,
+                    members,
+                    opts.archive_compression,
+                    head=head,
+                    level=level,
+                    progress=opts.progress,
+                    packed=packed,
                 )
 
     def level(self, opts: CheckpointOptions) -> int | None:

@@ -13,12 +13,16 @@ import logging
 import os
 import stat
 import tarfile
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from amber.adapters.tar.compression import CHUNK
 from amber.adapters.tar.metadata import XATTR_PAX_PREFIX
 from amber.adapters.tar.policy import OVERLAY_XATTR_PREFIX
+
+if TYPE_CHECKING:
+    from amber.adapters.page_pack import Packed
 
 log = logging.getLogger("amber.tar")
 
@@ -59,13 +63,25 @@ class SizeChanged(OSError):
 class TarWriter:
     """Writes a PAX tar to a binary stream. With `zero_copy`, `out` must be a plain file object:
     file data then goes from file to file in the kernel (copy_file_range). With `dry`, nothing is
-    read nor written (give a Discard): `offset` ends at the size the tar would have."""
+    read nor written (give a Discard): `offset` ends at the size the tar would have. A file in
+    `packed` (by path, still of the size packed) has its data put in already compressed by
+    `insert(frame)` (page_pack: CRIU's pages, compressed during the dump)."""
 
-    def __init__(self, out: Any, *, zero_copy: bool = False, dry: bool = False) -> None:
+    def __init__(
+        self,
+        out: Any,
+        *,
+        zero_copy: bool = False,
+        dry: bool = False,
+        packed: Mapping[str, Packed] | None = None,
+        insert: Callable[[Path], None] | None = None,
+    ) -> None:
         self.out = out
         self.offset = 0
         self.zero_copy = zero_copy and not dry
         self.dry = dry
+        self.packed = packed if insert is not None else None
+        self.insert = insert
         self._links: dict[tuple[int, int], str] = {}
         self._buf = bytearray(CHUNK)
 
@@ -133,6 +149,12 @@ class TarWriter:
             self._header(ti)
             if ti.type == tarfile.REGTYPE:
                 self._pad(ti.size)
+            return True
+        ready = self.packed.get(path) if self.packed else None
+        if ready is not None and ready.size == ti.size and self.insert is not None:
+            self._header(ti)
+            self.insert(ready.frame)
+            self._pad(ti.size)
             return True
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
