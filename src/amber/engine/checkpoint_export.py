@@ -125,30 +125,16 @@ class Exporter:
             fmt.SPEC_DUMP: json.dumps(spec, indent=2).encode(),
             fmt.STATUS_DUMP: b"{}\n",  # containerd's CRI restore reads it (an empty status is enough)
         }
-        level = self.level(opts)
-        with timed(f"write archive ({opts.archive_compression})"):
+        level, comp = self.level(opts), opts.archive_compression
+        with timed(f"write archive ({comp})"):
             if opts.export_to is not None:
                 archive.write_archive_stream(
-                    opts.export_to,
-                    work,
-                    members,
-                    opts.archive_compression,
-                    head=head,
-                    level=level,
-                    progress=opts.progress,
-                    packed=packed,
+                    opts.export_to, work, members, comp, head=head, level=level, progress=opts.progress, packed=packed
                 )
             else:
                 assert opts.export is not None
                 archive.write_archive(
-                    opts.export,
-                    work,
-                    members,
-                    opts.archive_compression,
-                    head=head,
-                    level=level,
-                    progress=opts.progress,
-                    packed=packed,
+                    opts.export, work, members, comp, head=head, level=level, progress=opts.progress, packed=packed
                 )
 
     def level(self, opts: CheckpointOptions) -> int | None:
