@@ -27,7 +27,7 @@ from amber.adapters.tar.compression import CHUNK, zstd_compressor
 
 log = logging.getLogger("amber.page_pack")
 PAGES_PREFIX = "pages-"
-READ_SIZE = 4 * CHUNK
+READ_SIZE = CHUNK
 POLL = 0.005  # seconds between looks at the images when CRIU wrote nothing new
 
 
