@@ -31,6 +31,7 @@ import zstandard
 
 from amber.engine.task_credentials import CAP_NUMBERS
 from amber.errors import ExitCode
+from tests.unit.adapters.tar.helpers import pax_member, sparse_data
 
 # ====================================== tar entries ===========================================
 VICTIM_FILE = "victim.txt"
@@ -331,6 +332,40 @@ def _diff_absolute(ctx: Ctx) -> list[Entry]:
 
 def _diff_hardlink_out(ctx: Ctx) -> list[Entry]:
     return ctx.with_rootfs_diff([hardlink("etc/passwd2", f"{CLIMB}{ctx.rel}/{VICTIM_FILE}")])
+
+
+def _diff_raw(ctx: Ctx, inner: bytes) -> list[Entry]:
+    """The base with a rootfs-diff.tar of raw members `inner` (and no deleted.files)."""
+    out = [e for e in ctx.base if e.ti.name not in ("rootfs-diff.tar", "deleted.files")]
+    return [*out, file("rootfs-diff.tar", inner + b"\0" * (2 * tarfile.BLOCKSIZE))]
+
+
+def sparse_member(name: str, size: int, lines: list[str], data: bytes = b"data") -> bytes:
+    """A GNU sparse member (PAX 1.0) of apparent `size`: its map `lines`, then `data`."""
+    records = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.realsize": str(size)}
+    return pax_member(name, sparse_data(lines, data), **records)
+
+
+def _diff_sparse_1pib(ctx: Ctx) -> list[Entry]:
+    """A sparse file of 1 PiB (4 bytes of data) in the rootfs diff: past max_unpacked_size."""
+    return _diff_raw(ctx, sparse_member("tmp/huge", 1 << 50, ["1", str((1 << 50) - 4), "4"]))
+
+
+def _diff_sparse_map_lies(ctx: Ctx) -> list[Entry]:
+    """A sparse map claiming 1 MB of data in a member holding 4 bytes."""
+    return _diff_raw(ctx, sparse_member("tmp/liar", 1 << 20, ["1", "0", str(1 << 20)]))
+
+
+def _diff_sparse_map_endless(ctx: Ctx) -> list[Entry]:
+    """A sparse map of 2 MB of numbers, past the 1 MiB bound (tarfile's own reads it all)."""
+    endless = b"99999999\n" + b"0\n1\n" * (1 << 19)
+    records = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.realsize": "4096"}
+    return _diff_raw(ctx, pax_member("tmp/endless", endless, **records))
+
+
+def _diff_sparse_honest(ctx: Ctx) -> list[Entry]:
+    """A 3 GiB sparse file holding 4 bytes: restores, and costs 4 bytes (harmless)."""
+    return _diff_raw(ctx, sparse_member("tmp/sparse", 3 << 30, ["1", str(1 << 30), "4"]))
 
 
 def _diff_not_a_tar(ctx: Ctx) -> list[Entry]:
@@ -712,6 +747,10 @@ CASES: list[Case] = [
     Case("diff-dotdot-short", _plain(_diff_dotdot_short)),
     Case("diff-absolute", _plain(_diff_absolute)),
     Case("diff-hardlink-out", _plain(_diff_hardlink_out)),
+    Case("diff-sparse-1pib", _plain(_diff_sparse_1pib)),
+    Case("diff-sparse-map-lies", _plain(_diff_sparse_map_lies)),
+    Case("diff-sparse-map-endless", _plain(_diff_sparse_map_endless)),
+    Case("diff-sparse-honest", _plain(_diff_sparse_honest), CONFINED, may_restore=True),
     Case("diff-not-a-tar", _plain(_diff_not_a_tar)),
     Case("deleted-dotdot", _plain(_deleted_dotdot)),
     Case("deleted-dotdot-dir", _plain(_deleted_dotdot_dir)),

@@ -141,7 +141,10 @@ def test_ordinary_archives_restore_without_the_flag(
     # stop + start runs the confined config.json, not the archive's spec
     assert amber("stop", "-t", "1", "ok") == 0
     assert amber("start", "ok") == 0
-    assert amber.fresh_engine().containers.store.get("ok").status == Status.RUNNING
+    started = amber.fresh_engine().containers.store.get("ok")
+    assert started.status == Status.RUNNING
+    assert os.readlink(f"/proc/{started.pid}/ns/pid") != os.readlink("/proc/self/ns/pid")  # its own pid namespace
+    assert os.readlink(f"/proc/{started.pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
     assert amber("rm", "-f", "ok") == 0
 
 

@@ -3,6 +3,7 @@ given on the command line, a runtime that hangs."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -111,3 +112,84 @@ def test_a_hanging_runtime_does_not_hang_amber(
     assert "hang --version" in err and "timed out" in err
     assert [c.name for c in amber.fresh_engine().containers.list(all_containers=True)] == []
     assert mounts_under(amber.root) == []
+
+
+LOOK_ALIKE = {"/etc/hosts": "hosts", "/etc_hosts": "etc_hosts", "/a/b": "a/b", "/a_b": "a_b"}
+
+
+def _bind_sources(amber: Amber, name: str) -> dict[str, str]:
+    c = amber.fresh_engine().containers.store.get(name)
+    spec = json.loads(amber.engine.containers.paths(c.id).config_json.read_text())
+    return {m["destination"]: m["source"] for m in spec["mounts"] if m["destination"] in LOOK_ALIKE}
+
+
+def _cat(amber: Amber, capfd: pytest.CaptureFixture[str], name: str, path: str) -> str:
+    capfd.readouterr()
+    assert amber("exec", name, "cat", path) == 0
+    return capfd.readouterr().out
+
+
+def test_binds_at_look_alike_destinations_get_their_own_sources(
+    amber: Amber, demo_image: str, runtime: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Binds at /etc/hosts and /etc_hosts, /a/b and /a_b: each restored bind gets a source of its
+    own in the bundle (no FileExistsError, no shared source), and with --trust-archive its own again."""
+    argv = ["run", "-d", "--name", "lk", "--runtime", runtime, "--network", "none"]
+    for dest, label in LOOK_ALIKE.items():
+        src = tmp_path / "src" / label.replace("/", "-")
+        if dest == "/etc/hosts":
+            src.parent.mkdir(parents=True, exist_ok=True)
+            src.write_text("127.0.0.1 look-alike\n")
+        else:
+            src.mkdir(parents=True)
+            (src / "who").write_text(f"{label}\n")
+        argv += ["-v", f"{src}:{dest}"]
+    assert amber(*argv, demo_image, "sleep", "100000") == 0
+    assert _cat(amber, capfd, "lk", "/a_b/who") == "a_b\n"
+    archive = tmp_path / "lk.tar"
+    assert amber("checkpoint", "-e", str(archive), "lk") == 0
+    assert amber("rm", "lk") == 0
+    capfd.readouterr()
+    assert amber("restore", "-i", str(archive)) == 0, capfd.readouterr().err
+    sources = _bind_sources(amber, "lk")
+    bundle = amber.engine.containers.paths(amber.fresh_engine().containers.store.get("lk").id).bundle
+    assert sorted(sources) == sorted(LOOK_ALIKE) and len(set(sources.values())) == len(LOOK_ALIKE), sources
+    assert all(Path(s).is_relative_to(bundle) for s in sources.values()), sources
+    assert amber("exec", "lk", "sh", "-c", "echo mine > /a/b/new") == 0
+    capfd.readouterr()
+    assert amber("exec", "lk", "ls", "/a_b") == 0 and capfd.readouterr().out == ""  # /a/b's file is not there
+    assert amber("rm", "-f", "lk") == 0
+    assert amber("restore", "-i", str(archive), "--trust-archive") == 0
+    assert _bind_sources(amber, "lk") == {d: str(tmp_path / "src" / x.replace("/", "-")) for d, x in LOOK_ALIKE.items()}
+    assert _cat(amber, capfd, "lk", "/a/b/who") == "a/b\n" and _cat(amber, capfd, "lk", "/a_b/who") == "a_b\n"
+    assert _cat(amber, capfd, "lk", "/etc/hosts") == "127.0.0.1 look-alike\n"
+    assert amber("rm", "-f", "lk") == 0
+    assert mounts_under(amber.root) == [] and mounts_under(amber.runroot) == []
+
+
+def test_memparse_output_is_private_and_never_follows_a_symlink(
+    amber: Amber, demo_image: str, runtime: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """`archive memparse --output` writes process memory (secrets): 0600 whatever the umask, and a
+    symlink planted at the path (to a root-owned file) is refused, exit 4, its target untouched."""
+    amber.engine.containers.run(demo_image, ["sleep", "100000"], name="mem", runtime_name=runtime)
+    archive = tmp_path / "mem.tar"
+    assert amber("checkpoint", "-e", str(archive), "mem") == 0
+    victim = tmp_path / "victim"
+    victim.write_text("root's own\n")
+    victim.chmod(0o644)
+    planted = tmp_path / "pages.bin"
+    planted.symlink_to(victim)
+    capfd.readouterr()
+    assert amber("archive", "memparse", str(archive), "--pid", "1", "--output", str(planted)) == ExitCode.CONFLICT
+    err = capfd.readouterr().err
+    assert err.startswith("error: ") and "hint: " in err and str(planted) in err, err
+    assert victim.read_text() == "root's own\n" and planted.is_symlink() and os.readlink(planted) == str(victim)
+    out = tmp_path / "new.bin"
+    old = os.umask(0)
+    try:
+        assert amber("archive", "memparse", str(archive), "--pid", "1", "--output", str(out)) == 0
+    finally:
+        os.umask(old)
+    assert out.stat().st_mode & 0o777 == 0o600 and out.stat().st_size > 0
+    assert amber("archive", "memparse", str(archive), "--pid", "1", "--output", str(out)) == ExitCode.CONFLICT

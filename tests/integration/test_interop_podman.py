@@ -125,3 +125,34 @@ def test_labels_and_stop_settings_go_amber_podman_amber(
     assert amber("restore", "--import", str(back)) == ExitCode.OK
     c = amber.fresh_engine().containers.store.get("cnt")
     assert (c.labels.get("app"), c.stop_signal, c.stop_timeout) == ("web", "HUP", 3.0)
+
+
+SPARSE = "truncate -s 200M /tmp/sparse && echo tail >> /tmp/sparse && "
+
+
+def test_podman_restores_an_archive_with_a_sparse_file(
+    amber: Amber, podman: Podman, oci_demo: OciImage, tmp_path: Path, runtime: str
+) -> None:
+    """amber writes a file with holes as a GNU sparse member (PAX 1.0): podman's tar reader (Go's
+    archive/tar) reads it, the file is whole in podman; and amber reads podman's dense one back."""
+    amber.engine.images.import_image(oci_demo.path, IMAGE)
+    amber.engine.containers.run(IMAGE, ["sh", "-c", SPARSE + COUNTER], name="cnt", runtime_name=runtime)
+    at = amber_counter(amber, "cnt", 2)
+    archive = tmp_path / "cnt.tar"
+    assert amber("checkpoint", "--export", str(archive), "cnt") == 0
+    assert archive.stat().st_size < 32 << 20  # the file's data, not its 200 MiB
+    assert amber("rm", "-f", "cnt") == 0
+    podman_restore(podman, archive)
+    assert podman_counter(podman, "cnt", at) > at
+    assert podman("exec", "cnt", "stat", "-c", "%s", "/tmp/sparse").stdout.strip() == str((200 << 20) + 5)
+    assert podman("exec", "cnt", "tail", "-c", "5", "/tmp/sparse").stdout == "tail\n"
+    back = tmp_path / "from-podman.tar"
+    podman("container", "checkpoint", "--export", str(back), "cnt")
+    podman("rm", "-f", "cnt")
+    assert amber("restore", "--import", str(back), "--ignore-static-ip") == ExitCode.OK
+    c = amber.fresh_engine().containers.store.get("cnt")
+    restored = amber.engine.containers.paths(c.id).upper / "tmp" / "sparse"
+    assert restored.stat().st_size == (200 << 20) + 5
+    with open(restored, "rb") as f:
+        f.seek(200 << 20)
+        assert f.read() == b"tail\n"

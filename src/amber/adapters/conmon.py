@@ -190,13 +190,40 @@ def start_monitor(
     if pid <= 0:
         verb = "restore" if restore_from is not None else "create"
         timed_out = not message and time.monotonic() - started >= timeout
+        stuck = still_running(spec) if timed_out else []
+        criu = [p for p in stuck if p.startswith("criu ")]
         raise ConmonError(
             f"{runtime.info.kind} could not {verb} container {spec.name}"
-            + (f": conmon and {runtime.info.kind} gave no answer in {timeout:g} s (timed out)" if timed_out else ""),
+            + (f": conmon and {runtime.info.kind} gave no answer in {timeout:g} s (timed out)" if timed_out else "")
+            + (f"; CRIU was still there ({', '.join(criu)})" if criu else ""),
             hint=None,
-            details=_runtime_errors(spec.bundle / "oci-log", message) or ["conmon reported no container PID"],
+            details=[
+                *(_runtime_errors(spec.bundle / "oci-log", message) or ["conmon reported no container PID"]),
+                *([f"still running under conmon: {', '.join(stuck)}"] if stuck else []),
+            ],
         )
     return pid
+
+
+_STATES = {"T": "stopped", "t": "stopped by a tracer", "D": "in uninterruptible sleep", "Z": "a zombie"}
+
+
+def still_running(spec: MonitorSpec) -> list[str]:
+    """What runs under the container's conmon, each as "NAME (pid N[, STATE])"; [] without one."""
+    try:
+        root = int(spec.conmon_pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return []
+    out = []
+    for pid in reversed(_descendants(root)):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                head, rest = f.read().rsplit(")", 1)
+        except OSError:
+            continue
+        name, state = head.split("(", 1)[1], rest.split()[0]
+        out.append(f"{name} (pid {pid}" + (f", {_STATES[state]})" if state in _STATES else ")"))
+    return out
 
 
 def start_exec(runtime: Runtime, spec: ExecSpec, *, timeout: float = 60.0) -> int:

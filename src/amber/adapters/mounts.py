@@ -61,3 +61,11 @@ def unmount(target: Path) -> None:
         res = run(["umount", str(target)], check=False, timeout=ACTION_TIMEOUT)
         if res.returncode != 0 and is_mountpoint(target):
             run(["umount", "-l", str(target)], timeout=ACTION_TIMEOUT, what=f"could not unmount {target}")
+
+
+def unmount_under(top: Path) -> None:
+    """Unmount everything mounted below `top`, deepest first: what a runtime killed half way left
+    (crun's `criu-root` bind in the bundle during a restore)."""
+    prefix = str(top).rstrip("/") + "/"
+    for target in sorted((m for m in mount_points() if m.startswith(prefix)), key=len, reverse=True):
+        unmount(Path(target))

@@ -7,7 +7,8 @@ Podman stats changed paths on the host (a bug); amber reads the upper directory 
   listed as deleted AND the directory is added with its contents. Restore must therefore remove
   the deleted paths *before* extracting the diff tar;
 - everything else (files, directories, symlinks, hard links, devices, FIFOs) is added to an
-  uncompressed tar with relative names (`etc/foo`), owners, modes and xattrs (not trusted.overlay.*).
+  uncompressed tar with relative names (`etc/foo`), owners, modes and xattrs (not trusted.overlay.*);
+  a file with holes as a sparse member (tar.writer): the diff holds its data, restore its holes.
 
 Deleted paths are removed inside the new root without ever leaving it: symlinks met on the way are
 resolved *within the root*, as the container would see them (chroot semantics: an absolute target
@@ -32,7 +33,7 @@ from amber.adapters.tar.compression import CHUNK, Compression, open_tar_stream, 
 from amber.adapters.tar.extract import extract
 from amber.adapters.tar.names import MAX_NAME
 from amber.adapters.tar.policy import Policy, Symlinks
-from amber.adapters.tar.writer import Discard, TarWriter
+from amber.adapters.tar.writer import Discard, TarWriter, stored_size
 from amber.errors import AmberError, ArchiveError
 
 MAX_DELETED_FILES_SIZE = 16 << 20
@@ -184,24 +185,18 @@ def apply_rootfs_diff(tar_path: Path, root: Path, *, max_total_size: int | None 
         extract(f, root, policy, archive=str(tar_path))
 
 
-# A file with more than this many bytes of holes is refused at checkpoint (README "Limits"): the
-# rootfs diff is written dense, so its holes would become real bytes in the archive and at restore.
-MAX_SPARSE_HOLES = 64 << 20
-
-
 @dataclass(frozen=True)
 class UpperSize:
-    """What a rootfs diff of an upper directory would hold: its files' apparent bytes, and the
-    file with the most bytes of holes (relative name, apparent size, allocated bytes)."""
+    """What a rootfs diff of an upper directory would hold: its files' apparent bytes (what a
+    restore unpacks, holes included), and the bytes of data the diff stores (holes left out)."""
 
     apparent: int
-    sparsest: tuple[str, int, int] | None
+    stored: int
 
 
 def measure_upper(upper: Path) -> UpperSize:
     """Walk `upper` (iteratively, any depth) for UpperSize. Unreadable entries count as empty."""
-    total = 0
-    sparsest: tuple[str, int, int] | None = None
+    total = stored = 0
     stack = [(os.fspath(upper), "")]
     while stack:
         path, rel = stack.pop()
@@ -220,10 +215,21 @@ def measure_upper(upper: Path) -> UpperSize:
                 stack.append((entry.path, child))
             elif stat.S_ISREG(st.st_mode):
                 total += st.st_size
-                holes = st.st_size - st.st_blocks * 512
-                if holes > 0 and (sparsest is None or holes > sparsest[1] - sparsest[2]):
-                    sparsest = (child, st.st_size, st.st_blocks * 512)
-    return UpperSize(total, sparsest)
+                stored += _stored(entry.path, st)
+    return UpperSize(total, stored)
+
+
+def _stored(path: str, st: os.stat_result) -> int:
+    if st.st_blocks * 512 >= st.st_size:
+        return st.st_size
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return st.st_size
+    try:
+        return stored_size(fd, st)
+    finally:
+        os.close(fd)
 
 
 def parse_deleted_files(data: bytes, archive_name: str) -> list[str]:

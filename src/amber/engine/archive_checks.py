@@ -126,6 +126,13 @@ def check_criu(head: archive.ArchiveHead, extracted: Path | None) -> CheckResult
             )
     manifest = head.amber_manifest
     recorded = (manifest.criu_version if manifest else None) or head.config_dump.criu_version
+    if not host:  # not "older": a CRIU that cannot say its version (broken, hung, not CRIU)
+        return CheckResult(
+            "criu-version",
+            FAIL,
+            "this host's CRIU did not report its version (criu --version gave no Version: line)",
+            "check that CRIU works on this host: criu --version, criu check",
+        )
     if not _version_tuple(recorded):
         return CheckResult(
             "criu-version", OK, f"the archive does not record which CRIU wrote it; this host has CRIU {host_text}"

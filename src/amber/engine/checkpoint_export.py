@@ -38,26 +38,19 @@ class Exporter:
         self.images = images
 
     def diff_size(self, c: Container) -> int:
-        """The bytes the rootfs diff will take (written dense). Raises PreconditionError, before
-        any work, for a file with more than MAX_SPARSE_HOLES of holes, or a diff larger than
-        max_unpacked_size (no amber would restore it)."""
+        """The bytes the rootfs diff will take (sparse files' data, not their holes). Raises
+        PreconditionError, before any work, for a diff whose files' apparent sizes, holes
+        included, pass max_unpacked_size (no amber would restore it)."""
         size = rootfs_diff.measure_upper(self.containers.paths(c.id).upper)
-        if size.sparsest is not None and size.sparsest[1] - size.sparsest[2] > rootfs_diff.MAX_SPARSE_HOLES:
-            name, apparent, allocated = size.sparsest
-            raise PreconditionError(
-                f"cannot checkpoint container {c.name} with its filesystem: /{name} is a sparse file of "
-                f"{apparent} bytes ({allocated} allocated), and amber writes rootfs diffs dense (at most "
-                f"{rootfs_diff.MAX_SPARSE_HOLES} bytes of holes per file)",
-                hint=f"remove or shrink /{name} in the container, or checkpoint with --ignore-rootfs",
-            )
         limit = self.containers.settings.max_unpacked_size
         if size.apparent > limit:
             raise PreconditionError(
-                f"cannot checkpoint container {c.name} with its filesystem: its changes take {size.apparent} "
-                f"bytes, more than max_unpacked_size ({limit} bytes) allows an archive to expand to",
+                f"cannot checkpoint container {c.name} with its filesystem: its changed files are {size.apparent} "
+                f"bytes (sparse files' holes included), more than max_unpacked_size ({limit} bytes) allows "
+                "an archive to expand to",
                 hint="checkpoint with --ignore-rootfs, or raise max_unpacked_size in the [engine] config",
             )
-        return size.apparent
+        return size.stored
 
     def rootfs_diff(
         self, c: Container, work: Path, opts: CheckpointOptions, *, streamed: bool

@@ -195,6 +195,7 @@ class ContainerRecords:
         if rt.state(c.id) is not None or (rt.state_root / c.id).exists():
             rt.delete(c.id, force=True)
         p = self.paths(c.id)
+        mounts.unmount_under(p.bundle)  # a runtime killed mid-restore may leave its own there
         mounts.unmount(p.merged)
         attach.disconnect(self.networks, c.id, self.attachments(c))
         netns.remove(p.netns)

@@ -169,6 +169,10 @@ def test_parse_deleted_files() -> None:
 def test_planned_diff_streams_the_tar_a_file_would_hold(upper: Path, tmp_path: Path, comp: Compression) -> None:
     big = upper / "usr" / "big"
     big.write_bytes(os.urandom(3 << 20) + b"x" * 777)  # more than one copy chunk, not block aligned
+    with open(upper / "usr" / "holes", "wb") as f:  # a sparse member: the plan counts its map and data
+        f.seek(64 << 20)
+        f.write(b"data after a hole")
+        f.truncate(96 << 20)
     on_disk = tmp_path / "rootfs-diff.tar"
     written = rd.create_rootfs_diff(upper, on_disk)
     planned = rd.plan_rootfs_diff(upper)

@@ -357,3 +357,18 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "cannot be restored with runtime 'runc'" in captured.out and "hint (runtime)" in captured.err
     assert cli(tmp_path, "inspect", str(RUNC), "--pid", "77") == ExitCode.NOT_FOUND
     assert "no process with PID 77" in capsys.readouterr().err
+
+
+@BOTH
+def test_a_criu_that_gives_no_version_is_not_called_older(
+    tmp_path: Path, path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CRIU that answers `--version` with nothing (broken, stopped, not CRIU) is named as such,
+    not as an older CRIU to upgrade (issue 10, case 7: the wrong blame)."""
+    from amber.adapters import criu
+    from amber.engine import archive_checks
+
+    monkeypatch.setattr(criu, "version", lambda: ())
+    row = archive_checks.check_criu(archive.read_head(path), None)
+    assert row.status is CheckStatus.FAIL and "did not report its version" in row.reason, row
+    assert "older" not in row.reason and "criu check" in row.hint

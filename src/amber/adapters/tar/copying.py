@@ -14,6 +14,7 @@ import tarfile
 from typing import Any
 
 from amber.adapters.tar.compression import CHUNK, READ_ERRORS
+from amber.adapters.tar.headers import sparse_of
 from amber.adapters.tar.names import shown
 from amber.errors import ArchiveError
 
@@ -26,7 +27,11 @@ def truncated(archive: str, member: str, exc: BaseException | None = None) -> Ar
 
 
 def copy_member(tar: tarfile.TarFile, ti: tarfile.TarInfo, out: io.FileIO, archive: str, member: str) -> None:
-    """Write the data of regular member `ti` to `out` (a raw, unbuffered file)."""
+    """Write the data of regular member `ti` to `out` (a raw, unbuffered file); a sparse member's
+    holes stay holes."""
+    sparse = sparse_of(ti)
+    if sparse is not None and _copy_sparse(tar, ti, sparse, out, archive, member):
+        return
     if _copy_in_kernel(tar, ti, out.fileno(), archive, member) or _copy_from_stream(tar, ti, out, archive, member):
         return
     src = tar.extractfile(ti)
@@ -86,6 +91,47 @@ def _copy_in_kernel(tar: tarfile.TarFile, ti: tarfile.TarInfo, out: int, archive
             raise truncated(archive, member)
         offset += n
         left -= n
+    return True
+
+
+def _copy_sparse(
+    tar: tarfile.TarFile, ti: tarfile.TarInfo, sparse: list[tuple[int, int]], out: io.FileIO, archive: str, member: str
+) -> bool:
+    """Each extent of a sparse member written at its offset, the file then cut to its size: the
+    holes cost nothing. False (nothing read) when the archive is neither a plain file nor a
+    plain stream standing at the member's data."""
+    stream: Any = tar.fileobj
+    if type(stream).__name__ == "_Stream":
+        if (
+            getattr(stream, "comptype", None) != "tar"
+            or getattr(stream, "pos", None) != ti.offset_data
+            or not isinstance(getattr(stream, "buf", None), bytes)
+        ):
+            return False
+        for offset, length in sparse:
+            os.lseek(out.fileno(), offset, os.SEEK_SET)
+            head = memoryview(stream.buf)
+            take = min(len(head), length)
+            _write_all(out, head, take)
+            stream.buf = bytes(head[take:])
+            _pump(stream.fileobj, out, length - take, archive, member)
+            stream.pos += length
+    else:
+        try:
+            src = int(getattr(stream, "fileno")())  # noqa: B009
+        except (AttributeError, OSError, io.UnsupportedOperation):
+            return False
+        at = ti.offset_data
+        for offset, length in sparse:
+            done = 0
+            while done < length:
+                n = os.pread(src, min(length - done, CHUNK), at + done)
+                if not n:
+                    raise truncated(archive, member)
+                os.pwrite(out.fileno(), n, offset + done)
+                done += len(n)
+            at += length
+    os.ftruncate(out.fileno(), ti.size)
     return True
 
 

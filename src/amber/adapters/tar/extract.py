@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO
 
 from amber.adapters.tar.copying import copy_member
-from amber.adapters.tar.headers import members, open_tar
+from amber.adapters.tar.headers import members, open_tar, sparse_of
 from amber.adapters.tar.metadata import apply_meta, set_xattrs, times_ns
 from amber.adapters.tar.names import bad_target, normalize_name, problem, shown, symlink_escape
 from amber.adapters.tar.policy import DEFAULT_RESERVE, Duplicates, Policy, Symlinks
@@ -165,7 +165,7 @@ class Extraction:
             self.dirs[parts] = ti
             return
         if ti.isreg():
-            self._check_size(member, ti.size)
+            self._check_size(member, ti.size, _stored(ti))
             self.clear(fd, parts, keep_dir=False)
             with open(os.open(name, _NEW_FILE, 0o600, dir_fd=fd), "wb", buffering=0) as out:
                 copy_member(tar, ti, out, self.archive, member)
@@ -229,21 +229,23 @@ class Extraction:
         finally:
             os.close(node)
 
-    def _check_size(self, member: str, size: int) -> None:
+    def _check_size(self, member: str, size: int, stored: int) -> None:
+        """Limits count a file's apparent size (a sparse file's holes too), the free space what
+        it takes (a sparse file's data)."""
         p = self.policy
         if p.max_member_size is not None and size > p.max_member_size:
             raise self.refuse(member, f"it is {size} bytes, more than the {p.max_member_size} allowed")
         self.total += size
         if p.max_total_size is not None and self.total > p.max_total_size:
             raise self.refuse(member, f"the archive expands to more than the {p.max_total_size} bytes allowed")
-        if size:
+        if stored:
             vfs = os.fstatvfs(self.root_fd)
             reserve = p.reserve if p.reserve is not None else min(DEFAULT_RESERVE, vfs.f_blocks * vfs.f_frsize // 20)
             free = vfs.f_bavail * vfs.f_frsize - reserve
-            if size > free:
+            if stored > free:
                 raise self.refuse(
                     member,
-                    f"it is {size} bytes and the destination has {max(free, 0)} bytes to spare",
+                    f"it is {stored} bytes and the destination has {max(free, 0)} bytes to spare",
                     hint="free some space on the destination filesystem",
                 )
 
@@ -260,6 +262,12 @@ class Extraction:
                 )
             except OSError as exc:
                 raise self.os_error(member, exc) from exc
+
+
+def _stored(ti: tarfile.TarInfo) -> int:
+    """The bytes a regular member's data takes once extracted: a sparse member's extents."""
+    sparse = sparse_of(ti)
+    return ti.size if sparse is None else sum(length for _, length in sparse)
 
 
 def _open_dir(parent: int, name: str, *, create: bool) -> int | None:

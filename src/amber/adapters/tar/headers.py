@@ -44,6 +44,9 @@ _PAX_NUMBERS = {
 }
 
 
+MAX_SPARSE_MAP = 1 << 20  # bytes of a PAX 1.0 sparse map (Go's archive/tar allows as much)
+_MAX_MAP_LINE = 24
+
 _InvalidHeader: type[Exception] = getattr(tarfile, "InvalidHeaderError")  # noqa: B009 - not in typeshed
 
 
@@ -68,6 +71,36 @@ class CheckedTarInfo(tarfile.TarInfo):
                 raise  # not a header at all: tarfile's own rules (garbage, end of archive)
             name = buf[:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
             raise BadHeader(name, "a numeric field of its header is malformed") from None
+
+    def _proc_gnusparse_10(self, next: Any, pax_headers: dict[str, str], tar: Any) -> None:
+        """tarfile's own reads a map without bounds (a map with no newline is read to the end of
+        the archive, quadratically): this one reads at most MAX_SPARSE_MAP bytes of map, lines of
+        decimal numbers only."""
+        buf = b""
+        numbers: list[int] = []
+        fields: int | None = None
+        read = 0
+        while fields is None or len(numbers) < 2 * fields:
+            if b"\n" not in buf:
+                if len(buf) > _MAX_MAP_LINE:
+                    raise BadHeader(next.name, "its sparse map holds a malformed number")
+                if read >= MAX_SPARSE_MAP:
+                    raise BadHeader(next.name, f"its sparse map is longer than {MAX_SPARSE_MAP} bytes")
+                block = tar.fileobj.read(tarfile.BLOCKSIZE)
+                if len(block) < tarfile.BLOCKSIZE:
+                    raise BadHeader(next.name, "its sparse map is truncated")
+                buf += block
+                read += len(block)
+                continue
+            line, buf = buf.split(b"\n", 1)
+            if not _INT.fullmatch(line.decode("ascii", "replace")):
+                raise BadHeader(next.name, "its sparse map holds a malformed number")
+            if fields is None:
+                fields = int(line)
+            else:
+                numbers.append(int(line))
+        next.offset_data = tar.fileobj.tell()
+        next.sparse = list(zip(numbers[::2], numbers[1::2], strict=True))
 
     def _proc_member(self, tar: Any) -> Any:
         try:
@@ -103,13 +136,26 @@ def header_problem(ti: tarfile.TarInfo) -> str | None:
         t = float(ti.mtime) if key == "mtime" else float(ti.pax_headers.get(key, 0))
         if not (math.isfinite(t) and abs(t) <= MAX_TIME):
             return f"its header gives {key} {t}"
-    sparse: list[tuple[int, int]] | None = getattr(ti, "sparse", None)
-    if sparse is not None:
-        end = 0
-        for offset, length in sparse:
-            if offset < end or length < 0 or offset + length > ti.size:
-                return "its sparse map is out of order or larger than the file"
-            end = offset + length
+    return _sparse_problem(ti)
+
+
+def sparse_of(ti: tarfile.TarInfo) -> list[tuple[int, int]] | None:
+    """A sparse member's map, (offset, length) of each extent; None for any other member."""
+    sparse: list[tuple[int, int]] | None = getattr(ti, "sparse", None)  # typeshed says bytes
+    return sparse
+
+
+def _sparse_problem(ti: tarfile.TarInfo) -> str | None:
+    sparse = sparse_of(ti)
+    if sparse is None:
+        return None
+    if "size" in ti.pax_headers and "GNU.sparse.major" in ti.pax_headers:
+        return "it is a sparse member with a PAX size record (its readers disagree where it ends)"
+    end = 0
+    for offset, length in sparse:
+        if offset < 0 or length < 0 or offset + length > ti.size or length and offset < end:
+            return "its sparse map is out of order or larger than the file"
+        end = max(end, offset + length)  # an empty entry anywhere is nothing (old GNU pads with them)
     return None
 
 
@@ -170,9 +216,20 @@ def next_member(tar: tarfile.TarFile, archive: str) -> tarfile.TarInfo | None:
         raise ArchiveError(
             f"{archive} is truncated or corrupt: {exc}", hint="copy the archive again; it is incomplete or damaged"
         ) from exc
-    if ti is not None and (why := header_problem(ti)) is not None:
+    if ti is not None and (why := header_problem(ti) or _sparse_data_problem(tar, ti)) is not None:
         raise _refusal(archive, ti.name, why)
     return ti
+
+
+def _sparse_data_problem(tar: tarfile.TarFile, ti: tarfile.TarInfo) -> str | None:
+    """A sparse member's map must not claim more data than the member holds."""
+    sparse = sparse_of(ti)
+    if sparse is None or not ti.isreg():
+        return None
+    held = int(getattr(tar, "offset")) - ti.offset_data  # noqa: B009 - where the next header starts
+    if sum(length for _, length in sparse) > held:
+        return f"its sparse map holds more data than the member's {max(held, 0)} bytes"
+    return None
 
 
 def members(tar: tarfile.TarFile, archive: str) -> Iterator[tarfile.TarInfo]:

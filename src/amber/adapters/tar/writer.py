@@ -3,6 +3,11 @@ links as link entries, xattrs as `SCHILY.xattr.*` records (not overlayfs's own),
 With `zero_copy` the file data goes from file to file in the kernel (copy_file_range). A `dry`
 writer reads no file data: it only counts the bytes a real one would write (a nested tar's size,
 known before it is streamed into the outer archive).
+
+A file with holes (SEEK_DATA/SEEK_HOLE) is written as a GNU sparse member, PAX format 1.0 (what
+GNU tar writes with --sparse --sparse-version=1.0; Go's archive/tar, and so podman and containerd,
+and Python's tarfile read it): only its data is in the archive, so a 3 GiB file of holes costs
+its data, not 3 GiB. Readers that do not keep holes write them as zeros.
 """
 
 from __future__ import annotations
@@ -25,6 +30,54 @@ if TYPE_CHECKING:
     from amber.adapters.page_pack import Packed
 
 log = logging.getLogger("amber.tar")
+
+USTAR_MAX_SIZE = 0o77777777777  # a sparse member's stored size must fit the ustar field (no PAX size)
+
+
+def data_ranges(fd: int, size: int) -> list[tuple[int, int]] | None:
+    """The (offset, length) extents of a file holding data, by SEEK_DATA/SEEK_HOLE, with a final
+    (size, 0) when it ends in a hole (as GNU tar writes); None when it has no hole or its
+    filesystem cannot say. Leaves the file position at 0."""
+    ranges: list[tuple[int, int]] = []
+    pos = 0
+    try:
+        while pos < size:
+            try:
+                start = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError as exc:
+                if exc.errno != errno.ENXIO:  # ENXIO: only a hole from here to the end
+                    raise
+                break
+            if start >= size:
+                break
+            end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+            ranges.append((start, end - start))
+            pos = end
+    except OSError:
+        return None
+    finally:
+        with contextlib.suppress(OSError):
+            os.lseek(fd, 0, os.SEEK_SET)
+    if sum(length for _, length in ranges) >= size:
+        return None
+    if not ranges or sum(ranges[-1]) < size:
+        ranges.append((size, 0))
+    return ranges
+
+
+def sparse_map(ranges: list[tuple[int, int]]) -> bytes:
+    """The map in front of a PAX 1.0 sparse member's data, padded to a whole block."""
+    text = f"{len(ranges)}\n" + "".join(f"{offset}\n{length}\n" for offset, length in ranges)
+    data = text.encode()
+    return data + bytes(-len(data) % tarfile.BLOCKSIZE)
+
+
+def stored_size(fd: int, st: os.stat_result) -> int:
+    """The bytes of a regular file's data a TarWriter puts in an archive (its size when dense)."""
+    if st.st_blocks * 512 >= st.st_size:
+        return st.st_size
+    ranges = data_ranges(fd, st.st_size)
+    return st.st_size if ranges is None else sum(length for _, length in ranges)
 
 
 def read_xattrs(path: str | int) -> dict[str, bytes]:
@@ -145,12 +198,13 @@ class TarWriter:
         ti.pax_headers = {
             XATTR_PAX_PREFIX + k: v.decode("utf-8", "surrogateescape") for k, v in read_xattrs(path).items()
         }
-        if ti.type != tarfile.REGTYPE or self.dry:
+        holes = st.st_blocks * 512 < st.st_size
+        if ti.type != tarfile.REGTYPE or (self.dry and not holes):
             self._header(ti)
             if ti.type == tarfile.REGTYPE:
                 self._pad(ti.size)
             return True
-        ready = self.packed.get(path) if self.packed else None
+        ready = None if self.dry or not self.packed else self.packed.get(path)
         if ready is not None and ready.size == ti.size and self.insert is not None:
             self._header(ti)
             self.insert(ready.frame)
@@ -158,13 +212,47 @@ class TarWriter:
             return True
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
-            self._header(ti)
-            self._copy(fd, ti.size, path)
+            ranges = data_ranges(fd, st.st_size) if holes else None
+            if ranges is not None:
+                self._sparse(fd, ti, ranges, path)
+            else:
+                self._header(ti)
+                self._copy(fd, ti.size, path)
         finally:
             os.close(fd)
         return True
 
+    def _sparse(self, fd: int, ti: tarfile.TarInfo, ranges: list[tuple[int, int]], path: str) -> None:
+        """A GNU sparse member, PAX format 1.0: the map, then each extent's data, back to back."""
+        head = sparse_map(ranges)
+        stored = len(head) + sum(length for _, length in ranges)
+        if stored > USTAR_MAX_SIZE:  # a PAX size record would make readers skip wrongly: dense
+            self._header(ti)
+            self._copy(fd, ti.size, path)
+            return
+        ti.pax_headers = {
+            **ti.pax_headers,
+            "GNU.sparse.major": "1",
+            "GNU.sparse.minor": "0",
+            "GNU.sparse.name": ti.name,
+            "GNU.sparse.realsize": str(ti.size),
+        }
+        ti.size = stored
+        self._header(ti)
+        if not self.dry:  # a dry writer counts the same member without reading its data
+            self.out.write(head)
+            for offset, length in ranges:
+                os.lseek(fd, offset, os.SEEK_SET)
+                self._data(fd, length, path)
+        self._pad(stored)
+
     def _copy(self, fd: int, size: int, path: str) -> None:
+        if not self.dry:
+            self._data(fd, size, path)
+        self._pad(size)
+
+    def _data(self, fd: int, size: int, path: str) -> None:
+        """Exactly `size` bytes from fd's position (zeros for what a shrunk file no longer has)."""
         left = size
         if self.zero_copy:
             self.out.flush()
@@ -193,7 +281,6 @@ class TarWriter:
                 n = min(left, CHUNK)
                 self.out.write(bytes(n))
                 left -= n
-        self._pad(size)
 
     def add_tree(self, path: str, arcname: str) -> None:
         """`path` and, for a directory, everything under it: depth first, names in byte order."""

@@ -60,6 +60,15 @@ def raw_pax_member(name: str, records: bytes) -> bytes:
     return xh.tobuf(tarfile.USTAR_FORMAT) + records + pad + ti.tobuf(tarfile.USTAR_FORMAT) + b"data".ljust(512, b"\0")
 
 
+_SPARSE = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.realsize": "4096"}
+
+
+def sparse_data(lines: list[str], data: bytes = b"data") -> bytes:
+    """A PAX 1.0 sparse member's data: its map (`lines`), padded to a block, then `data`."""
+    head = "".join(f"{line}\n" for line in lines).encode()
+    return head + b"\0" * (-len(head) % 512) + data
+
+
 # name -> one member with a hostile header; the member is always named "x"
 HOSTILE_HEADERS: dict[str, bytes] = {
     "pax-size-negative": pax_member("x", size="-4096"),
@@ -75,5 +84,13 @@ HOSTILE_HEADERS: dict[str, bytes] = {
     "ustar-size-malformed": ustar_member("x", "size", b"12x4"),
     "ustar-size-base256-negative": ustar_member("x", "size", b"\xff" * 12),
     "ustar-mtime-malformed": ustar_member("x", "mtime", b"9z"),
+    # GNU sparse 1.0 members (amber writes them for files with holes): a map read without bound,
+    # a map claiming more data than the member holds or reaching past the file, a PAX size too
+    "sparse-map-no-newline": pax_member("x", b"7" * 4096, **_SPARSE),
+    "sparse-map-endless": pax_member("x", b"99999999\n" + b"0\n1\n" * 300_000, **_SPARSE),
+    "sparse-map-more-data": pax_member("x", sparse_data(["1", "0", "1000000"]), **_SPARSE),
+    "sparse-map-past-size": pax_member("x", sparse_data(["1", "5000", "10"]), **_SPARSE),
+    "sparse-map-not-numbers": pax_member("x", sparse_data(["1", "0x10", "4"]), **_SPARSE),
+    "sparse-with-pax-size": pax_member("x", sparse_data(["1", "0", "4"]), size="1024", **_SPARSE),
 }
 END = b"\0" * 1024
