@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 from amber.adapters.criu_transfer import PageEndpoint
 from amber.engine.lazy_relay import REQUEST, LazyRelay
@@ -32,6 +33,12 @@ class FakeCriu:
             conn.sendall(PAGES)
             while chunk := conn.recv(65536):
                 self.received += chunk
+
+    def wait_for(self, n: int) -> None:
+        """Until CRIU has read `n` bytes of requests (the relay forwards them on its own thread)."""
+        deadline = time.monotonic() + 30
+        while len(self.received) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def result(self) -> bytes:
         self._thread.join(30)
@@ -71,6 +78,7 @@ def test_an_end_without_commit_is_a_request_cut_short() -> None:
     criu = FakeCriu()
     relay = LazyRelay("127.0.0.1", criu.endpoint)
     assert _daemon(relay, REQ * 2) == PAGES
+    criu.wait_for(len(REQ * 2))  # the pages came back before the relay passed both requests on
     relay.abort()  # the destination failed before it ran the container
     got = criu.result()
     assert got.startswith(REQ * 2) and len(got) % REQUEST != 0  # CRIU: "Can't read pagemap from socket"
