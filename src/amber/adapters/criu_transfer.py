@@ -29,6 +29,7 @@ LAZY_PIPE_MIN = 4194304
 PIPE_MAX_SIZE = Path("/proc/sys/fs/pipe-max-size")
 LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp
 LAZY_SOCKET = "lazy-pages.socket"  # where `criu lazy-pages` takes the restore's userfaultfds (in the work dir)
+POLL = 0.005  # how often a daemon's readiness is looked at: the lazy one is waited for while the container is frozen
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ class Daemon:
                 raise self._failed(f"exited ({self.proc.returncode}) before it listened on port {port}")
             if listening(self.proc.pid, port):
                 return
-            time.sleep(0.02)
+            time.sleep(POLL)
         self.stop()
         raise self._failed(f"did not listen on port {port} within {timeout:g} s")
 
@@ -124,7 +125,7 @@ class Daemon:
                 raise self._failed(f"exited ({self.proc.returncode}) before it made {path.name}")
             if path.exists():
                 return
-            time.sleep(0.02)
+            time.sleep(POLL)
         self.stop()
         raise self._failed(f"did not make {path} within {timeout:g} s")
 

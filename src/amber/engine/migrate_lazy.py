@@ -21,6 +21,8 @@ until every page is served. If the source host dies meanwhile, the container is 
 from __future__ import annotations
 
 import contextlib
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -61,27 +63,40 @@ def lazy_bytes(images: Path) -> int:
 
 
 class LazyPages:
-    """The destination's `criu lazy-pages` for one lazy restore, fetching from `source`."""
+    """The destination's `criu lazy-pages` for one lazy restore, fetching from `source`; `scratch`
+    holds a copy of the images the report counts (the restore removes its own)."""
 
-    def __init__(self, source: PageEndpoint, stack: contextlib.ExitStack[bool | None]) -> None:
+    def __init__(self, source: PageEndpoint, stack: contextlib.ExitStack[bool | None], scratch: Path) -> None:
         self.source = source
         self._stack = stack
+        self._scratch = scratch
         self._rx: LazyReceiver | None = None
-        self.bytes = 0
+        self._counted: Path | None = None
         self._started = 0.0
 
     def start(self, images: Path, work: Path) -> None:
         """RestoreOptions.lazy_pages: start the daemon for the restore from `images` whose work
-        directory is `work`. Raises AmberError when it does not come up."""
-        self.bytes = lazy_bytes(images)
+        directory is `work`. Raises AmberError when it does not come up.
+
+        This runs while the container is frozen: the report's byte count is not made here, only
+        a copy of the few small images it reads (pstree, pagemaps), counted after "running"."""
+        self._scratch.mkdir(parents=True, exist_ok=True)
+        counted = Path(tempfile.mkdtemp(prefix="lazy-count-", dir=self._scratch))
+        self._stack.callback(shutil.rmtree, counted, ignore_errors=True)
+        for image in [images / "pstree.img", *images.glob("pagemap-*.img")]:
+            with contextlib.suppress(OSError):  # a missing one: lazy_bytes counts what it can
+                shutil.copyfile(image, counted / image.name)
+        self._counted = counted
         self._rx = self._stack.enter_context(LazyReceiver(images, work, self.source, work / LOG))
         self._started = time.monotonic()
 
     def served(self, timeout: float = SERVE_TIMEOUT) -> dict[str, Any]:
         """Wait for every page; the "served" report for the source."""
         ok = self._rx is not None and self._rx.served(timeout)
-        report: dict[str, Any] = {"ok": ok, "event": "served", "bytes": self.bytes}
-        report["seconds"] = round(time.monotonic() - self._started, 3)
+        seconds = time.monotonic() - self._started
+        count = lazy_bytes(self._counted) if self._counted is not None else 0
+        report: dict[str, Any] = {"ok": ok, "event": "served", "bytes": count}
+        report["seconds"] = round(seconds, 3)
         if not ok:
             report["error"] = f"the lazy transfer of the memory from {self.source} failed"
             report["hint"] = f"see {self._rx.log if self._rx else LOG} on the destination"

@@ -63,7 +63,11 @@ def receive(engine: Engine, stdin: IO[bytes], stdout: IO[bytes]) -> int:
         extra = {"page_port": pages.endpoint.port} if pages is not None else {}
         _write(stdout, {"ok": True, "address": address, "port": port, **extra})
         try:
-            lazy = LazyPages(source_endpoint(_read(stdin)), stack) if request.get("mode") == "lazy" else None
+            lazy = (
+                LazyPages(source_endpoint(_read(stdin)), stack, engine.layout.tmp)
+                if request.get("mode") == "lazy"
+                else None
+            )
             container = _receive_and_restore(engine, listener, request, pages, lazy)
         except AmberError as exc:
             return _fail(stdout, exc)
