@@ -115,6 +115,54 @@ def test_name_taken_on_destination_is_refused_before_the_freeze(two_hosts: TwoHo
     assert two_hosts.a.amber.fresh_engine().containers.store.get("cnt").pid == pid  # never frozen nor restored
 
 
+def _receiving(host: Host) -> bool:
+    """Whether an `amber migrate-receive` of `host` still runs."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"migrate-receive" in argv and str(host.amber.root).encode() in argv:
+            return True
+    return False
+
+
+def _cgroups(cid: str) -> set[Path]:
+    return {g for g in Path("/sys/fs/cgroup").rglob("*") if cid in g.name}
+
+
+@MODES
+def test_move_called_off_after_the_destination_prepared_leaves_it_clean(two_hosts: TwoHosts, mode: str) -> None:
+    _start(two_hosts, "crun")
+    cid = two_hosts.a.amber.fresh_engine().containers.store.get("cnt").id
+    pid = two_hosts.a.amber.fresh_engine().containers.store.get("cnt").pid
+    cgroups = _cgroups(cid)
+    argv = two_hosts.a.amber_argv()  # the source dies once B answered the preflight (B joined the network)
+    killed = two_hosts.a.run(
+        argv[0], "AMBER_TEST_KILL_AT=migrate-after-preflight", *argv[1:], "migrate", "cnt", two_hosts.dest,
+        "--mode", mode, "--remote-amber", remote_amber(two_hosts.b), *two_hosts.ssh_args(), check=False,
+    )  # fmt: skip
+    assert killed.returncode == -9, killed.stderr
+    deadline = time.monotonic() + 120  # B hears the channel end, calls the move off and undoes its work
+    while _receiving(two_hosts.b) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _receiving(two_hosts.b)
+    b = two_hosts.b.amber.fresh_engine()
+    assert b.containers.store.find("cnt") is None and b.containers.store.find(cid) is None
+    assert b.networks.attachments(cid) == {}  # no lease: the address is free on B
+    paths = b.containers.paths(cid)
+    assert not paths.netns.exists() and not paths.dir.exists()
+    b_dirs = (str(two_hosts.b.amber.root), str(two_hosts.b.amber.runroot))
+    mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+    assert not [m for m in mounts if cid in m and any(d in m for d in b_dirs)]  # no overlay root, no netns
+    assert _cgroups(cid) == cgroups  # A's container's own only: none made for B
+    assert two_hosts.a.amber.fresh_engine().containers.store.get("cnt").pid == pid  # never frozen on A
+    assert _running(two_hosts.a.amber)
+    code, err = _migrate(two_hosts, "--mode", mode)  # and the move can be made again
+    assert code == 0, err
+    assert _running(two_hosts.b.amber)
+
+
 def test_pre_copy_is_refused_without_dirty_tracking(two_hosts: TwoHosts) -> None:
     from amber.adapters import criu
 

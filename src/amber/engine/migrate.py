@@ -35,6 +35,8 @@ from typing import IO, TYPE_CHECKING, Any
 from amber.adapters import criu
 from amber.adapters import run as runners
 from amber.adapters.checkpoint_archive import Compression
+from amber.engine import attachments as attach
+from amber.engine import faults, migrate_prepare
 from amber.engine.checkpoint import CheckpointOptions
 from amber.engine.lazy_dump import SERVE_TIMEOUT, LazySource
 from amber.engine.lazy_relay import LazyRelay
@@ -138,14 +140,20 @@ def preflight_request(engine: Engine, name: str, opts: MigrateOptions) -> dict[s
         for net, lease in services.networks.attachments(c.id).items()
     ]
     image = services.images.get(c.image_id)
+    status = attach.read_status(services.containers.paths(c.id).network_status)
     return {
         "op": "preflight",
         "protocol": PROTOCOL,
         "mode": opts.mode,
         "name": c.name,
+        # the destination joins the container's network with these before the freeze
+        "id": c.id,
+        "attachments": services.containers.attachments(c).to_dict(),
+        "network_status": status.to_dict() if status is not None else None,
         "runtime": c.runtime,
         "criu": list(criu.version()),
         "cpu_flags": cpu_flags(),
+        "cpuinfo": migrate_prepare.cpuinfo(engine),  # checked there before the freeze
         "image": {"id": image.id, "names": list(image.names)},
         "networks": networks,
         "tcp_established": opts.tcp_established,
@@ -171,6 +179,7 @@ def migrate(
         if not answer.get("ok"):
             raise peer_error(answer, opts.dest)
         say(f"preflight passed on {opts.dest}; streaming to {answer['address']}:{answer['port']}")
+        faults.point("migrate-after-preflight")  # the tests' source dying once the destination prepared
         frozen = time.monotonic()
         address = (str(answer["address"]), int(answer["port"]))
         remote_pages = _page_endpoint(opts, answer)

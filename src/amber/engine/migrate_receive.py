@@ -2,7 +2,8 @@
 
 It reads the source's preflight request (one JSON line on stdin), checks this host (runtime kind,
 CRIU version, CPU flags, image, name free, IP and MAC free on a network of the same name and
-subnet), and answers on stdout: a failure ({"ok": false, "error", "hint", "exit"}) or the TCP
+subnet), joins the container's network namespace to its network before anything is frozen
+(engine/migrate_prepare.py), and answers on stdout: a failure ({"ok": false, "error", "hint", "exit"}) or the TCP
 address and port it listens on (in page-server mode also "page_port", where a CRIU page
 server here takes the dump's pages; they are put into the archive's images before the restore,
 and removed from this host's disk afterwards). The source streams the archive there; restore reads it straight
@@ -29,6 +30,7 @@ from amber.engine.migrate import PROTOCOL, cpu_flags
 from amber.engine.migrate_channel import MAX_LINE
 from amber.engine.migrate_lazy import LazyPages, source_endpoint
 from amber.engine.migrate_pages import free_port, page_receiver
+from amber.engine.migrate_prepare import check_cpu, prepared_network, stale_lease
 from amber.engine.restore_options import RestoreOptions
 from amber.engine.runtime_rule import select_runtime
 from amber.engine.transfer import MemoryMode, PageEndpoint, PageReceiver, check_host
@@ -60,6 +62,10 @@ def receive(engine: Engine, stdin: IO[bytes], stdout: IO[bytes]) -> int:
             pages = stack.enter_context(_page_receiver(engine, request))
         except AmberError as exc:
             return _fail(stdout, exc)
+        try:
+            prepared = stack.enter_context(prepared_network(engine, request))
+        except AmberError as exc:
+            return _fail(stdout, exc)
         extra = {"page_port": pages.endpoint.port} if pages is not None else {}
         _write(stdout, {"ok": True, "address": address, "port": port, **extra})
         try:
@@ -68,7 +74,7 @@ def receive(engine: Engine, stdin: IO[bytes], stdout: IO[bytes]) -> int:
                 if request.get("mode") == "lazy"
                 else None
             )
-            container = _receive_and_restore(engine, listener, request, pages, lazy)
+            container = _receive_and_restore(engine, listener, stdin, request, pages, lazy, prepared)
         except AmberError as exc:
             return _fail(stdout, exc)
         except OSError as exc:
@@ -120,26 +126,43 @@ def _page_receiver(engine: Engine, request: dict[str, Any]) -> Iterator[PageRece
 def _receive_and_restore(
     engine: Engine,
     listener: socket.socket,
+    stdin: IO[bytes],
     request: dict[str, Any],
     pages: PageReceiver | None,
     lazy: LazyPages | None = None,
+    prepared: str = "",
 ) -> str:
-    conn, _ = listener.accept()
+    conn = _accept(listener, stdin)
     conn.settimeout(STREAM_IDLE_TIMEOUT)
-    tcp_established = bool(request.get("tcp_established"))
     with conn, conn.makefile("rb") as stream:
-        if pages is None and lazy is None:
-            return engine.restore_archive(stream, tcp_established=tcp_established).id
-        # The archive holds every image but the pages: the page server's are added before the
-        # restore; or (lazy) criu lazy-pages fetches them from the source while the container runs.
+        # page-server mode: the archive holds every image but the pages, the page server's are
+        # added before the restore; lazy: criu lazy-pages fetches them while the container runs.
         opts = RestoreOptions(
             runtime=engine.runtime_choice,
-            tcp_established=tcp_established,
+            tcp_established=bool(request.get("tcp_established")),
             complete_images=pages.deliver if pages is not None else None,
             lazy_pages=lazy.start if lazy is not None else None,
+            prepared=prepared,
         )
         with runners.using(engine.runner):
             return engine.services.checkpoints.restore_stream(stream, Path("the migration stream"), opts)[0].id
+
+
+def _accept(listener: socket.socket, stdin: IO[bytes]) -> socket.socket:
+    """The source's stream connection. Raises AmberError when the control channel ends (or says
+    anything) first: the source called the move off; or when none comes in ACCEPT_TIMEOUT."""
+    ready = select.select([listener.fileno(), stdin.fileno()], [], [], ACCEPT_TIMEOUT)[0]
+    if listener.fileno() in ready:
+        return listener.accept()[0]
+    if ready:
+        raise AmberError(
+            "the source called the move off before streaming the archive (its control channel ended)",
+            hint="see the source's error; run amber migrate there again",
+        )
+    raise AmberError(
+        f"the source did not connect to stream the archive within {ACCEPT_TIMEOUT:g} s",
+        hint="check that the source reaches this host's address (a firewall?)",
+    )
 
 
 def preflight(engine: Engine, request: dict[str, Any]) -> None:
@@ -165,6 +188,7 @@ def preflight(engine: Engine, request: dict[str, Any]) -> None:
             f"this CPU lacks features the source's has: {', '.join(missing[:12])}",
             hint="migrate between hosts with the same CPU features (criu check --cpu-cap)",
         )
+    check_cpu(engine, request)  # criu cpuinfo check, now rather than in the frozen time
     _check_image(engine, request["image"])
     if engine.services.containers.store.find(name) is not None:
         raise ConflictError(
@@ -172,7 +196,7 @@ def preflight(engine: Engine, request: dict[str, Any]) -> None:
             hint=f"remove that container there (amber rm -f {name}), then migrate again",
         )
     for net in request.get("networks") or []:
-        _check_network(engine, net, name)
+        _check_network(engine, net, name, str(request.get("id") or ""))
 
 
 def _check_image(engine: Engine, image: dict[str, Any]) -> None:
@@ -187,7 +211,7 @@ def _check_image(engine: Engine, image: dict[str, Any]) -> None:
     )
 
 
-def _check_network(engine: Engine, net: dict[str, Any], name: str) -> None:
+def _check_network(engine: Engine, net: dict[str, Any], name: str, request_id: str) -> None:
     networks = engine.services.networks
     try:
         here = networks.get(str(net["name"]))
@@ -202,6 +226,8 @@ def _check_network(engine: Engine, net: dict[str, Any], name: str) -> None:
             hint="the container keeps its IP: give the network the same subnet on both hosts",
         )
     for lease in networks.leases(here.name):
+        if stale_lease(engine, lease, request_id):
+            continue  # this container's own, left by a move of it cut short here: taken back
         if lease.ip == net["ip"] or lease.mac == net["mac"]:
             raise ConflictError(
                 f"address {net['ip']} ({net['mac']}) of container {name} is taken on network {here.name} "

@@ -370,7 +370,7 @@ class RestoreService:
                     f"checkpoint archive {head.path} cannot be restored here: {result.reason}", hint=result.hint or None
                 )
         image = self.images.get(c.image_id)
-        if (unpack / fmt.NETWORK_STATUS).is_file():  # the addresses to ask for again
+        if (unpack / fmt.NETWORK_STATUS).is_file() and opts.prepared != c.id:  # the addresses to ask for again
             shutil.move(str(unpack / fmt.NETWORK_STATUS), p.network_status)
         restore_net.keep_connections(head, p.conntrack)
         self.containers.prepare_root(c, image_layers=self.images.layer_dirs(image), keep_address=opts.keep_address)

@@ -103,7 +103,8 @@ def plan(
         att = replace(att, network=net.name)
         ip = attach.recorded_address(status, net.name)[0]
         if ip and opts.keep_address[0]:
-            holder = next((x for x in networks.leases(net.name) if x.ip == ip), None)
+            leases = networks.leases(net.name)
+            holder = next((x for x in leases if x.ip == ip and x.container_id != opts.prepared), None)
             if holder is not None:
                 raise ConflictError(
                     f"IP {ip} of network {net.name} is already taken by container "

@@ -36,6 +36,10 @@ class RestoreOptions:
     # with (images, CRIU's work directory) right before the runtime restores, to start that
     # daemon there (its socket must be in the restore's work directory). May raise AmberError.
     lazy_pages: Callable[[Path, Path], None] | None = None
+    # only with an archive: the id of the container whose network namespace the caller already
+    # joined to its network (amber migrate's destination, engine/migrate_prepare.py): its lease
+    # is not a conflict, and the namespace is used as it is
+    prepared: str = ""
 
     @property
     def keep_address(self) -> tuple[bool, bool]:
