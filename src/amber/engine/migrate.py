@@ -36,7 +36,7 @@ from amber.adapters import criu
 from amber.adapters import run as runners
 from amber.adapters.checkpoint_archive import Compression
 from amber.engine import attachments as attach
-from amber.engine import faults, migrate_prepare
+from amber.engine import faults, migrate_prepare, scratch
 from amber.engine.checkpoint import CheckpointOptions
 from amber.engine.lazy_dump import SERVE_TIMEOUT, LazySource
 from amber.engine.lazy_relay import LazyRelay
@@ -154,6 +154,7 @@ def preflight_request(engine: Engine, name: str, opts: MigrateOptions) -> dict[s
         "criu": list(criu.version()),
         "cpu_flags": cpu_flags(),
         "cpuinfo": migrate_prepare.cpuinfo(engine),  # checked there before the freeze
+        "memory": scratch.container_memory(services.containers.cgroups_path(c)),  # where pages go
         "image": {"id": image.id, "names": list(image.names)},
         "networks": networks,
         "tcp_established": opts.tcp_established,
@@ -184,7 +185,11 @@ def migrate(
         address = (str(answer["address"]), int(answer["port"]))
         remote_pages = _page_endpoint(opts, answer)
         with contextlib.ExitStack() as stack:
-            pages = None if remote_pages is None else stack.enter_context(source_pages(engine.layout.tmp, remote_pages))
+            pages = (
+                None
+                if remote_pages is None
+                else stack.enter_context(source_pages(engine.layout, int(request["memory"]), remote_pages))
+            )
             sent, running = _hand_off(engine, name, opts, control, address, pages, say)
         _commit(control, name, opts.dest)
     finally:

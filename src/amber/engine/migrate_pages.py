@@ -11,16 +11,16 @@ to a local `criu page-server` whose answers it drops. A destination that fails f
 from __future__ import annotations
 
 import contextlib
-import shutil
 import socket
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 from amber import layout
+from amber.engine import scratch
 from amber.engine.transfer import PageEndpoint, PageReceiver
 from amber.errors import AmberError
+from amber.layout import Layout
 
 CHUNK = 1 << 20
 CONNECT_TIMEOUT = 30.0
@@ -118,23 +118,25 @@ class SourcePages:
 
 
 @contextlib.contextmanager
-def page_receiver(tmp: Path, endpoint: PageEndpoint) -> Iterator[PageReceiver]:
-    """A CRIU page server on `endpoint`, its pages in a scratch directory under `tmp` (removed
-    when the block ends). Raises AmberError (PreconditionError: no CRIU) when it does not come up."""
-    tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
-    scratch = Path(tempfile.mkdtemp(prefix="migrate-pages-", dir=tmp))
+def page_receiver(where: Layout, need: int, endpoint: PageEndpoint) -> Iterator[PageReceiver]:
+    """A CRIU page server on `endpoint`, its `need` bytes of pages in a scratch directory of
+    amber's `where` (removed when the block ends): on tmpfs when they fit, as the archive's
+    unpacking is, so that the dump's writes, their move into the images and the restore's reads
+    (all while the container is frozen) do not go through the disk. Raises AmberError
+    (PreconditionError: no CRIU) when it does not come up."""
+    work = scratch.work_dir(where, "migrate-pages-", need)
     try:
-        with PageReceiver(layout.received_pages(scratch), endpoint, layout.page_server_log(scratch)) as rx:
+        with PageReceiver(layout.received_pages(work), endpoint, layout.page_server_log(work)) as rx:
             yield rx
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.discard(work)
 
 
 @contextlib.contextmanager
-def source_pages(tmp: Path, remote: PageEndpoint) -> Iterator[SourcePages]:
+def source_pages(where: Layout, need: int, remote: PageEndpoint) -> Iterator[SourcePages]:
     """A local page server (page_receiver) and the tee in front of it and of `remote`. Raises
     AmberError when either cannot start."""
-    with page_receiver(tmp, PageEndpoint(LOCAL, free_port(LOCAL))) as rx:
+    with page_receiver(where, need, PageEndpoint(LOCAL, free_port(LOCAL))) as rx:
         try:
             tee = PageTee(remote, rx.endpoint)
         except OSError as exc:

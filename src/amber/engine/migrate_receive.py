@@ -119,7 +119,9 @@ def _page_receiver(engine: Engine, request: dict[str, Any]) -> Iterator[PageRece
     if request.get("mode") != "page-server":
         yield None
         return
-    with page_receiver(engine.layout.tmp, PageEndpoint(_local_address(), free_port(_local_address()))) as rx:
+    need = request.get("memory")
+    endpoint = PageEndpoint(_local_address(), free_port(_local_address()))
+    with page_receiver(engine.layout, need if isinstance(need, int) else 0, endpoint) as rx:
         yield rx
 
 
