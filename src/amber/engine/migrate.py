@@ -2,7 +2,10 @@
 
 The flow (copy mode, the default): ssh runs the destination's `amber migrate-receive`
 (engine/migrate_receive.py); the source sends what the destination must check (runtime kind,
-CRIU version, CPU flags, image, name, network address) and nothing is frozen until it answers.
+CRIU version, CPU flags and cpuinfo.img, image, name, network address and the container's id,
+ports and memory size) and nothing is frozen until it answers; by then the destination has also
+joined the container's network namespace to its network (engine/migrate_prepare.py), so that
+amber's own costliest restore step is out of the frozen time.
 The destination then listens on a TCP port on its own address; the source checkpoints the
 container (kept images) straight into that connection as a podman-format archive; the destination
 restores it, with the same name, IP and MAC on its network of the same name and subnet, and says
