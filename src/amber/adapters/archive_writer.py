@@ -7,6 +7,7 @@ Reading them is in checkpoint_archive, which re-exports these names.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import errno
 import io
@@ -59,16 +60,37 @@ def _tree_size(bundle: Path, members: Sequence[Member]) -> int:
 
 
 # ===================================== writing ================================================
+_SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writeback of the range's dirty pages, do not wait
+
+
+def _sync_file_range() -> Callable[[int], object] | None:
+    """libc's sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE), or None where libc lacks it."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        call = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    call.restype = ctypes.c_int
+    return lambda fd: call(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
+
+
 @contextlib.contextmanager
 def _writeback(fd: int, every: float = 0.2) -> Iterator[None]:
     """Keep the kernel writing the archive to disk while we produce it, so the final fsync is short.
 
-    POSIX_FADV_DONTNEED starts writeback of the file's dirty pages without waiting for it.
+    sync_file_range(SYNC_FILE_RANGE_WRITE) starts writeback of the dirty pages without waiting and
+    leaves them in the page cache, so that reading the archive right after (a restore on this host,
+    a copy to another) does not go to the disk. (POSIX_FADV_DONTNEED, used before, also dropped the
+    pages already written: a 1 GiB import after an export then read the disk, 2-3 s more.)
     """
+    start = _sync_file_range()
+    if start is None:
+        yield
+        return
 
     def kick() -> None:
-        with contextlib.suppress(OSError):
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        start(fd)  # an error (EIO, ESPIPE) only means no early writeback: the final fsync reports
 
     with ticking(every, "amber-writeback", kick):
         yield

@@ -139,3 +139,47 @@ def test_config_compress_level(tmp_path: Path) -> None:
         Settings.load(config_file=str(conf))
     conf.write_text("[engine]\n")
     assert Settings.load(config_file=str(conf)).compress_level is None
+
+
+def _resident_pages(path: Path) -> int:
+    """How many of `path`'s pages are in the page cache (mincore on a mapping of it)."""
+    import ctypes
+    import mmap
+
+    size = path.stat().st_size
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    pages = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE
+    vec = (ctypes.c_ubyte * pages)()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        assert addr not in (None, ctypes.c_void_p(-1).value), ctypes.get_errno()
+        try:
+            assert libc.mincore(ctypes.c_void_p(addr), ctypes.c_size_t(size), vec) == 0, ctypes.get_errno()
+        finally:
+            libc.munmap(addr, size)
+    finally:
+        os.close(fd)
+    return sum(v & 1 for v in vec)
+
+
+def test_writeback_keeps_the_archive_in_the_page_cache(tmp_path: Path) -> None:
+    """Early writeback must not drop what it wrote: a restore right after an export reads the
+    archive from memory (POSIX_FADV_DONTNEED, used before, sent a 1 GiB import to the disk)."""
+    from amber.adapters.archive_writer import _sync_file_range, _writeback
+
+    start = _sync_file_range()
+    assert start is not None, "libc has sync_file_range on Linux"
+    path = tmp_path / "archive.tar"
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+    try:
+        with _writeback(fd, every=0.01):
+            os.write(fd, os.urandom(1 << 20))
+            os.fsync(fd)  # every page clean: DONTNEED would now drop them all
+            assert start(fd) == 0
+    finally:
+        os.close(fd)
+    assert _resident_pages(path) == (1 << 20) // 4096
