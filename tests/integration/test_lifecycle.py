@@ -127,6 +127,19 @@ def test_stop_fifty_times_never_loses_the_exit_code(
     assert mounts_under(amber.root) == []
 
 
+def test_stop_t_0_kills_at_once_as_podman(amber: Amber, demo_image: str, runtime: str) -> None:
+    """podman's StopContainer sends the stop signal only when the timeout is above 0: a program
+    that would exit 7 on TERM ends with KILL's 137."""
+    trap = "trap 'exit 7' TERM; while :; do sleep 0.1; done"
+    assert amber("run", "-d", "--name", "t0", "--runtime", runtime, demo_image, "sh", "-c", trap) == 0
+    time.sleep(0.15)  # let the shell set its trap
+    assert amber("stop", "-t", "0", "t0") == 0
+    c = amber.engine.containers.inspect_record("t0")
+    assert (c.status, c.exit_code) == (Status.EXITED, 137)
+    assert amber("rm", "t0") == 0
+    assert mounts_under(amber.root) == []
+
+
 def test_pause_unpause_and_checkpoint_of_a_paused_container(
     amber: Amber, demo_image: str, runtime: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -192,7 +192,7 @@ class ContainerRecords:
     def cleanup(self, c: Container) -> None:
         """Release what a container that no longer runs holds: runtime state, mounts, netns."""
         rt = self.runtime_for(c)
-        if rt.state(c.id) is not None or (rt.state_root / c.id).exists():
+        if (rt.state_root / c.id).exists():  # the runtime's own directory for it (runc, crun)
             rt.delete(c.id, force=True)
         p = self.paths(c.id)
         mounts.unmount_under(p.bundle)  # a runtime killed mid-restore may leave its own there
