@@ -7,7 +7,6 @@ config file (TOML, default /etc/amber/amber.toml) > built-in defaults.
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +59,8 @@ class Settings:
         path = Path(config_file or os.environ.get("AMBER_CONFIG") or DEFAULT_CONFIG)
         data: dict[str, object] = {}
         if path.is_file():
+            import tomllib  # only when there is a config file to read
+
             try:
                 data = tomllib.loads(path.read_text())
             except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

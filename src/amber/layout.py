@@ -23,7 +23,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from amber.adapters.podman_format import (
+from amber.adapters.podman_names import (
     CHECKPOINT_DIR,
     CTR_LOG,
     DUMP_LOG,

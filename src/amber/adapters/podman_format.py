@@ -19,29 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from amber.adapters.podman_names import *  # noqa: F403 - the member names, re-exported
+from amber.adapters.podman_names import AMBER_MANIFEST, CONFIG_DUMP, SPEC_DUMP
 from amber.errors import ArchiveError, PreconditionError
-
-# ------------------------------------------------------------------ member names (podman's)
-CONFIG_DUMP = "config.dump"
-SPEC_DUMP = "spec.dump"
-NETWORK_STATUS = "network.status"
-STATUS_DUMP = "status.dump"
-STATS_DUMP = "stats-dump"
-STATS_RESTORE = "stats-restore"
-CTR_LOG = "ctr.log"
-DUMP_LOG = "dump.log"
-RESTORE_LOG = "restore.log"
-CHECKPOINT_DIR = "checkpoint"
-PRE_CHECKPOINT_DIR = "pre-checkpoint"
-INVENTORY = f"{CHECKPOINT_DIR}/inventory.img"
-INVENTORY_IMG = "inventory.img"  # inside an images directory
-CPUINFO_IMG = "cpuinfo.img"
-ROOTFS_DIFF = "rootfs-diff.tar"
-DELETED_FILES = "deleted.files"
-DEVSHM = "devshm-checkpoint.tar"
-ARTIFACTS_DIR = "artifacts"
-VOLUMES_DIR = "volumes"
-AMBER_MANIFEST = "amber.manifest"  # amber's own, first in its archives
 
 MANIFEST_SCHEMA = 1  # the major version of amber.manifest this amber reads and writes
 _DAMAGED = "the archive is damaged or was not written by a container engine"

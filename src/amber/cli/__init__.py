@@ -8,39 +8,32 @@ with --debug.
 from __future__ import annotations
 
 import argparse
-import logging
+import importlib
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 from typing import NoReturn
 
 from amber import __version__
-from amber.cli import (
-    archive_cmds,
-    checkpoint_cmds,
-    container_cmds,
-    image_cmds,
-    migrate_cmds,
-    misc_cmds,
-    network_cmds,
-    volume_cmds,
-)
 from amber.cli.output import print_error
 from amber.errors import AmberError, ExitCode, UsageError
 
+# The command modules (amber.cli.NAME), in registration order. Each is imported only when its
+# commands are on the command line (or for help): `ps` does not pay for the archive commands.
 MODULES = (
-    container_cmds,
-    image_cmds,
-    checkpoint_cmds,
-    archive_cmds,
-    network_cmds,
-    volume_cmds,
-    migrate_cmds,
-    misc_cmds,
+    "container_cmds",
+    "image_cmds",
+    "checkpoint_cmds",
+    "archive_cmds",
+    "network_cmds",
+    "volume_cmds",
+    "migrate_cmds",
+    "misc_cmds",
 )
 
 
 # The commands each module registers (tests check it against a full registration): a command
-# line builds only its own command's parsers, not all 400 options of amber's ~60 parsers.
+# line imports and builds only its own command's parsers, not all 400 options of amber's ~60.
 COMMANDS: dict[str, tuple[str, ...]] = {
     "container_cmds": (
         "container",
@@ -112,16 +105,23 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"amber {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     command = None if argv is None else _command(argv)
-    owners = [m for m in MODULES if command in COMMANDS[m.__name__.rsplit(".", 1)[-1]]]
-    for module in owners or MODULES:
-        module.register(sub)
+    owners = [name for name in MODULES if command in COMMANDS[name]]
+    for name in owners or MODULES:
+        command_module(name).register(sub)
     return parser
+
+
+def command_module(name: str) -> ModuleType:
+    """The command module amber.cli.`name` (one of MODULES), imported now."""
+    return importlib.import_module(f"{__name__}.{name}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(argv)
     args = parser.parse_args(argv)
+    import logging  # after parsing: --help and usage errors need no logging
+
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

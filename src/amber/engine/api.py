@@ -24,7 +24,6 @@ from amber.config import Settings
 from amber.engine.api_archives import ArchiveCalls
 from amber.engine.api_checkpoints import CheckpointCalls
 from amber.engine.api_views import PodmanViewCalls
-from amber.engine.run_options import RunKwargs
 from amber.engine.services import Services, iterate_with, with_runner
 from amber.errors import AmberError, UsageError, require_root
 
@@ -34,6 +33,7 @@ if TYPE_CHECKING:
     from amber.engine.host_info import HostInfo
     from amber.engine.images import ImageRemoval
     from amber.engine.logs import LogLine
+    from amber.engine.run_options import RunKwargs
     from amber.models import Container, Image
 
 PathLike = str | os.PathLike[str]

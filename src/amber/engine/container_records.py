@@ -13,23 +13,26 @@ import dataclasses
 import json
 import os
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from amber.adapters import cgroups, conmon, mounts, netns, runtime
-from amber.adapters.podman_format import RuntimeState
+from amber.adapters import cgroups, mounts, netns
 from amber.adapters.state import locked
 from amber.config import Settings
-from amber.engine import attachments as attach
-from amber.engine import exit_codes, recovery
-from amber.engine.attachments import Attachments
-from amber.engine.images import ImageService
-from amber.engine.networks import NetworkService
+from amber.engine import exit_codes
 from amber.engine.store import ContainerStore
-from amber.engine.volumes import VolumeService
 from amber.errors import ConflictError, NotFoundError
 from amber.layout import NAMES_LOCK, ContainerLayout, Layout
 from amber.models import Container, Status
+
+if TYPE_CHECKING:  # imported where used: `ps` and `inspect` need neither runtimes nor networks
+    from amber.adapters import conmon, runtime
+    from amber.adapters.podman_format import RuntimeState
+    from amber.engine.attachments import Attachments
+    from amber.engine.images import ImageService
+    from amber.engine.networks import NetworkService
+    from amber.engine.volumes import VolumeService
 
 
 class ContainerRecords:
@@ -41,8 +44,18 @@ class ContainerRecords:
         self.images = images
         self.runtime_choice = runtime_choice
         self.store = ContainerStore(layout)
-        self.networks = NetworkService(layout)
-        self.volumes = VolumeService(layout)
+
+    @cached_property
+    def networks(self) -> NetworkService:
+        from amber.engine.networks import NetworkService
+
+        return NetworkService(self.layout)
+
+    @cached_property
+    def volumes(self) -> VolumeService:
+        from amber.engine.volumes import VolumeService
+
+        return VolumeService(self.layout)
 
     # -- helpers -------------------------------------------------------------------------------
     def paths(self, cid: str) -> ContainerLayout:
@@ -50,21 +63,29 @@ class ContainerRecords:
         return self.layout.container(cid)
 
     def runtime_for(self, c: Container) -> runtime.Runtime:
+        from amber.adapters import runtime
+
         info = runtime.describe(c.runtime_path) if os.path.exists(c.runtime_path) else runtime.resolve(c.runtime)
         return self.runtime_of(info)
 
     def runtime_of(self, info: runtime.RuntimeInfo) -> runtime.Runtime:
+        from amber.adapters import runtime
+
         return runtime.Runtime(info, self.layout.runtime_state(info.kind))
 
     def runtime_state(self, c: Container) -> RuntimeState | None:
         """What the runtime reports of the container, None if it does not know it.
 
         Raises ArchiveError when the runtime's report has the wrong shape."""
+        from amber.adapters.podman_format import RuntimeState
+
         rt = self.runtime_for(c)
         st = rt.state(c.id)
         return None if st is None else RuntimeState.from_dict(st, f"{rt.info.kind} state of container {c.name}")
 
     def choose_runtime(self, requested: str | None) -> runtime.RuntimeInfo:
+        from amber.adapters import runtime
+
         return runtime.resolve(requested or self.runtime_choice or self.settings.default_runtime)
 
     def lock(self, c: Container, *, wait: bool | None = None) -> contextlib.AbstractContextManager[None]:
@@ -92,6 +113,8 @@ class ContainerRecords:
     ) -> None:
         """Mount the root file system, make the network namespace and join it to the
         container's network (`keep_address`: ask for the recorded IP, MAC again, a restore)."""
+        from amber.engine import attachments as attach
+
         p = self.paths(c.id)
         with contextlib.suppress(FileNotFoundError):
             p.exit_file.unlink()
@@ -104,9 +127,13 @@ class ContainerRecords:
 
     def attachments(self, c: Container) -> Attachments:
         """The container's network, ports and mounts as recorded."""
+        from amber.engine import attachments as attach
+
         return attach.load(self.paths(c.id).attachments)
 
     def monitor_spec(self, c: Container) -> conmon.MonitorSpec:
+        from amber.adapters import conmon
+
         p = self.paths(c.id)
         return conmon.MonitorSpec(
             cid=c.id,
@@ -126,6 +153,8 @@ class ContainerRecords:
 
         The caller holds the container's lock.
         """
+        from amber.engine import recovery
+
         if self.interrupted(c):
             c = recovery.recover(self, c)
         if c.status == Status.EXITED and (c.exit_code is None or c.exit_code < 0):
@@ -147,6 +176,8 @@ class ContainerRecords:
 
     def interrupted(self, c: Container) -> bool:
         """Did a checkpoint or a restore of `c` stop half way?"""
+        from amber.engine import recovery
+
         return recovery.interrupted(self.layout, c)
 
     def inspect_record(self, ref: str) -> Container:
@@ -173,6 +204,8 @@ class ContainerRecords:
         return out
 
     def inspect(self, ref: str) -> dict[str, Any]:
+        from amber.engine import attachments as attach
+
         c = self.inspect_record(ref)
         p = self.paths(c.id)
         data = c.to_dict()
@@ -191,6 +224,8 @@ class ContainerRecords:
     # -- release ---------------------------------------------------------------------------------
     def cleanup(self, c: Container) -> None:
         """Release what a container that no longer runs holds: runtime state, mounts, netns."""
+        from amber.engine import attachments as attach
+
         rt = self.runtime_for(c)
         if (rt.state_root / c.id).exists():  # the runtime's own directory for it (runc, crun)
             rt.delete(c.id, force=True)

@@ -16,21 +16,20 @@ import signal as signals
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from amber.adapters import conmon
 from amber.adapters.state import atomic_write_json, locked
-from amber.engine import attachments as attach
-from amber.engine import diff as diff_changes
-from amber.engine import exec_session, ipc_share, mount_specs, users
-from amber.engine import spec as specs
-from amber.engine.attachments import Attachments
 from amber.engine.container_records import ContainerRecords
-from amber.engine.logs import LogLine, follow_log, read_log
-from amber.engine.run_options import RunOptions
 from amber.engine.store import now, validate_name
 from amber.errors import AmberError, CommandError, ConflictError, NotFoundError, UsageError, amended, require_root
 from amber.models import Container, Status
+
+if TYPE_CHECKING:  # imported by the calls that use them: `ps`, `stop`, `rm` need none of them
+    from amber.engine import diff as diff_changes
+    from amber.engine import exec_session
+    from amber.engine.attachments import Attachments
+    from amber.engine.logs import LogLine
+    from amber.engine.run_options import RunOptions
 
 
 class ContainerService(ContainerRecords):
@@ -53,6 +52,12 @@ class ContainerService(ContainerRecords):
         """A new container (not started). `attachments`: its network, ports and mounts (none:
         loopback only); `options`: podman's run options (user, hostname, limits...). Raises
         UsageError, NotFoundError (image, bind source, env file), ConflictError."""
+        from amber.engine import attachments as attach
+        from amber.engine import ipc_share, mount_specs, users
+        from amber.engine import spec as specs
+        from amber.engine.attachments import Attachments
+        from amber.engine.run_options import RunOptions
+
         require_root("creating a container")
         att = attachments or Attachments()
         mount_list = att.mount_specs()
@@ -129,6 +134,9 @@ class ContainerService(ContainerRecords):
             return self._start_locked(c)
 
     def _start_locked(self, c: Container) -> Container:
+        from amber.adapters import conmon
+        from amber.engine import ipc_share
+
         rt = self.runtime_for(c)
         self.cleanup(c)  # a previous run's leftovers (exited container restarted)
         image = self.images.get(c.image_id)
@@ -315,12 +323,16 @@ class ContainerService(ContainerRecords):
     def diff(self, ref: str) -> builtins.list[diff_changes.Change]:
         """What the container changed in its root file system (podman's `container diff`).
         Raises NotFoundError (container, its image)."""
+        from amber.engine import diff as diff_changes
+
         c = self.store.get(ref)
         layers = list(reversed(self.images.layer_dirs(self.images.get(c.image_id))))
         return diff_changes.changes(self.paths(c.id).upper, layers)
 
     # -- logs / exec ---------------------------------------------------------------------------
     def logs(self, ref: str, *, follow: bool = False) -> Iterator[LogLine]:
+        from amber.engine.logs import follow_log, read_log
+
         c = self.store.get(ref)
         log = self.paths(c.id).log
         if not follow:
@@ -337,6 +349,8 @@ class ContainerService(ContainerRecords):
         code; with `opts.detach`, 0 once it runs. `opts.interactive` feeds our stdin to it. The
         working directory defaults to the container's. Raises NotFoundError, ConflictError (not
         running), UsageError (no command, unknown user), ConmonError (the runtime could not)."""
+        from amber.engine import exec_session, users
+
         c = self.inspect_record(ref)
         if c.status != Status.RUNNING:
             raise ConflictError(

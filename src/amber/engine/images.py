@@ -27,12 +27,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from amber.adapters import image_sources, layers
 from amber.adapters.state import atomic_write_json, locked, read_json
 from amber.config import Layout
 from amber.errors import AmberError, ArchiveError, ConflictError, NotFoundError, UsageError, require_root
 from amber.models import Image, ImageConfig
+
+if TYPE_CHECKING:  # the import machinery is loaded by the calls that import or remove images
+    from amber.adapters import image_sources, layers
 
 log = logging.getLogger("amber.images")
 
@@ -149,6 +152,8 @@ class ImageService:
         ref = self.normalize(name)
         self.layout.ensure()
         with self.lock():
+            from amber.adapters import image_sources, layers
+
             layers.discard_stale(self.layout.layers)
             layers.discard_stale(self.layout.tmp, image_sources.UNPACK_PREFIX)
             with image_sources.open_source(Path(source), self.layout.tmp) as src:
@@ -188,6 +193,8 @@ class ImageService:
     def _store_layer(self, layer: image_sources.LayerSource) -> StoredLayer:
         if layer.diff_id and self._layer_dir(layer.diff_id).is_dir():
             return StoredLayer(layer.diff_id, self._layer_size(layer.diff_id), new=False)
+        from amber.adapters import layers
+
         with layer.open() as raw:
             extracted = layers.extract_layer(raw, self.layout.layers, label=layer.label)
         try:
@@ -336,6 +343,8 @@ class ImageService:
 
     def _delete_layer(self, digest: str) -> None:
         """Rename away first, so a half-deleted layer is never seen under its digest."""
+        from amber.adapters import layers
+
         path = self._layer_dir(digest)
         if path.is_dir():
             doomed = Path(tempfile.mkdtemp(dir=self.layout.layers, prefix=f"{layers.TEMP_PREFIX}rm-"))

@@ -22,9 +22,6 @@ from pathlib import Path
 from typing import IO, Any
 
 from amber.adapters import state
-from amber.adapters.tar.extract import extract
-from amber.adapters.tar.policy import Policy
-from amber.adapters.tar.writer import TarWriter
 from amber.config import Layout
 from amber.engine import naming
 from amber.errors import ConflictError, NotFoundError
@@ -178,6 +175,8 @@ class VolumeService:
         every entry by relative name, directories before their contents (podman's layout).
 
         Raises NotFoundError."""
+        from amber.adapters.tar.writer import TarWriter  # the tar engine only when a volume moves
+
         data = self.layout.volume_data(self.get(name).name)
         writer = TarWriter(out)
         writer.add(str(data), "./")
@@ -193,6 +192,9 @@ class VolumeService:
         The stream is hostile input: amber's extractor refuses escapes, links out, devices and
         FIFOs. On any failure no volume is left. Raises UsageError (bad name), ConflictError
         (the volume exists), ArchiveError (a bad or hostile stream)."""
+        from amber.adapters.tar.extract import extract
+        from amber.adapters.tar.policy import Policy
+
         naming.check_name(name)
         base = self.layout.volumes_dir
         base.mkdir(parents=True, exist_ok=True, mode=0o700)

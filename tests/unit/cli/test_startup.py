@@ -40,12 +40,13 @@ def test_migrate_modes_are_the_engine_s() -> None:
 def test_commands_table_is_what_the_modules_register() -> None:
     import argparse
 
-    from amber.cli import COMMANDS, MODULES
+    from amber.cli import COMMANDS, MODULES, command_module
 
-    for module in MODULES:
+    assert sorted(COMMANDS) == sorted(MODULES)
+    for name in MODULES:
         sub = argparse.ArgumentParser().add_subparsers()
-        module.register(sub)
-        assert sorted(sub.choices) == sorted(COMMANDS[module.__name__.rsplit(".", 1)[-1]]), module.__name__
+        command_module(name).register(sub)
+        assert sorted(sub.choices) == sorted(COMMANDS[name]), name
 
 
 @pytest.mark.parametrize(
