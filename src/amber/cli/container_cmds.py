@@ -9,7 +9,6 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeAlias
 
-from amber.cli.format import Template, render_all
 from amber.cli.output import print_json, print_table
 from amber.cli.select import add_latest, chosen
 from amber.errors import ExitCode, UsageError
@@ -134,6 +133,8 @@ def cmd_ps(args: argparse.Namespace, engine: Engine) -> int:
             else ps_template_view(c, no_trunc=args.no_trunc, ports=engine.ports(c))
             for c in containers
         ]
+        from amber.cli.format import render_all  # --format only
+
         lines = render_all(args.format, views)
         table = args.format.startswith("table") and bool(views or lines)
         for line in lines[1:] if table and args.noheading and len(lines) > len(views) else lines:
@@ -245,6 +246,8 @@ def cmd_inspect(args: argparse.Namespace, engine: Engine) -> int:
     if args.format is None or args.format.strip() == "json":
         print_json(data)
         return ExitCode.OK
+    from amber.cli.format import Template  # --format only
+
     tpl = Template.parse(args.format)
     for d in data:
         print(tpl.render(d))

@@ -204,9 +204,9 @@ class ContainerRecords:
         return out
 
     def inspect(self, ref: str) -> dict[str, Any]:
-        from amber.engine import attachments as attach
-
         c = self.inspect_record(ref)
+        from amber.engine import attachments as attach  # once there is a container to show
+
         p = self.paths(c.id)
         data = c.to_dict()
         data["paths"] = {

@@ -8,11 +8,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from amber.adapters.netavark import PortMapping
 from amber.layout import ContainerLayout
 from amber.models import Container, Status
+
+if TYPE_CHECKING:
+    from amber.adapters.netavark import PortMapping
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
 

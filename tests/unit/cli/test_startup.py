@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -28,6 +29,41 @@ def test_parsing_the_command_line_imports_nothing_heavy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# What the commands that only read or remove records must not import (issue #15): the network
+# tool, the archive format, the container monitor, the run/exec machinery, image import, the tar
+# engine, zstd, pycriu, the other command modules.
+NOT_FOR_QUICK_COMMANDS = (
+    *HEAVY,
+    "amber.adapters.netavark",
+    "amber.adapters.podman_format",
+    "amber.adapters.conmon",
+    "amber.adapters.image_sources",
+    "amber.adapters.tar",
+    "amber.engine.attachments",
+    "amber.engine.exec_session",
+    "amber.engine.mount_specs",
+    "amber.engine.run_options",
+    "amber.cli.archive_cmds",
+    "amber.cli.checkpoint_cmds",
+    "tomllib",
+)
+
+
+@pytest.mark.parametrize("argv", [["ps", "-a"], ["inspect", "web"], ["rm", "web"], ["stop", "web"]])
+def test_quick_commands_import_nothing_heavy(argv: list[str], tmp_path: Path) -> None:
+    roots = ["--root", str(tmp_path / "root"), "--runroot", str(tmp_path / "run")]
+    config = ["--config", str(tmp_path / "none.toml")]  # no config file: tomllib is not needed
+    code = (
+        "import sys\n"
+        "from amber.cli import main\n"
+        f"code = main({[*roots, *config, *argv]!r})\n"
+        f"print(code, sorted(m for m in {NOT_FOR_QUICK_COMMANDS!r} if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    exit_code, imported = out.strip().splitlines()[-1].split(" ", 1)
+    assert imported == "[]", (argv, exit_code)
 
 
 def test_migrate_modes_are_the_engine_s() -> None:
