@@ -106,6 +106,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     command = None if argv is None else _command(argv)
     owners = [name for name in MODULES if command in COMMANDS[name]]
+    if len(owners) == 1 and command is not None:
+        # A module with `register_one` can build the one command alone (container_cmds: ps).
+        register_one = getattr(command_module(owners[0]), "register_one", None)
+        if register_one is not None and register_one(sub, command):
+            return parser
     for name in owners or MODULES:
         command_module(name).register(sub)
     return parser

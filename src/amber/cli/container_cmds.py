@@ -278,21 +278,42 @@ def register(sub: Subparsers) -> None:
     _register_verbs(container_verbs(sub), podman=True)
 
 
+def register_one(sub: Subparsers, command: str) -> bool:
+    """Only `command`'s parser, when it is one of amber's top-level verbs (not `container`,
+    whose group holds them all): `amber ps` does not build run's 30 options. False otherwise."""
+    add = _VERBS.get(command)
+    if add is None or command == "cleanup":
+        return False
+    add(sub, False)
+    return True
+
+
 def _register_verbs(sub: Subparsers, *, podman: bool = False) -> None:
+    for add in _VERBS.values():
+        add(sub, podman)
+
+
+def _add_run(sub: Subparsers, _podman: bool) -> None:
     p = sub.add_parser("run", help="create and start a container")
     p.add_argument("-d", "--detach", action="store_true", help="run in the background, print the id")
     p.add_argument("--rm", action="store_true", help="remove the container when it exits")
     _create_args(p)
     p.set_defaults(handler=cmd_run)
 
+
+def _add_create(sub: Subparsers, _podman: bool) -> None:
     p = sub.add_parser("create", help="create a container without starting it")
     _create_args(p)
     p.set_defaults(handler=cmd_create)
 
+
+def _add_start(sub: Subparsers, _podman: bool) -> None:
     p = sub.add_parser("start", help="start created or exited containers")
     p.add_argument("containers", nargs="+")
     p.set_defaults(handler=cmd_start)
 
+
+def _add_ps(sub: Subparsers, podman: bool) -> None:
     for verb in ("ps", "ls", "list") if podman else ("ps",):
         p = sub.add_parser(verb, help="list containers")
         p.add_argument("-a", "--all", action="store_true", help="also list containers that are not running")
@@ -311,12 +332,16 @@ def _register_verbs(sub: Subparsers, *, podman: bool = False) -> None:
         p.add_argument("--format", help="json, 'table {{.ID}} {{.Names}}', or a template like '{{.Names}} {{.Status}}'")
         p.set_defaults(handler=cmd_ps)
 
+
+def _add_logs(sub: Subparsers, _podman: bool) -> None:
     p = sub.add_parser("logs", help="print a container's output")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing until the container stops")
     add_latest(p)
     p.add_argument("container", nargs="?")
     p.set_defaults(handler=cmd_logs)
 
+
+def _add_exec(sub: Subparsers, _podman: bool) -> None:
     p = sub.add_parser("exec", help="run a command in a running container")
     p.add_argument("-e", "--env", action="append", default=[], metavar="K=V")
     p.add_argument("-w", "--workdir", help="working directory (default: the container's)")
@@ -328,6 +353,8 @@ def _register_verbs(sub: Subparsers, *, podman: bool = False) -> None:
     p.add_argument("cmd", nargs=argparse.REMAINDER)
     p.set_defaults(handler=cmd_exec)
 
+
+def _add_stop(sub: Subparsers, _podman: bool) -> None:
     p = sub.add_parser("stop", help="stop running containers (stop signal, then KILL after -t seconds)")
     p.add_argument("-t", "--time", type=float, help="seconds to wait before KILL (default: its --stop-timeout)")
     p.add_argument("-a", "--all", action="store_true", help="stop every running container")
@@ -335,11 +362,15 @@ def _register_verbs(sub: Subparsers, *, podman: bool = False) -> None:
     p.add_argument("containers", nargs="*")
     p.set_defaults(handler=cmd_stop)
 
+
+def _add_kill(sub: Subparsers, _podman: bool) -> None:
     p = sub.add_parser("kill", help="send a signal to running containers")
     p.add_argument("-s", "--signal", default="KILL", help="signal name or number (default KILL)")
     p.add_argument("containers", nargs="+")
     p.set_defaults(handler=cmd_kill)
 
+
+def _add_rm(sub: Subparsers, _podman: bool) -> None:
     p = sub.add_parser("rm", help="remove containers")
     p.add_argument("-f", "--force", action="store_true", help="stop running containers first")
     p.add_argument("-t", "--time", type=float, help="with -f: seconds to wait before KILL (default: KILL)")
@@ -349,31 +380,64 @@ def _register_verbs(sub: Subparsers, *, podman: bool = False) -> None:
     p.add_argument("containers", nargs="*")
     p.set_defaults(handler=cmd_rm)
 
+
+def _add_inspect(sub: Subparsers, _podman: bool) -> None:
     p = sub.add_parser("inspect", help="show containers' records and specs as JSON")
     p.add_argument("-f", "--format", help="json (default) or a template like '{{.State.Status}} {{.Name}}'")
     add_latest(p)
     p.add_argument("containers", nargs="*")
     p.set_defaults(handler=cmd_inspect)
 
+
+def _add_wait(sub: Subparsers, _podman: bool) -> None:
     p = sub.add_parser("wait", help="wait for containers to exit, print their exit codes")
     p.add_argument("containers", nargs="+")
     p.set_defaults(handler=cmd_wait)
 
+
+def _add_diff(sub: Subparsers, _podman: bool) -> None:
     p = sub.add_parser("diff", help="what a container changed in its file system (A/C/D lines)")
     p.add_argument("--format", choices=("json",), help="print JSON: added, changed, deleted")
     p.add_argument("container")
     p.set_defaults(handler=cmd_diff)
 
+
+def _add_pause(sub: Subparsers, _podman: bool) -> None:
     p = sub.add_parser("pause", help="freeze every process of running containers")
     p.add_argument("containers", nargs="+")
     p.set_defaults(handler=cmd_pause)
 
+
+def _add_unpause(sub: Subparsers, _podman: bool) -> None:
     p = sub.add_parser("unpause", help="thaw paused containers")
     p.add_argument("containers", nargs="+")
     p.set_defaults(handler=cmd_unpause)
 
-    if podman:
-        p = sub.add_parser("cleanup", help="record an exited container's end (conmon runs it)")
-        p.add_argument("--rm", action="store_true", help="remove it if it was run with --rm")
-        p.add_argument("container")
-        p.set_defaults(handler=cmd_cleanup)
+
+def _add_cleanup(sub: Subparsers, podman: bool) -> None:
+    if not podman:
+        return
+    p = sub.add_parser("cleanup", help="record an exited container's end (conmon runs it)")
+    p.add_argument("--rm", action="store_true", help="remove it if it was run with --rm")
+    p.add_argument("container")
+    p.set_defaults(handler=cmd_cleanup)
+
+
+# The verbs in the order they are registered (and listed in --help).
+_VERBS: dict[str, Callable[[Subparsers, bool], None]] = {
+    "run": _add_run,
+    "create": _add_create,
+    "start": _add_start,
+    "ps": _add_ps,
+    "logs": _add_logs,
+    "exec": _add_exec,
+    "stop": _add_stop,
+    "kill": _add_kill,
+    "rm": _add_rm,
+    "inspect": _add_inspect,
+    "wait": _add_wait,
+    "diff": _add_diff,
+    "pause": _add_pause,
+    "unpause": _add_unpause,
+    "cleanup": _add_cleanup,
+}

@@ -3,6 +3,7 @@ heavy parts (the checkpoint/restore engine, the migration, tar, zstd, pycriu) ju
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -74,8 +75,6 @@ def test_migrate_modes_are_the_engine_s() -> None:
 
 
 def test_commands_table_is_what_the_modules_register() -> None:
-    import argparse
-
     from amber.cli import COMMANDS, MODULES, command_module
 
     assert sorted(COMMANDS) == sorted(MODULES)
@@ -97,12 +96,30 @@ def test_commands_table_is_what_the_modules_register() -> None:
         ["archive", "show", "a.tar"],
         ["migrate", "web", "ssh://h"],
         ["network", "ls"],
+        ["inspect", "-f", "{{.Name}}", "web"],
+        ["exec", "-i", "web", "cat", "f"],
+        ["rm", "-f", "-t", "1", "web"],
+        ["stop", "web"],
+        ["container", "cleanup", "--rm", "web"],
     ],
 )
 def test_a_command_line_parses_as_with_every_command(argv: list[str]) -> None:
     from amber.cli import build_parser
 
     assert build_parser(argv).parse_args(argv) == build_parser().parse_args(argv)
+
+
+def _verb_help(parser: argparse.ArgumentParser, verb: str) -> str:
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    verb_parser: argparse.ArgumentParser = sub.choices[verb]
+    return verb_parser.format_help()
+
+
+@pytest.mark.parametrize("verb", ["ps", "inspect", "run", "exec", "rm", "stop", "logs"])
+def test_a_verb_built_alone_has_the_same_help(verb: str) -> None:
+    from amber.cli import build_parser
+
+    assert _verb_help(build_parser([verb]), verb) == _verb_help(build_parser(), verb)
 
 
 @pytest.mark.parametrize("argv", [["nosuch"], ["-h", "ps"], ["--version"], []])
