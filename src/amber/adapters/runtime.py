@@ -13,13 +13,16 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from amber.adapters import probe_cache
 from amber.adapters import run as runner
-from amber.adapters.criu_transfer import PageEndpoint, criu_config_text, runc_checkpoint_args
 from amber.adapters.run import ACTION_TIMEOUT, QUERY_TIMEOUT, Result, run, run_streaming
 from amber.errors import CommandError, PreconditionError
 from amber.layout import criu_transfer_config
+
+if TYPE_CHECKING:
+    from amber.adapters.criu_transfer import PageEndpoint
 
 KNOWN_RUNTIMES = ("crun", "runc")
 # How long a dump may take (CRIU writing a container's memory) before amber stops it and thaws it.
@@ -226,6 +229,8 @@ class Runtime:
         """(checkpoint flags, environment) that send a dump's pages to `endpoint` (lazy: serve
         them from here on demand). runc has flags; crun 1.21 reads a CRIU configuration file
         written into `work_path` (CRIU_CONFIG_FILE), never /etc/criu."""
+        from amber.adapters.criu_transfer import criu_config_text, runc_checkpoint_args  # migration only
+
         if self.info.kind == "runc":
             return runc_checkpoint_args(endpoint, lazy=lazy, status_fd=status_fd), {}
         config = criu_transfer_config(work_path, lazy=lazy)
