@@ -45,6 +45,8 @@ _PAX_NUMBERS = {
 
 
 MAX_SPARSE_MAP = 1 << 20  # bytes of a PAX 1.0 sparse map (Go's archive/tar allows as much)
+MAX_EXTENDED_HEADER = 1 << 20  # bytes of a PAX or GNU long-name header, read whole (Go's limit too)
+_EXTENDED_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
 _MAX_MAP_LINE = 24
 
 _InvalidHeader: type[Exception] = getattr(tarfile, "InvalidHeaderError")  # noqa: B009 - not in typeshed
@@ -103,6 +105,8 @@ class CheckedTarInfo(tarfile.TarInfo):
         next.sparse = list(zip(numbers[::2], numbers[1::2], strict=True))
 
     def _proc_member(self, tar: Any) -> Any:
+        if self.type in _EXTENDED_TYPES and self.size > MAX_EXTENDED_HEADER:  # tarfile reads it into memory
+            raise BadHeader(self.name, f"its extended header is {self.size} bytes, more than {MAX_EXTENDED_HEADER}")
         try:
             return super()._proc_member(tar)  # type: ignore[misc]
         except (_InvalidHeader, ValueError, OverflowError) as exc:

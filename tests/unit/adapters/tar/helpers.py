@@ -79,6 +79,7 @@ HOSTILE_HEADERS: dict[str, bytes] = {
     "pax-sparse-garbage": pax_member(
         "x", b"data", **{"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.realsize": "z"}
     ),
+    "pax-header-huge": pax_member("x", comment="c" * (1 << 20)),  # read whole into memory: bounded
     "pax-record-length-garbage": raw_pax_member("x", b"1x size=1\n"),
     "pax-record-length-negative": raw_pax_member("x", b"-9 size=1\n"),
     "ustar-size-malformed": ustar_member("x", "size", b"12x4"),
