@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -248,3 +249,38 @@ def test_checkpointctl_reads_amber_archives(amber: Amber, demo_image: str, runti
     data = json.loads(run(["checkpointctl", "inspect", str(archive), "--all", "--format", "json"], timeout=60).stdout)
     entry = data[0] if isinstance(data, list) else data
     assert entry["container_name"] == "cnt" and entry["runtime"] == runtime
+
+
+# A shell holding 12 MB in a variable, then counting: its page image is big enough (PLACE_AFTER)
+# to go into the archive file while CRIU dumps it.
+BIG_COUNTER = "v=$(head -c 12000000 /dev/zero | tr '\\0' a); " + COUNTER
+
+
+@pytest.mark.parametrize("compress", ["zstd", "none"])
+def test_export_to_a_file_puts_the_pages_in_place(
+    amber: Amber, demo_image: str, runtime: str, compress: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The big page image goes into the archive file during the dump (archive_inplace); the
+    archive restores, and Go's archive/tar (checkpointctl) reads its padding (PAX comment, zstd
+    skippable frame)."""
+    amber.engine.containers.run(demo_image, ["sh", "-c", BIG_COUNTER], name="big", runtime_name=runtime)
+    wait_counter_above(amber, "big", 3)
+    archive = tmp_path / "big.tar"
+    caplog.set_level(logging.DEBUG, logger="amber.archive")
+    assert amber("checkpoint", "--export", str(archive), "--compress", compress, "big") == 0
+    placed = [r.getMessage() for r in caplog.records if "was written in place" in r.getMessage()]
+    assert len(placed) == 1 and "/checkpoint/pages-" in placed[0], placed
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+    names = [m.name for m in list_members(archive)]
+    assert names[:3] == ["amber.manifest", "config.dump", "spec.dump"]
+    assert "checkpoint/inventory.img" in names and "rootfs-diff.tar" in names
+    out = run(["checkpointctl", "show", str(archive)], timeout=60).stdout
+    assert any(line.startswith("| big ") and runtime in line for line in out.splitlines()), out
+    at_checkpoint = counter(amber, "big")
+    assert amber("rm", "-f", "big") == 0
+    assert amber("restore", "--import", str(archive)) == 0
+    c = amber.fresh_engine().containers.store.get("big")
+    assert c.status == Status.RUNNING and c.runtime == runtime and c.restored
+    restored = counter(amber, "big")
+    assert restored >= at_checkpoint > 3
+    wait_counter_above(amber, "big", restored)

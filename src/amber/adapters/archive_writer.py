@@ -7,7 +7,6 @@ Reading them is in checkpoint_archive, which re-exports these names.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import errno
 import io
@@ -19,11 +18,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-from amber.adapters.page_pack import Packed
+from amber.adapters.archive_inplace import Reserved, write_placed
+from amber.adapters.page_pack import Packed, Placed
 from amber.adapters.podman_format import AMBER_MANIFEST, CONFIG_DUMP, SPEC_DUMP
 from amber.adapters.tar.compression import CHUNK, WRITABLE, Compression, check_level, compressor, end_frame
 from amber.adapters.tar.progress import Progress, reporting, ticking
 from amber.adapters.tar.writer import TarWriter
+from amber.adapters.writeback import sync_file_range
 from amber.errors import UsageError
 
 
@@ -60,21 +61,6 @@ def _tree_size(bundle: Path, members: Sequence[Member]) -> int:
 
 
 # ===================================== writing ================================================
-_SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writeback of the range's dirty pages, do not wait
-
-
-def _sync_file_range() -> Callable[[int], object] | None:
-    """libc's sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE), or None where libc lacks it."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        call = libc.sync_file_range
-    except (OSError, AttributeError):
-        return None
-    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    call.restype = ctypes.c_int
-    return lambda fd: call(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
-
-
 @contextlib.contextmanager
 def _writeback(fd: int, every: float = 0.2) -> Iterator[None]:
     """Keep the kernel writing the archive to disk while we produce it, so the final fsync is short.
@@ -84,13 +70,13 @@ def _writeback(fd: int, every: float = 0.2) -> Iterator[None]:
     a copy to another) does not go to the disk. (POSIX_FADV_DONTNEED, used before, also dropped the
     pages already written: a 1 GiB import after an export then read the disk, 2-3 s more.)
     """
-    start = _sync_file_range()
+    start = sync_file_range()
     if start is None:
         yield
         return
 
     def kick() -> None:
-        start(fd)  # an error (EIO, ESPIPE) only means no early writeback: the final fsync reports
+        start(fd, 0, 0)  # an error (EIO, ESPIPE) only means no early writeback: the final fsync reports
 
     with ticking(every, "amber-writeback", kick):
         yield
@@ -116,6 +102,36 @@ def write_archive_stream(
     bundle, writing `out`: the stream is then incomplete). `progress` is called now and then
     with (tar bytes written, about the bytes to write). `packed`: files already compressed (zstd
     only; page_pack), whose frames are put in as they are."""
+    _write(out, bundle, members, compression, head=head, level=level, progress=progress, packed=packed)
+
+
+def _ordered(head: Mapping[str, bytes]) -> list[tuple[str, bytes]]:
+    first = (AMBER_MANIFEST, CONFIG_DUMP, SPEC_DUMP)
+    return [(n, head[n]) for n in first if n in head] + [(n, v) for n, v in head.items() if n not in first]
+
+
+def _write(
+    out: IO[bytes],
+    bundle: Path,
+    members: Sequence[Member],
+    compression: Compression,
+    *,
+    head: Mapping[str, bytes],
+    level: int | None,
+    progress: Progress | None,
+    packed: Mapping[str, Packed] | None,
+    placed: Placed | None = None,
+) -> bool:
+    """write_archive_stream's work; with `placed` (`out` is the reserved file that image is in
+    already), around that image (archive_inplace). False, with nothing written, when the
+    archive cannot be made around it."""
+    now = int(time.time())
+    items = _ordered(head)
+    begun = None
+    if placed is not None:
+        begun = write_placed(out, bundle, members, compression, head=items, placed=placed, level=level, mtime=now)
+        if begun is None:
+            return False
     packer = compressor(out, compression, level)
 
     def insert(frame: Path) -> None:
@@ -128,12 +144,16 @@ def write_archive_stream(
         packed=packed if compression is Compression.ZSTD else None,
         insert=insert,
     )
-    now = int(time.time())
-    first = (AMBER_MANIFEST, CONFIG_DUMP, SPEC_DUMP)
     total = (_tree_size(bundle, members) + sum(len(v) for v in head.values())) if progress else 0
     with reporting(progress, total, lambda: writer.offset):
-        for name in [n for n in first if n in head] + [n for n in head if n not in first]:
-            writer.add_bytes(name, head[name], mode=0o600, mtime=now)
+        if begun is None:
+            for name, data in items:
+                writer.add_bytes(name, data, mode=0o600, mtime=now)
+        else:
+            assert placed is not None
+            writer.offset = begun.offset
+            writer.data_elsewhere(placed.size)
+            writer.skip = begun.skip
         for member in members:
             if isinstance(member, Streamed):
                 writer.add_stream(member.name, member.size, member.produce, mode=member.mode, mtime=now)
@@ -145,6 +165,7 @@ def write_archive_stream(
         if packer is not out:
             packer.close()  # ends the zstd frame / gzip trailer; `out` stays open
         out.flush()
+    return True
 
 
 def _copy_raw(src: Path, out: IO[bytes]) -> None:
@@ -192,23 +213,35 @@ def write_archive(
     level: int | None = None,
     progress: Progress | None = None,
     packed: Mapping[str, Packed] | None = None,
+    reserved: Reserved | None = None,
+    placed: Placed | None = None,
 ) -> int:
     """Write a checkpoint archive atomically, as write_archive_stream lays it out.
 
     The archive is written to a temporary file beside `dest` (or in `tmp_dir`, which must be on
     the same filesystem), synced, then renamed: it appears whole or not at all. Returns its size.
     Raises UsageError (compression, level), OSError (reading the bundle, writing the file).
-    """
+
+    `reserved`: that temporary file, made before the dump (archive_inplace; the caller discards
+    it after); `placed`: the page image page_pack put into it already. The archive is written
+    around that image, or, when it cannot be, over it the usual way."""
     if compression not in WRITABLE:
         raise UsageError(f"cannot write {compression} archives", hint="use zstd, gzip or none")
     check_level(compression, level)
-    where = tmp_dir or dest.parent
-    fd, tmp = tempfile.mkstemp(dir=where, prefix=f".{dest.name}.", suffix=".tmp")
+    if reserved is None:
+        fd, name = tempfile.mkstemp(dir=tmp_dir or dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+        tmp = Path(name)
+    else:
+        fd, tmp = reserved.fd, reserved.tmp
     try:
-        with open(fd, "wb", buffering=CHUNK) as raw, _writeback(raw.fileno()):
-            write_archive_stream(
-                raw, bundle, members, compression, head=head, level=level, progress=progress, packed=packed
-            )
+        with open(fd, "wb", buffering=CHUNK, closefd=reserved is None) as raw, _writeback(raw.fileno()):
+            args = (raw, bundle, members, compression)
+            if placed is None or not _write(
+                *args, head=head, level=level, progress=progress, packed=packed, placed=placed
+            ):
+                raw.seek(0)
+                raw.truncate()  # what page_pack put in place, if anything
+                _write(*args, head=head, level=level, progress=progress, packed=packed)
             os.fsync(raw.fileno())
         os.chmod(tmp, 0o600)
         os.replace(tmp, dest)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 import shutil
 import stat
@@ -22,8 +23,8 @@ from typing import IO
 
 import zstandard
 
+from amber.adapters import archive_inplace, criu, page_pack, runtime, task_creds
 from amber.adapters import checkpoint_archive as archive
-from amber.adapters import criu, page_pack, runtime, task_creds
 from amber.adapters import podman_format as fmt
 from amber.adapters.criu_transfer import PageEndpoint
 from amber.adapters.run import Result
@@ -55,6 +56,8 @@ from amber.models import Container, Report, Status
 # restoring engine's root must have it. podman's overlay gives every root 0555; containerd's
 # snapshotter 0755. amber writes for podman unless told the archive is for containerd.
 TARGETS = {"podman": 0o555, "containerd": 0o755}
+log = logging.getLogger("amber.checkpoint")
+HEAD_SLACK = 32 << 10  # bytes of an archive's head besides the spec's two copies (archive_inplace)
 PACKED_DIR = ".pages-packed"  # in the work directory: the page images' zstd frames (page_pack)
 DEFAULT_TARGET = "podman"
 
@@ -230,7 +233,8 @@ class CheckpointService:
         exporting = opts.exporting
         leave_running = opts.leave_running or opts.pre_checkpoint
         need = self._memory_of(c)
-        if exporting and opts.archive_compression is archive.Compression.ZSTD:
+        offset = self._inplace_offset(c, opts)
+        if exporting and opts.archive_compression is archive.Compression.ZSTD and offset is None:
             need *= 2  # the page images, and their frames compressed during the dump (page_pack)
         if exporting and not opts.ignore_rootfs:
             diff_bytes = self.exporter.diff_size(c)  # checked (sparse files, the size limit) in any case
@@ -241,14 +245,43 @@ class CheckpointService:
         shutil.rmtree(images, ignore_errors=True)
         marker = fmt.PendingCheckpoint(work, opts.export, stops=not leave_running)
         atomic_write_json(p.pending_checkpoint, marker.to_dict())
+        reserved = None
         try:
-            return self._dump_and_export(c, rt, work, images, leave_running, opts)
+            if offset is not None and opts.export is not None:
+                try:
+                    reserved = archive_inplace.reserve(opts.export, None, offset)
+                except OSError as exc:  # the archive's own write reports it, after the dump
+                    log.debug("checkpoint: no archive file made before the dump: %s", exc)
+            return self._dump_and_export(c, rt, work, images, leave_running, opts, reserved)
         finally:
+            if reserved is not None:
+                reserved.discard()
             with contextlib.suppress(FileNotFoundError):
                 p.pending_checkpoint.unlink()
 
+    def _inplace_offset(self, c: Container, opts: CheckpointOptions) -> int | None:
+        """Where the big page image goes in the archive file, made before the dump, when it can
+        go there as CRIU writes it (archive_inplace): an export of a full dump to a file,
+        uncompressed or zstd. Else None (a stream, gzip, a page server, a lazy or pre-dump)."""
+        if opts.export is None or opts.export_to is not None or not opts.exporting:
+            return None
+        if opts.archive_compression not in (archive.Compression.NONE, archive.Compression.ZSTD):
+            return None
+        if opts.page_server is not None or opts.lazy is not None or opts.pre_checkpoint:
+            return None
+        spec = self.containers.paths(c.id).config_json
+        # The head: spec.dump, config.dump (smaller than the spec), the manifest, status.dump.
+        return archive_inplace.data_offset(2 * spec.stat().st_size + HEAD_SLACK)
+
     def _dump_and_export(
-        self, c: Container, rt: Runtime, work: Path, images: Path, leave_running: bool, opts: CheckpointOptions
+        self,
+        c: Container,
+        rt: Runtime,
+        work: Path,
+        images: Path,
+        leave_running: bool,
+        opts: CheckpointOptions,
+        reserved: archive_inplace.Reserved | None,
     ) -> Report:
         p = self.containers.paths(c.id)
         exporting = opts.exporting
@@ -257,7 +290,9 @@ class CheckpointService:
         # taken, so the diff holds the files as CRIU recorded them (sizes, contents).
         with self._frozen(c, rt, freeze=exporting and leave_running):
             started = time.monotonic()
-            lazy, packed = self._dump(c, rt, work, images, leave_running, opts)
+            lazy, packer = self._dump(c, rt, work, images, leave_running, opts, reserved)
+            packed = packer.finish() if packer is not None else {}
+            placed = packer.placed if packer is not None else None
             runtime_us = int((time.monotonic() - started) * 1e6)
             faults.point("after-dump")
             if opts.tcp_established:  # before the teardown (netavark's) forgets them
@@ -274,7 +309,7 @@ class CheckpointService:
         try:
             if exporting:
                 with timed("export"):
-                    self.exporter.write(c, work, opts, *diff, packed=packed)
+                    self.exporter.write(c, work, opts, *diff, packed=packed, reserved=reserved, placed=placed)
         except BaseException as exc:
             self._export_failed(c, work, opts, exc, stopped=stopped, lazy=lazy)
             raise
@@ -349,16 +384,24 @@ class CheckpointService:
             ) from exc
 
     def _dump(
-        self, c: Container, rt: Runtime, work: Path, images: Path, leave_running: bool, opts: CheckpointOptions
-    ) -> tuple[BackgroundDump | None, dict[str, page_pack.Packed]]:
+        self,
+        c: Container,
+        rt: Runtime,
+        work: Path,
+        images: Path,
+        leave_running: bool,
+        opts: CheckpointOptions,
+        reserved: archive_inplace.Reserved | None,
+    ) -> tuple[BackgroundDump | None, page_pack.PagePacker | None]:
         """The runtime's checkpoint (CRIU's dump); with `opts.lazy`, it goes on in the
         background once CRIU serves the pages (returned first). With a zstd export, the page
-        images are compressed while CRIU writes them (page_pack): their frames, by path. A dump
+        images are compressed while CRIU writes them, and with `reserved` the big one goes into
+        the archive file as CRIU writes it (page_pack): the packer, whose thread has ended. A dump
         that fails, times out or is killed leaves the container thawed; raises CommandError
         naming CRIU."""
         exporting = opts.exporting
         p = self.containers.paths(c.id)
-        packer = self._packer(work, images, opts)
+        packer = self._packer(work, images, opts, reserved)
         try:
             # An archive records the root mode the engine meant to restore it expects (TARGETS);
             # a checkpoint kept in amber's state is restored here, on this root, as it is.
@@ -389,7 +432,7 @@ class CheckpointService:
                     )
                     ended = lazy.ready()
                     if ended is None:
-                        return lazy, {}
+                        return lazy, None
                     res = ended
         except CommandError as exc:  # timed out: the runtime was killed, CRIU may have been left
             recovery.thaw(self.containers, c)
@@ -398,15 +441,21 @@ class CheckpointService:
         if res.returncode != 0:
             recovery.thaw(self.containers, c)
             self._fail_dump(c, work, exporting, res)
-        return None, packer.finish() if packer is not None else {}
+        return None, packer
 
-    def _packer(self, work: Path, images: Path, opts: CheckpointOptions) -> page_pack.PagePacker | None:
-        """A packer of the page images for a zstd export of a full dump (the pages are in `work`)."""
-        if opts.archive_compression is not archive.Compression.ZSTD or not opts.exporting:
+    def _packer(
+        self, work: Path, images: Path, opts: CheckpointOptions, reserved: archive_inplace.Reserved | None
+    ) -> page_pack.PagePacker | None:
+        """A packer of the page images for a zstd export of a full dump (the pages are in `work`),
+        or for one to a reserved archive file (the big image goes into it)."""
+        slot = reserved.slot if reserved is not None else None
+        if opts.page_server is not None or opts.lazy is not None or opts.pre_checkpoint or not opts.exporting:
             return None
-        if opts.page_server is not None or opts.lazy is not None or opts.pre_checkpoint:
-            return None
-        return page_pack.PagePacker(images, work / PACKED_DIR, self.exporter.level(opts))
+        if opts.archive_compression is archive.Compression.ZSTD:
+            return page_pack.PagePacker(images, work / PACKED_DIR, self.exporter.level(opts), slot=slot)
+        if slot is not None and opts.archive_compression is archive.Compression.NONE:
+            return page_pack.PagePacker(images, work / PACKED_DIR, None, compressed=False, slot=slot)
+        return None
 
     @contextlib.contextmanager
     def _frozen(self, c: Container, rt: Runtime, *, freeze: bool) -> Iterator[None]:

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 from amber.adapters import checkpoint_archive as archive
 from amber.adapters import podman_format as fmt
 from amber.adapters import rootfs_diff
+from amber.adapters.archive_inplace import Reserved
 from amber.adapters.netavark import NetworkStatus
-from amber.adapters.page_pack import Packed
+from amber.adapters.page_pack import Packed, Placed
 from amber.adapters.tar.compression import check_level
 from amber.engine import archive_meta
 from amber.engine import attachments as attach
@@ -93,8 +94,11 @@ class Exporter:
         diff_size: int,
         *,
         packed: Mapping[str, Packed] | None = None,
+        reserved: Reserved | None = None,
+        placed: Placed | None = None,
     ) -> None:
-        """Write the archive; `packed`: image files already compressed (page_pack)."""
+        """Write the archive; `packed`: image files already compressed (page_pack); `reserved`:
+        the archive file, made before the dump, that page_pack put image `placed` into."""
         p = self.containers.paths(c.id)
         spec = json.loads(p.config_json.read_text())
         members: list[archive.Member] = []
@@ -127,7 +131,16 @@ class Exporter:
             else:
                 assert opts.export is not None
                 archive.write_archive(
-                    opts.export, work, members, comp, head=head, level=level, progress=opts.progress, packed=packed
+                    opts.export,
+                    work,
+                    members,
+                    comp,
+                    head=head,
+                    level=level,
+                    progress=opts.progress,
+                    packed=packed,
+                    reserved=reserved,
+                    placed=placed,
                 )
 
     def level(self, opts: CheckpointOptions) -> int | None:

@@ -184,9 +184,10 @@ def _resident_pages(path: Path) -> int:
 def test_writeback_keeps_the_archive_in_the_page_cache(tmp_path: Path) -> None:
     """Early writeback must not drop what it wrote: a restore right after an export reads the
     archive from memory (POSIX_FADV_DONTNEED, used before, sent a 1 GiB import to the disk)."""
-    from amber.adapters.archive_writer import _sync_file_range, _writeback
+    from amber.adapters.archive_writer import _writeback
+    from amber.adapters.writeback import sync_file_range
 
-    start = _sync_file_range()
+    start = sync_file_range()
     assert start is not None, "libc has sync_file_range on Linux"
     path = tmp_path / "archive.tar"
     fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
@@ -194,7 +195,7 @@ def test_writeback_keeps_the_archive_in_the_page_cache(tmp_path: Path) -> None:
         with _writeback(fd, every=0.01):
             os.write(fd, os.urandom(1 << 20))
             os.fsync(fd)  # every page clean: DONTNEED would now drop them all
-            assert start(fd) == 0
+            assert start(fd, 0, 0) == 0
     finally:
         os.close(fd)
     assert _resident_pages(path) == (1 << 20) // 4096

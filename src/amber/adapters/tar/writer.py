@@ -137,6 +137,7 @@ class TarWriter:
         self.insert = insert
         self._links: dict[tuple[int, int], str] = {}
         self._buf = bytearray(CHUNK)
+        self.skip: set[str] = set()  # paths written already (archive_inplace): add() passes them by
 
     def _header(self, ti: tarfile.TarInfo) -> None:
         buf = ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
@@ -148,6 +149,11 @@ class TarWriter:
         if rem:
             self.out.write(b"\0" * (tarfile.BLOCKSIZE - rem))
         self.offset += size + (tarfile.BLOCKSIZE - rem if rem else 0)
+
+    def data_elsewhere(self, size: int) -> None:
+        """A member's `size` bytes of data are in the archive already (archive_inplace put them
+        there): only the padding after them is written."""
+        self._pad(size)
 
     def add_bytes(self, name: str, data: bytes, *, mode: int = 0o600, mtime: int = 0) -> None:
         ti = tarfile.TarInfo(name)
@@ -170,16 +176,16 @@ class TarWriter:
             raise SizeChanged(0, f"{name} took {written} bytes, not the {size} its header promised")
         self._pad(size)
 
-    def add(self, path: str, arcname: str, st: os.stat_result | None = None) -> bool:
-        """Add one entry (a directory without its contents). False when skipped (a socket)."""
-        st = st or os.lstat(path)
+    def info(self, path: str, arcname: str, st: os.stat_result) -> tarfile.TarInfo | None:
+        """The header of one entry as `add` writes it (None for a socket, which is skipped); a
+        file met again through another hard link becomes a link entry from then on."""
         ti = tarfile.TarInfo(arcname)
         ti.mode, ti.uid, ti.gid, ti.mtime = stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, int(st.st_mtime)
         mode = st.st_mode
         key = (st.st_dev, st.st_ino)
         if stat.S_ISSOCK(mode):
             log.info("archive: skipping %s since it is a socket", path)
-            return False
+            return None
         if not stat.S_ISDIR(mode) and st.st_nlink > 1 and key in self._links:
             ti.type, ti.linkname = tarfile.LNKTYPE, self._links[key]
         elif stat.S_ISREG(mode):
@@ -198,6 +204,17 @@ class TarWriter:
         ti.pax_headers = {
             XATTR_PAX_PREFIX + k: v.decode("utf-8", "surrogateescape") for k, v in read_xattrs(path).items()
         }
+        return ti
+
+    def add(self, path: str, arcname: str, st: os.stat_result | None = None) -> bool:
+        """Add one entry (a directory without its contents). False when skipped (a socket, or a
+        path in `skip`: already written)."""
+        if path in self.skip:
+            return False
+        st = st or os.lstat(path)
+        ti = self.info(path, arcname, st)
+        if ti is None:
+            return False
         holes = st.st_blocks * 512 < st.st_size
         if ti.type != tarfile.REGTYPE or (self.dry and not holes):
             self._header(ti)
