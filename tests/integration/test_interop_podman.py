@@ -6,6 +6,7 @@ takes each change back out of a copy of the archive and shows podman then refuse
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -156,3 +157,30 @@ def test_podman_restores_an_archive_with_a_sparse_file(
     with open(restored, "rb") as f:
         f.seek(200 << 20)
         assert f.read() == b"tail\n"
+
+
+BIG = "v=$(head -c 12000000 /dev/zero | tr '\\0' a); "  # a page image big enough to go in place
+
+
+@pytest.mark.parametrize("compress", ["none", "zstd"])
+def test_podman_restores_an_archive_whose_pages_went_in_place(
+    amber: Amber,
+    podman: Podman,
+    oci_demo: OciImage,
+    tmp_path: Path,
+    runtime: str,
+    compress: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An export whose big page image went into the archive file during the dump (a PAX comment
+    record or a zstd skippable frame before it: archive_inplace) restores in podman."""
+    amber.engine.images.import_image(oci_demo.path, IMAGE)
+    amber.engine.containers.run(IMAGE, ["sh", "-c", BIG + COUNTER], name="cnt", runtime_name=runtime)
+    at = amber_counter(amber, "cnt", 2)
+    archive = tmp_path / "cnt.tar"
+    caplog.set_level(logging.DEBUG, logger="amber.archive")
+    assert amber("checkpoint", "--export", str(archive), "--compress", compress, "cnt") == 0
+    assert any("was written in place" in r.getMessage() for r in caplog.records)
+    assert amber("rm", "-f", "cnt") == 0
+    podman_restore(podman, archive)
+    assert podman_counter(podman, "cnt", at) > at
