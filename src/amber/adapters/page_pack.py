@@ -25,6 +25,7 @@ import errno
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, cast
@@ -254,7 +255,9 @@ class PagePacker:
         """Take what CRIU wrote last, end the frames, join the thread."""
         self._stop.set()
         if self._thread.is_alive():
+            started = time.monotonic()
             self._thread.join()
+            log.debug("page pack: done %.3f s after CRIU ended", time.monotonic() - started)
 
     def finish(self) -> dict[str, Packed]:
         """CRIU has exited: the frames of the page images, by path (empty after an error, which
