@@ -46,6 +46,10 @@ MAX_DATA_OFFSET = 1 << 20  # the gap becomes one PAX header: Go's archive/tar re
 SKIPPABLE_MAGIC = 0x184D2A50
 SKIPPABLE_HEADER = 8
 _PAD_TRIES = 64  # head variants tried when a zstd gap of 1-7 bytes is left
+# A zstd frame smaller than this is moved down to follow the head instead of being padded to:
+# the padding (up to D) would weigh on a small archive (+35% at 64 MiB of text), the move costs
+# a copy within the page cache (~10 ms per 32 MiB).
+COMPACT_BELOW = 32 << 20
 
 
 def data_offset(expected_head: int) -> int | None:
@@ -153,6 +157,20 @@ def _zstd_head(tar: bytes, image: tarfile.TarInfo, level: int | None, room: int)
     return None
 
 
+def _move_down(raw: IO[bytes], src: int, dst: int, size: int) -> None:
+    """Move `size` bytes of `raw`'s file from `src` down to `dst` (< src), chunk by chunk from the
+    start: a chunk is read before anything is written over it."""
+    raw.flush()
+    fd = raw.fileno()
+    done = 0
+    while done < size:
+        chunk = os.pread(fd, min(1 << 20, size - done), src + done)
+        if not chunk:
+            raise OSError(f"the archive's page frame ends {size - done} bytes early")
+        os.pwrite(fd, chunk, dst + done)
+        done += len(chunk)
+
+
 @dataclasses.dataclass(frozen=True)
 class Begun:
     """The head is written: the tar offset of the placed member's data, and the paths written."""
@@ -204,6 +222,18 @@ def write_placed(
     if first is None:
         log.debug("archive: the head (%d tar bytes) does not fit before offset %d", len(tar), placed.offset)
         return None
+    if compression is Compression.ZSTD and placed.stored < COMPACT_BELOW:
+        first = zstd_compressor(level).compress(tar + ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+        _move_down(raw, placed.offset, len(first), placed.stored)
+        raw.seek(0)
+        raw.write(first)
+        raw.seek(len(first) + placed.stored)
+        log.debug(
+            "archive: %s was written in place during the dump, its frame (%d bytes) then moved to follow the head",
+            image,
+            placed.stored,
+        )
+        return Begun(offset, {e.path for e in entries})
     raw.seek(0)
     raw.write(first)
     raw.seek(placed.offset + placed.stored)

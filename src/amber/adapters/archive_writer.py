@@ -165,6 +165,8 @@ def _write(
         if packer is not out:
             packer.close()  # ends the zstd frame / gzip trailer; `out` stays open
         out.flush()
+        if begun is not None:
+            out.truncate()  # a frame moved down leaves the reserved file longer than the archive
     return True
 
 

@@ -89,8 +89,15 @@ def _write(tmp_path: Path, compression: ca.Compression, head: dict[str, bytes] =
     return dest, placed
 
 
-@pytest.mark.parametrize("compression", [ca.Compression.NONE, ca.Compression.ZSTD])
-def test_every_reader_reads_the_archive_around_the_placed_image(tmp_path: Path, compression: ca.Compression) -> None:
+@pytest.mark.parametrize(
+    ("compression", "compact"),
+    [(ca.Compression.NONE, False), (ca.Compression.ZSTD, False), (ca.Compression.ZSTD, True)],
+)
+def test_every_reader_reads_the_archive_around_the_placed_image(
+    tmp_path: Path, compression: ca.Compression, compact: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not compact:  # this frame (4.2 MB) is moved down unless the bar is lower
+        monkeypatch.setattr(archive_inplace, "COMPACT_BELOW", 0)
     dest, placed = _write(tmp_path, compression)
     assert placed is not None and placed.path.endswith("/checkpoint/pages-1.img")
     assert placed.size == sum(map(len, PAGES)) and placed.offset % 4096 == 0
@@ -106,6 +113,9 @@ def test_every_reader_reads_the_archive_around_the_placed_image(tmp_path: Path, 
     if compression is ca.Compression.NONE:  # the member's data is where page_pack put it
         with tarfile.open(dest) as t:
             assert t.getmember("checkpoint/pages-1.img").offset_data == placed.offset
+    elif compact:  # the small frame follows the head: no padding up to the offset it was put at
+        assert archive_inplace.SKIPPABLE_MAGIC.to_bytes(4, "little") not in raw[: placed.offset]
+        assert len(raw) < placed.offset + placed.stored
     else:  # a skippable frame fills up to the placed frame, which is there unchanged
         skip = raw.rfind(archive_inplace.SKIPPABLE_MAGIC.to_bytes(4, "little"), 0, placed.offset)
         assert skip > 0 and int.from_bytes(raw[skip + 4 : skip + 8], "little") == placed.offset - skip - 8
