@@ -19,20 +19,15 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
-from amber.adapters import checkpoint_archive as archive
-from amber.adapters import conmon, criu, criu_images, criu_memory, netlock, rootfs_diff
+from amber.adapters import conmon, criu, netlock
 from amber.adapters import podman_format as fmt
-from amber.adapters.checkpoint_stream import ArchiveStream
 from amber.adapters.runtime import Runtime, RuntimeInfo
 from amber.adapters.state import atomic_write_json
-from amber.adapters.tar.extract import extract
-from amber.adapters.tar.policy import Policy
 from amber.config import Settings
-from amber.engine import archive_checks, faults, privilege_checks, restore_net, restore_verify, scratch
 from amber.engine import attachments as attach
-from amber.engine.archive_meta import kept_settings
+from amber.engine import faults, restore_verify, scratch
 from amber.engine.attachments import Attachments
 from amber.engine.images import ImageService
 from amber.engine.networks import NetworkService
@@ -54,6 +49,13 @@ from amber.errors import (
 )
 from amber.layout import ContainerLayout, Layout, images_dir
 from amber.models import Container, Image, Report, Status
+
+if TYPE_CHECKING:
+    from amber.adapters import checkpoint_archive as archive
+
+# An in-place restore (`amber restore NAME`, and recovery's) imports nothing of the archive
+# code: the archive format, the tar engine, the image checks and the rootfs diff are imported
+# in the methods that restore an archive.
 
 Unpacker = Callable[[Path, int], object]  # (work directory, most bytes): unpacks the archive there
 
@@ -230,6 +232,8 @@ class RestoreService:
         """
         opts.validate(archive=True)
         require_root("restoring a container")
+        from amber.adapters import checkpoint_archive as archive
+
         head = archive.read_head(path)
 
         def unpack_into(unpack: Path, limit: int) -> None:
@@ -255,6 +259,8 @@ class RestoreService:
         require_root("restoring a container")
         self.layout.ensure()
         self.layout.tmp.mkdir(parents=True, exist_ok=True)
+        from amber.adapters.checkpoint_stream import ArchiveStream
+
         spool = Path(tempfile.mkdtemp(prefix="restore-spool-", dir=self.layout.tmp))
         limit = self.containers.settings.max_unpacked_size
         try:
@@ -270,6 +276,8 @@ class RestoreService:
         self, head: archive.ArchiveHead, unpack_into: Unpacker, opts: RestoreOptions
     ) -> tuple[Container, Report]:
         """restore_archive once the head is read: checks, the record, then `unpack_into`."""
+        from amber.engine import privilege_checks, restore_net
+
         path = head.path
         config = head.config_dump
         info = select_runtime(config.runtime or "", opts.runtime, str(path))
@@ -308,6 +316,8 @@ class RestoreService:
         self, path: Path, head: archive.ArchiveHead, info: RuntimeInfo, image: Image, name: str, opts: RestoreOptions
     ) -> Container:
         """The record of the container an archive becomes (the caller holds the names lock)."""
+        from amber.engine.archive_meta import kept_settings
+
         config = head.config_dump
         try:
             self.containers.store.check_name_free(name)
@@ -344,6 +354,9 @@ class RestoreService:
         unpack_into: Unpacker,
     ) -> tuple[Container, Report]:
         """Unpack into `unpack` (a scratch dir: tmpfs when the images fit), then restore from it."""
+        from amber.adapters import criu_images, criu_memory, rootfs_diff
+        from amber.engine import archive_checks, privilege_checks, restore_net
+
         p = self.containers.paths(c.id)
         # At most max_unpacked_size; in memory (tmpfs), at most what amber.manifest declares.
         limit = self.containers.settings.max_unpacked_size
@@ -407,6 +420,9 @@ class RestoreService:
 
     def _restore_devshm(self, spec: dict[str, Any], unpack: Path, p: ContainerLayout) -> None:
         """Unpack devshm-checkpoint.tar into the /dev/shm source amber made in the bundle."""
+        from amber.adapters.tar.extract import extract
+        from amber.adapters.tar.policy import Policy
+
         tar = unpack / fmt.DEVSHM
         if not tar.is_file():
             return
@@ -417,6 +433,8 @@ class RestoreService:
                     extract(f, source, Policy(keep_owner=True), archive=f"{fmt.DEVSHM} in {unpack}")
 
     def _archive_image(self, config: fmt.ConfigDump, path: Path) -> Image:
+        from amber.engine import archive_checks
+
         image = archive_checks.find_image(self.images, config)
         if image is not None:
             return image

@@ -6,11 +6,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from amber.adapters import checkpoint_archive as archive
 from amber.adapters.runtime import RuntimeInfo
 from amber.errors import UsageError
 from amber.layout import ContainerLayout
+
+if TYPE_CHECKING:
+    from amber.adapters.tar.progress import Progress
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,7 +27,7 @@ class RestoreOptions:
     ignore_rootfs: bool = False  # only with an archive
     stats: bool = False
     trust_archive: bool = False  # obey the archive's privileges (spec.dump, CRIU credentials)
-    progress: archive.Progress | None = None  # told how the archive's unpacking goes (the CLI's bar)
+    progress: Progress | None = None  # told how the archive's unpacking goes (the CLI's bar)
     ignore_static_ip: bool = False  # take a new IP, not the recorded one
     ignore_static_mac: bool = False  # take a new MAC, not the recorded one
     ignore_volumes: bool = False  # only with an archive: leave the named volumes' content out
