@@ -56,7 +56,8 @@ class CheckpointImageCalls:
         if self.services.containers.store.find(ref) is not None:
             return False
         with contextlib.suppress(NotFoundError, UsageError):
-            return self.services.checkpoint_images.is_checkpoint(self.services.images.get(ref))
+            image = self.services.images.get(ref)  # first: no image, no checkpoint image code to import
+            return self.services.checkpoint_images.is_checkpoint(image)
         return False
 
     def checkpoint_image_ids(self) -> set[str]:
