@@ -65,15 +65,22 @@ _GLOBAL_VALUES = frozenset({"--root", "--runroot", "--config", "--runtime"})  # 
 
 def _command(argv: Sequence[str]) -> str | None:
     """The command `argv` names (None: none, or help asked before it)."""
+    return _command_words(argv)[0]
+
+
+def _command_words(argv: Sequence[str]) -> tuple[str | None, str | None]:
+    """The command `argv` names and the word right after it: `container`'s verb (None: none, or
+    an option, help among them, comes first)."""
     args = iter(argv)
     for arg in args:
         if arg in ("-h", "--help", "--"):
-            return None
+            return None, None
         if arg in _GLOBAL_VALUES:
             next(args, None)
         elif not arg.startswith("-"):
-            return arg
-    return None
+            verb = next(args, None)
+            return arg, verb if verb is not None and not verb.startswith("-") else None
+    return None, None
 
 
 class Parser(argparse.ArgumentParser):
@@ -104,8 +111,14 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="log every command run; tracebacks on error")
     parser.add_argument("--version", action="version", version=f"amber {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    command = None if argv is None else _command(argv)
+    command, verb = (None, None) if argv is None else _command_words(argv)
     owners = [name for name in MODULES if command in COMMANDS[name]]
+    if command == "container" and verb is not None:
+        # `amber container VERB` (conmon's exit command is `container cleanup`): the group with
+        # only VERB, from the one module that registers it (container_cmds or checkpoint_cmds).
+        for name in owners:
+            if command_module(name).register_container_verb(sub, verb):
+                return parser
     if len(owners) == 1 and command is not None:
         # A module with `register_one` can build the one command alone (container_cmds: ps).
         register_one = getattr(command_module(owners[0]), "register_one", None)

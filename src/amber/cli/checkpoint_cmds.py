@@ -234,6 +234,19 @@ def _restore_parser(p: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=cmd_restore)
 
 
+def register_container_verb(sub: argparse._SubParsersAction[argparse.ArgumentParser], verb: str) -> bool:
+    """Only `amber container checkpoint|restore`'s parser (`verb`). False for another verb."""
+    if verb == "checkpoint":
+        _checkpoint_parser(container_verbs(sub).add_parser("checkpoint", help="checkpoint running containers"))
+    elif verb == "restore":
+        _restore_parser(
+            container_verbs(sub).add_parser("restore", help="restore a checkpointed container or an archive")
+        )
+    else:
+        return False
+    return True
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _checkpoint_parser(sub.add_parser("checkpoint", help="checkpoint running containers"))
     _restore_parser(sub.add_parser("restore", help="restore a checkpointed container or an archive"))

@@ -288,6 +288,16 @@ def register_one(sub: Subparsers, command: str) -> bool:
     return True
 
 
+def register_container_verb(sub: Subparsers, verb: str) -> bool:
+    """Only `amber container VERB`'s parser, when VERB is one of this module's (ps's spellings
+    ls and list too): `container cleanup` builds no other verb. False otherwise."""
+    add = _VERBS.get("ps" if verb in ("ls", "list") else verb)
+    if add is None:
+        return False
+    add(container_verbs(sub), True)
+    return True
+
+
 def _register_verbs(sub: Subparsers, *, podman: bool = False) -> None:
     for add in _VERBS.values():
         add(sub, podman)

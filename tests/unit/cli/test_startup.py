@@ -67,6 +67,52 @@ def test_quick_commands_import_nothing_heavy(argv: list[str], tmp_path: Path) ->
     assert imported == "[]", (argv, exit_code)
 
 
+# What checkpoint and an in-place restore must not import (they stop at "not found" here, after
+# loading the checkpoint service): the archive restore's checks (image decoding, privileges,
+# CPU), the stream reader, checkpoint images, the migration, podman's views, pycriu.
+NOT_FOR_CHECKPOINT = (
+    "amber.engine.archive_checks",
+    "amber.engine.archive_models",
+    "amber.engine.privilege_checks",
+    "amber.engine.restore_net",
+    "amber.engine.checkpoint_images",
+    "amber.engine.migrate",
+    "amber.engine.podman_view",
+    "amber.adapters.checkpoint_stream",
+    "amber.adapters.criu_images",
+    "amber.adapters.criu_memory",
+    "amber.adapters.image_sources",
+    "amber.adapters.skopeo",
+    "pycriu",
+)
+
+
+@pytest.mark.parametrize("argv", [["checkpoint", "web"], ["restore", "web"], ["container", "restore", "web"]])
+def test_checkpoint_and_restore_in_place_import_no_archive_restore(argv: list[str], tmp_path: Path) -> None:
+    out = _imported(tmp_path, argv, NOT_FOR_CHECKPOINT)
+    assert out == ("3", "[]"), argv  # exit 3: no such container, past the checkpoint service's import
+
+
+def test_container_cleanup_builds_only_its_own_parser(tmp_path: Path) -> None:
+    modules = ("amber.cli.checkpoint_cmds", "amber.cli.progress", *NOT_FOR_QUICK_COMMANDS)
+    assert _imported(tmp_path, ["container", "cleanup", "--rm", "web"], modules)[1] == "[]"
+
+
+def _imported(tmp_path: Path, argv: list[str], modules: tuple[str, ...]) -> tuple[str, str]:
+    """(exit code, which of `modules` were imported) after `amber ARGV` on an empty root."""
+    roots = ["--root", str(tmp_path / "root"), "--runroot", str(tmp_path / "run")]
+    config = ["--config", str(tmp_path / "none.toml")]
+    code = (
+        "import sys\n"
+        "from amber.cli import main\n"
+        f"code = main({[*roots, *config, *argv]!r})\n"
+        f"print(code, sorted(m for m in {modules!r} if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    exit_code, imported = out.strip().splitlines()[-1].split(" ", 1)
+    return exit_code, imported
+
+
 def test_migrate_modes_are_the_engine_s() -> None:
     from amber.engine import migrate, migrate_modes
 
@@ -101,6 +147,11 @@ def test_commands_table_is_what_the_modules_register() -> None:
         ["rm", "-f", "-t", "1", "web"],
         ["stop", "web"],
         ["container", "cleanup", "--rm", "web"],
+        ["container", "ls", "-a"],
+        ["container", "list"],
+        ["container", "restore", "--import", "a.tar", "--name", "b"],
+        ["container", "run", "-d", "img"],
+        ["--debug", "container", "exec", "web", "true"],
     ],
 )
 def test_a_command_line_parses_as_with_every_command(argv: list[str]) -> None:
@@ -120,6 +171,19 @@ def test_a_verb_built_alone_has_the_same_help(verb: str) -> None:
     from amber.cli import build_parser
 
     assert _verb_help(build_parser([verb]), verb) == _verb_help(build_parser(), verb)
+
+
+@pytest.mark.parametrize("verb", ["cleanup", "checkpoint", "restore", "ls", "run"])
+def test_a_container_verb_built_alone_has_the_same_help(verb: str) -> None:
+    from amber.cli import build_parser
+
+    def group(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        container: argparse.ArgumentParser = sub.choices["container"]
+        return container
+
+    alone = group(build_parser(["container", verb]))
+    assert _verb_help(alone, verb) == _verb_help(group(build_parser()), verb)
 
 
 @pytest.mark.parametrize("argv", [["nosuch"], ["-h", "ps"], ["--version"], []])
