@@ -56,9 +56,13 @@ class CheckpointImageCalls:
         if self.services.containers.store.find(ref) is not None:
             return False
         with contextlib.suppress(NotFoundError, UsageError):
-            image = self.services.images.get(ref)  # first: no image, no checkpoint image code to import
-            return self.services.checkpoint_images.is_checkpoint(image)
+            return self._has_checkpoint_marker(self.services.images.get(ref))
         return False
+
+    def _has_checkpoint_marker(self, image: Image) -> bool:
+        """CheckpointImages.is_checkpoint, read from the layout: an ordinary image (every run's,
+        most restores') costs no import of the checkpoint image code (OCI layouts, skopeo, tar)."""
+        return self.services.layout.checkpoint_image_marker(image.id).is_file()
 
     def checkpoint_image_ids(self) -> set[str]:
         """Ids of the stored checkpoint images (`image ls` marks them). Raises nothing."""
@@ -66,7 +70,9 @@ class CheckpointImageCalls:
 
     def require_runnable(self, image: str) -> None:
         """For run/create: UsageError when `image` is a checkpoint image. Raises NotFoundError."""
-        self.services.checkpoint_images.require_runnable(self.services.images.get(image))
+        found = self.services.images.get(image)
+        if self._has_checkpoint_marker(found):
+            self.services.checkpoint_images.require_runnable(found)
 
     @property
     def runtime_choice(self) -> str | None:

@@ -98,6 +98,25 @@ def test_container_cleanup_builds_only_its_own_parser(tmp_path: Path) -> None:
     assert _imported(tmp_path, ["container", "cleanup", "--rm", "web"], modules)[1] == "[]"
 
 
+def test_run_on_an_ordinary_image_imports_no_checkpoint_image_code(tmp_path: Path) -> None:
+    # run/create ask whether their image is a checkpoint image: for an ordinary one (no
+    # marker), the answer costs no OCI layout, skopeo, tar or zstd import.
+    modules = ("amber.engine.checkpoint_images", "amber.adapters.image_sources", "tarfile", "zstandard")
+    code = (
+        "import sys\n"
+        "from amber.engine import Engine\n"
+        "from amber.models import Image\n"
+        f"e = Engine({str(tmp_path / 'root')!r}, {str(tmp_path / 'run')!r}, config={str(tmp_path / 'none.toml')!r})\n"
+        "image = Image(id='0' * 64, names=['localhost/x:1'], layers=[], created='', size=0)\n"
+        "e.services.images.get = lambda ref: image\n"
+        "e.require_runnable('localhost/x:1')\n"
+        "print(e.is_checkpoint_image('localhost/x:1'))\n"
+        f"print(sorted(m for m in {modules!r} if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "[]"]
+
+
 def _imported(tmp_path: Path, argv: list[str], modules: tuple[str, ...]) -> tuple[str, str]:
     """(exit code, which of `modules` were imported) after `amber ARGV` on an empty root."""
     roots = ["--root", str(tmp_path / "root"), "--runroot", str(tmp_path / "run")]
