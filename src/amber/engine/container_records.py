@@ -127,9 +127,9 @@ class ContainerRecords:
 
     def attachments(self, c: Container) -> Attachments:
         """The container's network, ports and mounts as recorded."""
-        from amber.engine import attachments as attach
+        from amber.engine import attachment_records
 
-        return attach.load(self.paths(c.id).attachments)
+        return attachment_records.load(self.paths(c.id).attachments)
 
     def monitor_spec(self, c: Container) -> conmon.MonitorSpec:
         from amber.adapters import conmon
@@ -223,15 +223,17 @@ class ContainerRecords:
     # -- release ---------------------------------------------------------------------------------
     def cleanup(self, c: Container) -> None:
         """Release what a container that no longer runs holds: runtime state, mounts, netns."""
-        from amber.engine import attachments as attach
-
         rt = self.runtime_for(c)
         if (rt.state_root / c.id).exists():  # the runtime's own directory for it (runc, crun)
             rt.delete(c.id, force=True)
         p = self.paths(c.id)
         mounts.unmount_under(p.bundle)  # a runtime killed mid-restore may leave its own there
         mounts.unmount(p.merged)
-        attach.disconnect(self.networks, c.id, self.attachments(c))
+        att = self.attachments(c)
+        if att.network is not None:  # else disconnect has nothing to undo (and no network code to import)
+            from amber.engine import attachments as attach
+
+            attach.disconnect(self.networks, c.id, att)
         netns.remove(p.netns)
         cgroups.remove(self.cgroups_path(c))
 

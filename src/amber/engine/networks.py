@@ -28,11 +28,11 @@ from amber.adapters import netavark, state
 from amber.adapters.netavark import NetworkStatus, PortMapping
 from amber.config import Layout
 from amber.engine import naming, net_alloc
+from amber.engine.attachment_records import DEFAULT_NETWORK as DEFAULT_NETWORK  # defined with the record
 from amber.errors import AmberError, ConflictError, NotFoundError, UsageError
 
 __all__ = ["DEFAULT_NETWORK", "Lease", "Network", "NetworkService", "NetworkStatus", "PortMapping"]
 
-DEFAULT_NETWORK = "amber"
 SYS_NET = Path("/sys/class/net")
 
 

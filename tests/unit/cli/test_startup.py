@@ -117,6 +117,30 @@ def test_run_on_an_ordinary_image_imports_no_checkpoint_image_code(tmp_path: Pat
     assert out.split() == ["False", "[]"]
 
 
+def test_a_container_s_record_of_no_network_nor_mounts_imports_no_network_code(tmp_path: Path) -> None:
+    # What stop, rm and `container cleanup` read of a --network none container: its attachments
+    # record, its named volumes; neither netavark, the network service nor the mount specs.
+    modules = (
+        "amber.adapters.netavark",
+        "amber.engine.networks",
+        "amber.engine.mount_specs",
+        "amber.engine.volumes",
+        "amber.engine.attachments",
+    )
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from amber.engine.attachment_records import Attachments, load, save\n"
+        f"path = Path({str(tmp_path / 'attachments.json')!r})\n"
+        "save(path, load(path))\n"
+        "att = load(path)\n"
+        "print(att == Attachments(), att.named_volumes(), att.binds(), att.mount_specs())\n"
+        f"print(sorted(m for m in {modules!r} if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "[]", "[]", "[]", "[]"]
+
+
 def _imported(tmp_path: Path, argv: list[str], modules: tuple[str, ...]) -> tuple[str, str]:
     """(exit code, which of `modules` were imported) after `amber ARGV` on an empty root."""
     roots = ["--root", str(tmp_path / "root"), "--runroot", str(tmp_path / "run")]
