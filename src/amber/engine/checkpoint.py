@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import shutil
@@ -19,25 +20,22 @@ import stat
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import zstandard
 
-from amber.adapters import archive_inplace, criu, page_pack, runtime, task_creds
 from amber.adapters import checkpoint_archive as archive
+from amber.adapters import criu, runtime, task_creds
 from amber.adapters import podman_format as fmt
-from amber.adapters.criu_transfer import PageEndpoint
 from amber.adapters.run import Result
 from amber.adapters.runtime import Runtime
 from amber.adapters.state import atomic_write_json
 from amber.adapters.tar.compression import check_level
 from amber.engine import attachments as attach
-from amber.engine import faults, ipc_share, lazy_dump, recovery, scratch
-from amber.engine.checkpoint_export import Exporter
+from amber.engine import faults, ipc_share, recovery, scratch
 from amber.engine.containers import ContainerService
 from amber.engine.images import ImageService
-from amber.engine.lazy_dump import BackgroundDump, LazySource
-from amber.engine.restore import RestoreOptions, RestoreService
+from amber.engine.restore_options import RestoreOptions
 from amber.engine.store import now
 from amber.engine.timing import timed
 from amber.errors import (
@@ -51,6 +49,13 @@ from amber.errors import (
 )
 from amber.layout import Layout, images_dir
 from amber.models import Container, Report, Status
+
+if TYPE_CHECKING:  # the export, lazy and restore machinery is imported where it is used
+    from amber.adapters import archive_inplace, page_pack
+    from amber.adapters.criu_transfer import PageEndpoint
+    from amber.engine.checkpoint_export import Exporter
+    from amber.engine.lazy_dump import BackgroundDump, LazySource
+    from amber.engine.restore import RestoreService
 
 # The mode of the container's root directory CRIU records at dump, and checks at restore: the
 # restoring engine's root must have it. podman's overlay gives every root 0555; containerd's
@@ -142,8 +147,18 @@ class CheckpointService:
         self.layout = layout
         self.containers = containers
         self.images = images
-        self.restores = RestoreService(layout, containers, images)
-        self.exporter = Exporter(containers, images)
+
+    @functools.cached_property
+    def restores(self) -> RestoreService:
+        from amber.engine.restore import RestoreService
+
+        return RestoreService(self.layout, self.containers, self.images)
+
+    @functools.cached_property
+    def exporter(self) -> Exporter:
+        from amber.engine.checkpoint_export import Exporter
+
+        return Exporter(self.containers, self.images)
 
     # ================================ checkpoint ==============================================
     def checkpoint(self, refs: Sequence[str], opts: CheckpointOptions) -> list[Report]:
@@ -249,6 +264,8 @@ class CheckpointService:
         try:
             if offset is not None and opts.export is not None:
                 try:
+                    from amber.adapters import archive_inplace
+
                     reserved = archive_inplace.reserve(opts.export, None, offset)
                 except OSError as exc:  # the archive's own write reports it, after the dump
                     log.debug("checkpoint: no archive file made before the dump: %s", exc)
@@ -271,6 +288,8 @@ class CheckpointService:
             return None
         spec = self.containers.paths(c.id).config_json
         # The head: spec.dump, config.dump (smaller than the spec), the manifest, status.dump.
+        from amber.adapters import archive_inplace
+
         return archive_inplace.data_offset(2 * spec.stat().st_size + HEAD_SLACK)
 
     def _dump_and_export(
@@ -315,6 +334,8 @@ class CheckpointService:
             raise
         faults.point("after-archive")
         if lazy is not None and opts.lazy is not None:
+            from amber.engine import lazy_dump
+
             lazy_dump.serve(self.containers, c, work, lazy, opts.lazy, tcp_established=opts.tcp_established)
         if exporting:
             if opts.keep and stopped:  # podman's --keep: the images stay, `amber restore NAME` works
@@ -348,6 +369,8 @@ class CheckpointService:
         write error or a failed revival; returns (for the caller to re-raise `exc`) otherwise."""
         revive_error: BaseException | None = None
         if lazy is not None:
+            from amber.engine import lazy_dump
+
             lazy_dump.call_off(self.containers, c, work, lazy, tcp_established=opts.tcp_established)
             stopped = False
         if stopped:
@@ -406,6 +429,8 @@ class CheckpointService:
             # An archive records the root mode the engine meant to restore it expects (TARGETS);
             # a checkpoint kept in amber's state is restored here, on this root, as it is.
             root_mode = _root_mode(p.merged, TARGETS[opts.target]) if exporting else contextlib.nullcontext()
+            from amber.adapters import page_pack
+
             pages = page_pack.packing(packer) if packer is not None else contextlib.nullcontext()
             with timed("runtime checkpoint (CRIU dump)"), root_mode, pages:
 
@@ -427,6 +452,8 @@ class CheckpointService:
                 if opts.lazy is None:
                     res = checkpoint()
                 else:
+                    from amber.engine.lazy_dump import BackgroundDump
+
                     lazy = BackgroundDump(
                         checkpoint, opts.lazy.endpoint, status_fd=rt.info.kind == "runc", abort=opts.lazy.abort
                     )
@@ -452,8 +479,12 @@ class CheckpointService:
         if opts.page_server is not None or opts.lazy is not None or opts.pre_checkpoint or not opts.exporting:
             return None
         if opts.archive_compression is archive.Compression.ZSTD:
+            from amber.adapters import page_pack
+
             return page_pack.PagePacker(images, work / PACKED_DIR, self.exporter.level(opts), slot=slot)
         if slot is not None and opts.archive_compression is archive.Compression.NONE:
+            from amber.adapters import page_pack
+
             return page_pack.PagePacker(images, work / PACKED_DIR, None, compressed=False, slot=slot)
         return None
 
