@@ -61,7 +61,7 @@ class Compression(enum.StrEnum):
 WRITABLE = frozenset({Compression.NONE, Compression.GZIP, Compression.ZSTD})
 # The levels a writer may use, and its default (README "Speed": chosen from measured size and time).
 LEVELS = {Compression.ZSTD: range(1, 20), Compression.GZIP: range(1, 10)}
-DEFAULT_LEVELS = {Compression.ZSTD: 3, Compression.GZIP: 6}  # gzip 6: Go's default, podman's
+DEFAULT_LEVELS = {Compression.ZSTD: 2, Compression.GZIP: 6}  # gzip 6: Go's default, podman's
 _BZIP2_BLOCKS = (b"\x31\x41\x59\x26\x53\x59", b"\x17\x72\x45\x38\x50\x90")  # first block, or end of stream
 
 
@@ -98,10 +98,13 @@ def compressor(raw: IO[bytes], kind: Compression, level: int | None = None) -> A
     return gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=chosen, mtime=0)
 
 
-# zstd's fast levels as amber runs them (README "Speed", measured against podman's archives):
+# zstd's levels 3 and 4 as amber runs them (README "Speed", measured against podman's archives):
 # podman's 8 MiB window and matches from 4 bytes (memory pages repeat at a distance and in short
-# runs), each thread compressing 8 MiB at a time (16 MiB jobs cost 40 MiB more RSS for 2% less).
-TUNED_LEVELS = range(1, 5)
+# runs), each thread compressing 8 MiB at a time: archives of repeating text within 10% of
+# podman's, but 8 MiB windows on every thread cost memory (an export of 1 GiB of random data
+# 104-137 MiB RSS, against 83 at level 2) and time on data that does not compress, so the
+# default stays level 2, libzstd's own.
+TUNED_LEVELS = range(3, 5)
 TUNED_WINDOW_LOG = 23
 TUNED_MIN_MATCH = 4
 TUNED_JOB_SIZE = 8 << 20
