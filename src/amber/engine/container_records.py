@@ -175,8 +175,8 @@ class ContainerRecords:
         return c
 
     def interrupted(self, c: Container) -> bool:
-        """Did a checkpoint or a restore of `c` stop half way (recovery.interrupted, without
-        importing the recovery code every command on a container would otherwise pay for)?"""
+        """Did a checkpoint or a restore of `c` stop half way (a pending marker is there)? Asked
+        here, not in recovery, so that a command on a container imports recovery only to recover."""
         return any(marker.exists() for marker in self.layout.container(c.id).pending_markers)
 
     def inspect_record(self, ref: str) -> Container:

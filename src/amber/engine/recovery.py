@@ -24,16 +24,11 @@ from amber.adapters import podman_format as fmt
 from amber.engine import scratch
 from amber.engine.store import now
 from amber.errors import AmberError, NotFoundError
-from amber.layout import Layout, images_dir
+from amber.layout import images_dir
 from amber.models import Container, Status
 
 if TYPE_CHECKING:  # restore is imported by the one path that restores: every command checks recovery
     from amber.engine.restore import ContainerOps
-
-
-def interrupted(layout: Layout, c: Container) -> bool:
-    """Did a checkpoint or a restore of `c` stop half way (a pending marker is there)?"""
-    return any(marker.exists() for marker in layout.container(c.id).pending_markers)
 
 
 def revive(containers: ContainerOps, c: Container, work: Path) -> None:
@@ -136,4 +131,4 @@ def thaw(containers: ContainerOps, c: Container) -> bool:
     return True
 
 
-__all__ = ["interrupted", "recover", "revive", "thaw"]
+__all__ = ["recover", "revive", "thaw"]
