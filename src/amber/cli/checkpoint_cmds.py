@@ -237,22 +237,29 @@ def _restore_parser(p: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=cmd_restore)
 
 
+# This module's verbs, top-level and under `amber container`: their help and parser builders.
+_VERBS = {
+    "checkpoint": ("checkpoint running containers", _checkpoint_parser),
+    "restore": ("restore a checkpointed container or an archive", _restore_parser),
+}
+
+
+def _add(sub: argparse._SubParsersAction[argparse.ArgumentParser], verb: str) -> None:
+    help_text, build = _VERBS[verb]
+    build(sub.add_parser(verb, help=help_text))
+
+
 def register_container_verb(sub: argparse._SubParsersAction[argparse.ArgumentParser], verb: str) -> bool:
     """Only `amber container checkpoint|restore`'s parser (`verb`). False for another verb."""
-    if verb == "checkpoint":
-        _checkpoint_parser(container_verbs(sub).add_parser("checkpoint", help="checkpoint running containers"))
-    elif verb == "restore":
-        _restore_parser(
-            container_verbs(sub).add_parser("restore", help="restore a checkpointed container or an archive")
-        )
-    else:
+    if verb not in _VERBS:
         return False
+    _add(container_verbs(sub), verb)
     return True
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    _checkpoint_parser(sub.add_parser("checkpoint", help="checkpoint running containers"))
-    _restore_parser(sub.add_parser("restore", help="restore a checkpointed container or an archive"))
+    for verb in _VERBS:
+        _add(sub, verb)
     csub = container_verbs(sub)  # amber container checkpoint|restore, next to container_cmds' verbs
-    _checkpoint_parser(csub.add_parser("checkpoint", help="checkpoint running containers"))
-    _restore_parser(csub.add_parser("restore", help="restore a checkpointed container or an archive"))
+    for verb in _VERBS:
+        _add(csub, verb)
