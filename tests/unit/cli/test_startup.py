@@ -54,16 +54,7 @@ NOT_FOR_QUICK_COMMANDS = (
 
 @pytest.mark.parametrize("argv", [["ps", "-a"], ["inspect", "web"], ["rm", "web"], ["stop", "web"]])
 def test_quick_commands_import_nothing_heavy(argv: list[str], tmp_path: Path) -> None:
-    roots = ["--root", str(tmp_path / "root"), "--runroot", str(tmp_path / "run")]
-    config = ["--config", str(tmp_path / "none.toml")]  # no config file: tomllib is not needed
-    code = (
-        "import sys\n"
-        "from amber.cli import main\n"
-        f"code = main({[*roots, *config, *argv]!r})\n"
-        f"print(code, sorted(m for m in {NOT_FOR_QUICK_COMMANDS!r} if m in sys.modules))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    exit_code, imported = out.strip().splitlines()[-1].split(" ", 1)
+    exit_code, imported = _imported(tmp_path, argv, NOT_FOR_QUICK_COMMANDS)
     assert imported == "[]", (argv, exit_code)
 
 
@@ -144,7 +135,7 @@ def test_a_container_s_record_of_no_network_nor_mounts_imports_no_network_code(t
 def _imported(tmp_path: Path, argv: list[str], modules: tuple[str, ...]) -> tuple[str, str]:
     """(exit code, which of `modules` were imported) after `amber ARGV` on an empty root."""
     roots = ["--root", str(tmp_path / "root"), "--runroot", str(tmp_path / "run")]
-    config = ["--config", str(tmp_path / "none.toml")]
+    config = ["--config", str(tmp_path / "none.toml")]  # no config file: tomllib is not needed
     code = (
         "import sys\n"
         "from amber.cli import main\n"
