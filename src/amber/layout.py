@@ -239,6 +239,11 @@ class Layout:
     def checkpoint_image_marker(self, image_id: str) -> Path:
         return self.checkpoint_image_markers / f"{image_id}.json"
 
+    def is_checkpoint_image(self, image_id: str) -> bool:
+        """Is the stored image a checkpoint image (its marker is there)? Read from the layout, so
+        that an ordinary image costs no import of the checkpoint image code."""
+        return self.checkpoint_image_marker(image_id).is_file()
+
     # networks and volumes: definitions and volumes are lasting state (under root); leases and
     # netavark's firewall state die with the network namespaces on a reboot (under runroot)
     @property

@@ -56,13 +56,8 @@ class CheckpointImageCalls:
         if self.services.containers.store.find(ref) is not None:
             return False
         with contextlib.suppress(NotFoundError, UsageError):
-            return self._has_checkpoint_marker(self.services.images.get(ref))
+            return self.services.layout.is_checkpoint_image(self.services.images.get(ref).id)
         return False
-
-    def _has_checkpoint_marker(self, image: Image) -> bool:
-        """CheckpointImages.is_checkpoint, read from the layout: an ordinary image (every run's,
-        most restores') costs no import of the checkpoint image code (OCI layouts, skopeo, tar)."""
-        return self.services.layout.checkpoint_image_marker(image.id).is_file()
 
     def checkpoint_image_ids(self) -> set[str]:
         """Ids of the stored checkpoint images (`image ls` marks them). Raises nothing."""
@@ -71,7 +66,7 @@ class CheckpointImageCalls:
     def require_runnable(self, image: str) -> None:
         """For run/create: UsageError when `image` is a checkpoint image. Raises NotFoundError."""
         found = self.services.images.get(image)
-        if self._has_checkpoint_marker(found):
+        if self.services.layout.is_checkpoint_image(found.id):
             self.services.checkpoint_images.require_runnable(found)
 
     @property

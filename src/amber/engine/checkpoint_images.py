@@ -107,7 +107,7 @@ class CheckpointImages:
         return CheckpointAnnotations.from_dict(ann if isinstance(ann, dict) else {})
 
     def is_checkpoint(self, image: Image) -> bool:
-        return self._marker(image.id).is_file()
+        return self.layout.is_checkpoint_image(image.id)
 
     def get(self, ref: str) -> CheckpointImage:
         """A stored checkpoint image by name or id. UsageError when the image is an ordinary one."""
