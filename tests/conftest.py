@@ -219,3 +219,13 @@ def mounts_under(path: Path) -> list[str]:
         for line in Path("/proc/mounts").read_text().splitlines()
         if line.split()[1].startswith(str(path))
     ]
+
+
+def drop_page_cache(path: Path) -> None:
+    """Write `path` out and drop it from the page cache (what a file long unread looks like)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)

@@ -17,7 +17,7 @@ from amber.adapters.checkpoint_archive import list_members, read_head
 from amber.adapters.run import run
 from amber.errors import ExitCode
 from amber.models import Status
-from tests.conftest import FIXTURES, Amber, mounts_under
+from tests.conftest import FIXTURES, Amber, drop_page_cache, mounts_under
 
 pytestmark = pytest.mark.root
 
@@ -284,3 +284,32 @@ def test_export_to_a_file_puts_the_pages_in_place(
     restored = counter(amber, "big")
     assert restored >= at_checkpoint > 3
     wait_counter_above(amber, "big", restored)
+
+
+def test_files_not_in_the_page_cache_are_read_past_it(
+    amber: Amber, demo_image: str, runtime: str, tmp_path: Path
+) -> None:
+    """A container's big file not cached at export, and a zstd archive not cached at import, are
+    read with O_DIRECT (direct_io): the file comes back whole and the counter goes on."""
+    from amber.adapters.direct_io import in_page_cache
+
+    script = "dd if=/dev/urandom of=/big bs=1048576 count=8 2>/dev/null && " + COUNTER
+    amber.engine.containers.run(demo_image, ["sh", "-c", script], name="cold", runtime_name=runtime)
+    wait_counter_above(amber, "cold", 3)
+    big = amber.engine.containers.paths(amber.fresh_engine().containers.store.get("cold").id).upper / "big"
+    data = big.read_bytes()
+    drop_page_cache(big)
+    archive = tmp_path / "cold.tar.zst"
+    assert amber("checkpoint", "--export", str(archive), "--compress", "zstd", "cold") == 0
+    at_checkpoint = counter(amber, "cold")
+    assert amber("rm", "-f", "cold") == 0
+    drop_page_cache(archive)
+    fd = os.open(archive, os.O_RDONLY)
+    try:
+        assert not in_page_cache(fd, 0, archive.stat().st_size)  # else this test proves nothing
+    finally:
+        os.close(fd)
+    assert amber("restore", "--import", str(archive)) == 0
+    restored = amber.engine.containers.paths(amber.fresh_engine().containers.store.get("cold").id).upper / "big"
+    assert restored.read_bytes() == data
+    assert wait_counter_above(amber, "cold", at_checkpoint) > at_checkpoint

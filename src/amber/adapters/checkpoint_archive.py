@@ -25,6 +25,7 @@ from amber.adapters.archive_writer import Member as Member
 from amber.adapters.archive_writer import Streamed as Streamed
 from amber.adapters.archive_writer import write_archive as write_archive
 from amber.adapters.archive_writer import write_archive_stream as write_archive_stream
+from amber.adapters.direct_io import DIRECT_FROM, SequentialReader, in_page_cache
 from amber.adapters.podman_format import (
     AMBER_MANIFEST,
     CHECKPOINT_DIR,
@@ -156,8 +157,12 @@ def detect_compression(path: Path) -> Compression:
 def _open(path: Path, *, buffered: bool) -> Iterator[tuple[Compression, Counting, IO[bytes]]]:
     """(compression, raw counter over the file, decompressed stream behind an EofGuard) of an archive."""
     comp = detect_compression(path)
-    with path.open("rb", buffering=0) as f:
-        raw = Counting(f)
+    with path.open("rb", buffering=0) as f, contextlib.ExitStack() as stack:
+        source: Any = f
+        size = os.fstat(f.fileno()).st_size
+        if comp is not Compression.NONE and size >= DIRECT_FROM and not in_page_cache(f.fileno(), 0, size):
+            source = stack.enter_context(SequentialReader(f.fileno()))  # past the page cache: direct_io
+        raw = Counting(source)
         src: Any = io.BufferedReader(raw, CHUNK) if buffered else raw
         with contextlib.closing(decompressor(src, comp)) as plain:
             stream: Any = guarded(plain) if buffered else EofGuard(plain)

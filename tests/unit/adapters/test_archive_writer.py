@@ -15,6 +15,7 @@ from amber.adapters.tar.compression import DEFAULT_LEVELS, LEVELS, check_level, 
 from amber.config import Settings
 from amber.engine.checkpoint import CheckpointOptions
 from amber.errors import UsageError
+from tests.conftest import drop_page_cache
 
 HEAD = {
     ca.AMBER_MANIFEST: b'{"schema_version": 1}',
@@ -200,3 +201,24 @@ def test_writeback_keeps_the_archive_in_the_page_cache(tmp_path: Path) -> None:
     finally:
         os.close(fd)
     assert _resident_pages(path) == (1 << 20) // 4096
+
+
+def test_files_not_in_the_page_cache_are_archived_whole(tmp_path: Path) -> None:
+    """A big file that is not cached (one long unread, say) is read past the page cache
+    (TarWriter._data_past_cache): the archive still holds every byte, at an unaligned offset too."""
+    b = tmp_path / "cold"
+    (b / "checkpoint").mkdir(parents=True)
+    (b / "checkpoint" / "inventory.img").write_bytes(b"inv")
+    data = os.urandom((3 << 20) + 4097)
+    page = b / "checkpoint" / "pages-1.img"
+    page.write_bytes(data)
+    drop_page_cache(page)
+    assert _resident_pages(page) < 64
+    out = io.BytesIO()
+    ca.write_archive_stream(out, b, ["checkpoint"], ca.Compression.NONE, head=HEAD)
+    streamed = tmp_path / "cold.tar"
+    streamed.write_bytes(out.getvalue())
+    dest = tmp_path / "x"
+    dest.mkdir()
+    ca.extract_archive(streamed, dest)
+    assert (dest / "checkpoint" / "pages-1.img").read_bytes() == data

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from amber.adapters.direct_io import DIRECT_FROM, DirectReader, in_page_cache
 from amber.adapters.tar.compression import CHUNK
 from amber.adapters.tar.metadata import XATTR_PAX_PREFIX
 from amber.adapters.tar.policy import OVERLAY_XATTR_PREFIX
@@ -285,6 +286,8 @@ class TarWriter:
                 if n == 0:
                     break
                 left -= n
+        if left >= DIRECT_FROM:
+            left -= self._data_past_cache(fd, left)
         view = memoryview(self._buf)
         while left:
             n = os.readv(fd, [view[: min(left, CHUNK)]])
@@ -298,6 +301,20 @@ class TarWriter:
                 n = min(left, CHUNK)
                 self.out.write(bytes(n))
                 left -= n
+
+    def _data_past_cache(self, fd: int, size: int) -> int:
+        """Up to `size` bytes from fd's position read with O_DIRECT when they are not in the page
+        cache (a file restored with O_DIRECT, or one long unread): the bytes read (0: cached)."""
+        pos = os.lseek(fd, 0, os.SEEK_CUR)
+        if in_page_cache(fd, pos, size):
+            return 0
+        done = 0
+        with DirectReader(fd) as reader:
+            for piece in reader.read_range(pos, size):
+                self.out.write(piece)
+                done += len(piece)
+        os.lseek(fd, pos + done, os.SEEK_SET)
+        return done
 
     def add_tree(self, path: str, arcname: str) -> None:
         """`path` and, for a directory, everything under it: depth first, names in byte order."""
