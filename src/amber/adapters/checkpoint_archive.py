@@ -19,7 +19,7 @@ import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from amber.adapters.archive_writer import Member as Member
 from amber.adapters.archive_writer import Streamed as Streamed
@@ -255,6 +255,7 @@ def _extract(
     max_total_size: int | None,
     observe: Callable[[MemberInfo], None] | None = None,
     progress: Progress | None = None,
+    spans: dict[str, Span | None] | None = None,
 ) -> list[str]:
     started = [False]
     label = _label(path)
@@ -269,8 +270,50 @@ def _extract(
             source = stack.enter_context(open_tar(_file(raw), label, stream=False))
         started[0] = True
         seen = None if observe is None else (lambda name, ti: observe(_info(name, ti)))
+        if spans is not None and comp is Compression.NONE:
+            wanted, spans_of = want, spans
+
+            def want(name: str) -> bool:  # seen() has looked at the member first
+                return spans_of.get(name) is None and (wanted is None or wanted(name))
+
+            def seen(name: str, ti: tarfile.TarInfo) -> None:
+                if name in spans_of and ti.isreg() and ti.sparse is None:
+                    spans_of[name] = Span(path, ti.offset_data, ti.size)
+
         policy = Policy(keep_owner=keep_owner, max_total_size=max_total_size)
         return extract(source, dest, policy, archive=label, want=want, observe=seen).written
+
+
+@dataclass(frozen=True)
+class Span:
+    """Where a plain archive holds one member's data: `size` bytes from `offset` of `path`."""
+
+    path: Path
+    offset: int
+    size: int
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[IO[bytes]]:
+        """The member's bytes as a stream read in place (no copy of them is made)."""
+        with self.path.open("rb", buffering=0) as f, _InPlace(f.fileno(), self.offset, self.size) as window:
+            yield cast("IO[bytes]", window)
+
+
+class _InPlace(io.RawIOBase):
+    """Reads `size` bytes of file `fd` from `offset` (pread: the file position is not used)."""
+
+    def __init__(self, fd: int, offset: int, size: int) -> None:
+        super().__init__()
+        self.fd, self.pos, self.end = fd, offset, offset + size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any, /) -> int:
+        view = memoryview(buffer).cast("B")
+        n = os.preadv(self.fd, [view[: max(0, min(len(view), self.end - self.pos))]], self.pos) if view else 0
+        self.pos += n
+        return n
 
 
 def extract_archive(
@@ -280,14 +323,18 @@ def extract_archive(
     skip: Callable[[str], bool] | None = None,
     max_total_size: int | None = None,
     progress: Progress | None = None,
+    spans: dict[str, Span | None] | None = None,
 ) -> list[str]:
     """Extract a whole checkpoint into a bundle directory (owners kept). Returns the names written.
     `progress` is called now and then with (archive bytes read, archive size).
 
-    rootfs-diff.tar stays a file here: it is a nested tar, applied later by rootfs_diff.
+    rootfs-diff.tar stays a file here: it is a nested tar, applied later by rootfs_diff. `spans`:
+    in a plain archive, the regular (not sparse) members named there as keys are not written:
+    their Span is put there instead, to be read in place. Other members, and every member of a
+    compressed archive, are written as usual (their value stays None).
     """
     want = None if skip is None else (lambda name: not skip(name))
-    written = _extract(path, dest, want, keep_owner=True, max_total_size=max_total_size, progress=progress)
+    written = _extract(path, dest, want, keep_owner=True, max_total_size=max_total_size, progress=progress, spans=spans)
     if INVENTORY not in written:
         raise _bad(
             path,
@@ -357,6 +404,7 @@ __all__ = [  # the member names come from podman_format; readers find them here 
     "MemberType",
     "Progress",
     "detect_compression",
+    "Span",
     "extract_archive",
     "extract_members",
     "list_members",

@@ -27,6 +27,7 @@ import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from amber.adapters.state import remove_tree
 from amber.adapters.tar.compression import CHUNK, Compression, open_tar_stream, sniff_file
@@ -176,13 +177,22 @@ def apply_rootfs_diff(tar_path: Path, root: Path, *, max_total_size: int | None 
 
     The tar may be compressed (containerd's CRI checkpoint gzips it): the compression is sniffed.
     Raises ArchiveError for a malformed or hostile tar, OSError when it cannot be read."""
-    policy = dataclasses.replace(ROOTFS_POLICY, max_total_size=max_total_size)
     if sniff_file(tar_path) is not Compression.NONE:
-        with open(tar_path, "rb") as raw, open_tar_stream(raw) as stream:
-            extract(stream, root, policy, archive=str(tar_path))
+        with open(tar_path, "rb") as raw:
+            apply_rootfs_diff_stream(raw, root, archive=str(tar_path), max_total_size=max_total_size)
         return
+    policy = dataclasses.replace(ROOTFS_POLICY, max_total_size=max_total_size)
     with open(tar_path, "rb", buffering=CHUNK) as f:
         extract(f, root, policy, archive=str(tar_path))
+
+
+def apply_rootfs_diff_stream(raw: IO[bytes], root: Path, *, archive: str, max_total_size: int | None = None) -> None:
+    """apply_rootfs_diff of a rootfs diff read from `raw` (compressed or not: sniffed), named
+    `archive` in errors: the diff read in place in its checkpoint archive (Span.open), with no
+    copy of it made first."""
+    policy = dataclasses.replace(ROOTFS_POLICY, max_total_size=max_total_size)
+    with open_tar_stream(raw) as stream:
+        extract(stream, root, policy, archive=archive)
 
 
 @dataclass(frozen=True)

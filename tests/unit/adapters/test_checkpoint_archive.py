@@ -250,3 +250,35 @@ def test_checkpointctl_accepts_our_archive(tmp_path: Path) -> None:
         ca.write_archive(dest, b, ["checkpoint"], ca.Compression(comp), head=head())
         out = run(["checkpointctl", "show", str(dest)], timeout=60).stdout
         assert "c1" in out and "crun" in out and "Podman" in out
+
+
+@pytest.mark.parametrize("comp", [ca.Compression.NONE, ca.Compression.ZSTD])
+def test_a_plain_archive_leaves_the_rootfs_diff_in_place(bundle: Path, tmp_path: Path, comp: ca.Compression) -> None:
+    """extract_archive's `spans`: a plain archive's rootfs-diff.tar is not written, its Span
+    reads exactly its bytes in place; a compressed archive writes it as usual."""
+    from amber.adapters import rootfs_diff
+
+    upper = tmp_path / "upper"
+    (upper / "data").mkdir(parents=True)
+    (upper / "data" / "f").write_bytes(os.urandom(70_000))
+    rootfs_diff.create_rootfs_diff(upper, bundle / ca.ROOTFS_DIFF)
+    diff_bytes = (bundle / ca.ROOTFS_DIFF).read_bytes()
+    archive = tmp_path / f"a.{comp.value}"
+    ca.write_archive(archive, bundle, ["checkpoint", ca.ROOTFS_DIFF, "stats-dump"], comp, head=head())
+    dest = tmp_path / "x"
+    spans: dict[str, ca.Span | None] = {ca.ROOTFS_DIFF: None, "stats-dump-missing": None}
+    written = ca.extract_archive(archive, dest, spans=spans)
+    assert (dest / "checkpoint" / "pages-1.img").read_bytes() == (bundle / "checkpoint" / "pages-1.img").read_bytes()
+    assert spans["stats-dump-missing"] is None
+    span = spans[ca.ROOTFS_DIFF]
+    if comp is ca.Compression.ZSTD:
+        assert span is None and (dest / ca.ROOTFS_DIFF).read_bytes() == diff_bytes
+        return
+    assert span is not None and ca.ROOTFS_DIFF not in written and not (dest / ca.ROOTFS_DIFF).exists()
+    with span.open() as raw:
+        assert raw.read() == diff_bytes  # and not one byte past it
+    root = tmp_path / "root"
+    root.mkdir()
+    with span.open() as raw:
+        rootfs_diff.apply_rootfs_diff_stream(raw, root, archive="in place")
+    assert (root / "data" / "f").read_bytes() == (upper / "data" / "f").read_bytes()
