@@ -313,3 +313,32 @@ def test_files_not_in_the_page_cache_are_read_past_it(
     restored = amber.engine.containers.paths(amber.fresh_engine().containers.store.get("cold").id).upper / "big"
     assert restored.read_bytes() == data
     assert wait_counter_above(amber, "cold", at_checkpoint) > at_checkpoint
+
+
+@pytest.mark.parametrize("compress", ["zstd", "none"])
+def test_rootfs_diff_is_applied_in_place_deletions_first(
+    amber: Amber, demo_image: str, runtime: str, compress: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The rootfs diff is never copied into the work area: a zstd archive's is unpacked onto the
+    root as the archive is read (its deleted.files comes first), a plain one's read where it lies.
+    A file the image had and the container deleted stays deleted; one it made again comes back."""
+    script = "rm /etc/motd && rm /etc/group && echo again > /etc/group && mkdir -p /data && echo hi > /data/f && "
+    amber.engine.containers.run(demo_image, ["sh", "-c", script + COUNTER], name="diff", runtime_name=runtime)
+    wait_counter_above(amber, "diff", 3)
+    archive = tmp_path / "diff.tar"
+    assert amber("checkpoint", "--export", str(archive), "--compress", compress, "diff") == 0
+    names = [m.name for m in list_members(archive)]
+    assert names.index("deleted.files") < names.index("rootfs-diff.tar")
+    manifest = read_head(archive).amber_manifest
+    assert manifest is not None and manifest.deleted_files_first
+    at_checkpoint = counter(amber, "diff")
+    assert amber("rm", "-f", "diff") == 0
+    caplog.set_level(logging.DEBUG, logger="amber.timing")
+    assert amber("restore", "--import", str(archive)) == 0
+    steps = [r.getMessage() for r in caplog.records if "apply rootfs diff" in r.getMessage()]
+    assert len(steps) == 1 and ("streamed from the archive" in steps[0]) == (compress == "zstd"), steps
+    merged = amber.engine.containers.paths(amber.fresh_engine().containers.store.get("diff").id).merged
+    assert not (merged / "etc" / "motd").exists()
+    assert (merged / "etc" / "group").read_text() == "again\n"
+    assert (merged / "data" / "f").read_text() == "hi\n"
+    assert wait_counter_above(amber, "diff", at_checkpoint) > at_checkpoint

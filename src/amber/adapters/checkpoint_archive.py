@@ -16,7 +16,7 @@ import json
 import os
 import stat
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
@@ -52,7 +52,8 @@ from amber.adapters.tar.compression import (
     sniff,
 )
 from amber.adapters.tar.compression import Compression as Compression  # re-exported: ArchiveHead, --compress
-from amber.adapters.tar.extract import extract
+from amber.adapters.tar.copying import InPlace
+from amber.adapters.tar.extract import Divert, extract
 from amber.adapters.tar.headers import members, open_tar
 from amber.adapters.tar.policy import Policy
 from amber.adapters.tar.progress import Progress as Progress  # re-exported: the engine's callbacks
@@ -256,6 +257,7 @@ def _extract(
     observe: Callable[[MemberInfo], None] | None = None,
     progress: Progress | None = None,
     spans: dict[str, Span | None] | None = None,
+    divert: Mapping[str, Divert] | None = None,
 ) -> list[str]:
     started = [False]
     label = _label(path)
@@ -281,7 +283,7 @@ def _extract(
                     spans_of[name] = Span(path, ti.offset_data, ti.size)
 
         policy = Policy(keep_owner=keep_owner, max_total_size=max_total_size)
-        return extract(source, dest, policy, archive=label, want=want, observe=seen).written
+        return extract(source, dest, policy, archive=label, want=want, observe=seen, divert=divert).written
 
 
 @dataclass(frozen=True)
@@ -295,25 +297,8 @@ class Span:
     @contextlib.contextmanager
     def open(self) -> Iterator[IO[bytes]]:
         """The member's bytes as a stream read in place (no copy of them is made)."""
-        with self.path.open("rb", buffering=0) as f, _InPlace(f.fileno(), self.offset, self.size) as window:
+        with self.path.open("rb", buffering=0) as f, InPlace(f.fileno(), self.offset, self.size) as window:
             yield cast("IO[bytes]", window)
-
-
-class _InPlace(io.RawIOBase):
-    """Reads `size` bytes of file `fd` from `offset` (pread: the file position is not used)."""
-
-    def __init__(self, fd: int, offset: int, size: int) -> None:
-        super().__init__()
-        self.fd, self.pos, self.end = fd, offset, offset + size
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any, /) -> int:
-        view = memoryview(buffer).cast("B")
-        n = os.preadv(self.fd, [view[: max(0, min(len(view), self.end - self.pos))]], self.pos) if view else 0
-        self.pos += n
-        return n
 
 
 def extract_archive(
@@ -324,6 +309,7 @@ def extract_archive(
     max_total_size: int | None = None,
     progress: Progress | None = None,
     spans: dict[str, Span | None] | None = None,
+    divert: Mapping[str, Divert] | None = None,
 ) -> list[str]:
     """Extract a whole checkpoint into a bundle directory (owners kept). Returns the names written.
     `progress` is called now and then with (archive bytes read, archive size).
@@ -331,10 +317,13 @@ def extract_archive(
     rootfs-diff.tar stays a file here: it is a nested tar, applied later by rootfs_diff. `spans`:
     in a plain archive, the regular (not sparse) members named there as keys are not written:
     their Span is put there instead, to be read in place. Other members, and every member of a
-    compressed archive, are written as usual (their value stays None).
+    compressed archive, are written as usual (their value stays None). `divert[name]` gets a
+    regular member's data as a stream (read once, in place) instead of its file being written.
     """
     want = None if skip is None else (lambda name: not skip(name))
-    written = _extract(path, dest, want, keep_owner=True, max_total_size=max_total_size, progress=progress, spans=spans)
+    written = _extract(
+        path, dest, want, keep_owner=True, max_total_size=max_total_size, progress=progress, spans=spans, divert=divert
+    )
     if INVENTORY not in written:
         raise _bad(
             path,

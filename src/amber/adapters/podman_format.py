@@ -224,6 +224,9 @@ class AmberManifest:
     runtime: str | None = None
     sizes: ManifestSizes | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # deleted.files, when there is one, comes before rootfs-diff.tar: a restore can then apply
+    # the diff while it reads it (the deletions go first), with no copy of it made.
+    deleted_files_first: bool | None = None
 
     @classmethod
     def from_dict(cls, data: object, source: str | Path) -> AmberManifest:
@@ -241,7 +244,8 @@ class AmberManifest:
         amber_version, criu_version = r.text("amber_version"), r.text("criu_version")
         container, runtime, sizes = r.text("container"), r.text("runtime"), r.obj("sizes")
         parsed = None if sizes is None else ManifestSizes.from_dict(sizes, source)
-        return cls(version, amber_version, criu_version, container, runtime, parsed, r.extra)
+        first = r.flag("deleted_files_first")
+        return cls(version, amber_version, criu_version, container, runtime, parsed, r.extra, first)
 
     def to_dict(self) -> dict[str, Any]:
         known = {
@@ -251,6 +255,7 @@ class AmberManifest:
             "container": self.container,
             "runtime": self.runtime,
             "sizes": None if self.sizes is None else self.sizes.to_dict(),
+            "deleted_files_first": self.deleted_files_first,
         }
         return _emit(self.extra, known)
 

@@ -103,6 +103,7 @@ def manifest(work: Path, c: Container, diff_size: int) -> fmt.AmberManifest:
         sizes=fmt.ManifestSizes(
             checkpoint=total, memory_pages=pages, rootfs_diff=diff_size, extra={fmt.OTHER_SIZE: other_size(work)}
         ),
+        deleted_files_first=True,  # checkpoint_export.rootfs_diff puts it there
     )
 
 

@@ -56,7 +56,8 @@ class Exporter:
     def rootfs_diff(
         self, c: Container, work: Path, opts: CheckpointOptions, *, streamed: bool
     ) -> tuple[list[archive.Member], int]:
-        """The rootfs diff's members (deleted.files written into `work`) and the diff's size.
+        """The rootfs diff's members (deleted.files written into `work`, first: see
+        AmberManifest.deleted_files_first) and the diff's size.
         `streamed`: the diff is measured now and its tar made while the archive is written (no
         copy on disk: the tree must stay as it is until then, a stopped container's does);
         else rootfs-diff.tar is written into `work` now. Raises OSError or AmberError."""
@@ -77,7 +78,7 @@ class Exporter:
                         diff_size = (work / fmt.ROOTFS_DIFF).stat().st_size
             if diff.deleted:
                 (work / fmt.DELETED_FILES).write_text(json.dumps(diff.deleted))
-                members.append(fmt.DELETED_FILES)
+                members.insert(0, fmt.DELETED_FILES)
         return members, diff_size
 
     def _network_fields(

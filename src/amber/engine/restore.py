@@ -17,7 +17,7 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
@@ -52,14 +52,16 @@ from amber.models import Container, Image, Report, Status
 
 if TYPE_CHECKING:
     from amber.adapters import checkpoint_archive as archive
+    from amber.adapters.tar.extract import Divert
 
 # An in-place restore (`amber restore NAME`, and recovery's) imports nothing of the archive
 # code: the archive format, the tar engine, the image checks and the rootfs diff are imported
 # in the methods that restore an archive.
 
-# (work directory, most bytes): unpacks the archive there; may return {member: Span} for the
-# members it left in the archive, to be read in place (extract_archive's `spans`).
-Unpacker = Callable[[Path, int], object]
+# (work directory, most bytes, diverts): unpacks the archive there, handing the members named in
+# diverts to their handler instead (extract_archive's `divert`, one that reads a file may); may
+# return {member: Span} for the members it left in the archive (extract_archive's `spans`).
+Unpacker = Callable[[Path, int, Mapping[str, "Divert"]], object]
 
 
 class ContainerOps(Protocol):
@@ -238,13 +240,19 @@ class RestoreService:
 
         head = archive.read_head(path)
 
-        def unpack_into(unpack: Path, limit: int) -> dict[str, archive.Span | None]:
+        def unpack_into(unpack: Path, limit: int, divert: Mapping[str, Divert]) -> dict[str, archive.Span | None]:
             skip = {fmt.CONFIG_DUMP, fmt.SPEC_DUMP, fmt.AMBER_MANIFEST}
             # A plain archive's rootfs diff is applied from where it lies in the archive, not
             # copied into the work area first (2 GiB: one write of 2 GiB fewer).
             spans: dict[str, archive.Span | None] = {fmt.ROOTFS_DIFF: None}
             archive.extract_archive(
-                path, unpack, skip=lambda n: n in skip, max_total_size=limit, progress=opts.progress, spans=spans
+                path,
+                unpack,
+                skip=lambda n: n in skip,
+                max_total_size=limit,
+                progress=opts.progress,
+                spans=spans,
+                divert=divert,
             )
             return spans
 
@@ -273,7 +281,7 @@ class RestoreService:
             with ArchiveStream(source, path, spool, max_total_size=limit) as stream:
                 assert stream.head is not None
                 return self._restore_from(
-                    stream.head, lambda unpack, most: stream.extract_rest(unpack, max_total_size=most), opts
+                    stream.head, lambda unpack, most, _divert: stream.extract_rest(unpack, max_total_size=most), opts
                 )
         finally:
             scratch.discard(spool)
@@ -360,19 +368,21 @@ class RestoreService:
         unpack_into: Unpacker,
     ) -> tuple[Container, Report]:
         """Unpack into `unpack` (a scratch dir: tmpfs when the images fit), then restore from it."""
-        from amber.adapters import criu_images, criu_memory, rootfs_diff
-        from amber.adapters.checkpoint_archive import Span
+        from amber.adapters import criu_images, criu_memory
         from amber.engine import archive_checks, privilege_checks, restore_net
+        from amber.engine.restore_root import RootSteps
 
         p = self.containers.paths(c.id)
         # At most max_unpacked_size; in memory (tmpfs), at most what amber.manifest declares.
         limit = self.containers.settings.max_unpacked_size
         if scratch.in_memory(self.layout, unpack):
             limit = min(limit, scratch.declared_size(head.amber_manifest) + scratch.SLACK)
+        image = self.images.get(c.image_id)
+        root = RootSteps(self.containers, c, head, opts, unpack, self.images.layer_dirs(image))
         warming = criu_images.preload()  # imported while the archive unpacks, for the checks below
         try:
             with timed("extract archive"):
-                unpacked = unpack_into(unpack, limit)
+                unpacked = unpack_into(unpack, limit, root.diverts())
         finally:
             warming.join()
         faults.point("after-extract")
@@ -389,31 +399,11 @@ class RestoreService:
                 raise PreconditionError(
                     f"checkpoint archive {head.path} cannot be restored here: {result.reason}", hint=result.hint or None
                 )
-        image = self.images.get(c.image_id)
-        if (unpack / fmt.NETWORK_STATUS).is_file() and opts.prepared != c.id:  # the addresses to ask for again
-            shutil.move(str(unpack / fmt.NETWORK_STATUS), p.network_status)
-        restore_net.keep_connections(head, p.conntrack)
-        self.containers.prepare_root(c, image_layers=self.images.layer_dirs(image), keep_address=opts.keep_address)
+        root.finish(unpacked)  # mounted, deletions, the rootfs diff (unless applied as it was read)
         provided = restore_net.import_volumes(self.containers.volumes, att, unpack, c.id, opts)
         resolv = attach.resolv_conf(self.containers.networks, att, p.resolv_conf)
         if resolv is not None:  # the archive's /etc/resolv.conf bind names this network's DNS
             provided[attach.RESOLV_CONF] = resolv
-        if not opts.ignore_rootfs:
-            # Deletions first: a directory the container deleted and made again is in both lists.
-            deleted = unpack / fmt.DELETED_FILES
-            if deleted.is_file():
-                paths = rootfs_diff.parse_deleted_files(deleted.read_bytes(), str(head.path))
-                rootfs_diff.apply_deleted_files(paths, p.merged)
-            diff = unpack / fmt.ROOTFS_DIFF
-            span = unpacked.get(fmt.ROOTFS_DIFF) if isinstance(unpacked, dict) else None
-            most = self.containers.settings.max_unpacked_size
-            with timed("apply rootfs diff"):
-                if isinstance(span, Span):
-                    with span.open() as raw:
-                        name = f"{head.path} (its {fmt.ROOTFS_DIFF})"
-                        rootfs_diff.apply_rootfs_diff_stream(raw, p.merged, archive=name, max_total_size=most)
-                elif diff.is_file():
-                    rootfs_diff.apply_rootfs_diff(diff, p.merged, max_total_size=most)
         spec = privilege_checks.restore_spec(
             head.spec,
             rootfs=p.merged,

@@ -86,6 +86,16 @@ def test_manifest_round_trip_and_sizes() -> None:
     assert fmt.AmberManifest.from_dict({"schema_version": 1}, "a.tar").images_size == 0
 
 
+def test_manifest_says_whether_deleted_files_come_first() -> None:
+    """An addition within schema 1: older ambers keep it as an unknown key, newer ones read it."""
+    raw = {"schema_version": 1, "deleted_files_first": True}
+    manifest = fmt.AmberManifest.from_dict(raw, "a.tar")
+    assert manifest.deleted_files_first is True and manifest.to_dict() == raw
+    assert fmt.AmberManifest.from_dict({"schema_version": 1}, "a.tar").deleted_files_first is None
+    with pytest.raises(ArchiveError, match="deleted_files_first"):
+        fmt.AmberManifest.from_dict({"schema_version": 1, "deleted_files_first": "yes"}, "a.tar")
+
+
 def test_manifest_newer_schema_is_refused() -> None:
     with pytest.raises(PreconditionError) as err:
         fmt.AmberManifest.from_dict({"schema_version": 2}, "/x/a.tar")

@@ -10,12 +10,14 @@ that fails or ends early is an ArchiveError naming the member.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import queue
 import tarfile
 import threading
-from typing import Any
+from collections.abc import Iterator
+from typing import IO, Any, cast
 
 from amber.adapters.tar.compression import CHUNK, READ_ERRORS
 from amber.adapters.tar.headers import sparse_of
@@ -193,6 +195,89 @@ def _copy_sparse(
             at += length
     os.ftruncate(out.fileno(), ti.size)
     return True
+
+
+class _MemberReader(io.RawIOBase):
+    """The data of member `ti` read straight from a stream-mode tar's _Stream (its read-ahead
+    `buf` first, then its file object), as _copy_from_stream does; `done()` skips what the
+    reader left and puts the stream where tarfile expects it after the member's data."""
+
+    def __init__(self, stream: Any, size: int, archive: str, member: str) -> None:
+        super().__init__()
+        self.stream, self.left, self.archive, self.member = stream, size, archive, member
+        self.size = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any, /) -> int:
+        view = memoryview(buffer).cast("B")[: self.left]
+        if not view:
+            return 0
+        head = self.stream.buf
+        if head:
+            n = min(len(head), len(view))
+            view[:n] = head[:n]
+            self.stream.buf = head[n:]
+        else:
+            try:
+                n = self.stream.fileobj.readinto(view)
+            except READ_ERRORS as exc:
+                raise truncated(self.archive, self.member, exc) from exc
+            if not n:
+                raise truncated(self.archive, self.member)
+        self.left -= n
+        return n
+
+    def done(self) -> None:
+        scratch = bytearray(min(CHUNK, self.left) or 1)
+        while self.left:
+            self.readinto(scratch)
+        self.stream.pos += self.size
+
+
+class InPlace(io.RawIOBase):
+    """`size` bytes of file `fd` from `offset` (a plain tar's member), read with pread: the file
+    position (tarfile's) is not used."""
+
+    def __init__(self, fd: int, offset: int, size: int) -> None:
+        super().__init__()
+        self.fd, self.pos, self.end = fd, offset, offset + size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any, /) -> int:
+        view = memoryview(buffer).cast("B")
+        n = os.preadv(self.fd, [view[: max(0, min(len(view), self.end - self.pos))]], self.pos) if view else 0
+        self.pos += n
+        return n
+
+
+@contextlib.contextmanager
+def member_reader(tar: tarfile.TarFile, ti: tarfile.TarInfo, archive: str, member: str) -> Iterator[IO[bytes]]:
+    """Regular member `ti`'s data as a binary stream, read in place (no copy of it is made):
+    from a stream-mode tar straight from its stream, from a plain tar on a file with pread.
+    What the reader leaves unread is skipped after; a stream that ends early is an ArchiveError."""
+    stream: Any = tar.fileobj
+    if (
+        type(stream).__name__ == "_Stream"
+        and getattr(stream, "comptype", None) == "tar"
+        and getattr(stream, "pos", None) == ti.offset_data
+        and isinstance(getattr(stream, "buf", None), bytes)
+    ):
+        reader = _MemberReader(stream, ti.size, archive, member)
+        yield cast("IO[bytes]", reader)
+        reader.done()
+        return
+    try:
+        fd = int(getattr(stream, "fileno")())  # noqa: B009 - a stream-mode tar has no fileno
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        src = tar.extractfile(ti)
+        assert src is not None
+        yield src
+        return
+    yield cast("IO[bytes]", InPlace(fd, ti.offset_data, ti.size))
 
 
 def _copy_from_stream(tar: tarfile.TarFile, ti: tarfile.TarInfo, out: io.FileIO, archive: str, member: str) -> bool:

@@ -21,12 +21,12 @@ import os
 import shutil
 import stat
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from amber.adapters.tar.copying import copy_member
+from amber.adapters.tar.copying import copy_member, member_reader
 from amber.adapters.tar.headers import members, open_tar, sparse_of
 from amber.adapters.tar.metadata import apply_meta, set_xattrs, times_ns
 from amber.adapters.tar.names import bad_target, normalize_name, problem, shown, symlink_escape
@@ -37,6 +37,11 @@ WHITEOUT_PREFIX = ".wh."
 SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.ENOMEM)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+# A regular member handed to its caller instead of written: called with a stream of its data
+# (tar.copying.member_reader), read in place; what it leaves unread is skipped.
+Divert = Callable[[IO[bytes]], None]
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,7 @@ class Extraction:
     seen: set[str] = field(default_factory=set)
     written: list[str] = field(default_factory=list)
     dirs: dict[tuple[str, ...], tarfile.TarInfo] = field(default_factory=dict)
+    divert: Mapping[str, Divert] = field(default_factory=dict)
     entries: set[tuple[str, ...]] = field(default_factory=set)
     _cached: tuple[tuple[str, ...], int] | None = None
 
@@ -139,7 +145,15 @@ class Extraction:
             observe(member, ti)
         if want is not None and not want(member):
             return
+        handler = self.divert.get(member) if ti.isreg() and sparse_of(ti) is None else None
         try:
+            if handler is not None:
+                self._check_size(member, ti.size, ti.size)
+                with member_reader(tar, ti, self.archive, member) as data:
+                    handler(data)
+                self.size += ti.size
+                self.written.append(member)
+                return
             if self.policy.whiteout is not None and parts[-1].startswith(WHITEOUT_PREFIX):
                 self.policy.whiteout(self, ti, parts)
                 return
@@ -307,6 +321,7 @@ def extract(
     archive: str,
     want: Callable[[str], bool] | None = None,
     observe: Callable[[str, tarfile.TarInfo], None] | None = None,
+    divert: Mapping[str, Divert] | None = None,
 ) -> Extracted:
     """Extract a tar stream (or a TarFile from headers.open_tar) into `dest`, made if missing.
 
@@ -314,13 +329,15 @@ def extract(
     default buffer: file data bypasses it (copying.py) and only headers go through it.
 
     `archive` names it in errors. `want(name)` sees names normalized (`./a//b/` -> `a/b`);
-    unwanted members are skipped but still checked; `observe(name, ti)` sees every header.
+    unwanted members are skipped but still checked; `observe(name, ti)` sees every header;
+    `divert[name]` gets a wanted regular member's data instead of a file being written (its size
+    still counts against the policy's limit).
     Raises ArchiveError for a hostile or broken archive, AmberError when the destination fails
     (no space, read-only).
     """
     dest.mkdir(parents=True, exist_ok=True)
     root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    ex = Extraction(archive, policy, root_fd, dest)
+    ex = Extraction(archive, policy, root_fd, dest, divert=divert or {})
     try:
         with _opened(source, archive) as tar:
             for ti in members(tar, archive):

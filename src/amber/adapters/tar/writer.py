@@ -272,7 +272,9 @@ class TarWriter:
     def _data(self, fd: int, size: int, path: str) -> None:
         """Exactly `size` bytes from fd's position (zeros for what a shrunk file no longer has)."""
         left = size
-        if self.zero_copy:
+        if left >= DIRECT_FROM:  # not cached: past the page cache, before any kernel copy
+            left -= self._data_past_cache(fd, left)
+        if self.zero_copy and left:
             self.out.flush()
             dst = self.out.fileno()
             while left:
@@ -286,8 +288,6 @@ class TarWriter:
                 if n == 0:
                     break
                 left -= n
-        if left >= DIRECT_FROM:
-            left -= self._data_past_cache(fd, left)
         view = memoryview(self._buf)
         while left:
             n = os.readv(fd, [view[: min(left, CHUNK)]])

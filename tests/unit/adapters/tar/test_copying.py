@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import os
+import tarfile
 import threading
 from pathlib import Path
+from typing import IO, cast
 
 import pytest
 import zstandard
@@ -67,3 +69,67 @@ def test_a_failed_write_stops_the_reader(tmp_path: Path) -> None:
     with Full(tmp_path / "out", "wb") as out, pytest.raises(OSError, match="No space"):
         copying._pump(io.BytesIO(_data()), out, SIZE, "a.tar", "checkpoint/pages-1.img")
     assert not any(t.name == "amber-unpack" for t in threading.enumerate())
+
+
+def _tar_of(members: list[tuple[str, bytes]]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in members:
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tar.addfile(ti, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("how", ["stream", "file", "zstd"])
+@pytest.mark.parametrize("read", ["all", "part", "none"])
+def test_a_diverted_member_is_read_in_place_and_the_rest_still_lands(tmp_path: Path, how: str, read: str) -> None:
+    """extract's `divert`: the handler reads the member's bytes straight from the archive (as
+    much as it likes: the rest is skipped), the following members are written as usual, and
+    the member's size counts against the limit."""
+    from amber.adapters.tar.extract import extract
+    from amber.adapters.tar.headers import open_tar
+    from amber.adapters.tar.policy import Policy
+
+    big = os.urandom(300_000)
+    raw = _tar_of([("a", b"first"), ("diff.tar", big), ("b", b"after")])
+    archive = tmp_path / "x.tar"
+    archive.write_bytes(zstandard.ZstdCompressor().compress(raw) if how == "zstd" else raw)
+    got: list[bytes] = []
+
+    def handler(data: IO[bytes]) -> None:
+        want = {"all": -1, "part": 1000, "none": 0}[read]
+        got.append(data.read(want) if want else b"")
+
+    dest = tmp_path / "out"
+    with archive.open("rb") as f:
+        source: IO[bytes] | tarfile.TarFile = f
+        if how == "file":
+            source = open_tar(f, "x.tar", stream=False)
+        elif how == "zstd":
+            source = cast("IO[bytes]", zstandard.ZstdDecompressor().stream_reader(f))
+        done = extract(source, dest, Policy(), archive="x.tar", divert={"diff.tar": handler})
+    assert got == [{"all": big, "part": big[:1000], "none": b""}[read]]
+    assert not (dest / "diff.tar").exists()
+    assert (dest / "a").read_bytes() == b"first" and (dest / "b").read_bytes() == b"after"
+    assert done.written == ["a", "diff.tar", "b"] and done.size == len(big) + 10
+    with archive.open("rb") as f, pytest.raises(ArchiveError, match="more than the 1000 bytes allowed"):
+        source = cast("IO[bytes]", zstandard.ZstdDecompressor().stream_reader(f)) if how == "zstd" else f
+        extract(source, tmp_path / "o2", Policy(max_total_size=1000), archive="x.tar", divert={"diff.tar": handler})
+
+
+def test_a_diverted_member_cut_short_is_a_truncated_archive(tmp_path: Path) -> None:
+    from amber.adapters.tar.extract import extract
+    from amber.adapters.tar.policy import Policy
+
+    raw = _tar_of([("diff.tar", os.urandom(100_000))])
+    archive = tmp_path / "cut.tar"
+    archive.write_bytes(raw[:60_000])
+    with archive.open("rb") as f, pytest.raises(ArchiveError, match="truncated"):
+        extract(
+            f,
+            tmp_path / "o",
+            Policy(),
+            archive="cut.tar",
+            divert={"diff.tar": lambda data: None if data.read() else None},
+        )
