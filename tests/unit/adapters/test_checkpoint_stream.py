@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import pytest
 from amber.adapters import checkpoint_archive as ca
 from amber.adapters import checkpoint_stream as cs
 from amber.errors import ArchiveError
+from tests.unit.adapters.tar.helpers import plain_tar
 from tests.unit.adapters.test_checkpoint_archive import CONFIG, FIXTURES, MEMBERS, PODMAN, SPEC, bundle, head
 
 __all__ = ["bundle"]  # the fixture, used by name
@@ -47,16 +47,6 @@ def _files(root: Path) -> dict[str, bytes | None]:
             p = Path(dirpath, f)
             out[os.path.relpath(p, root)] = None if p.is_symlink() else p.read_bytes()
     return out
-
-
-def _tar(entries: list[tuple[str, bytes]]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in entries:
-            ti = tarfile.TarInfo(name)
-            ti.size = len(data)
-            tar.addfile(ti, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def _stream(data: bytes, tmp_path: Path, limit: int = 1 << 30) -> cs.ArchiveStream:
@@ -119,10 +109,10 @@ def test_empty_and_not_tar(tmp_path: Path) -> None:
 def test_metadata_twice_is_refused(tmp_path: Path) -> None:
     config = json.dumps(CONFIG).encode()
     spec = json.dumps(SPEC).encode()
-    data = _tar([(ca.CONFIG_DUMP, config), (ca.SPEC_DUMP, spec), (ca.CONFIG_DUMP, config)])
+    data = plain_tar([(ca.CONFIG_DUMP, config), (ca.SPEC_DUMP, spec), (ca.CONFIG_DUMP, config)])
     with pytest.raises(ArchiveError, match="appears twice"), _stream(data, tmp_path):
         pass
-    late = _tar(
+    late = plain_tar(
         [(ca.CONFIG_DUMP, config), (ca.SPEC_DUMP, spec), ("checkpoint/inventory.img", b"i"), (ca.SPEC_DUMP, spec)]
     )
     with _stream(late, tmp_path) as s, pytest.raises(ArchiveError, match="appears twice"):
@@ -130,20 +120,20 @@ def test_metadata_twice_is_refused(tmp_path: Path) -> None:
 
 
 def test_no_metadata(tmp_path: Path) -> None:
-    with pytest.raises(ArchiveError, match="lacks config.dump"), _stream(_tar([("x", b"1")]), tmp_path):
+    with pytest.raises(ArchiveError, match="lacks config.dump"), _stream(plain_tar([("x", b"1")]), tmp_path):
         pass
 
 
 def test_spool_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Late metadata is waited for by spooling what comes before it, at most SPOOL_LIMIT bytes."""
     monkeypatch.setattr(cs, "SPOOL_LIMIT", 1000)
-    data = _tar([("artifacts/big", b"x" * 2000), (ca.CONFIG_DUMP, json.dumps(CONFIG).encode())])
+    data = plain_tar([("artifacts/big", b"x" * 2000), (ca.CONFIG_DUMP, json.dumps(CONFIG).encode())])
     with pytest.raises(ArchiveError, match="more than the 1000 bytes allowed"), _stream(data, tmp_path):
         pass
 
 
 def test_size_bound_covers_spool_and_rest(tmp_path: Path) -> None:
-    data = _tar(
+    data = plain_tar(
         [
             ("artifacts/a", b"x" * 600),
             (ca.CONFIG_DUMP, json.dumps(CONFIG).encode()),
@@ -156,7 +146,7 @@ def test_size_bound_covers_spool_and_rest(tmp_path: Path) -> None:
 
 
 def test_hostile_member_in_spool(tmp_path: Path) -> None:
-    data = _tar([("../escape", b"x"), (ca.CONFIG_DUMP, json.dumps(CONFIG).encode())])
+    data = plain_tar([("../escape", b"x"), (ca.CONFIG_DUMP, json.dumps(CONFIG).encode())])
     with pytest.raises(ArchiveError, match="refusing member"), _stream(data, tmp_path):
         pass
     assert not (tmp_path / "escape").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -95,3 +96,14 @@ HOSTILE_HEADERS: dict[str, bytes] = {
     "sparse-with-pax-size": pax_member("x", sparse_data(["1", "0", "4"]), size="1024", **_SPARSE),
 }
 END = b"\0" * 1024
+
+
+def plain_tar(entries: list[tuple[str, bytes]]) -> bytes:
+    """A PAX tar of regular files, as Python's tarfile writes it."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in entries:
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tar.addfile(ti, io.BytesIO(data))
+    return buf.getvalue()

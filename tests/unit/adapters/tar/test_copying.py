@@ -14,6 +14,7 @@ import zstandard
 
 from amber.adapters.tar import copying
 from amber.errors import ArchiveError
+from tests.unit.adapters.tar.helpers import plain_tar
 
 SIZE = copying.OVERLAP_FROM + 12345  # above the threshold, not a whole number of chunks
 
@@ -71,16 +72,6 @@ def test_a_failed_write_stops_the_reader(tmp_path: Path) -> None:
     assert not any(t.name == "amber-unpack" for t in threading.enumerate())
 
 
-def _tar_of(members: list[tuple[str, bytes]]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in members:
-            ti = tarfile.TarInfo(name)
-            ti.size = len(data)
-            tar.addfile(ti, io.BytesIO(data))
-    return buf.getvalue()
-
-
 @pytest.mark.parametrize("how", ["stream", "file", "zstd"])
 @pytest.mark.parametrize("read", ["all", "part", "none"])
 def test_a_diverted_member_is_read_in_place_and_the_rest_still_lands(tmp_path: Path, how: str, read: str) -> None:
@@ -92,7 +83,7 @@ def test_a_diverted_member_is_read_in_place_and_the_rest_still_lands(tmp_path: P
     from amber.adapters.tar.policy import Policy
 
     big = os.urandom(300_000)
-    raw = _tar_of([("a", b"first"), ("diff.tar", big), ("b", b"after")])
+    raw = plain_tar([("a", b"first"), ("diff.tar", big), ("b", b"after")])
     archive = tmp_path / "x.tar"
     archive.write_bytes(zstandard.ZstdCompressor().compress(raw) if how == "zstd" else raw)
     got: list[bytes] = []
@@ -122,7 +113,7 @@ def test_a_diverted_member_cut_short_is_a_truncated_archive(tmp_path: Path) -> N
     from amber.adapters.tar.extract import extract
     from amber.adapters.tar.policy import Policy
 
-    raw = _tar_of([("diff.tar", os.urandom(100_000))])
+    raw = plain_tar([("diff.tar", os.urandom(100_000))])
     archive = tmp_path / "cut.tar"
     archive.write_bytes(raw[:60_000])
     with archive.open("rb") as f, pytest.raises(ArchiveError, match="truncated"):
