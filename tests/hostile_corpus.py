@@ -228,6 +228,21 @@ def _zst(entries: Callable[[Ctx], list[Entry]]) -> Callable[[Ctx], bytes]:
     return lambda ctx: zstd(tar_bytes(entries(ctx)))
 
 
+def _zst_streamed(entries: Callable[[Ctx], list[Entry]]) -> Callable[[Ctx], bytes]:
+    """zstd, with amber.manifest saying deleted.files comes first: the restore unpacks the
+    rootfs diff onto the root as it reads the archive (engine/restore_root.py), not from a copy."""
+
+    def build(ctx: Ctx) -> bytes:
+        out = []
+        for e in entries(ctx):
+            if e.ti.name == "amber.manifest":
+                e = Entry(copy.copy(e.ti), json.dumps({**json.loads(e.data), "deleted_files_first": True}).encode())
+            out.append(e)
+        return zstd(tar_bytes(out))
+
+    return build
+
+
 # --- hostile members ---------------------------------------------------------------------------
 def _dotdot(ctx: Ctx) -> list[Entry]:
     return ctx.after_head(file(f"{CLIMB}{ctx.rel}/escape"))
@@ -752,7 +767,13 @@ CASES: list[Case] = [
     Case("diff-sparse-map-endless", _plain(_diff_sparse_map_endless)),
     Case("diff-sparse-honest", _plain(_diff_sparse_honest), CONFINED, may_restore=True),
     Case("diff-not-a-tar", _plain(_diff_not_a_tar)),
+    Case("diff-streamed-symlink-then-write", _zst_streamed(_diff_symlink_write), ext=".tar.zst"),
+    Case("diff-streamed-dotdot", _zst_streamed(_diff_dotdot), ext=".tar.zst"),
+    Case("diff-streamed-absolute", _zst_streamed(_diff_absolute), ext=".tar.zst"),
+    Case("diff-streamed-hardlink-out", _zst_streamed(_diff_hardlink_out), ext=".tar.zst"),
+    Case("diff-streamed-not-a-tar", _zst_streamed(_diff_not_a_tar), ext=".tar.zst"),
     Case("deleted-dotdot", _plain(_deleted_dotdot)),
+    Case("deleted-streamed-dotdot", _zst_streamed(_deleted_dotdot), ext=".tar.zst"),
     Case("deleted-dotdot-dir", _plain(_deleted_dotdot_dir)),
     Case("deleted-through-symlink", _plain(_deleted_through_symlink), CONFINED, may_restore=True),
     Case("deleted-through-relative-symlink", _plain(_deleted_through_relative_symlink), CONFINED, may_restore=True),

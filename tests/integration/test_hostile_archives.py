@@ -153,6 +153,8 @@ def test_restore_refuses_hostile_archive(w: World, name: str, capfd: pytest.Capt
     allowed = case.codes | ({0} if case.may_restore else set())
     assert rc != 0 or case.may_restore, f"{what} succeeded\n{err}"
     assert_clean_error(rc, err, frozenset(allowed), what)
+    if name.startswith("diff-streamed-"):  # refused while the diff was unpacked onto the root
+        assert "(its rootfs-diff.tar)" in err, f"{what}: not refused on the streamed path\n{err}"
     assert elapsed < TIME_LIMIT, f"{what} took {elapsed:.1f} s"
     if rc == 0:  # a confined, harmless archive that restored: the container is an ordinary one
         assert w.amber("rm", "-f", "cnt") == 0
