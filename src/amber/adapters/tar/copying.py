@@ -127,12 +127,32 @@ def _write_all(out: io.FileIO, view: memoryview, n: int) -> None:
         written += out.write(view[written:n]) or 0
 
 
-def _copy_in_kernel(tar: tarfile.TarFile, ti: tarfile.TarInfo, out: int, archive: str, member: str) -> bool:
-    if ti.sparse is not None:
-        return False
+def _file_of(tar: tarfile.TarFile) -> int | None:
+    """The descriptor of a plain tar read from a file; None for a stream-mode tar (no fileno)."""
     try:
-        src = int(getattr(tar.fileobj, "fileno")())  # noqa: B009 - a stream-mode tar has no fileno
+        return int(getattr(tar.fileobj, "fileno")())  # noqa: B009
     except (AttributeError, OSError, io.UnsupportedOperation):
+        return None
+
+
+def _stream_at_data(tar: tarfile.TarFile, ti: tarfile.TarInfo) -> Any | None:
+    """A stream-mode tar's _Stream when it stands exactly at `ti`'s data, else None. Relies on
+    tarfile's _Stream keeping its read-ahead in `buf` and its position in `pos` (CPython 3.8
+    to 3.14)."""
+    stream: Any = tar.fileobj
+    if (
+        type(stream).__name__ == "_Stream"
+        and getattr(stream, "comptype", None) == "tar"
+        and getattr(stream, "pos", None) == ti.offset_data
+        and isinstance(getattr(stream, "buf", None), bytes)
+    ):
+        return stream
+    return None
+
+
+def _copy_in_kernel(tar: tarfile.TarFile, ti: tarfile.TarInfo, out: int, archive: str, member: str) -> bool:
+    src = _file_of(tar)
+    if ti.sparse is not None or src is None:
         return False
     offset, left = ti.offset_data, ti.size
     use_range = hasattr(os, "copy_file_range")
@@ -162,14 +182,8 @@ def _copy_sparse(
     """Each extent of a sparse member written at its offset, the file then cut to its size: the
     holes cost nothing. False (nothing read) when the archive is neither a plain file nor a
     plain stream standing at the member's data."""
-    stream: Any = tar.fileobj
-    if type(stream).__name__ == "_Stream":
-        if (
-            getattr(stream, "comptype", None) != "tar"
-            or getattr(stream, "pos", None) != ti.offset_data
-            or not isinstance(getattr(stream, "buf", None), bytes)
-        ):
-            return False
+    stream, src = _stream_at_data(tar, ti), _file_of(tar)
+    if stream is not None:
         for offset, length in sparse:
             os.lseek(out.fileno(), offset, os.SEEK_SET)
             head = memoryview(stream.buf)
@@ -178,11 +192,7 @@ def _copy_sparse(
             stream.buf = bytes(head[take:])
             _pump(stream.fileobj, out, length - take, archive, member)
             stream.pos += length
-    else:
-        try:
-            src = int(getattr(stream, "fileno")())  # noqa: B009
-        except (AttributeError, OSError, io.UnsupportedOperation):
-            return False
+    elif src is not None:
         at = ti.offset_data
         for offset, length in sparse:
             done = 0
@@ -193,13 +203,15 @@ def _copy_sparse(
                 os.pwrite(out.fileno(), n, offset + done)
                 done += len(n)
             at += length
+    else:
+        return False
     os.ftruncate(out.fileno(), ti.size)
     return True
 
 
 class _MemberReader(io.RawIOBase):
-    """The data of member `ti` read straight from a stream-mode tar's _Stream (its read-ahead
-    `buf` first, then its file object), as _copy_from_stream does; `done()` skips what the
+    """The data of a member read straight from a stream-mode tar's _Stream (_stream_at_data):
+    its read-ahead `buf` first, then its file object, `size` bytes; `done()` skips what the
     reader left and puts the stream where tarfile expects it after the member's data."""
 
     def __init__(self, stream: Any, size: int, archive: str, member: str) -> None:
@@ -259,43 +271,25 @@ def member_reader(tar: tarfile.TarFile, ti: tarfile.TarInfo, archive: str, membe
     """Regular member `ti`'s data as a binary stream, read in place (no copy of it is made):
     from a stream-mode tar straight from its stream, from a plain tar on a file with pread.
     What the reader leaves unread is skipped after; a stream that ends early is an ArchiveError."""
-    stream: Any = tar.fileobj
-    if (
-        type(stream).__name__ == "_Stream"
-        and getattr(stream, "comptype", None) == "tar"
-        and getattr(stream, "pos", None) == ti.offset_data
-        and isinstance(getattr(stream, "buf", None), bytes)
-    ):
+    stream, fd = _stream_at_data(tar, ti), _file_of(tar)
+    if stream is not None:
         reader = _MemberReader(stream, ti.size, archive, member)
         yield cast("IO[bytes]", reader)
         reader.done()
-        return
-    try:
-        fd = int(getattr(stream, "fileno")())  # noqa: B009 - a stream-mode tar has no fileno
-    except (AttributeError, OSError, io.UnsupportedOperation):
+    elif fd is not None:
+        yield cast("IO[bytes]", InPlace(fd, ti.offset_data, ti.size))
+    else:
         src = tar.extractfile(ti)
         assert src is not None
         yield src
-        return
-    yield cast("IO[bytes]", InPlace(fd, ti.offset_data, ti.size))
 
 
 def _copy_from_stream(tar: tarfile.TarFile, ti: tarfile.TarInfo, out: io.FileIO, archive: str, member: str) -> bool:
-    """Relies on tarfile's _Stream keeping its read-ahead in `buf` and its position in `pos`
-    (CPython 3.8 to 3.14); used only when the stream stands exactly at the member's data."""
-    stream: Any = tar.fileobj
-    if (
-        type(stream).__name__ != "_Stream"
-        or getattr(stream, "comptype", None) != "tar"
-        or getattr(stream, "pos", None) != ti.offset_data
-        or not isinstance(getattr(stream, "buf", None), bytes)
-        or ti.sparse is not None
-    ):
+    """Only when a stream-mode tar stands exactly at the member's data (_stream_at_data)."""
+    stream = _stream_at_data(tar, ti)
+    if stream is None or ti.sparse is not None:
         return False
-    head = memoryview(stream.buf)
-    take = min(len(head), ti.size)
-    _write_all(out, head, take)
-    stream.buf = bytes(head[take:])
-    _pump(stream.fileobj, out, ti.size - take, archive, member)
-    stream.pos += ti.size
+    reader = _MemberReader(stream, ti.size, archive, member)
+    _pump(reader, out, ti.size, archive, member)
+    reader.done()
     return True
