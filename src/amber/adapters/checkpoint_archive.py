@@ -161,7 +161,9 @@ def _open(path: Path, *, buffered: bool) -> Iterator[tuple[Compression, Counting
     with path.open("rb", buffering=0) as f, contextlib.ExitStack() as stack:
         source: Any = f
         size = os.fstat(f.fileno()).st_size
-        if comp is not Compression.NONE and size >= DIRECT_FROM and not in_page_cache(f.fileno(), 0, size):
+        # A whole-archive read (`buffered`) of a compressed archive not in the page cache goes
+        # past it; read_head's few kilobytes do not.
+        if buffered and comp is not Compression.NONE and size >= DIRECT_FROM and not in_page_cache(f.fileno(), 0, size):
             source = stack.enter_context(SequentialReader(f.fileno()))  # past the page cache: direct_io
         raw = Counting(source)
         src: Any = io.BufferedReader(raw, CHUNK) if buffered else raw
@@ -271,19 +273,19 @@ def _extract(
         if comp is Compression.NONE:  # seekable: tarfile reads file data straight, without its stream buffer
             source = stack.enter_context(open_tar(_file(raw), label, stream=False))
         started[0] = True
-        seen = None if observe is None else (lambda name, ti: observe(_info(name, ti)))
-        if spans is not None and comp is Compression.NONE:
-            wanted, spans_of = want, spans
+        left = spans if comp is Compression.NONE else None  # members left in the archive, when plain
 
-            def want(name: str) -> bool:  # seen() has looked at the member first
-                return spans_of.get(name) is None and (wanted is None or wanted(name))
+        def seen(name: str, ti: tarfile.TarInfo) -> None:
+            if observe is not None:
+                observe(_info(name, ti))
+            if left is not None and name in left and ti.isreg() and ti.sparse is None:
+                left[name] = Span(path, ti.offset_data, ti.size)
 
-            def seen(name: str, ti: tarfile.TarInfo) -> None:
-                if name in spans_of and ti.isreg() and ti.sparse is None:
-                    spans_of[name] = Span(path, ti.offset_data, ti.size)
+        def wanted(name: str) -> bool:  # seen() has looked at the member first
+            return (left is None or left.get(name) is None) and (want is None or want(name))
 
         policy = Policy(keep_owner=keep_owner, max_total_size=max_total_size)
-        return extract(source, dest, policy, archive=label, want=want, observe=seen, divert=divert).written
+        return extract(source, dest, policy, archive=label, want=wanted, observe=seen, divert=divert).written
 
 
 @dataclass(frozen=True)

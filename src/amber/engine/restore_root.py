@@ -84,18 +84,22 @@ class RootSteps:
 
     def _diff_arrives(self, data: IO[bytes]) -> None:
         """The divert handler: the rootfs diff's bytes, as the archive is read."""
-        from amber.adapters import rootfs_diff
-
         self.mount()
         self._deletions()
         with timed("apply rootfs diff (streamed from the archive)"):
-            rootfs_diff.apply_rootfs_diff_stream(
-                data,
-                self.containers.paths(self.c.id).merged,
-                archive=f"{self.head.path} (its {fmt.ROOTFS_DIFF})",
-                max_total_size=self.containers.settings.max_unpacked_size,
-            )
+            self._apply_read_in_place(data)
         self.diff_applied = True
+
+    def _apply_read_in_place(self, data: IO[bytes]) -> None:
+        """The rootfs diff unpacked onto the root from `data`, a stream of it inside the archive."""
+        from amber.adapters import rootfs_diff
+
+        rootfs_diff.apply_rootfs_diff_stream(
+            data,
+            self.containers.paths(self.c.id).merged,
+            archive=f"{self.head.path} (its {fmt.ROOTFS_DIFF})",
+            max_total_size=self.containers.settings.max_unpacked_size,
+        )
 
     def finish(self, unpacked: object) -> None:
         """After the unpack: mounted, deletions, then the diff (read in place from a plain
@@ -109,17 +113,18 @@ class RootSteps:
         self._deletions()
         if self.diff_applied:
             return
-        merged = self.containers.paths(self.c.id).merged
-        most = self.containers.settings.max_unpacked_size
         span = unpacked.get(fmt.ROOTFS_DIFF) if isinstance(unpacked, dict) else None
         diff = self.unpack / fmt.ROOTFS_DIFF
         with timed("apply rootfs diff"):
             if isinstance(span, Span):
                 with span.open() as raw:
-                    name = f"{self.head.path} (its {fmt.ROOTFS_DIFF})"
-                    rootfs_diff.apply_rootfs_diff_stream(raw, merged, archive=name, max_total_size=most)
+                    self._apply_read_in_place(raw)
             elif diff.is_file():
-                rootfs_diff.apply_rootfs_diff(diff, merged, max_total_size=most)
+                rootfs_diff.apply_rootfs_diff(
+                    diff,
+                    self.containers.paths(self.c.id).merged,
+                    max_total_size=self.containers.settings.max_unpacked_size,
+                )
         self.diff_applied = True
 
 
