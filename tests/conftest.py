@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import time
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
@@ -222,10 +223,20 @@ def mounts_under(path: Path) -> list[str]:
 
 
 def drop_page_cache(path: Path) -> None:
-    """Write `path` out and drop it from the page cache (what a file long unread looks like)."""
+    """Write `path` out and drop it from the page cache (what a file long unread looks like).
+
+    POSIX_FADV_DONTNEED leaves pages still held in a CPU's LRU batch: it is asked again until
+    the sampled pages are gone (mincore), a bounded number of times."""
+    from amber.adapters.direct_io import in_page_cache
+
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        size = os.fstat(fd).st_size
+        for _ in range(200):
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            if size == 0 or not in_page_cache(fd, 0, size, samples=256):
+                return
+            time.sleep(0.01)
     finally:
         os.close(fd)

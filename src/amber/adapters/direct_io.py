@@ -6,7 +6,7 @@ kind (a VM, ext4 on a virtio disk, 2 cores), 2 GiB not cached: 4.0 s read buffer
 O_DIRECT into one 4 MiB aligned buffer (0.19 s when cached). Memory the guest freed goes back to
 its host (free page reporting), so each new page-cache page costs a fault on the host; a direct
 read moves the bytes into one buffer that stays mapped. Whether a range is cached is asked first
-(`in_page_cache`, RWF_NOWAIT reads): a cached file is read the ordinary way.
+(`in_page_cache`, mincore on a mapping): a cached file is read the ordinary way.
 
 Where the filesystem refuses O_DIRECT (tmpfs before Linux 6.6, some FUSE and network
 filesystems) the reads are ordinary ones.
@@ -33,18 +33,37 @@ DIRECT_FROM = 1 << 20  # files from this size on are read past the page cache wh
 
 def in_page_cache(fd: int, offset: int, length: int, samples: int = 8) -> bool:
     """Is most of `fd`'s range [offset, offset+length) in the page cache? A few of its pages are
-    read with RWF_NOWAIT, which fails rather than go to the disk. True where that cannot be told."""
-    if length <= 0 or not hasattr(os, "RWF_NOWAIT"):
+    looked up with mincore(2) on a mapping of the file, which reads nothing (a RWF_NOWAIT read,
+    used before, started readahead: the probe itself filled the cache). True where that cannot
+    be told."""
+    if length <= 0:
         return True
-    probe = bytearray(1)
-    hits = 0
-    for i in range(samples):
-        try:
-            hits += os.preadv(fd, [probe], offset + length * i // samples, os.RWF_NOWAIT) > 0
-        except BlockingIOError:
-            continue
-        except OSError:
-            return True  # EOPNOTSUPP: the filesystem cannot say
+    import ctypes
+
+    page = mmap.PAGESIZE
+    first = offset - offset % page
+    span = offset + length - first
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mmap.restype = ctypes.c_void_p
+        libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+        libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+        addr = libc.mmap(None, span, mmap.PROT_READ, mmap.MAP_SHARED, fd, first)
+    except (OSError, AttributeError):
+        return True
+    if addr is None or addr == ctypes.c_void_p(-1).value:
+        return True
+    try:
+        flag = ctypes.c_ubyte()
+        hits = 0
+        for i in range(samples):
+            at = (offset - first + length * i // samples) // page * page
+            if libc.mincore(ctypes.c_void_p(addr + at), page, ctypes.byref(flag)) != 0:
+                return True
+            hits += flag.value & 1
+    finally:
+        libc.munmap(ctypes.c_void_p(addr), span)
     return hits * 2 > samples
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from amber.adapters.direct_io import ALIGN, DirectReader, SequentialReader, in_page_cache
+from tests.conftest import drop_page_cache
 
 
 @pytest.fixture
@@ -34,8 +35,7 @@ def fd_of(disk_dir: Path) -> Iterator[int]:
 def test_reader_gives_any_range_past_the_page_cache(disk_dir: Path, fd_of: int) -> None:
     data = os.urandom(9 * ALIGN + 77)
     os.write(fd_of, data)
-    os.fsync(fd_of)
-    os.posix_fadvise(fd_of, 0, 0, os.POSIX_FADV_DONTNEED)
+    drop_page_cache(disk_dir / "f")
     assert not in_page_cache(fd_of, 0, len(data))
     for offset, length in [(0, len(data)), (1, 100), (ALIGN - 1, 2 * ALIGN + 5), (512, len(data) - 512)]:
         with DirectReader(fd_of, size=2 * ALIGN) as r:
@@ -52,6 +52,5 @@ def test_reader_gives_any_range_past_the_page_cache(disk_dir: Path, fd_of: int) 
 def test_page_cache_probe_tells_cached_from_not(disk_dir: Path, fd_of: int) -> None:
     os.write(fd_of, os.urandom(64 * ALIGN))
     assert in_page_cache(fd_of, 0, 64 * ALIGN)  # just written: cached
-    os.fsync(fd_of)
-    os.posix_fadvise(fd_of, 0, 0, os.POSIX_FADV_DONTNEED)
+    drop_page_cache(disk_dir / "f")
     assert not in_page_cache(fd_of, 0, 64 * ALIGN)
