@@ -35,8 +35,9 @@ from pathlib import Path
 from typing import IO
 
 from amber.adapters.page_pack import Placed, Slot
-from amber.adapters.tar.compression import Compression, zstd_compressor
+from amber.adapters.tar.compression import Compression
 from amber.adapters.tar.writer import TarWriter
+from amber.adapters.tar.zstd_writer import zstd_compressor
 
 log = logging.getLogger("amber.archive")
 

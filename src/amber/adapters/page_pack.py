@@ -28,11 +28,11 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, cast
 
 import zstandard
 
-from amber.adapters.tar.compression import CHUNK, zstd_compressor
+from amber.adapters.tar.compression import CHUNK
+from amber.adapters.tar.zstd_writer import ZstdWriter
 from amber.adapters.writeback import sync_file_range
 
 log = logging.getLogger("amber.page_pack")
@@ -107,7 +107,7 @@ class _Follower:
         self.frame = frame
         self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         self.out = open(frame, "wb", buffering=CHUNK)  # noqa: SIM115 - closed in close()
-        self.packer: Any = zstd_compressor(level).stream_writer(self.out, closefd=False, write_size=CHUNK)
+        self.packer = ZstdWriter(self.out, level, write_size=CHUNK)
         self.size = 0
         self.buf = bytearray(READ_SIZE)
 
@@ -137,11 +137,7 @@ class _Placer:
         self.compressed = compressed
         self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         self.at = _At(slot.fd, slot.offset)
-        self.packer: Any = (
-            zstd_compressor(level).stream_writer(cast("IO[bytes]", self.at), closefd=False, write_size=CHUNK)
-            if compressed
-            else None
-        )
+        self.packer = ZstdWriter(self.at, level, write_size=CHUNK) if compressed else None
         self.size = 0
         self.buf = bytearray(READ_SIZE)
         self.kernel_copy = not compressed

@@ -173,7 +173,7 @@ def _checkpoint_parser(p: argparse.ArgumentParser) -> None:
         type=int,
         metavar="N",
         help=(
-            "compression level: zstd 1-19 (default 2; 3: archives near podman's size, more memory), "
+            "compression level: zstd 1-19 (default 3: podman's window, one thread), "
             "gzip 1-9 (default 6); config: [engine] compress_level"
         ),
     )

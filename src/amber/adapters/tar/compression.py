@@ -21,6 +21,7 @@ from typing import IO, Any, Protocol
 
 import zstandard
 
+from amber.adapters.tar.zstd_writer import DEFAULT_LEVEL, ZstdWriter
 from amber.errors import UsageError
 
 CHUNK = 1 << 20
@@ -61,7 +62,7 @@ class Compression(enum.StrEnum):
 WRITABLE = frozenset({Compression.NONE, Compression.GZIP, Compression.ZSTD})
 # The levels a writer may use, and its default (README "Speed": chosen from measured size and time).
 LEVELS = {Compression.ZSTD: range(1, 20), Compression.GZIP: range(1, 10)}
-DEFAULT_LEVELS = {Compression.ZSTD: 2, Compression.GZIP: 6}  # gzip 6: Go's default, podman's
+DEFAULT_LEVELS = {Compression.ZSTD: DEFAULT_LEVEL, Compression.GZIP: 6}  # gzip 6: Go's default, podman's
 _BZIP2_BLOCKS = (b"\x31\x41\x59\x26\x53\x59", b"\x17\x72\x45\x38\x50\x90")  # first block, or end of stream
 
 
@@ -85,8 +86,9 @@ def check_level(kind: Compression, level: int | None, source: str = "--compress-
 def compressor(raw: IO[bytes], kind: Compression, level: int | None = None) -> Any:
     """A writer compressing into `raw` with `level` (None: DEFAULT_LEVELS); `raw` itself for NONE.
 
-    Close it to end the stream (zstd's frame, gzip's trailer); `raw` stays open. zstd runs on
-    every core. Raises UsageError for a kind amber cannot write or a level out of its range."""
+    Close it to end the stream (zstd's frame, gzip's trailer); `raw` stays open. zstd is a
+    ZstdWriter (data that does not compress goes to a light compressor). Raises UsageError for
+    a kind amber cannot write or a level out of its range."""
     if kind not in WRITABLE:
         raise UsageError(f"cannot write {kind} archives", hint="use zstd, gzip or none")
     if kind is Compression.NONE:
@@ -94,39 +96,8 @@ def compressor(raw: IO[bytes], kind: Compression, level: int | None = None) -> A
     check_level(kind, level)
     chosen = DEFAULT_LEVELS[kind] if level is None else level
     if kind is Compression.ZSTD:
-        return zstd_compressor(chosen).stream_writer(raw, closefd=False, write_size=CHUNK)
+        return ZstdWriter(raw, chosen, write_size=CHUNK)
     return gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=chosen, mtime=0)
-
-
-# zstd's levels 3 and 4 as amber runs them (README "Speed", measured against podman's archives):
-# podman's 8 MiB window and matches from 4 bytes (memory pages repeat at a distance and in short
-# runs), each thread compressing 8 MiB at a time: archives of repeating text within 10% of
-# podman's, but 8 MiB windows on every thread cost memory (an export of 1 GiB of random data
-# 104-137 MiB RSS, against 83 at level 2) and time on data that does not compress, so the
-# default stays level 2, libzstd's own.
-TUNED_LEVELS = range(3, 5)
-TUNED_WINDOW_LOG = 23
-TUNED_MIN_MATCH = 4
-TUNED_JOB_SIZE = 8 << 20
-
-
-def zstd_parameters(level: int | None) -> zstandard.ZstdCompressionParameters:
-    """The parameters amber's zstd compresses with at `level` (None: the default), on every core."""
-    chosen = DEFAULT_LEVELS[Compression.ZSTD] if level is None else level
-    if chosen not in TUNED_LEVELS:
-        return zstandard.ZstdCompressionParameters.from_level(chosen, threads=-1)
-    return zstandard.ZstdCompressionParameters.from_level(
-        chosen,
-        window_log=TUNED_WINDOW_LOG,
-        min_match=TUNED_MIN_MATCH,
-        job_size=TUNED_JOB_SIZE,
-        threads=-1,
-    )
-
-
-def zstd_compressor(level: int | None) -> zstandard.ZstdCompressor:
-    """amber's zstd compressor at `level` (None: the default), on every core."""
-    return zstandard.ZstdCompressor(compression_params=zstd_parameters(level))
 
 
 def end_frame(writer: Any) -> None:
