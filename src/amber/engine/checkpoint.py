@@ -28,7 +28,6 @@ from amber.adapters.run import Result
 from amber.adapters.runtime import Runtime
 from amber.adapters.state import atomic_write_json
 from amber.adapters.tar.formats import Compression, check_level
-from amber.engine import attachments as attach
 from amber.engine import faults, ipc_share, recovery, scratch
 from amber.engine.containers import ContainerService
 from amber.engine.images import ImageService
@@ -313,6 +312,8 @@ class CheckpointService:
             runtime_us = int((time.monotonic() - started) * 1e6)
             faults.point("after-dump")
             if opts.tcp_established:  # before the teardown (netavark's) forgets them
+                from amber.engine import attachments as attach
+
                 attach.record_connections(self.containers.attachments(c), p.network_status, p.conntrack)
             criu.record_cpuinfo(images)  # lets the restoring host check its CPU first (amber archive check)
             stats = criu.read_stats(work / fmt.STATS_DUMP, "dump") if opts.stats else {}
