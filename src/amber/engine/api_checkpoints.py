@@ -65,7 +65,7 @@ class CheckpointCalls(CheckpointImageCalls):
         AmberError says the stream is incomplete and the container is left as it was (running).
         `compress_level`: zstd 1-19, gzip 1-9 (default: the config's [engine] compress_level,
         else zstd 3, gzip 6)."""
-        from amber.adapters.checkpoint_archive import Compression
+        from amber.adapters.tar.formats import Compression
         from amber.engine.checkpoint import CheckpointOptions
         from amber.engine.options import as_path, check_checkpoint
 

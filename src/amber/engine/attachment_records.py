@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from amber.adapters import state
 from amber.errors import UsageError
@@ -150,3 +150,12 @@ def load(path: Path) -> Attachments:
 
 def save(path: Path, attachments: Attachments) -> None:
     state.atomic_write_json(path, attachments.to_dict())
+
+
+class RestoreAttachOptions(TypedDict, total=False):
+    """restore's network and volume keyword options (podman's flags)."""
+
+    ignore_static_ip: bool  # take a new IP, not the recorded one
+    ignore_static_mac: bool  # take a new MAC, not the recorded one
+    ignore_volumes: bool  # with an archive: leave the named volumes' content out
+    publish: Sequence[str] | None  # with an archive: replaces the recorded port mappings

@@ -22,6 +22,7 @@ from amber.adapters.netavark import NetworkStatus, PortMapping
 from amber.engine.attachment_records import CONFIG_KEY as CONFIG_KEY  # the record: re-exported here
 from amber.engine.attachment_records import NO_NETWORK as NO_NETWORK
 from amber.engine.attachment_records import Attachments as Attachments
+from amber.engine.attachment_records import RestoreAttachOptions as RestoreAttachOptions
 from amber.engine.attachment_records import load as load
 from amber.engine.attachment_records import save as save
 from amber.engine.networks import DEFAULT_NETWORK, Lease, NetworkService
@@ -303,12 +304,3 @@ def from_options(options: AttachOptions) -> Attachments:
         tmpfs=list(options.get("tmpfs", ())),
         aliases=list(options.get("network_aliases", ())),
     )
-
-
-class RestoreAttachOptions(TypedDict, total=False):
-    """restore's network and volume keyword options (podman's flags)."""
-
-    ignore_static_ip: bool  # take a new IP, not the recorded one
-    ignore_static_mac: bool  # take a new MAC, not the recorded one
-    ignore_volumes: bool  # with an archive: leave the named volumes' content out
-    publish: Sequence[str] | None  # with an archive: replaces the recorded port mappings

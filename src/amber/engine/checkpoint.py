@@ -22,16 +22,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-import zstandard
-
-from amber.adapters import checkpoint_archive as archive
 from amber.adapters import criu, runtime, task_creds
 from amber.adapters import podman_format as fmt
 from amber.adapters.run import Result
 from amber.adapters.runtime import Runtime
 from amber.adapters.state import atomic_write_json
-from amber.adapters.tar.compression import check_level
-from amber.engine import attachments as attach
+from amber.adapters.tar.formats import Compression, check_level
 from amber.engine import faults, ipc_share, recovery, scratch
 from amber.engine.containers import ContainerService
 from amber.engine.images import ImageService
@@ -52,6 +48,7 @@ from amber.models import Container, Report, Status
 
 if TYPE_CHECKING:  # the export, lazy and restore machinery is imported where it is used
     from amber.adapters import archive_inplace, page_pack
+    from amber.adapters.checkpoint_archive import Progress
     from amber.adapters.criu_transfer import PageEndpoint
     from amber.engine.checkpoint_export import Exporter
     from amber.engine.lazy_dump import BackgroundDump, LazySource
@@ -72,7 +69,7 @@ class CheckpointOptions:
     export: Path | None = None
     export_to: IO[bytes] | None = None  # instead of `export`: a stream (a pipe, a socket), written as made
     compress_level: int | None = None  # with an export; None: the config's, else the compression's default
-    compression: archive.Compression | None = None  # only with export; None: zstd
+    compression: Compression | None = None  # only with export; None: zstd
     leave_running: bool = False
     keep: bool = False
     tcp_established: bool = False
@@ -83,13 +80,13 @@ class CheckpointOptions:
     with_previous: bool = False
     stats: bool = False  # decode CRIU's statistics (costs pycriu's import: about 0.2 s)
     target: str = DEFAULT_TARGET  # the engine meant to restore the archive: podman or containerd (TARGETS)
-    progress: archive.Progress | None = None  # told how the export's writing goes (the CLI's bar)
+    progress: Progress | None = None  # told how the export's writing goes (the CLI's bar)
     page_server: PageEndpoint | None = None  # the pages go to this CRIU page server (engine.transfer)
     lazy: LazySource | None = None  # only with export_to: the pages are served from here afterwards (lazy_dump)
 
     @property
-    def archive_compression(self) -> archive.Compression:
-        return self.compression or archive.Compression.ZSTD
+    def archive_compression(self) -> Compression:
+        return self.compression or Compression.ZSTD
 
     @property
     def exporting(self) -> bool:
@@ -249,7 +246,7 @@ class CheckpointService:
         leave_running = opts.leave_running or opts.pre_checkpoint
         need = self._memory_of(c)
         offset = self._inplace_offset(c, opts)
-        if exporting and opts.archive_compression is archive.Compression.ZSTD and offset is None:
+        if exporting and opts.archive_compression is Compression.ZSTD and offset is None:
             need *= 2  # the page images, and their frames compressed during the dump (page_pack)
         if exporting and not opts.ignore_rootfs:
             diff_bytes = self.exporter.diff_size(c)  # checked (sparse files, the size limit) in any case
@@ -282,7 +279,7 @@ class CheckpointService:
         uncompressed or zstd. Else None (a stream, gzip, a page server, a lazy or pre-dump)."""
         if opts.export is None or opts.export_to is not None or not opts.exporting:
             return None
-        if opts.archive_compression not in (archive.Compression.NONE, archive.Compression.ZSTD):
+        if opts.archive_compression not in (Compression.NONE, Compression.ZSTD):
             return None
         if opts.page_server is not None or opts.lazy is not None or opts.pre_checkpoint:
             return None
@@ -315,6 +312,8 @@ class CheckpointService:
             runtime_us = int((time.monotonic() - started) * 1e6)
             faults.point("after-dump")
             if opts.tcp_established:  # before the teardown (netavark's) forgets them
+                from amber.engine import attachments as attach
+
                 attach.record_connections(self.containers.attachments(c), p.network_status, p.conntrack)
             criu.record_cpuinfo(images)  # lets the restoring host check its CPU first (amber archive check)
             stats = criu.read_stats(work / fmt.STATS_DUMP, "dump") if opts.stats else {}
@@ -395,7 +394,7 @@ class CheckpointService:
                 or f"the container is stopped; start it again: amber start {c.name}",
                 details=revive_error.details if isinstance(revive_error, AmberError) else (),
             ) from revive_error
-        if isinstance(exc, OSError) or (opts.export_to is not None and isinstance(exc, zstandard.ZstdError)):
+        if isinstance(exc, OSError) or (opts.export_to is not None and _is_zstd_error(exc)):
             raise AmberError(
                 f"could not write {opts.destination}: {why}{_incomplete(opts)}",
                 hint=(
@@ -429,9 +428,11 @@ class CheckpointService:
             # An archive records the root mode the engine meant to restore it expects (TARGETS);
             # a checkpoint kept in amber's state is restored here, on this root, as it is.
             root_mode = _root_mode(p.merged, TARGETS[opts.target]) if exporting else contextlib.nullcontext()
-            from amber.adapters import page_pack
+            pages: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+            if packer is not None:
+                from amber.adapters import page_pack
 
-            pages = page_pack.packing(packer) if packer is not None else contextlib.nullcontext()
+                pages = page_pack.packing(packer)
             with timed("runtime checkpoint (CRIU dump)"), root_mode, pages:
 
                 def checkpoint(status_fd: int | None = None) -> Result:
@@ -478,11 +479,11 @@ class CheckpointService:
         slot = reserved.slot if reserved is not None else None
         if opts.page_server is not None or opts.lazy is not None or opts.pre_checkpoint or not opts.exporting:
             return None
-        if opts.archive_compression is archive.Compression.ZSTD:
+        if opts.archive_compression is Compression.ZSTD:
             from amber.adapters import page_pack
 
             return page_pack.PagePacker(images, work / PACKED_DIR, self.exporter.level(opts), slot=slot)
-        if slot is not None and opts.archive_compression is archive.Compression.NONE:
+        if slot is not None and opts.archive_compression is Compression.NONE:
             from amber.adapters import page_pack
 
             return page_pack.PagePacker(images, work / PACKED_DIR, None, compressed=False, slot=slot)
@@ -544,6 +545,13 @@ def _root_mode(root: Path, mode: int) -> Iterator[None]:
     finally:
         with contextlib.suppress(OSError):  # unmounted when the dump stopped the container
             os.chmod(root, before)
+
+
+def _is_zstd_error(exc: BaseException) -> bool:
+    """Did zstd fail writing a stream? (Imported here: a local checkpoint never loads zstd.)"""
+    import zstandard
+
+    return isinstance(exc, zstandard.ZstdError)
 
 
 def _incomplete(opts: CheckpointOptions) -> str:

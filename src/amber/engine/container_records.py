@@ -113,17 +113,18 @@ class ContainerRecords:
     ) -> None:
         """Mount the root file system, make the network namespace and join it to the
         container's network (`keep_address`: ask for the recorded IP, MAC again, a restore)."""
-        from amber.engine import attachments as attach
-
         p = self.paths(c.id)
         with contextlib.suppress(FileNotFoundError):
             p.exit_file.unlink()
         mounts.mount_overlay(image_layers, p.upper, p.work, p.merged)
         netns.create(p.netns)
+        att = self.attachments(c)
+        if att.network is None:  # loopback only: nothing to join, no network code to load
+            return
+        from amber.engine import attachments as attach
+
         if not self.networks.attachments(c.id):  # a restore from an archive prepares twice
-            attach.connect(
-                self.networks, c.id, c.name, p.netns, self.attachments(c), p.network_status, keep=keep_address
-            )
+            attach.connect(self.networks, c.id, c.name, p.netns, att, p.network_status, keep=keep_address)
 
     def attachments(self, c: Container) -> Attachments:
         """The container's network, ports and mounts as recorded."""

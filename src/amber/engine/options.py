@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Unpack
 
-from amber.engine.attachments import RestoreAttachOptions
+from amber.engine.attachment_records import RestoreAttachOptions
 from amber.engine.checkpoint import CheckpointOptions
 from amber.engine.restore import RestoreOptions
 from amber.errors import UsageError

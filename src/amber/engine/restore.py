@@ -26,11 +26,8 @@ from amber.adapters import podman_format as fmt
 from amber.adapters.runtime import Runtime, RuntimeInfo
 from amber.adapters.state import atomic_write_json
 from amber.config import Settings
-from amber.engine import attachments as attach
 from amber.engine import faults, restore_verify, scratch
-from amber.engine.attachments import Attachments
 from amber.engine.images import ImageService
-from amber.engine.networks import NetworkService
 from amber.engine.restore_options import RestoreOptions, criu_config_file
 from amber.engine.runtime_rule import select_runtime
 from amber.engine.spec import AUTOREMOVE_ANNOTATION
@@ -53,10 +50,13 @@ from amber.models import Container, Image, Report, Status
 if TYPE_CHECKING:
     from amber.adapters import checkpoint_archive as archive
     from amber.adapters.tar.extract import Divert
+    from amber.engine.attachments import Attachments
+    from amber.engine.networks import NetworkService
 
 # An in-place restore (`amber restore NAME`, and recovery's) imports nothing of the archive
 # code: the archive format, the tar engine, the image checks and the rootfs diff are imported
-# in the methods that restore an archive.
+# in the methods that restore an archive; the network code (attachments, networks, netavark)
+# where a restore has a network or recorded connections to deal with.
 
 # (work directory, most bytes, diverts): unpacks the archive there, handing the members named in
 # diverts to their handler instead (extract_archive's `divert`, one that reads a file may); may
@@ -120,6 +120,8 @@ def restore_in_place(
         _restore_dir_modes(p.merged, images)
         locked = opts.tcp_established and containers.attachments(c).network is not None
         if locked:  # CRIU's lock in the new namespace, the NAT'd connections' conntrack entries
+            from amber.engine import attachments as attach
+
             ips = {lease.ip for lease in containers.networks.attachments(c.id).values()}
             netlock.insert(e for e in attach.recorded_connections(p.conntrack) if e.involves(ips))
             netlock.lock(p.netns)
@@ -222,6 +224,8 @@ class RestoreService:
                 else self.containers.runtime_for(c).info
             )
             if opts.ignore_static_ip or opts.ignore_static_mac:
+                from amber.engine import attachments as attach
+
                 path = self.containers.paths(c.id).attachments
                 att = self.containers.attachments(c)
                 attach.save(path, attach.without_static(att, ip=opts.ignore_static_ip, mac=opts.ignore_static_mac))
@@ -290,6 +294,7 @@ class RestoreService:
         self, head: archive.ArchiveHead, unpack_into: Unpacker, opts: RestoreOptions
     ) -> tuple[Container, Report]:
         """restore_archive once the head is read: checks, the record, then `unpack_into`."""
+        from amber.engine import attachments as attach
         from amber.engine import privilege_checks, restore_net
 
         path = head.path
@@ -370,6 +375,7 @@ class RestoreService:
         """Unpack into `unpack` (a scratch dir: tmpfs when the images fit), then restore from it."""
         from amber.adapters import criu_images, criu_memory
         from amber.engine import archive_checks, privilege_checks, restore_net
+        from amber.engine import attachments as attach
         from amber.engine.restore_root import RootSteps
 
         p = self.containers.paths(c.id)

@@ -1,4 +1,4 @@
-"""Compressed tar streams: one Compression enum, magic-byte sniffing, decompressing readers that
+"""Compressed tar streams: the Compression enum (from formats), magic-byte sniffing, decompressing readers that
 count (and hash) what passes, and the guard that stops a reader at the real end of its data.
 
 Writing supports none, gzip and zstd (podman's three); bzip2 and xz are read only.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import bz2
 import contextlib
-import enum
 import gzip
 import hashlib
 import io
@@ -21,7 +20,12 @@ from typing import IO, Any, Protocol
 
 import zstandard
 
-from amber.adapters.tar.zstd_writer import DEFAULT_LEVEL, ZstdWriter
+from amber.adapters.tar.formats import DEFAULT_LEVELS as DEFAULT_LEVELS  # re-exported: the codecs' callers
+from amber.adapters.tar.formats import LEVELS as LEVELS
+from amber.adapters.tar.formats import WRITABLE as WRITABLE
+from amber.adapters.tar.formats import Compression as Compression
+from amber.adapters.tar.formats import check_level as check_level
+from amber.adapters.tar.zstd_writer import ZstdWriter
 from amber.errors import UsageError
 
 CHUNK = 1 << 20
@@ -36,51 +40,7 @@ READ_ERRORS: tuple[type[BaseException], ...] = (
     lzma.LZMAError,
     zstandard.ZstdError,
 )
-
-
-class Compression(enum.StrEnum):
-    NONE = "none"
-    GZIP = "gzip"
-    ZSTD = "zstd"
-    BZIP2 = "bzip2"  # read only
-    XZ = "xz"  # read only
-
-    @classmethod
-    def parse(cls, value: str) -> Compression:
-        """A compression the user may choose for writing (podman's three), case-insensitive.
-
-        Raises UsageError for anything else."""
-        low = value.lower()
-        if low in WRITABLE:
-            return cls(low)
-        raise UsageError(
-            f'selected compression algorithm ("{value}") not supported. Please select one from: gzip, none, zstd',
-            hint="zstd is the default and the fastest",
-        )
-
-
-WRITABLE = frozenset({Compression.NONE, Compression.GZIP, Compression.ZSTD})
-# The levels a writer may use, and its default (README "Speed": chosen from measured size and time).
-LEVELS = {Compression.ZSTD: range(1, 20), Compression.GZIP: range(1, 10)}
-DEFAULT_LEVELS = {Compression.ZSTD: DEFAULT_LEVEL, Compression.GZIP: 6}  # gzip 6: Go's default, podman's
 _BZIP2_BLOCKS = (b"\x31\x41\x59\x26\x53\x59", b"\x17\x72\x45\x38\x50\x90")  # first block, or end of stream
-
-
-def check_level(kind: Compression, level: int | None, source: str = "--compress-level") -> None:
-    """Raises UsageError when `level` (given by `source`) is not one `kind` can write with."""
-    if level is None:
-        return
-    levels = LEVELS.get(kind)
-    if levels is None:
-        raise UsageError(
-            f"{source} {level}: {kind} archives have no compression level",
-            hint="leave out the level, or use --compress zstd or gzip",
-        )
-    if level not in levels:
-        raise UsageError(
-            f"{source} {level} is out of range for {kind}",
-            hint=f"give {levels.start} to {levels.stop - 1} (default {DEFAULT_LEVELS[kind]})",
-        )
 
 
 def compressor(raw: IO[bytes], kind: Compression, level: int | None = None) -> Any:

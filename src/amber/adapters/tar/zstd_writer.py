@@ -21,7 +21,9 @@ from typing import IO, Any
 
 import zstandard
 
-DEFAULT_LEVEL = 3
+from amber.adapters.tar.formats import DEFAULT_LEVELS, Compression
+
+DEFAULT_LEVEL = DEFAULT_LEVELS[Compression.ZSTD]
 TUNED_LEVELS = range(3, 5)
 TUNED_WINDOW_LOG = 23
 TUNED_MIN_MATCH = 4
