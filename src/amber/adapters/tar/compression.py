@@ -1,5 +1,6 @@
-"""Compressed tar streams: the Compression enum (from formats), magic-byte sniffing, decompressing readers that
-count (and hash) what passes, and the guard that stops a reader at the real end of its data.
+"""Compressed tar streams: the Compression enum (from formats), magic-byte sniffing,
+decompressing readers that count (and hash) what passes, and the guard that stops a reader at
+the real end of its data.
 
 Writing supports none, gzip and zstd (podman's three); bzip2 and xz are read only.
 """

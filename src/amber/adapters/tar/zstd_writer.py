@@ -49,9 +49,11 @@ def zstd_compressor(level: int | None) -> zstandard.ZstdCompressor:
     return zstandard.ZstdCompressor(compression_params=zstd_parameters(level))
 
 
-def compresses(sample: bytes | bytearray | memoryview) -> bool:
-    """Whether level 1 takes more than 1 - LIGHT_RATIO off `sample`."""
-    return len(zstandard.ZstdCompressor(level=LIGHT_LEVEL).compress(sample)) <= LIGHT_RATIO * len(sample)
+def compresses(sample: bytes | bytearray | memoryview, probe: zstandard.ZstdCompressor | None = None) -> bool:
+    """Whether level 1 (`probe`, a level-1 compressor to reuse) takes more than 1 - LIGHT_RATIO
+    off `sample`."""
+    probe = probe or zstandard.ZstdCompressor(level=LIGHT_LEVEL)
+    return len(probe.compress(sample)) <= LIGHT_RATIO * len(sample)
 
 
 class ZstdWriter:
@@ -68,6 +70,7 @@ class ZstdWriter:
         self._open: bool | None = None  # the choice whose frame is open; None: no frame open
         self._left = 0  # bytes of the current segment still to come
         self._sample = bytearray()
+        self._probe = zstandard.ZstdCompressor(level=LIGHT_LEVEL)  # judges every segment's sample
         self._wrote = False
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
@@ -102,7 +105,7 @@ class ZstdWriter:
 
     def _judge(self) -> None:
         """Choose the compressor of the segment that starts with the sample, and write the sample."""
-        self._light = not compresses(self._sample)
+        self._light = not compresses(self._sample, self._probe)
         self._left = SEGMENT
         sample, self._sample = self._sample, bytearray()
         self._put(memoryview(sample))
